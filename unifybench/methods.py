@@ -1,0 +1,287 @@
+"""The Method interface, the registry and the built-in reference methods.
+
+A method personalizes on one concept's training data, answers batches of questions and draws
+batches of prompts. It sees requests only, never a ground-truth answer. Methods register under the
+entry-point group ``unifybench.methods`` as lazy ``module:Class`` targets, imported only when selected.
+"""
+from __future__ import annotations
+
+import json
+import random
+import re
+from dataclasses import dataclass
+from importlib import import_module
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, ClassVar, Sequence
+
+from PIL import Image
+
+from .errors import BenchError
+from .records import TASKS, Concept
+
+ENTRY_POINT_GROUP = "unifybench.methods"
+
+
+@dataclass(frozen=True)
+class AnswerRequest:
+    """A question put to a method: everything about the item except its answer."""
+
+    concept: str
+    task: str  # rec | vqa | text_only | choice
+    index: int
+    question: str
+    image: Path | None
+    options: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def key(self) -> str:
+        return f"{self.task}/{self.concept}/{self.index}"
+
+
+@dataclass(frozen=True)
+class GenRequest:
+    """A prompt to draw ``n_images`` times, reproducibly from ``seed``."""
+
+    concept: str
+    task: str  # gen | attr_gen
+    index: int
+    prompt: str  # names the concept by its token, e.g. "a <bo> in the jungle"
+    n_images: int
+    seed: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.task}/{self.concept}/{self.index}"
+
+
+GeneratedImage = Image.Image | Path
+
+
+class Method:
+    """Base class of every method adapter.
+
+    Subclasses set ``name``, ``tasks`` and ``arguments`` (the ``--method-arg`` keys they accept,
+    with a one-line help each) and override what their tasks need.
+    """
+
+    name: ClassVar[str] = ""
+    tasks: ClassVar[frozenset[str]] = frozenset()
+    arguments: ClassVar[dict[str, str]] = {}
+    needs_personalization: ClassVar[bool] = False
+
+    def __init__(self, args: dict[str, str] | None = None, *, seed: int = 0, device: str = "cpu",
+                 batch_size: int = 8):
+        args = dict(args or {})
+        unknown = sorted(set(args) - set(self.arguments))
+        if unknown:
+            accepted = ", ".join(sorted(self.arguments)) or "none"
+            raise BenchError(f"unknown argument(s) {', '.join(unknown)}; accepted: {accepted}",
+                             where=f"method {self.name}")
+        self.args = args
+        self.seed = seed
+        self.device = device
+        self.batch_size = batch_size
+
+    def describe(self) -> dict[str, Any]:
+        """What made this method's predictions (checkpoints, dtypes), recorded in run.json."""
+        return {}
+
+    def personalize(self, concept: Concept, state_dir: Path) -> Any:
+        """Learn the concept from its training data, saving what is needed to ``state_dir``."""
+        return None
+
+    def load_state(self, concept: Concept, state_dir: Path) -> Any:
+        """Reload what :meth:`personalize` saved for this concept."""
+        return None
+
+    def answer(self, concept: Concept, state: Any, requests: Sequence[AnswerRequest]) -> list[str | None]:
+        """One reply per request; ``None`` where the method has no answer (recorded as missing)."""
+        raise NotImplementedError
+
+    def generate(self, concept: Concept, state: Any,
+                 requests: Sequence[GenRequest]) -> list[list[GeneratedImage] | None]:
+        """``n_images`` images (PIL images or existing files) per request; ``None`` if it has none."""
+        raise NotImplementedError
+
+
+# ----------------------------------------------------------------------------- registry
+
+BUILTIN_METHODS: dict[str, str] = {
+    "real-images": "unifybench.methods:RealImages",
+    "always-yes": "unifybench.methods:AlwaysYes",
+    "random-answer": "unifybench.methods:RandomAnswer",
+    "precomputed": "unifybench.methods:Precomputed",
+}
+
+
+def registered_methods() -> dict[str, str]:
+    """Method name -> ``module:Class`` target, built-ins first, then installed plugins."""
+    targets = dict(BUILTIN_METHODS)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        targets.setdefault(ep.name, ep.value)
+    return targets
+
+
+def load_method_class(name: str) -> type[Method]:
+    targets = registered_methods()
+    if name not in targets:
+        raise BenchError(f"unknown method {name!r}; known: {', '.join(sorted(targets))}",
+                         where="--method")
+    target = targets[name]
+    module_name, _, attr = target.partition(":")
+    try:
+        obj = import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise BenchError(f"cannot import {target} ({exc})", where=f"method {name}") from exc
+    if not (isinstance(obj, type) and issubclass(obj, Method)):
+        raise BenchError(f"{target} is not a unifybench Method subclass", where=f"method {name}")
+    unknown = set(obj.tasks) - set(TASKS)
+    if unknown:
+        raise BenchError(f"declares unknown tasks {sorted(unknown)}", where=f"method {name}")
+    return obj
+
+
+# ----------------------------------------------------------------------------- built-ins
+
+
+def _request_rng(seed: int, request: AnswerRequest | GenRequest) -> random.Random:
+    """A generator that depends only on the seed and the request, so resumed runs agree."""
+    return random.Random(f"{seed}/{request.key}")
+
+
+class RealImages(Method):
+    """DreamBooth's upper-bound row: 'generates' held-out real photos of the concept."""
+
+    name = "real-images"
+    tasks = frozenset({"gen"})
+
+    def generate(self, concept, state, requests):
+        photos = concept.heldout_images
+        if not photos:
+            raise BenchError("concept has no real photos to return", where=f"concept {concept.name}")
+        out = []
+        for req in requests:
+            # Start each prompt at a different photo so every held-out photo is used evenly.
+            start = req.index * req.n_images
+            out.append([photos[(start + i) % len(photos)] for i in range(req.n_images)])
+        return out
+
+
+class AlwaysYes(Method):
+    """The floor for recognition's negatives: replies "Yes." to everything."""
+
+    name = "always-yes"
+    tasks = frozenset({"rec", "vqa", "text_only", "choice"})
+
+    def answer(self, concept, state, requests):
+        return ["Yes." for _ in requests]
+
+
+class RandomAnswer(Method):
+    """The chance floor: a seeded coin for yes/no, a seeded option letter, shuffled words otherwise."""
+
+    name = "random-answer"
+    tasks = frozenset({"rec", "vqa", "text_only", "choice"})
+
+    def answer(self, concept, state, requests):
+        replies = []
+        for req in requests:
+            rng = _request_rng(self.seed, req)
+            if req.task == "rec":
+                replies.append(rng.choice(["Yes.", "No."]))
+            elif req.task == "choice":
+                letters = [letter for letter, _ in req.options] or ["A", "B", "C", "D"]
+                replies.append(rng.choice(letters))
+            else:
+                words = req.question.split()
+                rng.shuffle(words)
+                replies.append(" ".join(words))
+        return replies
+
+
+def normalized_name(text: str) -> str:
+    """Lower-case letters and digits only: how folder names are matched to prompts."""
+    return re.sub(r"[^a-z0-9]+", "", text.lower())
+
+
+class Precomputed(Method):
+    """Scores predictions made elsewhere.
+
+    ``answers=FILE``: JSONL of ``{"concept", "index", "answer"}`` (index = position in the
+    concept's test items). ``images=DIR``: ``<concept>/.../<prompt text>/<i>.png``, the UniCTokens
+    layout, or a UnifyBench run's ``images/`` folder.
+    """
+
+    name = "precomputed"
+    tasks = frozenset(TASKS)
+    arguments = {
+        "answers": "JSONL of {concept, index, answer} made elsewhere",
+        "images": "folder of generated images, <concept>/.../<prompt text>/<i>.png",
+    }
+
+    def __init__(self, args=None, **kwargs):
+        super().__init__(args, **kwargs)
+        self._answers: dict[tuple[str, int], str] | None = None
+        self._image_dirs: dict[str, dict[str, Path]] = {}
+
+    def _load_answers(self) -> dict[tuple[str, int], str]:
+        if self._answers is None:
+            path = Path(self.args.get("answers", ""))
+            if "answers" not in self.args:
+                raise BenchError("needs --method-arg answers=FILE for understanding tasks",
+                                 where="method precomputed")
+            if not path.is_file():
+                raise BenchError("answers file not found", path)
+            answers: dict[tuple[str, int], str] = {}
+            for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                    key = (str(row["concept"]), int(row["index"]))
+                    answers[key] = str(row["answer"])
+                except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                    raise BenchError(f"bad answer line ({exc.__class__.__name__}: {exc})", path,
+                                     f"line {line_no}") from exc
+            self._answers = answers
+        return self._answers
+
+    def answer(self, concept, state, requests):
+        answers = self._load_answers()
+        return [answers.get((req.concept, req.index)) for req in requests]
+
+    def _prompt_dirs(self, concept: str) -> dict[str, Path]:
+        """Normalized folder name -> folder, for every folder holding images under DIR/<concept>."""
+        if concept not in self._image_dirs:
+            if "images" not in self.args:
+                raise BenchError("needs --method-arg images=DIR for generation tasks",
+                                 where="method precomputed")
+            root = Path(self.args["images"])
+            if not root.is_dir():
+                raise BenchError("images folder not found", root)
+            found: dict[str, Path] = {}
+            base = root / concept
+            if base.is_dir():
+                for d in sorted(p for p in base.rglob("*") if p.is_dir()):
+                    found.setdefault(normalized_name(d.name), d)
+            self._image_dirs[concept] = found
+        return self._image_dirs[concept]
+
+    def generate(self, concept, state, requests):
+        dirs = self._prompt_dirs(concept.name)
+        out: list[list[GeneratedImage] | None] = []
+        for req in requests:
+            bare = req.prompt.replace(concept.token, concept.name)
+            candidates = [req.prompt, bare, f"{req.index:03d}_{req.prompt}"]
+            folder = next((dirs[normalized_name(c)] for c in candidates if normalized_name(c) in dirs), None)
+            if folder is None:
+                out.append(None)
+                continue
+            images = sorted((p for p in folder.iterdir()
+                             if p.suffix.lower() in {".png", ".jpg", ".jpeg", ".webp"}),
+                            key=lambda p: (len(p.stem), p.stem))
+            out.append(images[: req.n_images] if len(images) >= req.n_images else None)
+        return out

@@ -1,0 +1,140 @@
+"""The typed records every reader produces and every later stage consumes.
+
+Readers (``unifybench.data``) turn any supported format into a :class:`Benchmark`; tasks turn its
+records into requests; methods see requests only (never a ground-truth answer); scorers see the
+records and the stored predictions.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+QA_KINDS = ("rec", "vqa", "text_only", "choice")
+GEN_KINDS = ("gen", "attr_gen")
+TASKS = QA_KINDS + GEN_KINDS
+
+ConceptKind = Literal["human", "animal", "object"]
+GenerationType = Literal["object", "live_subject"]
+
+
+@dataclass(frozen=True)
+class QAItem:
+    """One understanding question with its ground truth.
+
+    ``index`` is the item's position in its concept's list of test items (for UnifyBench: in
+    ``test_data/<c>.json``), the key that predictions made elsewhere refer to.
+    """
+
+    concept: str
+    index: int
+    kind: str  # one of QA_KINDS
+    question: str  # without the leading "<image>\n"; the concept appears as its token, e.g. "<bo>"
+    answer: str  # the ground-truth reply as written in the benchmark
+    image: Path | None  # None for text-only questions
+    options: tuple[tuple[str, str], ...] = ()  # multiple choice: (("A", "Dog"), ("B", "Cat"))
+    correct_option: str | None = None  # multiple choice: the correct letter when known
+    raw_type: str = ""  # the type string as the file wrote it
+
+
+@dataclass(frozen=True)
+class GenPrompt:
+    """One generation prompt.
+
+    ``prompt`` names the concept by its token ("a <bo> in the jungle"); ``class_prompt`` is the
+    same prompt with the concept replaced by its class noun ("a dog in the jungle"), the text that
+    CLIP-T compares against.
+    """
+
+    concept: str
+    index: int
+    kind: str  # "gen" (plain DreamBooth prompts) or "attr_gen" (attribute reasoning)
+    prompt: str
+    class_prompt: str
+
+
+@dataclass
+class Concept:
+    name: str  # "bo"
+    token: str  # "<bo>": how questions and prompts name the concept
+    class_noun: str  # "dog"
+    description: str = ""  # visual description, "<bo> is ..."
+    extra_facts: list[str] = field(default_factory=list)  # non-visual facts for attribute reasoning
+    kind: ConceptKind = "object"
+    generation_type: GenerationType | None = None
+    train_images: list[Path] = field(default_factory=list)
+    cropped_train_images: list[Path] = field(default_factory=list)
+    reference_images: list[Path] = field(default_factory=list)  # what CLIP-I / DINO compare against
+    test_images: list[Path] = field(default_factory=list)  # held-out photos
+    training_conversations: list[dict] = field(default_factory=list)
+    identity_prompt: str | None = None  # "A photo of <bo>.": images for face identity
+
+    @property
+    def heldout_images(self) -> list[Path]:
+        """Real photos not used as references; the reference set itself when there is no split."""
+        return self.test_images or self.reference_images
+
+
+@dataclass
+class Benchmark:
+    name: str  # "mini", or the folder name
+    format: str  # "unifybench" | "dreambench" | "yollava"
+    root: Path
+    concepts: list[Concept]
+    items: dict[str, list[QAItem]]  # concept name -> its test items, in file order
+    prompts: dict[str, list[GenPrompt]]  # concept name -> gen prompts then attr_gen prompts
+    extra_images: list[Path] = field(default_factory=list)  # other files the bench uses (negatives, placeholder)
+
+    def concept(self, name: str) -> Concept:
+        for c in self.concepts:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+    def image_files(self) -> set[Path]:
+        """Distinct image files the benchmark uses."""
+        files: set[Path] = set(self.extra_images)
+        for c in self.concepts:
+            files.update(c.train_images, c.cropped_train_images, c.reference_images, c.test_images)
+        for items in self.items.values():
+            files.update(it.image for it in items if it.image is not None)
+        return {p.resolve() for p in files}
+
+    def count_items(self) -> dict[str, int]:
+        counts = {k: 0 for k in QA_KINDS}
+        for items in self.items.values():
+            for it in items:
+                counts[it.kind] += 1
+        return counts
+
+    def count_prompts(self, kind: str) -> int:
+        return sum(1 for ps in self.prompts.values() for p in ps if p.kind == kind)
+
+    def fingerprint(self) -> str:
+        """A hash of the benchmark's content: records and the bytes of every image it uses."""
+        h = hashlib.sha256()
+        h.update(self.format.encode())
+        for c in sorted(self.concepts, key=lambda c: c.name):
+            h.update(repr((c.name, c.token, c.class_noun, c.description, c.extra_facts, c.kind,
+                           c.generation_type, [p.name for p in c.reference_images])).encode())
+            for it in self.items.get(c.name, []):
+                h.update(repr((it.index, it.kind, it.question, it.answer, it.options,
+                               it.correct_option)).encode())
+            for p in self.prompts.get(c.name, []):
+                h.update(repr((p.index, p.kind, p.prompt, p.class_prompt)).encode())
+        for path in sorted(self.image_files()):
+            h.update(file_digest(path).encode())
+        return h.hexdigest()[:16]
+
+
+_DIGEST_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes, memoised on (path, size, mtime) within a process."""
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _DIGEST_CACHE:
+        _DIGEST_CACHE[key] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return _DIGEST_CACHE[key]
