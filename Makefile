@@ -1,0 +1,32 @@
+# `make demo` and `make test` work on a fresh machine: they create .venv here when missing,
+# install, then run. TORCH_SPEC names the torch pair this machine keeps on disk; override it
+# elsewhere (e.g. `make test TORCH_SPEC="torch torchvision"`).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+DEMO_OUT ?= runs/demo
+
+.PHONY: install demo test bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+# Evaluates the reference rows on the bundled mini bench and prints a leaderboard. Real scorer
+# checkpoints are used when they load; offline, one line says so and random-init backbones
+# stand in, every such number labelled.
+demo: install
+	$(PY) -m unifybench run --method real-images --backbones auto --out $(DEMO_OUT)
+	$(PY) -m unifybench run --method always-yes --backbones auto --out $(DEMO_OUT)
+	$(PY) -m unifybench leaderboard $(DEMO_OUT)
+
+test: install
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+
+clean:
+	rm -rf runs .pytest_cache

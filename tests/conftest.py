@@ -1,0 +1,69 @@
+"""Shared test helpers: the real command line in a subprocess, and plugin packages made on the fly."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+# Tests never download: tiny random-init models are built from configs in code.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def cli_env(extra_pythonpath: list[Path] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["HF_HUB_OFFLINE"] = "1"
+    paths = [str(p) for p in (extra_pythonpath or [])]
+    if env.get("PYTHONPATH"):
+        paths.append(env["PYTHONPATH"])
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    env["COLUMNS"] = "200"
+    return env
+
+
+def run_cli(*args: str, pythonpath: list[Path] | None = None, cwd: Path | None = None,
+            timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run `python -m unifybench ARGS` as a user would, capturing its output."""
+    return subprocess.run([sys.executable, "-m", "unifybench", *args], capture_output=True, text=True,
+                          env=cli_env(pythonpath), cwd=cwd or REPO, timeout=timeout)
+
+
+def make_plugin(root: Path, dist_name: str, module_name: str, source: str, methods: dict[str, str]) -> Path:
+    """An installed-looking package: a module plus a dist-info that declares unifybench.methods entry points.
+
+    importlib.metadata finds the dist-info on sys.path, exactly as it would after `pip install`.
+    Returns the folder to put on PYTHONPATH.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    (root / f"{module_name}.py").write_text(textwrap.dedent(source), encoding="utf-8")
+    info = root / f"{dist_name}-0.1.dist-info"
+    info.mkdir(exist_ok=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist_name}\nVersion: 0.1\n", encoding="utf-8")
+    lines = ["[unifybench.methods]"] + [f"{name} = {target}" for name, target in methods.items()]
+    (info / "entry_points.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root
+
+
+def read_results(run_dir: Path) -> dict:
+    return json.loads((run_dir / "results.json").read_text())
+
+
+def only_run_dir(out: Path) -> Path:
+    dirs = [p for p in out.iterdir() if p.is_dir()]
+    assert len(dirs) == 1, dirs
+    return dirs[0]
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is not beside the checkout")
+    return SHARED_DATA

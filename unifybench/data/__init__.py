@@ -1,0 +1,115 @@
+"""Benchmark readers: every supported format becomes one :class:`~unifybench.records.Benchmark`.
+
+Formats (see FORMATS.md): ``unifybench`` (the UniCTokens release layout, also the bundled
+``mini`` bench), ``dreambench`` (the DreamBooth dataset) and ``yollava``. Bad input of any kind
+raises :class:`~unifybench.errors.BenchError` naming the file (and item or field).
+"""
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+from ..errors import BenchError
+from ..records import QA_KINDS, Benchmark
+from .common import validate_images
+from .dreambench import find_prompts_file, read_dreambench
+from .unifybench_format import read_unifybench
+from .yollava import find_qa_files, read_yollava
+
+__all__ = ["FORMATS", "MINI_BENCH_PATH", "check_benchmark", "detect_format", "generation_prompts",
+           "load_benchmark"]
+
+MINI_BENCH_PATH = Path(__file__).parent / "mini"
+PROMPTS_PATH = Path(__file__).parent / "prompts_to_eval.json"
+FORMATS = ("unifybench", "dreambench", "yollava")
+
+
+@lru_cache(maxsize=1)
+def _prompt_table() -> dict[str, tuple[str, ...]]:
+    data = json.loads(PROMPTS_PATH.read_text(encoding="utf-8"))
+    return {k: tuple(v) for k, v in data.items()}
+
+
+def generation_prompts(generation_type: str | None) -> list[str]:
+    """The 25 DreamBooth prompts for ``"object"`` or ``"live_subject"``, with the ``<sks>``
+    placeholder; [] for any other generation type (including None)."""
+    if not isinstance(generation_type, str):
+        return []
+    return list(_prompt_table().get(generation_type, ()))
+
+
+def _gen_prompts_for(generation_type: str | None, token: str) -> list[str]:
+    return [p.replace("<sks>", token) for p in generation_prompts(generation_type)]
+
+
+def _check_root(path: Path) -> Path:
+    if not path.exists():
+        raise BenchError("no such benchmark folder", path)
+    if not path.is_dir():
+        raise BenchError("not a folder", path)
+    return path
+
+
+def detect_format(path: str | Path) -> str:
+    """``unifybench`` if test_data/ or concept/ exists; ``dreambench`` if prompts_and_classes.txt
+    exists (in the root or dataset/); ``yollava`` if a *visual-qa*.json or *text-only-qa*.json exists."""
+    root = _check_root(Path(path))
+    if (root / "test_data").is_dir() or (root / "concept").is_dir():
+        return "unifybench"
+    if find_prompts_file(root) is not None:
+        return "dreambench"
+    if any(p is not None for p in find_qa_files(root)):
+        return "yollava"
+    raise BenchError("cannot detect the format; pass --format (unifybench, dreambench or yollava)", root)
+
+
+def load_benchmark(spec: str | Path = "mini", format: str = "auto", validate_images: bool = False) -> Benchmark:
+    """Read a benchmark: ``"mini"`` (the bundled bench) or a folder in any supported format."""
+    if isinstance(spec, str) and spec == "mini":
+        root, name = MINI_BENCH_PATH, "mini"
+        if not root.is_dir():
+            raise BenchError("the bundled mini bench is missing from this installation", root)
+    else:
+        root = Path(spec).expanduser()
+        _check_root(root)
+        name = root.resolve().name
+    if format in (None, "auto"):
+        format = detect_format(root)
+    if format not in FORMATS:
+        raise BenchError(f"unknown format {format!r}; known: {', '.join(FORMATS)}", where="--format")
+    try:
+        if format == "unifybench":
+            bench = read_unifybench(root, name, _gen_prompts_for)
+        elif format == "dreambench":
+            bench = read_dreambench(root, name)
+        else:
+            bench = read_yollava(root, name)
+    except BenchError:
+        raise
+    except OSError as exc:
+        raise BenchError(f"cannot read: {exc.strerror or exc}", getattr(exc, "filename", None) or root) from None
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:  # a shape we did not foresee
+        raise BenchError(f"malformed {format} benchmark ({type(exc).__name__}: {exc})", root) from None
+    if validate_images:
+        _validate(bench)
+    return bench
+
+
+def _validate(bench: Benchmark) -> None:
+    validate_images(bench.image_files())
+
+
+def check_benchmark(path: str | Path, format: str = "auto") -> dict:
+    """Load ``path`` with every image decoded and return its counts."""
+    bench = load_benchmark(Path(path) if not (isinstance(path, str) and path == "mini") else path,
+                           format, validate_images=True)
+    counts = bench.count_items()
+    return {
+        "format": bench.format,
+        "concepts": len(bench.concepts),
+        "images": len(bench.image_files()),
+        "items": {k: counts.get(k, 0) for k in QA_KINDS},
+        "gen_prompts": bench.count_prompts("gen"),
+        "attr_prompts": bench.count_prompts("attr_gen"),
+    }

@@ -1,0 +1,180 @@
+"""Helpers the readers share: JSON loading with clear errors, image listing, image-path
+resolution, image validation, concept-token substitution and multiple-choice parsing."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Iterable
+
+from ..errors import BenchError
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp")
+
+
+def load_json(path: Path, what: str | None = None) -> Any:
+    """Read a JSON file; a missing, unreadable or malformed file raises :class:`BenchError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise BenchError(f"missing {what or 'file'}" if what else "file not found", path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise BenchError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", path) from None
+    except OSError as exc:
+        raise BenchError(f"cannot read: {exc.strerror or exc}", path) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BenchError(f"malformed JSON: {exc.msg}", path, f"line {exc.lineno}, column {exc.colno}") from None
+    except RecursionError:
+        raise BenchError("malformed JSON: nested too deeply", path) from None
+
+
+def _natural_key(path: Path) -> tuple:
+    parts = re.split(r"(\d+)", path.name)
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p.lower()) for p in parts)
+
+
+def is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTS and not path.name.startswith(".")
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files directly inside ``folder`` (not recursive), in natural order; [] if absent."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted((p for p in folder.iterdir() if p.is_file() and is_image(p)), key=_natural_key)
+
+
+def list_dirs(folder: Path) -> list[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                  key=lambda p: p.name)
+
+
+def resolve_image(raw: Any, root: Path) -> Path | None:
+    """Find the file an item's image path means, or None.
+
+    Tried in order: the path as given (absolute paths only), relative to ``root``, then by its
+    tail under ``root``: progressively shorter suffixes of its parts, down to two parts
+    (``concept/test/bo/3.png``, ``test/bo/3.png``, ``bo/3.png``; ``random_images/17.png``).
+    """
+    if not isinstance(raw, str) or not raw.strip():
+        return None
+    raw = raw.strip().replace("\\", "/")
+    p = Path(raw)
+    if p.is_absolute() and p.is_file():
+        return p
+    if not p.is_absolute():
+        cand = root / p
+        if cand.is_file():
+            return cand
+    parts = [x for x in p.parts if x not in ("/", ".", "..", "") and not x.endswith(":")]
+    if p.anchor:
+        parts = [x for x in parts if x != p.anchor]
+    shortest = 2 if len(parts) >= 2 else 1
+    for k in range(len(parts), shortest - 1, -1):
+        cand = root.joinpath(*parts[-k:])
+        if cand.is_file():
+            return cand
+    return None
+
+
+def validate_images(paths: Iterable[Path]) -> None:
+    """Open and fully decode every image; a missing, unreadable or truncated one raises BenchError."""
+    from PIL import Image, ImageFile
+
+    saved = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        for path in sorted(set(paths)):
+            try:
+                with Image.open(path) as im:
+                    im.load()
+            except Exception as exc:  # OSError, UnidentifiedImageError, DecompressionBombError, ...
+                msg = (str(exc) or type(exc).__name__).replace(f" {str(path)!r}", "").replace(str(path), "")
+                raise BenchError(f"unreadable image ({msg.strip()})", path) from None
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = saved
+
+
+def token_for(name: str) -> str:
+    return f"<{name}>"
+
+
+_SKS = re.compile(r"<sks>|\bsks\b")
+
+
+def replace_sks(text: str, token: str) -> str:
+    """Replace the ``<sks>`` / ``sks`` placeholder by the concept token."""
+    return _SKS.sub(lambda _m: token, text)
+
+
+def class_prompt(prompt: str, token: str, class_noun: str) -> str:
+    return re.sub(r"\s+", " ", prompt.replace(token, class_noun)).strip()
+
+
+def strip_image_tag(text: str) -> str:
+    text = text.lstrip()
+    if text.startswith("<image>"):
+        text = text[len("<image>"):]
+        text = text.lstrip("\n").lstrip()
+    return text
+
+
+# ---------------------------------------------------------------- multiple choice
+
+_MARK = re.compile(r"(?:^|(?<=[\s,;:?.!]))(?:([A-H])[.:)]|\(([A-H])\)[.:]?)(?=\s|$)")
+
+
+def parse_options(question: str) -> tuple[tuple[str, str], ...]:
+    """Options written in the question text: "A. Dog B. Cat", "A: ...", "(A) ...", one per line or inline.
+
+    Returns () unless at least two consecutive letters starting at A are found.
+    """
+    marks = [(m.group(1) or m.group(2), m.start(), m.end()) for m in _MARK.finditer(question)]
+    # choose a chain A, B, C, ... in text order
+    chain: list[tuple[str, int, int]] = []
+    for letter, start, end in marks:
+        expected = chr(ord("A") + len(chain))
+        if letter == expected:
+            chain.append((letter, start, end))
+        elif letter == "A":  # restart: a later "A." begins the real list
+            chain = [(letter, start, end)]
+    if len(chain) < 2:
+        return ()
+    options = []
+    for i, (letter, _start, end) in enumerate(chain):
+        stop = chain[i + 1][1] if i + 1 < len(chain) else len(question)
+        text = question[end:stop]
+        if i + 1 == len(chain):  # the last option ends at its line
+            text = text.split("\n", 1)[0]
+        text = text.strip().rstrip(",;").strip()
+        if not text:
+            return ()
+        options.append((letter, text))
+    return tuple(options)
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"[\s\W_]+", " ", text.lower()).strip()
+
+
+def correct_option(answer: str, options: tuple[tuple[str, str], ...]) -> str | None:
+    """The correct letter: the answer is a letter ("B", "B.", "(B)") or starts with one ("B. Cat",
+    "B: Cat", "(B) Cat"), or equals an option's text; else None."""
+    ans = answer.strip()
+    letters = {k for k, _ in options}
+    m = re.fullmatch(r"\(?([A-H])\)?[.:)]?", ans) or re.match(r"\(?([A-H])(?:\)|\.|:)(?:\s|$)", ans) \
+        or re.match(r"\(([A-H])\)", ans)
+    if m and (not options or m.group(1) in letters):
+        return m.group(1)
+    norm = _norm(ans)
+    for letter, text in options:
+        if norm and _norm(text) == norm:
+            return letter
+    return None

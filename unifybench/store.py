@@ -1,0 +1,126 @@
+"""The run directory: the only thing that joins prediction and scoring.
+
+```
+<run_dir>/run.json            the full specification that produced the run
+<run_dir>/predictions.jsonl   one line per finished request, appended and flushed as each completes
+<run_dir>/images/<concept>/<task>/<NNN>_<prompt>/<i>.png
+<run_dir>/state/<concept>/    what a method saved when personalizing
+<run_dir>/scores.jsonl        one line per scored sample
+<run_dir>/results.json        aggregates
+```
+
+``predictions.jsonl`` is a write-ahead log: a line is written only once its request is complete
+(images on disk first), so a run killed at any instant loses at most the request in flight. A
+torn last line from a kill mid-write is cut off when the store is reopened.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+from PIL import Image
+
+from .errors import BenchError
+
+
+def safe_filename(text: str, max_len: int = 80) -> str:
+    """A file-name-safe form of a prompt: letters, digits, '-', '_' and '.', at most max_len long."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._")
+    return name[:max_len] or "_"
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON through a temporary file and a rename, so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(obj, fh, indent=2, sort_keys=False)
+        fh.write("\n")
+    os.replace(tmp, path)
+
+
+def write_jsonl_atomic(path: Path, rows: Iterable[dict]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row) + "\n")
+    os.replace(tmp, path)
+
+
+class RunStore:
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.predictions_path = self.run_dir / "predictions.jsonl"
+        self.predictions: dict[str, dict] = self._load_predictions()
+
+    def _load_predictions(self) -> dict[str, dict]:
+        path = self.predictions_path
+        if not path.exists():
+            return {}
+        data = path.read_bytes()
+        records: dict[str, dict] = {}
+        good_end = 0
+        position = 0
+        for raw in data.splitlines(keepends=True):
+            line_end = position + len(raw)
+            position = line_end
+            if not raw.endswith(b"\n"):
+                break  # torn last line from a kill mid-write
+            try:
+                record = json.loads(raw)
+                key = record["key"]
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise BenchError(f"corrupt line ({exc.__class__.__name__}); "
+                                 f"move the file aside to start this run again", path,
+                                 f"byte {line_end - len(raw)}") from exc
+            records[key] = record
+            good_end = line_end
+        if good_end < len(data):
+            with open(path, "r+b") as fh:
+                fh.truncate(good_end)
+        return records
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.predictions
+
+    def append(self, record: dict) -> None:
+        """Record one finished request durably; a key already present is never written twice."""
+        if record["key"] in self.predictions:
+            return
+        with open(self.predictions_path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        self.predictions[record["key"]] = record
+
+    def image_folder(self, concept: str, task: str, index: int, prompt: str) -> Path:
+        return self.run_dir / "images" / concept / task / f"{index:03d}_{safe_filename(prompt)}"
+
+    def save_images(self, folder: Path, images: list[Image.Image | Path]) -> list[str]:
+        """Write images as ``<i>.png`` (files are copied as they are); return run-relative paths."""
+        folder.mkdir(parents=True, exist_ok=True)
+        written = []
+        for i, image in enumerate(images):
+            if isinstance(image, Image.Image):
+                target = folder / f"{i}.png"
+                tmp = folder / f".{i}.png.tmp"
+                image.save(tmp, format="PNG")
+            else:
+                source = Path(image)
+                if not source.is_file():
+                    raise BenchError("generated image not found", source)
+                target = folder / f"{i}{source.suffix.lower()}"
+                tmp = folder / f".{i}{source.suffix.lower()}.tmp"
+                shutil.copyfile(source, tmp)
+            os.replace(tmp, target)
+            written.append(target.relative_to(self.run_dir).as_posix())
+        return written
+
+    def state_dir(self, concept: str) -> Path:
+        return self.run_dir / "state" / concept
