@@ -1,0 +1,18 @@
+"""Dispatch `python -m unifybench.bench NAME [ARGS]` to unifybench.bench.NAME:main(ARGS)."""
+import sys
+from importlib import import_module
+
+BENCHMARKS = {
+    "fidelity": "unifybench.bench.fidelity",  # generation scorers: per-image loop vs pipeline
+    "generation": "unifybench.bench.generation",  # image generation: eager vs compiled decoding
+}
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in BENCHMARKS:
+        print(f"usage: python -m unifybench.bench {{{'|'.join(BENCHMARKS)}}} [ARGS]", file=sys.stderr)
+        return 2
+    return import_module(BENCHMARKS[argv[0]]).main(argv[1:]) or 0
+
+
+sys.exit(main(sys.argv[1:]))
