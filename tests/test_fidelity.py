@@ -26,6 +26,11 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
+@pytest.fixture(autouse=True)
+def _cache_in_tmp(tmp_path, monkeypatch):
+    monkeypatch.setenv("UNIFYBENCH_CACHE", str(tmp_path / "default-cache"))
+
+
 @pytest.fixture(scope="module")
 def tiny():
     return load_backbones("tiny", seed=0)
@@ -93,15 +98,16 @@ TEXTS = ["a cat on a sofa", "a cat", "a dog in the grass", "a cat"]
 
 def test_dreambooth_matches_plain_loop(tiny, images):
     refs, gens = images
-    got = FidelityScorer(tiny, "dreambooth", batch_size=7).score(refs, gens, TEXTS)
+    got = FidelityScorer(tiny, "dreambooth", batch_size=7, cache_dir=None).score(refs, gens, TEXTS)
     assert_close(got, plain_scores(tiny, refs, gens, TEXTS))
 
 
 def test_batch_size_does_not_change_scores(tiny, images):
     refs, gens = images
-    results = [FidelityScorer(tiny, batch_size=b).score(refs, gens, TEXTS) for b in (1, 7, 64)]
-    assert_close(results[0], results[1])
-    assert_close(results[0], results[2])
+    # fp32 on the CPU: the batch size changes no score by more than 1e-5.
+    results = [FidelityScorer(tiny, batch_size=b, cache_dir=None).score(refs, gens, TEXTS) for b in (1, 3, 7, 64)]
+    for other in results[1:]:
+        assert_close(results[0], other, tol=1e-5)
 
 
 def test_mean_reference_pairing(tiny, images):
@@ -124,31 +130,109 @@ def test_reference_protocol_differs(tiny, images):
     assert x.shape == (3, 224, 224) and x.min() > 0.45 and x.max() < 1.05  # the [0.5, 1] bug
 
 
-def test_duplicates_encoded_once(tiny, images, tmp_path, monkeypatch):
+def test_duplicate_paths_encoded_once(tiny, images, tmp_path):
     refs, _ = images
     copy = tmp_path / "copy.jpg"
     shutil.copyfile(refs[0], copy)
-    calls = []
-    real = fidelity.load_image_inputs
-    monkeypatch.setattr(fidelity, "load_image_inputs", lambda p, proto: calls.append(p) or real(p, proto))
-    scorer = FidelityScorer(tiny, batch_size=2)
+    scorer = FidelityScorer(tiny, batch_size=2, cache_dir=None)
+    seen = []
+    real = scorer.stream
+    scorer.stream = lambda paths: (seen.extend(paths), real(paths))[1]
     emb = scorer.embed_images([refs[0], copy, refs[1], refs[0]])
-    assert len(calls) == 2
+    assert seen == [Path(refs[0]), copy, Path(refs[1])]  # the repeated path is decoded once
     assert emb["clip"].shape == (4, 32) and emb["dino"].shape == (4, 32)
-    assert torch.equal(emb["clip"][0], emb["clip"][1]) and torch.equal(emb["dino"][0], emb["dino"][3])
+    assert torch.equal(emb["clip"][0], emb["clip"][3]) and torch.equal(emb["dino"][0], emb["dino"][3])
+    assert torch.allclose(emb["clip"][0], emb["clip"][1], atol=1e-6)  # same bytes, other path
     assert torch.allclose(emb["clip"].norm(dim=-1), torch.ones(4), atol=1e-5)
-    scorer.embed_images([refs[1], copy])
-    assert len(calls) == 2
+
+
+def test_reference_embeddings_cached_in_memory_and_on_disk(tiny, images, tmp_path):
+    refs, gens = images
+    cache = tmp_path / "cache"
+    first = FidelityScorer(tiny, cache_dir=cache)
+    calls = []
+    real = first.embed_images
+    first.embed_images = lambda paths: calls.append(list(paths)) or real(paths)
+    a = first.score(refs, gens[:2])
+    first.score(refs, gens[2:])  # same concept, other prompts: references not encoded again
+    assert len(calls) == 1 and len(list(cache.rglob("*.pt"))) == 2  # one entry per encoder
+    # A new scorer (a new process, as far as the cache knows) reads them from disk.
+    second = FidelityScorer(tiny, cache_dir=cache)
+    second.embed_images = lambda paths: pytest.fail("references recomputed despite the disk cache")
+    got = second.reference_embeddings(refs)
+    want = FidelityScorer(tiny, cache_dir=None).embed_images(refs)
+    assert torch.equal(got["clip"], want["clip"]) and torch.equal(got["dino"], want["dino"])
+    assert second.cache.hits == 2
+    b = FidelityScorer(tiny, cache_dir=cache).score(refs, gens[:2])
+    assert a == b
+    # The key covers the preprocessing, the weights and the photos' content.
+    FidelityScorer(tiny, "reference", cache_dir=cache).reference_embeddings(refs)
+    assert len(list(cache.rglob("*.pt"))) == 3  # reference protocol: new CLIP entry, same DINO input
+    FidelityScorer(load_backbones("tiny", seed=1), cache_dir=cache).reference_embeddings(refs)
+    assert len(list(cache.rglob("*.pt"))) == 5
+    changed = tmp_path / "ref.jpg"
+    shutil.copyfile(refs[0], changed)
+    third = FidelityScorer(tiny, cache_dir=cache)
+    third.reference_embeddings([changed, refs[1], refs[2]])
+    assert third.cache.hits == 2  # same bytes under another name: found
+    Image.open(refs[0]).convert("RGB").rotate(90).save(changed)
+    third.reference_embeddings([changed, refs[1], refs[2]])
+    assert third.cache.misses == 2 and len(list(cache.rglob("*.pt"))) == 7
+
+
+def test_corrupt_cache_entry_is_recomputed(tiny, images, tmp_path):
+    refs, gens = images
+    cache = tmp_path / "cache"
+    want = FidelityScorer(tiny, cache_dir=cache).score(refs, gens)
+    for f in cache.rglob("*.pt"):
+        f.write_bytes(b"torn")
+    assert FidelityScorer(tiny, cache_dir=cache).score(refs, gens) == want
+
+
+def test_worker_processes_give_the_same_scores(tiny, images):
+    refs, gens = images
+    many = list(gens) * 3
+    texts = TEXTS * 3
+    inline = FidelityScorer(tiny, batch_size=5, num_workers=0, cache_dir=None).score(refs, many, texts)
+    workers = FidelityScorer(tiny, batch_size=5, num_workers=2, cache_dir=None).score(refs, many, texts)
+    assert inline == workers
+    assert_close(inline, {k: v * 3 for k, v in plain_scores(tiny, refs, gens, TEXTS).items()})
+
+
+def test_score_many_matches_separate_concepts(tiny, images):
+    refs, gens = images
+    scorer = FidelityScorer(tiny, batch_size=3, cache_dir=None)
+    groups = [(refs, gens[:3], TEXTS[:3]), (refs[:1], gens[1:], None), (refs[1:], [], [])]
+    together = scorer.score_many(groups)
+    apart = [FidelityScorer(tiny, batch_size=64, cache_dir=None).score(r, g, t) for r, g, t in groups]
+    for x, y in zip(together, apart):
+        assert_close(x, y)
+    assert "clip_t" not in together[1] and together[2] == {"clip_i": [], "dino": [], "clip_t": []}
+
+
+def test_gpu_decode_is_guarded(tiny):
+    from unifybench.scoring.pipeline import gpu_jpeg_available
+
+    assert not gpu_jpeg_available("cpu")
+    with pytest.raises(BenchError):
+        list(fidelity.stream_inputs([DATA / "dog" / "00.jpg"], {}, batch_size=1, device="cpu", gpu_decode=True))
 
 
 def test_corrupt_and_missing_images(tiny, images, tmp_path):
     refs, gens = images
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG this is not an image" * 10)
-    scorer = FidelityScorer(tiny)
+    scorer = FidelityScorer(tiny, cache_dir=None)
     with pytest.raises(BenchError) as err:
         scorer.score(refs, [gens[0], bad])
     assert err.value.path == str(bad) and "broken.png" in str(err.value)
+    # The same from a worker process, in the middle of a long job.
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(Path(gens[0]).read_bytes()[:2000])
+    with pytest.raises(BenchError) as err:
+        FidelityScorer(tiny, batch_size=4, num_workers=2, cache_dir=None).score(
+            refs, list(gens) * 2 + [truncated] + list(gens))
+    assert err.value.path == str(truncated)
     with pytest.raises(BenchError) as err:
         scorer.score(refs, [tmp_path / "missing.png"])
     assert "missing.png" in str(err.value)
@@ -198,3 +282,25 @@ def test_default_dino_offline_fail_fast(monkeypatch):
 def test_unknown_kind():
     with pytest.raises(BenchError):
         load_backbones("huge")
+
+
+def test_jpeg_byte_path_decodes_like_pil(tiny, images, monkeypatch):
+    """The nvJPEG route (bytes read in workers, batch decoded by torchvision.io.decode_jpeg, the same
+    transforms on tensors), exercised on the CPU: mixed JPEG/PNG batches keep their order and land
+    within resampling differences of the PIL route."""
+    from unifybench.scoring import pipeline
+
+    refs, gens = images
+    monkeypatch.setattr(pipeline, "gpu_jpeg_available", lambda device: True)
+    decoded = []
+    real = pipeline._decode_jpegs_on_gpu
+    monkeypatch.setattr(pipeline, "_decode_jpegs_on_gpu",
+                        lambda datas, paths, device: decoded.extend(paths) or real(datas, paths, device))
+    mixed = list(gens) * 2  # three JPEGs and one PNG, twice
+    byte_path = FidelityScorer(tiny, batch_size=3, num_workers=2, gpu_decode=True, cache_dir=None)
+    got = byte_path.score(refs, mixed, TEXTS * 2)
+    assert "nvJPEG" in byte_path.describe()["decode"]
+    assert sorted(map(str, decoded)) == sorted(str(p) for p in list(refs) + mixed if str(p).endswith(".jpg"))
+    want = FidelityScorer(tiny, batch_size=3, cache_dir=None).score(refs, mixed, TEXTS * 2)
+    assert_close(got, want, tol=2e-2)
+    assert got["clip_i"][3] == pytest.approx(want["clip_i"][3], abs=5e-3)

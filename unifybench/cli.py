@@ -39,6 +39,27 @@ def _parse_tasks(text: str) -> list[str]:
     return tasks
 
 
+def _parse_judge(text: str) -> str:
+    from .scoring.judges import parse_judge_spec
+
+    parse_judge_spec(text)
+    return text
+
+
+def _judge_config(args):
+    if not args.judge:
+        return None
+    from .scoring.judges import JudgeConfig
+
+    config = JudgeConfig(spec=args.judge, base_url=args.judge_base_url, api_key_env=args.judge_api_key_env,
+                         concurrency=args.judge_concurrency, timeout=args.judge_timeout,
+                         retries=args.judge_retries, backoff=args.judge_backoff, max_tokens=args.judge_max_tokens,
+                         samples=args.judge_samples, seed=args.seed if args.judge_seed is None else args.judge_seed,
+                         cache=args.judge_cache)
+    config.validate()
+    return config
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="unifybench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -61,8 +82,37 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--limit", default=None, type=int, help="at most N items and prompts per concept and task")
     run.add_argument("--method-arg", action="append", default=[], metavar="KEY=VALUE")
     run.add_argument("--json", action="store_true", help="print results.json instead of a table")
+    judge = run.add_argument_group("judge (open answers and attribute-reasoning images; see README 'Judges')")
+    judge.add_argument("--judge", default=None, type=_parse_judge, metavar="openai:MODEL|hf:NAME_OR_PATH")
+    judge.add_argument("--judge-base-url", default=None, help="OpenAI-compatible endpoint (default api.openai.com/v1)")
+    judge.add_argument("--judge-api-key-env", default="OPENAI_API_KEY", help="environment variable holding the key")
+    judge.add_argument("--judge-concurrency", default=8, type=int, help="requests in flight at once")
+    judge.add_argument("--judge-timeout", default=60.0, type=float, help="seconds per socket wait before a retry")
+    judge.add_argument("--judge-retries", default=5, type=int, help="retries per call (timeouts, 429, 5xx)")
+    judge.add_argument("--judge-backoff", default=1.0, type=float, help="first retry delay in seconds, doubled")
+    judge.add_argument("--judge-max-tokens", default=64, type=int)
+    judge.add_argument("--judge-samples", default=4, type=int, help="attr_gen images judged per prompt")
+    judge.add_argument("--judge-seed", default=None, type=int, help="default: --seed")
+    judge.add_argument("--judge-cache", default=None, help="SQLite file (default: judge_cache.sqlite in the run dir)")
 
     sub.add_parser("methods", help="list the registered methods and the tasks each supports")
+
+    score = sub.add_parser("score-images", help="score a folder of generated images against reference photos "
+                                                "(CLIP-I, CLIP-T, DINO; no method or benchmark)")
+    score.add_argument("--refs", required=True, type=Path, help="folder of reference photos (searched recursively)")
+    score.add_argument("--gens", required=True, type=Path, help="folder of generated images (searched recursively)")
+    score.add_argument("--prompt", default=None, help="the prompt of every generated image (enables CLIP-T)")
+    score.add_argument("--prompts", default=None, type=Path,
+                       help='JSON {"relative/path/or/folder": "prompt"} under --gens (enables CLIP-T)')
+    score.add_argument("--class", dest="class_noun", default=None, metavar="NOUN",
+                       help="replace concept tokens <...> in the prompts by this class noun")
+    score.add_argument("--backbones", default="default", choices=["default", "random", "tiny"])
+    score.add_argument("--protocol", default="dreambooth", choices=["dreambooth", "reference", "mean-reference"])
+    score.add_argument("--batch-size", default=None, type=int, help="default 32 on CPU, 256 on CUDA")
+    score.add_argument("--device", default="cpu")
+    score.add_argument("--workers", default=None, type=int, help="decode processes (default: one per core)")
+    score.add_argument("--seed", default=0, type=int, help="seed of random/tiny backbones")
+    score.add_argument("--json", action="store_true", help="print one JSON object")
 
     data = sub.add_parser("data", help="dataset tools")
     data_sub = data.add_subparsers(dest="data_command", required=True)
@@ -97,6 +147,11 @@ def cmd_data_check(args) -> int:
         table.add_row(f"items: {kind}", str(n))
     table.add_row("generation prompts", str(summary["gen_prompts"]))
     table.add_row("attribute-reasoning prompts", str(summary["attr_prompts"]))
+    from .scoring.judges import judge_calls
+
+    calls = judge_calls(summary["items"], summary["attr_prompts"])
+    table.add_row("judge calls (QA + 4 per attr prompt)",
+                  f"{calls['open_questions']} + {calls['attr_images']} = {calls['total']}")
     _console().print(table)
     _console().print("[green]valid[/green]")
     return 0
@@ -139,6 +194,7 @@ def cmd_run(args) -> int:
         images_per_prompt=args.images_per_prompt,
         limit=args.limit,
         method_args=_parse_method_args(args.method_arg),
+        judge=_judge_config(args),
     )
     outcome = run(spec, args.out, console=_console(stderr=args.json))
     if args.json:
@@ -159,7 +215,29 @@ def cmd_leaderboard(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "methods": cmd_methods, "data": cmd_data_check, "leaderboard": cmd_leaderboard}
+def cmd_score_images(args) -> int:
+    from .scoring.fidelity import score_folders
+
+    out = score_folders(args.refs, args.gens, backbones=args.backbones, protocol=args.protocol,
+                        prompt=args.prompt, prompts_file=args.prompts, class_noun=args.class_noun,
+                        batch_size=args.batch_size or (256 if args.device.startswith("cuda") else 32),
+                        device=args.device, num_workers=args.workers, seed=args.seed)
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    console = _console()
+    for metric in ("clip_i", "clip_t", "dino"):
+        if metric in out:
+            console.print(f"{metric:7s} {out[metric]:.4f}")
+    console.print(f"{out['n_gens']} generated vs {out['n_refs']} reference images, protocol {out['protocol']}, "
+                  f"backbones {out['backbones']['kind']}")
+    if out.get("label"):
+        console.print(f"[yellow]{out['label']}[/yellow]")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "methods": cmd_methods, "data": cmd_data_check, "leaderboard": cmd_leaderboard,
+            "score-images": cmd_score_images}
 
 
 def main(argv: list[str] | None = None) -> int:

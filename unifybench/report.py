@@ -1,7 +1,7 @@
 """Results to tables: methods x metrics, one table per (benchmark, protocol, backbones).
 
-Rows made on different benchmarks, protocols or scorer backbones never share a table, so no
-column mixes them; a table's title says what its rows share. Published rows (with source and
+Rows made on different benchmarks, protocols, scorer backbones or judges never share a table,
+so no column mixes them; a table's title says what its rows share. Published rows (with source and
 confidence) join the table of their benchmark and protocol. Random-init scores get their own
 tables, titled as plumbing-only.
 """
@@ -19,7 +19,7 @@ from .runner import BACKBONES_UNUSED
 from .tasks import TASK_METRICS
 
 PUBLISHED_CSV = Path(__file__).resolve().parent.parent / "leaderboard" / "published.csv"
-GROUP_FIELDS = ("benchmark", "protocol", "backbones")
+GROUP_FIELDS = ("benchmark", "protocol", "backbones", "judge")
 
 
 def _find_result_files(paths: list[Path]) -> list[Path]:
@@ -40,8 +40,9 @@ def _run_row(results_path: Path) -> dict:
     try:
         results = json.loads(results_path.read_text(encoding="utf-8"))
         backbones = results["backbones"]["kind"]
+        judge = (results.get("judge") or {}).get("judge") or ""
         row = {"benchmark": results["bench"]["name"], "protocol": results["protocol"],
-               "backbones": backbones, "method": results["method"]}
+               "backbones": backbones, "judge": judge, "method": results["method"]}
         if results.get("method_args"):
             row["method"] += " (" + ", ".join(f"{k}={v}" for k, v in sorted(results["method_args"].items())) + ")"
         for task, metrics in results["tasks"].items():
@@ -76,11 +77,12 @@ def _metric_order() -> list[str]:
     return order[:at] + ["choice.visual_mc", "choice.text_mc"] + order[at:]
 
 
-def _group_title(key: tuple[str, str, str]) -> str:
-    bench, protocol, backbones = key
-    title = f"{bench}: protocol {protocol}, scorer backbones {backbones}"
+def _group_title(key: tuple[str, str, str, str]) -> str:
+    bench, protocol, backbones, judge = key
+    judged = f", judge {judge}" if judge else ""
     if backbones == BACKBONES_UNUSED:
-        return f"{bench}: protocol {protocol} (understanding only)"
+        return f"{bench}: protocol {protocol}{judged} (understanding only)"
+    title = f"{bench}: protocol {protocol}, scorer backbones {backbones}{judged}"
     if backbones in ("random", "tiny"):
         title += " (random-init weights: plumbing and speed only, not results)"
     return title
@@ -103,9 +105,10 @@ def build_leaderboard(run_dirs: list[Path], fmt: str = "md", include_published: 
     for row in rows:
         if row["backbones"] != BACKBONES_UNUSED:
             continue
-        homes = [k for k, g in groups.items() if k[:2] == (row["benchmark"], row["protocol"])
+        homes = [k for k, g in groups.items()
+                 if (k[0], k[1], k[3]) == (row["benchmark"], row["protocol"], row["judge"])
                  and any("[published]" not in r["method"] for r in g)]
-        for key in homes or [(row["benchmark"], row["protocol"], BACKBONES_UNUSED)]:
+        for key in homes or [(row["benchmark"], row["protocol"], BACKBONES_UNUSED, row["judge"])]:
             groups[key].insert(0, row)
     # Runs first, then published-only groups; inside a group, rows in the order given.
     ordered = sorted(groups.items(), key=lambda kv: all("[published]" in r["method"] for r in kv[1]))

@@ -22,6 +22,7 @@ from urllib.parse import urlparse
 from .errors import BenchError
 from .methods import GenRequest, Method, load_method_class
 from .records import GEN_KINDS, QA_KINDS, Benchmark
+from .scoring.judges import JudgeConfig
 from .store import RunStore, write_json_atomic, write_jsonl_atomic
 from .tasks import TASK_METRICS, Work, aggregate_generation, build_requests, score_answers
 
@@ -44,6 +45,8 @@ class RunSpec:
     images_per_prompt: int = 4
     limit: int | None = None
     method_args: dict[str, str] = field(default_factory=dict)
+    # Scoring only: recorded in run.json, not part of the run directory's hash (scoring/judges.py).
+    judge: JudgeConfig | None = None
 
 
 @dataclass
@@ -127,6 +130,8 @@ def run(spec: RunSpec, out_root: Path, console=None) -> RunOutcome:
     concepts = _select_concepts(bench, spec.concepts)
     if spec.images_per_prompt < 1 or spec.batch_size < 1:
         raise BenchError("must be at least 1", where="--images-per-prompt/--batch-size")
+    if spec.judge is not None:
+        spec.judge.validate()  # before any prediction, not after
 
     supported = [t for t in spec.tasks if t in method_cls.tasks]
     skipped = {t: f"not scored: method {spec.method} does not support {t}"
@@ -278,6 +283,8 @@ def _find_missing(work: dict[str, list[Work]], store: RunStore) -> list[str]:
     for ws in work.values():
         for w in ws:
             record = store.predictions.get(w.request.key)
+            if record is None and w.purpose == "identity":
+                continue  # face identity then says "not scored: no images for the identity prompt"
             if record is None:
                 missing.append(f"{w.request.key}: no prediction")
             elif w.request.task in GEN_KINDS:
@@ -335,24 +342,42 @@ def score_run(bench: Benchmark, work: dict[str, list[Work]], store: RunStore, sp
             has_humans = any(bench.concept(c).kind == "human" for c in work)
             for task in gen_tasks:
                 all_rows: list[dict] = []
-                for name, ws in work.items():
-                    task_work = [w for w in ws if w.request.task == task]
-                    if not task_work:
-                        continue
-                    concept = bench.concept(name)
-                    rows = _score_generation(scorer, concept.reference_images, task_work, store) \
-                        if task == "gen" else _list_images(task_work, store)
-                    face_note = ("not scored: face identity is not implemented yet" if concept.kind == "human"
-                                 else "not scored: not a human concept")
-                    per_concept[name][task] = aggregate_generation(rows, task, face_note)
-                    score_rows.extend({"task": task, "concept": name, **r} for r in rows)
-                    all_rows.extend(rows)
+                task_works = {name: [w for w in ws if w.request.task == task] for name, ws in work.items()}
+                task_works = {name: ws for name, ws in task_works.items() if ws}
+                if task == "gen":
+                    # Every concept's images in one stream through the pipeline (scoring/pipeline.py).
+                    rows_of = _score_generation(scorer, bench, task_works, store)
+                    faces = _score_faces(bench, task_works, store, backbones, spec, console)
+                    if faces.get("_backend"):
+                        backbone_info["face"] = faces.pop("_backend")
+                else:
+                    rows_of = {name: _list_images(ws, store) for name, ws in task_works.items()}
+                    faces = {}
+                face_reasons = set()
+                for name, task_work in task_works.items():
+                    rows = rows_of[name]
+                    face_rows, face_counts, face_note = faces.get(name, ([], {}, "not scored: not a human concept"))
+                    if bench.concept(name).kind == "human":
+                        face_reasons.add(face_note)
+                    per_concept[name][task] = aggregate_generation(rows + face_rows, task, face_note)
+                    per_concept[name][task].update(face_counts)
+                    score_rows.extend({"task": task, "concept": name, **r} for r in rows + face_rows)
+                    all_rows.extend(rows + face_rows)
                     progress.advance(bar, len(task_work))
-                face_note = ("not scored: face identity is not implemented yet" if has_humans
-                             else "not scored: no human concepts")
+                face_note = (("; ".join(sorted(r for r in face_reasons if r)) or "not scored: no face found")
+                             if has_humans else "not scored: no human concepts")
                 overall[task] = (aggregate_generation(all_rows, task, face_note) if all_rows
                                  else {m: "not scored: no prompts" for m in TASK_METRICS[task]})
+                counted = [per_concept[n][task] for n in task_works if "face_missing" in per_concept[n][task]]
+                if counted and all_rows:
+                    for key in ("face_missing", "face_missing_refs"):
+                        overall[task][key] = sum(m[key] for m in counted)
 
+    judge_info = None
+    if spec.judge is not None:
+        from .scoring.judges import judge_run
+
+        judge_info = judge_run(bench, work, store, spec, tasks_run, per_concept, overall, score_rows, console)
     for task, reason in skipped.items():
         overall[task] = {m: reason for m in TASK_METRICS[task]}
     results = {
@@ -361,9 +386,11 @@ def score_run(bench: Benchmark, work: dict[str, list[Work]], store: RunStore, sp
         "method_args": spec.method_args,
         "bench": {"name": bench.name, "format": bench.format},
         "protocol": spec.protocol,
-        "backbones": {"kind": backbones, **(backbone_info or {})},
+        "backbones": {"kind": backbones, **_backbone_names(backbones)},
+        "generation_scoring": backbone_info or "not used",
         "label": RANDOM_INIT_LABEL if backbones in ("random", "tiny") and gen_tasks_scored(overall) else None,
         "seed": spec.seed,
+        "judge": judge_info,
         "tasks": {t: overall[t] for t in spec.tasks if t in overall},
         "concepts": {c: {t: m for t, m in tasks.items()} for c, tasks in per_concept.items()},
     }
@@ -385,20 +412,67 @@ def _list_images(task_work: list[Work], store: RunStore) -> list[dict]:
     return rows
 
 
-def _score_generation(scorer, refs: list[Path], task_work: list[Work], store: RunStore) -> list[dict]:
-    """One row per generated image: CLIP-I and DINO against the references, CLIP-T against the class prompt."""
-    rows = _list_images(task_work, store)
-    gens = [store.run_dir / r["image"] for r in rows]
-    texts = []
-    for w in task_work:
-        texts.extend([w.record.class_prompt] * len(store.predictions[w.request.key]["images"]))
-    if not refs:
-        raise BenchError("concept has no reference photos to compare against", where=f"concept {task_work[0].request.concept}")
-    scores = scorer.score(list(refs), gens, texts)
-    for i, row in enumerate(rows):
-        for metric, values in scores.items():
-            row[metric] = values[i]
-    return rows
+def _score_generation(scorer, bench: Benchmark, task_works: dict[str, list[Work]],
+                      store: RunStore) -> dict[str, list[dict]]:
+    """Per concept, one row per generated image of its plain prompts: CLIP-I and DINO against the
+    concept's references, CLIP-T against the class prompt (identity-prompt images are for faces)."""
+    groups, rows_of = [], {}
+    for name, ws in task_works.items():
+        ws = [w for w in ws if w.purpose != "identity"]
+        rows = _list_images(ws, store)
+        refs = bench.concept(name).reference_images
+        if rows and not refs:
+            raise BenchError("concept has no reference photos to compare against", where=f"concept {name}")
+        texts = []
+        for w in ws:
+            texts.extend([w.record.class_prompt] * len(store.predictions[w.request.key]["images"]))
+        groups.append((list(refs), [store.run_dir / r["image"] for r in rows], texts))
+        rows_of[name] = rows
+    for (name, rows), scores in zip(rows_of.items(), scorer.score_many(groups)):
+        for i, row in enumerate(rows):
+            for metric, values in scores.items():
+                row[metric] = values[i]
+    return rows_of
+
+
+def _score_faces(bench: Benchmark, task_works: dict[str, list[Work]], store: RunStore, backbones: str,
+                 spec: RunSpec, console) -> dict:
+    """Face identity of the human concepts: {concept: (rows, counts, note)} (scoring/face.py).
+
+    A concept's identity-prompt images are compared with its reference photos. When the face
+    backend cannot be loaded (the optional extra is not installed) face_sim says why."""
+    humans = [n for n in task_works if bench.concept(n).kind == "human"]
+    if not humans:
+        return {}
+    from .scoring.face import FaceScorer, load_face_backend
+
+    out: dict = {}
+    try:
+        face = FaceScorer(load_face_backend(backbones, device=spec.device, seed=spec.seed),
+                          batch_size=max(spec.batch_size, 32))
+    except BenchError as exc:
+        console.print(f"[yellow]face identity not scored: {exc.message}[/yellow]")
+        return {n: ([], {}, f"not scored: {exc.message}") for n in humans}
+    out["_backend"] = face.describe()
+    for name in humans:
+        concept = bench.concept(name)
+        identity = [w for w in task_works[name] if w.purpose == "identity"]
+        done = [w for w in identity if w.request.key in store.predictions]
+        if not done:
+            why = (f"no images for the identity prompt {concept.identity_prompt!r}" if concept.identity_prompt
+                   else "the concept has no identity prompt")
+            out[name] = ([], {}, f"not scored: {why}")
+            continue
+        rows = _list_images(done, store)
+        scores = face.score(list(concept.reference_images), [store.run_dir / r["image"] for r in rows])
+        for row, sim, found in zip(rows, scores["face_sim"], scores["face_found"]):
+            row.update({"purpose": "identity", "face_sim": sim, "face_found": found})
+        found = [s for s in scores["face_sim"] if s is not None]
+        note = ("not scored: no face found in any reference photo" if scores["face_missing_refs"] == scores["n_refs"]
+                else "not scored: no face found in any generated image")
+        out[name] = (rows, {"face_missing": scores["face_missing"],
+                            "face_missing_refs": scores["face_missing_refs"]}, note if not found else "")
+    return out
 
 
 def _format_value(value) -> str:

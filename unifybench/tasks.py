@@ -16,11 +16,11 @@ NO_JUDGE = "not scored: no judge configured"
 # Metric names per task, in table order. A metric that cannot be scored holds a "not scored: ..." string.
 TASK_METRICS: dict[str, tuple[str, ...]] = {
     "rec": ("pos_acc", "neg_acc", "weighted_acc", "unparsed"),
-    "vqa": ("bleu", "judge_score"),
-    "text_only": ("bleu", "judge_score"),
+    "vqa": ("bleu", "judge_score", "judge_unparsed"),
+    "text_only": ("bleu", "judge_score", "judge_unparsed"),
     "choice": ("accuracy", "unparsed"),
     "gen": ("clip_i", "clip_t", "dino", "face_sim"),
-    "attr_gen": ("attr_score",),
+    "attr_gen": ("attr_score", "unparsed"),
 }
 
 
@@ -30,6 +30,9 @@ class Work:
 
     request: AnswerRequest | GenRequest
     record: QAItem | GenPrompt
+    # "identity": the extra request for a human concept's identity prompt ("A photo of <c>."), whose
+    # images are scored for face identity only (not for CLIP-I, CLIP-T or DINO).
+    purpose: str = "prompt"
 
 
 def build_requests(bench: Benchmark, tasks: list[str], concepts: list[str], *, seed: int,
@@ -51,8 +54,24 @@ def build_requests(bench: Benchmark, tasks: list[str], concepts: list[str], *, s
                     req = GenRequest(concept=name, task=task, index=p.index, prompt=p.prompt,
                                      n_images=images_per_prompt, seed=seed)
                     concept_work.append(Work(req, p))
+                if task == "gen":
+                    concept_work.extend(identity_work(bench, name, seed=seed, images_per_prompt=images_per_prompt))
         work[name] = concept_work
     return work
+
+
+def identity_work(bench: Benchmark, name: str, *, seed: int, images_per_prompt: int) -> list[Work]:
+    """For a human concept with an identity prompt: one more ``gen`` request for it, indexed after
+    every plain prompt, whose images face identity is scored on (scoring/face.py)."""
+    concept = bench.concept(name)
+    if concept.kind != "human" or not concept.identity_prompt:
+        return []
+    index = 1 + max((p.index for p in bench.prompts.get(name, []) if p.kind == "gen"), default=-1)
+    record = GenPrompt(name, index, "gen", concept.identity_prompt,
+                       concept.identity_prompt.replace(concept.token, concept.class_noun))
+    req = GenRequest(concept=name, task="gen", index=index, prompt=concept.identity_prompt,
+                     n_images=images_per_prompt, seed=seed)
+    return [Work(req, record, purpose="identity")]
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -81,18 +100,20 @@ def score_answers(task: str, pairs: list[tuple[QAItem, str]], protocol: str) -> 
     else:  # vqa, text_only
         for item, reply in pairs:
             rows.append({"bleu": text.char_bleu(item.answer, reply)})
-        metrics = {"bleu": _mean([r["bleu"] for r in rows]), "judge_score": NO_JUDGE}
+        # The judge scores (scoring/judges.py) replace these when a judge is configured.
+        metrics = {"bleu": _mean([r["bleu"] for r in rows]), "judge_score": NO_JUDGE, "judge_unparsed": NO_JUDGE}
     return rows, metrics
 
 
 def aggregate_generation(rows: list[dict], task: str, face_note: str) -> dict:
     """Flat mean over every generated image (the reference aggregation; prompts have equal counts)."""
     if task == "attr_gen":
-        return {"attr_score": NO_JUDGE}
+        return {"attr_score": NO_JUDGE, "unparsed": NO_JUDGE}
     metrics: dict = {}
     for name in ("clip_i", "clip_t", "dino"):
         values = [r[name] for r in rows if r.get(name) is not None]
         metrics[name] = _mean(values) if values else f"not scored: no {name} values"
-    metrics["face_sim"] = face_note
+    faces = [r["face_sim"] for r in rows if r.get("face_sim") is not None]
+    metrics["face_sim"] = _mean(faces) if faces else face_note
     return metrics
 

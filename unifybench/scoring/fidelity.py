@@ -11,29 +11,38 @@ Protocols (``PROTOCOLS``):
   input, so the pixels land in [0.5, 1] (a bug that shifts every absolute value) -- then resized to
   224 (bicubic, antialiased) for the model. Pairing as dreambooth. DINO is not in the reference code
   and stays as in dreambooth.
-- ``"mean-reference"``: dreambooth preprocessing; a generated image is compared with the mean of the
-  reference embeddings (renormalised) instead of with each reference photo.
+- ``"mean-reference"`` (Yo'Chameleon's way): dreambooth preprocessing; a generated image is compared
+  with the mean of the reference embeddings (renormalised) instead of with each reference photo.
 
 CLIP-T, for every protocol, is the cosine between a generated image and its class prompt (the
-prompt with the concept replaced by its class noun).
+prompt with the concept replaced by its class noun). CLIP-I and CLIP-T share one CLIP encoding of
+each image.
 
-Decoding and preprocessing is the one picklable function :func:`load_image_inputs`, so it can move
-into DataLoader workers unchanged.
+Images stream through :mod:`.pipeline` (decoding in worker processes, nvJPEG on CUDA); only
+embeddings and per-image scores are kept. Reference embeddings are computed once per concept and
+kept in memory and on disk (:mod:`.cache`). Encoders run in fp32 on the CPU and under bf16
+autocast on CUDA.
 """
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from ..errors import BenchError
 from ..records import file_digest
+from .cache import EmbeddingCache, cache_key, default_cache_dir, weights_fingerprint
 from .encoders import Backbones
+from .pipeline import decode_image, default_num_workers, gpu_jpeg_available, stream_inputs
+
+__all__ = ["PROTOCOLS", "FidelityScorer", "decode_image", "load_image_inputs", "score_folders"]
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -42,63 +51,59 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 BICUBIC = InterpolationMode.BICUBIC
 
 
-def _resize_crop(img: Image.Image, resize: int, crop: int) -> Image.Image:
-    """Shortest side to ``resize`` (bicubic, on the PIL image as OpenAI's preprocessing does), then a
-    centre crop of ``crop``."""
+# Every transform takes a decoded RGB image: a PIL image (CPU workers) or a uint8 [3, H, W] tensor
+# (decoded on the GPU by nvJPEG), and returns a float32 [3, 224, 224] tensor.
+
+def _resize_crop(img, resize: int, crop: int):
+    """Shortest side to ``resize`` (bicubic, antialiased, on the uint8 image as OpenAI's
+    preprocessing does), then a centre crop of ``crop``."""
     img = TF.resize(img, [resize], interpolation=BICUBIC, antialias=True)
     return TF.center_crop(img, [crop, crop])
 
 
-def _to_unit(img: Image.Image) -> torch.Tensor:
-    """PIL RGB -> float32 [3, H, W] in [0, 1] (as torchvision's ToTensor)."""
-    return TF.pil_to_tensor(img).to(torch.float32).div(255)
+def _to_unit(img) -> torch.Tensor:
+    """RGB uint8 -> float32 [3, H, W] in [0, 1] (as torchvision's ToTensor)."""
+    if isinstance(img, Image.Image):
+        img = TF.pil_to_tensor(img)
+    return img.to(torch.float32).div(255)
 
 
-def clip_dreambooth(img: Image.Image) -> torch.Tensor:
+def clip_dreambooth(img) -> torch.Tensor:
     return TF.normalize(_to_unit(_resize_crop(img, 224, 224)), CLIP_MEAN, CLIP_STD)
 
 
-def clip_reference(img: Image.Image) -> torch.Tensor:
+def clip_reference(img) -> torch.Tensor:
     x = _to_unit(_resize_crop(img, 512, 512))
     x = TF.normalize(x, [-1.0, -1.0, -1.0], [2.0, 2.0, 2.0])  # the reference's bug: [0,1] -> [0.5,1]
     return TF.resize(x, [224, 224], interpolation=BICUBIC, antialias=True)
 
 
-def dino_dreambooth(img: Image.Image) -> torch.Tensor:
+def dino_dreambooth(img) -> torch.Tensor:
     return TF.normalize(_to_unit(_resize_crop(img, 256, 224)), IMAGENET_MEAN, IMAGENET_STD)
 
 
+_CLIP_DB = "resize shortest side 224 bicubic (PIL), centre-crop 224, CLIP mean/std"
+_DINO_DB = "resize shortest side 256 bicubic (PIL), centre-crop 224, ImageNet mean/std"
 PROTOCOLS: dict[str, dict] = {
     "dreambooth": {
         "clip": clip_dreambooth, "dino": dino_dreambooth, "pairing": "all",
-        "clip_preprocessing": "resize shortest side 224 bicubic (PIL), centre-crop 224, CLIP mean/std",
-        "dino_preprocessing": "resize shortest side 256 bicubic (PIL), centre-crop 224, ImageNet mean/std",
+        "clip_preprocessing": _CLIP_DB, "dino_preprocessing": _DINO_DB,
     },
     "reference": {
         "clip": clip_reference, "dino": dino_dreambooth, "pairing": "all",
         "clip_preprocessing": ("resize shortest side 512 bicubic (PIL), centre-crop 512, [0,1], "
                                "Normalize(mean=-1, std=2) (reference bug: pixels in [0.5,1]), "
                                "resize 224 bicubic"),
-        "dino_preprocessing": "resize shortest side 256 bicubic (PIL), centre-crop 224, ImageNet mean/std",
+        "dino_preprocessing": _DINO_DB,
     },
     "mean-reference": {
         "clip": clip_dreambooth, "dino": dino_dreambooth, "pairing": "mean",
-        "clip_preprocessing": "resize shortest side 224 bicubic (PIL), centre-crop 224, CLIP mean/std",
-        "dino_preprocessing": "resize shortest side 256 bicubic (PIL), centre-crop 224, ImageNet mean/std",
+        "clip_preprocessing": _CLIP_DB, "dino_preprocessing": _DINO_DB,
     },
 }
 PAIRINGS = {"all": "mean cosine to every reference image",
             "mean": "cosine to the normalised mean reference embedding"}
-
-
-def decode_image(path: str | Path) -> Image.Image:
-    """Open an image file as RGB; an unreadable file raises BenchError naming it."""
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return im.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise BenchError(f"cannot read image: {e}", path=path) from e
+IMAGE_ENCODERS = ("clip", "dino")
 
 
 def load_image_inputs(path: str | Path, protocol: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -108,15 +113,28 @@ def load_image_inputs(path: str | Path, protocol: str) -> tuple[torch.Tensor, to
     return spec["clip"](img), spec["dino"](img)
 
 
-class FidelityScorer:
-    """Embeds images and prompts with :class:`Backbones` and scores generated images.
+def pair_scores(gen: torch.Tensor, ref: torch.Tensor, pairing: str) -> torch.Tensor:
+    """Per generated row: mean cosine to every reference row ("all") or cosine to the renormalised
+    mean reference ("mean"); rows are unit vectors."""
+    if pairing == "mean":
+        return gen @ F.normalize(ref.mean(0), dim=-1)
+    return (gen @ ref.T).mean(1)
 
-    Embeddings are memoised by file content (sha256), so a repeated image -- the same reference set
-    for every prompt of a concept, or a duplicate file -- is decoded and encoded once.
+
+_DEFAULT = object()
+
+
+class FidelityScorer:
+    """Scores generated images against reference photos with :class:`Backbones`.
+
+    ``batch_size`` images go to the encoders at a time; ``num_workers`` processes decode
+    (default: one per core for jobs of 64 images or more); ``cache_dir`` holds reference embeddings
+    (default ``$UNIFYBENCH_CACHE`` or ``~/.cache/unifybench``; None disables the disk cache).
     """
 
     def __init__(self, backbones: Backbones, protocol: str = "dreambooth", batch_size: int = 32,
-                 device: str = "cpu"):
+                 device: str | None = None, *, num_workers: int | None = None,
+                 cache_dir=_DEFAULT, gpu_decode: bool | None = None):
         if protocol not in PROTOCOLS:
             raise BenchError(f"unknown fidelity protocol {protocol!r} (choose from {', '.join(PROTOCOLS)})",
                              where="protocol")
@@ -125,10 +143,52 @@ class FidelityScorer:
         self.backbones = backbones
         self.protocol = protocol
         self.batch_size = batch_size
-        self.device = device
-        self._cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # digest -> (clip, dino), on CPU
+        self.device = str(device or backbones.device)
+        self.num_workers = num_workers
+        self.gpu_decode = gpu_jpeg_available(self.device) if gpu_decode is None else gpu_decode
+        self.cache = EmbeddingCache(default_cache_dir() if cache_dir is _DEFAULT else cache_dir)
+        self._refs: dict[str, dict[str, torch.Tensor]] = {}  # cache key -> reference embeddings
+        self._texts: dict[str, torch.Tensor] = {}
+        self._fingerprints: dict[str, str] = {}
 
     # ------------------------------------------------------------------------------ embeddings
+
+    @property
+    def transforms(self) -> dict:
+        spec = PROTOCOLS[self.protocol]
+        return {name: spec[name] for name in IMAGE_ENCODERS}
+
+    def _encode(self, name: str, batch: torch.Tensor) -> torch.Tensor:
+        out = self.backbones.clip_image(batch) if name == "clip" else self.backbones.dino_image(batch)
+        return out.cpu()
+
+    def stream(self, paths: Sequence[str | Path]):
+        """Yield ``(indices, {"clip": [B, D], "dino": [B, D']})`` unit vectors (float32, CPU) over
+        ``paths`` in order, one decode of each image shared by both encoders."""
+        for indices, batch in stream_inputs(paths, self.transforms, batch_size=self.batch_size,
+                                            device=self.device, num_workers=self.num_workers,
+                                            gpu_decode=self.gpu_decode):
+            yield indices, {name: self._encode(name, batch[name]) for name in IMAGE_ENCODERS}
+
+    def embed_images(self, paths: Sequence[str | Path]) -> dict[str, torch.Tensor]:
+        """{"clip": [N, D], "dino": [N, D']} unit vectors (float32, CPU), rows aligned with ``paths``;
+        a path given twice is decoded and encoded once."""
+        unique = list(dict.fromkeys(Path(p) for p in paths))
+        if not unique:
+            return {"clip": torch.empty(0, 0), "dino": torch.empty(0, 0)}
+        parts: dict[str, list[torch.Tensor]] = {name: [] for name in IMAGE_ENCODERS}
+        for _, emb in self.stream(unique):
+            for name in IMAGE_ENCODERS:
+                parts[name].append(emb[name])
+        rows = {p: i for i, p in enumerate(unique)}
+        order = torch.tensor([rows[Path(p)] for p in paths])
+        return {name: torch.cat(parts[name])[order] for name in IMAGE_ENCODERS}
+
+    def _encoder_id(self, name: str) -> str:
+        if name not in self._fingerprints:
+            model = self.backbones.clip_model if name == "clip" else self.backbones.dino_model
+            self._fingerprints[name] = f"{self.backbones.info.get(name, name)}|{weights_fingerprint(model)}"
+        return self._fingerprints[name]
 
     def _digest(self, path: Path) -> str:
         try:
@@ -136,77 +196,183 @@ class FidelityScorer:
         except OSError as e:
             raise BenchError(f"cannot read image: {e.strerror or e}", path=path) from e
 
-    def embed_images(self, paths: Sequence[str | Path]) -> dict[str, torch.Tensor]:
-        """{"clip": [N, D], "dino": [N, D']} unit vectors (float32, CPU), rows aligned with ``paths``."""
-        digests = [self._digest(Path(p)) for p in paths]
-        todo: dict[str, Path] = {}
-        for d, p in zip(digests, paths):
-            if d not in self._cache and d not in todo:
-                todo[d] = Path(p)
-        items = list(todo.items())
-        for start in range(0, len(items), self.batch_size):
-            chunk = items[start:start + self.batch_size]
-            inputs = [load_image_inputs(p, self.protocol) for _, p in chunk]
-            clip_in = torch.stack([c for c, _ in inputs]).to(self.device)
-            dino_in = torch.stack([d for _, d in inputs]).to(self.device)
-            clip_out = self.backbones.clip_image(clip_in).cpu()
-            dino_out = self.backbones.dino_image(dino_in).cpu()
-            for i, (d, _) in enumerate(chunk):
-                self._cache[d] = (clip_out[i].clone(), dino_out[i].clone())
-        if not digests:
-            return {"clip": torch.empty(0, 0), "dino": torch.empty(0, 0)}
-        return {"clip": torch.stack([self._cache[d][0] for d in digests]),
-                "dino": torch.stack([self._cache[d][1] for d in digests])}
+    def reference_embeddings(self, refs: Sequence[str | Path]) -> dict[str, torch.Tensor]:
+        """Reference embeddings, computed once per photo set and scorer configuration: in memory for
+        this scorer, on disk across processes (keyed by the photos' content, encoder weights,
+        preprocessing and dtype)."""
+        digests = [self._digest(Path(p)) for p in refs]
+        spec = PROTOCOLS[self.protocol]
+        keys = {name: cache_key(digests, self._encoder_id(name), spec[f"{name}_preprocessing"],
+                                f"{self.backbones.dtype}|{self.decode_description}")
+                for name in IMAGE_ENCODERS}
+        memo_key = "|".join(keys[n] for n in IMAGE_ENCODERS)
+        if memo_key in self._refs:
+            return self._refs[memo_key]
+        found = {name: self.cache.get(keys[name]) for name in IMAGE_ENCODERS}
+        if any(v is None or v.shape[0] != len(refs) for v in found.values()):
+            found = self.embed_images(refs)
+            for name in IMAGE_ENCODERS:
+                self.cache.put(keys[name], found[name])
+        self._refs[memo_key] = found
+        return found
 
     def embed_texts(self, texts: Sequence[str]) -> torch.Tensor:
         """[N, D] unit CLIP text vectors (float32, CPU), rows aligned with ``texts``."""
-        unique = list(dict.fromkeys(texts))
-        rows: dict[str, torch.Tensor] = {}
+        unique = [t for t in dict.fromkeys(texts) if t not in self._texts]
         for start in range(0, len(unique), self.batch_size):
             chunk = unique[start:start + self.batch_size]
             out = self.backbones.clip_text(chunk).cpu()
-            rows.update({t: out[i] for i, t in enumerate(chunk)})
+            self._texts.update({t: out[i] for i, t in enumerate(chunk)})
         if not texts:
             return torch.empty(0, 0)
-        return torch.stack([rows[t] for t in texts])
+        return torch.stack([self._texts[t] for t in texts])
 
     # --------------------------------------------------------------------------------- scores
-
-    def _pair(self, gen: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-        if PROTOCOLS[self.protocol]["pairing"] == "mean":
-            return gen @ F.normalize(ref.mean(0), dim=-1)
-        return (gen @ ref.T).mean(1)
 
     def score(self, refs: Sequence[str | Path], gens: Sequence[str | Path],
               texts: Sequence[str] | None = None) -> dict[str, list[float]]:
         """Per generated image: "clip_i", "dino" and (when ``texts`` is given, ``texts[i]`` being the
-        class prompt of ``gens[i]``) "clip_t"; lists aligned with ``gens``."""
-        if texts is not None and len(texts) != len(gens):
-            raise BenchError(f"{len(texts)} prompts for {len(gens)} generated images", where="texts")
-        if not refs:
-            raise BenchError("no reference images to compare generated images with", where="refs")
-        out: dict[str, list[float]] = {"clip_i": [], "dino": []}
-        if texts is not None:
-            out["clip_t"] = []
-        if not gens:
-            return out
-        ref = self.embed_images(refs)
-        gen = self.embed_images(gens)
-        out["clip_i"] = self._pair(gen["clip"], ref["clip"]).tolist()
-        out["dino"] = self._pair(gen["dino"], ref["dino"]).tolist()
-        if texts is not None:
-            out["clip_t"] = (gen["clip"] * self.embed_texts(texts)).sum(-1).tolist()
-        return out
+        class prompt of ``gens[i]``) "clip_t"; lists aligned with ``gens``. The generated images
+        stream through the pipeline: only their scores are kept."""
+        return self.score_many([(refs, gens, texts)])[0]
+
+    def score_many(self, groups: Sequence[tuple[Sequence, Sequence, Sequence[str] | None]]) -> list[dict[str, list[float]]]:
+        """:meth:`score` for several ``(refs, gens, texts)`` groups (one per concept) in one stream,
+        so batches stay full across concepts and worker processes start once."""
+        results: list[dict[str, list[float]]] = []
+        flat_gens: list[Path] = []
+        owner: list[tuple[int, int]] = []  # flat index -> (group, index in group)
+        refs_of: list[dict[str, torch.Tensor]] = []
+        texts_all: list[str] = []
+        for g, (refs, gens, texts) in enumerate(groups):
+            if texts is not None and len(texts) != len(gens):
+                raise BenchError(f"{len(texts)} prompts for {len(gens)} generated images", where="texts")
+            if not refs:
+                raise BenchError("no reference images to compare generated images with", where="refs")
+            out: dict[str, list[float]] = {"clip_i": [0.0] * len(gens), "dino": [0.0] * len(gens)}
+            if texts is not None:
+                out["clip_t"] = [0.0] * len(gens)
+                texts_all.extend(texts)
+            results.append(out)
+            refs_of.append(self.reference_embeddings(refs) if gens else {})
+            flat_gens.extend(Path(p) for p in gens)
+            owner.extend((g, i) for i in range(len(gens)))
+        if not flat_gens:
+            return results
+        self.embed_texts(list(dict.fromkeys(texts_all)))  # every class prompt once, up front
+        pairing = PROTOCOLS[self.protocol]["pairing"]
+        for indices, emb in self.stream(flat_gens):
+            for k, flat in enumerate(indices):
+                g, i = owner[flat]
+                ref, out, texts = refs_of[g], results[g], groups[g][2]
+                out["clip_i"][i] = float(pair_scores(emb["clip"][k:k + 1], ref["clip"], pairing)[0])
+                out["dino"][i] = float(pair_scores(emb["dino"][k:k + 1], ref["dino"], pairing)[0])
+                if texts is not None:
+                    out["clip_t"][i] = float(emb["clip"][k] @ self._texts[texts[i]])
+        return results
+
+    @property
+    def decode_description(self) -> str:
+        if self.gpu_decode:
+            return "JPEG: nvJPEG on the GPU, preprocessing on tensors; other formats: PIL in worker processes"
+        return "PIL in worker processes"
 
     def describe(self) -> dict:
         spec = PROTOCOLS[self.protocol]
+        workers = self.num_workers if self.num_workers is not None else \
+            f"{default_num_workers()} for jobs of 64 images or more, else 0"
         return {
             "protocol": self.protocol,
             "pairing": PAIRINGS[spec["pairing"]],
             "clip_preprocessing": spec["clip_preprocessing"],
             "dino_preprocessing": spec["dino_preprocessing"],
+            "decode": self.decode_description,
+            "decode_workers": workers,
             "batch_size": self.batch_size,
             "device": str(self.device),
             "dtype": self.backbones.dtype,
+            "reference_cache": str(self.cache.root) if self.cache.enabled else "off",
             "backbones": self.backbones.describe(),
         }
+
+
+# ------------------------------------------------------------------ folders (`unifybench score-images`)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+CONCEPT_TOKEN = re.compile(r"<[^<>\s]+>")
+
+
+def list_image_files(folder: str | Path, what: str) -> list[Path]:
+    """Image files under ``folder`` (recursively), sorted by relative path; BenchError when none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise BenchError("not a folder", path=folder, where=what)
+    files = sorted((p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()),
+                   key=lambda p: p.relative_to(folder).as_posix())
+    if not files:
+        raise BenchError(f"no image files ({', '.join(IMAGE_SUFFIXES)})", path=folder, where=what)
+    return files
+
+
+def prompts_for(gens: list[Path], gens_root: Path, prompt: str | None, prompts_file: Path | None,
+                class_noun: str | None) -> list[str] | None:
+    """One class prompt per generated image, or None when no prompt was given.
+
+    ``prompts_file`` is a JSON object mapping a path relative to ``gens_root`` -- an image, or a
+    folder for every image under it (the deepest folder wins) -- to its prompt. With ``class_noun``
+    every concept token ``<...>`` in a prompt becomes the noun ("a <bo> on a beach" -> "a dog on a beach").
+    """
+    if prompt is not None and prompts_file is not None:
+        raise BenchError("give --prompt or --prompts, not both", where="--prompts")
+    if prompt is None and prompts_file is None:
+        return None
+    if prompts_file is not None:
+        try:
+            mapping = json.loads(Path(prompts_file).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise BenchError(f"cannot read prompts: {e}", path=prompts_file) from e
+        if not isinstance(mapping, dict) or not all(isinstance(v, str) for v in mapping.values()):
+            raise BenchError('expected a JSON object {"relative/path": "prompt", ...}', path=prompts_file)
+        table = {Path(k).as_posix().strip("/"): v for k, v in mapping.items()}
+        texts = []
+        for g in gens:
+            rel = g.relative_to(gens_root).as_posix()
+            parts = rel.split("/")
+            keys = [rel] + ["/".join(parts[:n]) for n in range(len(parts) - 1, 0, -1)] + [""]
+            found = next((table[k] for k in keys if k in table), None)
+            if found is None:
+                raise BenchError(f"no prompt for generated image {rel}", path=prompts_file)
+            texts.append(found)
+    else:
+        texts = [prompt] * len(gens)  # type: ignore[list-item]
+    if class_noun:
+        texts = [CONCEPT_TOKEN.sub(class_noun, t) for t in texts]
+    return texts
+
+
+def score_folders(refs_dir: str | Path, gens_dir: str | Path, *, backbones: str = "default",
+                  protocol: str = "dreambooth", prompt: str | None = None, prompts_file: Path | None = None,
+                  class_noun: str | None = None, batch_size: int = 64, device: str = "cpu",
+                  num_workers: int | None = None, seed: int = 0) -> dict:
+    """Score a folder of generated images against a folder of reference photos: one summary object
+    (mean CLIP-I, DINO and, with prompts, CLIP-T over every generated image)."""
+    from .encoders import load_backbones
+
+    if protocol not in PROTOCOLS:
+        raise BenchError(f"unknown protocol {protocol!r} (choose from {', '.join(PROTOCOLS)})", where="--protocol")
+    refs = list_image_files(refs_dir, "--refs")
+    gens = list_image_files(gens_dir, "--gens")
+    texts = prompts_for(gens, Path(gens_dir), prompt, prompts_file, class_noun)
+    scorer = FidelityScorer(load_backbones(backbones, device=device, seed=seed), protocol,
+                            batch_size=batch_size, device=device, num_workers=num_workers)
+    scores = scorer.score(refs, gens, texts)
+    out: dict = {"clip_i": sum(scores["clip_i"]) / len(gens)}
+    if texts is not None:
+        out["clip_t"] = sum(scores["clip_t"]) / len(gens)
+    out["dino"] = sum(scores["dino"]) / len(gens)
+    scoring = scorer.describe()
+    out.update({"n_refs": len(refs), "n_gens": len(gens), "protocol": protocol,
+                "backbones": scoring.pop("backbones"), "scoring": scoring})
+    if backbones != "default":
+        out["label"] = "random-init weights: plumbing and speed only, not a result"
+    return out

@@ -1,0 +1,127 @@
+"""The small interface a unified understanding-and-generation model must offer to UniCTokens.
+
+The stage logic (``stages.py``) talks only to this interface. A backend wraps one base model
+(Janus here, ``janus_backend.py``; a Show-o backend would be one more file) and offers:
+
+- vocabulary rows: add tokens, read and write their rows (input embedding, text output head
+  weight and bias), and list the parameters holding vocabulary rows so the stage logic can
+  train exactly the new ones and restore every other row after each optimizer step;
+- images <-> discrete codes, and the model's input embedding of image codes;
+- a text loss (teacher-forced answers to questions, optionally about an image);
+- an image-token loss (teacher-forced codes of an image after a prompt);
+- text answers, and image generation exposing each sampled code's probability.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from PIL import Image
+
+
+@dataclass(frozen=True)
+class TextExample:
+    """One user turn (optionally about an image) and, for training, the reply to learn."""
+
+    prompt: str
+    image: Path | Image.Image | None = None
+    answer: str = ""
+
+
+@dataclass
+class VocabRowParam:
+    """A parameter whose dim 0 indexes the text vocabulary: embedding weight, head weight or head bias."""
+
+    name: str  # "embed", "head_weight", "head_bias"
+    param: torch.nn.Parameter
+
+
+@dataclass
+class GeneratedCodes:
+    codes: torch.LongTensor  # [n, T] image codes
+    probs: torch.Tensor  # [n, T] probability of each sampled code under the (guided) distribution
+    logits: list | None = None  # guided logits [n, V] of the first steps, when asked for (checks)
+
+
+class UnifiedBackend(ABC):
+    """What UniCTokens needs from a unified model. Nothing here is specific to one architecture."""
+
+    name: str = ""
+    hidden_size: int
+    device: torch.device
+    model: torch.nn.Module
+
+    # --------------------------------------------------------------- vocabulary rows
+    @abstractmethod
+    def add_tokens(self, tokens: Sequence[str]) -> list[int]:
+        """Make each string one token with its own rows (growing the vocabulary if needed); return ids."""
+
+    @abstractmethod
+    def vocab_row_params(self) -> list[VocabRowParam]:
+        """The parameters holding per-token rows (tied parameters listed once)."""
+
+    @abstractmethod
+    def has_head_bias(self) -> bool:
+        """Whether the text output head has a bias (Show-o: yes; Janus: no)."""
+
+    def get_rows(self, ids: Sequence[int]) -> dict[str, torch.Tensor]:
+        """float32 CPU copies: ``embed`` [n, d], ``head_weight`` [n, d], ``head_bias`` [n]."""
+        idx = torch.tensor(list(ids), dtype=torch.long)
+        found = {}
+        for vp in self.vocab_row_params():
+            found[vp.name] = vp.param.detach()[idx.to(vp.param.device)].float().cpu().clone()
+        if "head_weight" not in found:  # tied head
+            found["head_weight"] = found["embed"].clone()
+        if "head_bias" not in found:
+            found["head_bias"] = torch.zeros(len(idx))
+        return found
+
+    @torch.no_grad()
+    def set_rows(self, ids: Sequence[int], rows: dict[str, torch.Tensor]) -> None:
+        idx = torch.tensor(list(ids), dtype=torch.long)
+        for vp in self.vocab_row_params():
+            if vp.name in rows:
+                p = vp.param
+                p.data[idx.to(p.device)] = rows[vp.name].to(p.device, p.dtype)
+
+    @abstractmethod
+    def word_embedding(self, text: str) -> torch.Tensor:
+        """Mean input embedding of the tokens of ``text`` (float32 [d]): initialises the identifier."""
+
+    # --------------------------------------------------------------- images <-> codes
+    @abstractmethod
+    def encode_images(self, images: Sequence[Path | Image.Image]) -> torch.LongTensor:
+        """Discrete codes [n, T] of each image."""
+
+    @abstractmethod
+    def decode_codes(self, codes: torch.LongTensor) -> list[Image.Image]:
+        """Images from codes [n, T]."""
+
+    @abstractmethod
+    def code_embeddings(self, codes: torch.LongTensor) -> torch.Tensor:
+        """The model's input embeddings of image codes, in the language model's width: [..., d]."""
+
+    # --------------------------------------------------------------- losses
+    @abstractmethod
+    def text_loss(self, examples: Sequence[TextExample]) -> torch.Tensor:
+        """Mean cross-entropy of the answers given the prompts (and images), differentiable."""
+
+    @abstractmethod
+    def image_loss(self, prompts: Sequence[str], codes: torch.LongTensor) -> torch.Tensor:
+        """Mean cross-entropy of each image's codes after its prompt, differentiable."""
+
+    # --------------------------------------------------------------- inference
+    @abstractmethod
+    def answer(self, examples: Sequence[TextExample], max_new_tokens: int = 64) -> list[str]:
+        """Greedy replies, one per example, batched."""
+
+    @abstractmethod
+    def generate_codes(self, prompts: Sequence[str], seeds: Sequence[int], *, guidance: float,
+                       temperature: float) -> GeneratedCodes:
+        """One image's codes per prompt, each sampled reproducibly from its own seed, with per-code probabilities."""
+
+    def describe(self) -> dict:
+        return {"backend": self.name}

@@ -1,0 +1,354 @@
+"""The ``unictokens`` and ``text-prompt`` methods: UniCTokens through the harness's Method interface."""
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from unifybench.errors import BenchError
+from unifybench.methods import Method
+from unifybench.records import TASKS, Concept
+
+from .backend import TextExample
+from .stages import ConceptData, Personalizer, TokenGroups, TrainConfig, checkpoint_epochs, load_rows, read_meta
+
+_COMMON_ARGS = {
+    "model": "base model: a hub name or local folder (default deepseek-community/Janus-Pro-1B), 'tiny' "
+             "(a tiny random-init Janus built in code: tests, smoke runs) or 'random-1b' (Janus-Pro-1B-sized, random init: speed only)",
+    "guidance": "classifier-free guidance scale for image generation (default 5.0)",
+    "temperature": "sampling temperature for image codes (default 1.0)",
+    "max_new_tokens": "longest text reply in tokens (default 64)",
+    "gen_batch": "images decoded together (default: the run's --batch-size)",
+    "dtype": "model weights: bfloat16 or float32 (default bfloat16 on CUDA, float32 on CPU)",
+}
+
+_TRAIN_ARGS = {
+    "checkpoint": "folder of public-format rows (epoch_<N>_embed.pt, ...) to load instead of training; "
+                  "per concept DIR/<concept>/ or DIR itself",
+    "epoch": "which epoch of checkpoint=DIR to load (default: the highest)",
+    "lr": "AdamW learning rate (default 1e-3)",
+    "weight_decay": "AdamW weight decay (default 0.01)",
+    "epochs": "epochs of every stage (default 20); epochs_stage1/2/3 override one stage",
+    "epochs_stage1": "epochs of stage 1 (default 20)",
+    "epochs_stage2": "epochs of stage 2 (default 20)",
+    "epochs_stage3": "epochs of stage 3 (default 20)",
+    "stage2_init_epoch": "stage 1 epoch that stage 2 starts from (default 15; clamped to stage 1's epochs)",
+    "image_weight": "weight of the image-token loss in stages 2 and 3 (default 0.8)",
+    "text_weight": "weight of the text loss in stages 2 and 3 (default 0.2)",
+    "train_batch": "examples per optimizer step (default 4)",
+    "kmeans_seed": "seed of the k-means initialisations (default 0)",
+    "transition_images": "images generated for the transition (default 8)",
+    "transition_rule": "how the transition picks uncertain positions: lowest_prob (default, the only one)",
+    "transition_fraction": "share of each image's positions taken as least sure (default 0.25)",
+    "face_init": "human concepts' generation-token init from the face identity embedding: auto (default: "
+                 "InsightFace when the face extra is installed, else k-means), off, or random/tiny (stand-ins, tests)",
+}
+
+_BACKENDS: dict[tuple, Any] = {}
+
+
+def _float(args: dict, key: str, default: float) -> float:
+    try:
+        return float(args.get(key, default))
+    except ValueError as exc:
+        raise BenchError(f"expected a number, got {args[key]!r}", where=f"--method-arg {key}") from exc
+
+
+def _int(args: dict, key: str, default: int | None) -> int | None:
+    if key not in args:
+        return default
+    try:
+        value = int(args[key])
+    except ValueError as exc:
+        raise BenchError(f"expected an integer, got {args[key]!r}", where=f"--method-arg {key}") from exc
+    if value < 0:
+        raise BenchError(f"must be >= 0, got {value}", where=f"--method-arg {key}")
+    return value
+
+
+def get_backend(model: str, device: str, seed: int, dtype: str | None = None):
+    """One backend per (model, device, dtype) in a process: concepts share the weights."""
+    from .janus_backend import JanusBackend
+
+    if dtype not in (None, "bfloat16", "float32"):
+        raise BenchError(f"expected bfloat16 or float32, got {dtype!r}", where="--method-arg dtype")
+    key = (model, device, dtype, seed if model in ("tiny", "random-1b") else None)
+    if key not in _BACKENDS:
+        _BACKENDS[key] = JanusBackend(model, device=device, seed=seed,
+                                      dtype=getattr(torch, dtype) if dtype else None)
+    return _BACKENDS[key]
+
+
+def image_seed(seed: int, key: str, i: int) -> int:
+    """Each image's seed depends only on the run seed, the request and the image's position."""
+    return int.from_bytes(hashlib.sha256(f"{seed}/{key}/{i}".encode()).digest()[:4], "little") & 0x7FFFFFFF
+
+
+class _JanusMethod(Method):
+    tasks = frozenset(TASKS)
+
+    def __init__(self, args=None, **kwargs):
+        super().__init__(args, **kwargs)
+        self.model_name = self.args.get("model", "deepseek-community/Janus-Pro-1B")
+        self.guidance = _float(self.args, "guidance", 5.0)
+        self.temperature = _float(self.args, "temperature", 1.0)
+        self.max_new_tokens = _int(self.args, "max_new_tokens", 64) or 1
+        self.gen_batch = _int(self.args, "gen_batch", None) or self.batch_size
+        if self.args.get("dtype", "bfloat16") not in ("bfloat16", "float32"):
+            raise BenchError(f"expected bfloat16 or float32, got {self.args['dtype']!r}", where="--method-arg dtype")
+        self._backend = None
+
+    @property
+    def backend(self):
+        if self._backend is None:
+            self._backend = get_backend(self.model_name, self.device, self.seed, self.args.get("dtype"))
+        return self._backend
+
+    def describe(self):
+        return {"base_model": self.model_name, "random_init": self.model_name in ("tiny", "random-1b"),
+                "backend": self.backend.describe()}
+
+    # Subclasses say how the concept is named in questions and prompts.
+    def _question(self, concept: Concept, state, question: str) -> str:
+        raise NotImplementedError
+
+    def _gen_prompt(self, concept: Concept, state, prompt: str) -> str:
+        raise NotImplementedError
+
+    def _install(self, concept: Concept, state) -> None:
+        pass
+
+    def answer(self, concept, state, requests):
+        self._install(concept, state)
+        examples = [TextExample(self._question(concept, state, r.question), r.image) for r in requests]
+        replies: list[str | None] = []
+        for i in range(0, len(examples), self.batch_size):
+            replies.extend(self.backend.answer(examples[i:i + self.batch_size], self.max_new_tokens))
+        return replies
+
+    def generate(self, concept, state, requests):
+        self._install(concept, state)
+        flat = [(self._gen_prompt(concept, state, r.prompt), image_seed(r.seed, r.key, i))
+                for r in requests for i in range(r.n_images)]
+        images = []
+        for i in range(0, len(flat), self.gen_batch):
+            chunk = flat[i:i + self.gen_batch]
+            n = len(chunk)
+            if getattr(self.backend, "compile_decode", False) and n < self.gen_batch:
+                # Compiled decoding: keep the batch shape fixed (a new shape costs a recompilation);
+                # the padding rows are discarded, and no image depends on what it is batched with.
+                chunk = chunk + [chunk[-1]] * (self.gen_batch - n)
+            out = self.backend.generate_codes([p for p, _ in chunk], [s for _, s in chunk],
+                                              guidance=self.guidance, temperature=self.temperature)
+            images.extend(self.backend.decode_codes(out.codes[:n]))
+        result, pos = [], 0
+        for r in requests:
+            result.append(images[pos:pos + r.n_images])
+            pos += r.n_images
+        return result
+
+
+class TextPrompt(_JanusMethod):
+    """The same base model with no training: the concept's name replaced by its description
+    (the paper's "Show-o + prompt" row, here on Janus)."""
+
+    name = "text-prompt"
+    arguments = dict(_COMMON_ARGS)
+
+    @staticmethod
+    def _body(concept: Concept) -> str:
+        desc = concept.description.strip()
+        for lead in (f"{concept.token} is ", f"{concept.name} is "):
+            if desc.startswith(lead):
+                desc = desc[len(lead):]
+        first = desc.split(". ")[0].rstrip(".")
+        return first or f"a {concept.class_noun}"
+
+    def _question(self, concept, state, question):
+        desc = concept.description.replace(concept.token, concept.name).strip()
+        return f"{desc} {question.replace(concept.token, concept.name)}".strip()
+
+    def _gen_prompt(self, concept, state, prompt):
+        return prompt.replace(concept.token, self._body(concept))
+
+
+class UniCTokens(_JanusMethod):
+    """UniCTokens (three-stage unified concept tokens) on a Janus base model; see methods/unictokens/README.md."""
+
+    name = "unictokens"
+    needs_personalization = True
+    arguments = {**_COMMON_ARGS, **_TRAIN_ARGS}
+
+    def __init__(self, args=None, **kwargs):
+        super().__init__(args, **kwargs)
+        a = self.args
+        epochs = _int(a, "epochs", 20)
+        self.cfg = TrainConfig(
+            lr=_float(a, "lr", 1e-3), weight_decay=_float(a, "weight_decay", 0.01),
+            epochs_stage1=_int(a, "epochs_stage1", epochs), epochs_stage2=_int(a, "epochs_stage2", epochs),
+            epochs_stage3=_int(a, "epochs_stage3", epochs), stage2_init_epoch=_int(a, "stage2_init_epoch", 15),
+            image_weight=_float(a, "image_weight", 0.8), text_weight=_float(a, "text_weight", 0.2),
+            train_batch=_int(a, "train_batch", 4) or 1, kmeans_seed=_int(a, "kmeans_seed", 0),
+            transition_images=_int(a, "transition_images", 8) or 1,
+            transition_rule=a.get("transition_rule", "lowest_prob"),
+            transition_fraction=_float(a, "transition_fraction", 0.25),
+            guidance=self.guidance, temperature=self.temperature, seed=self.seed)
+        if min(self.cfg.epochs_stage1, self.cfg.epochs_stage2, self.cfg.epochs_stage3) < 1:
+            raise BenchError("every stage needs at least 1 epoch", where="--method-arg epochs")
+        if self.cfg.transition_rule != "lowest_prob":
+            raise BenchError(f"unknown rule {self.cfg.transition_rule!r} (known: lowest_prob)",
+                             where="--method-arg transition_rule")
+        self.checkpoint = Path(a["checkpoint"]) if "checkpoint" in a else None
+        if self.checkpoint is not None and not self.checkpoint.is_dir():
+            raise BenchError("checkpoint folder not found", self.checkpoint)
+        self.face_init = a.get("face_init", "auto")
+        if self.face_init not in ("auto", "off", "default", "random", "tiny"):
+            raise BenchError(f"expected auto, off, default, random or tiny, got {self.face_init!r}",
+                             where="--method-arg face_init")
+        self.epoch = _int(a, "epoch", None)
+        if self.epoch is not None and self.checkpoint is None:
+            raise BenchError("epoch=N needs checkpoint=DIR", where="--method-arg epoch")
+
+    def describe(self):
+        d = super().describe()
+        d["checkpoint"] = str(self.checkpoint) if self.checkpoint else None
+        d["train_args"] = vars(self.cfg) if self.checkpoint is None else None
+        return d
+
+    # ------------------------------------------------------------------ state
+    def _log(self, msg: str) -> None:
+        print(f"[unictokens] {msg}", file=sys.stderr, flush=True)
+
+    def concept_data(self, concept: Concept) -> ConceptData:
+        from unifybench.data.common import resolve_image, strip_image_tag
+
+        convs = list(concept.training_conversations)
+        root = None
+        if concept.train_images:
+            train_dir = concept.train_images[0].parent
+            root = train_dir.parent.parent.parent
+            if not convs and (train_dir / "conversations.json").is_file():
+                try:
+                    convs = json.loads((train_dir / "conversations.json").read_text(encoding="utf-8"))
+                except json.JSONDecodeError as exc:
+                    raise BenchError(f"malformed JSON ({exc})", train_dir / "conversations.json") from exc
+        triples: list[tuple[str, Any, str]] = []
+        for i, conv in enumerate(convs if isinstance(convs, list) else []):
+            turns = conv.get("conversations") if isinstance(conv, dict) else None
+            if not isinstance(turns, list):
+                raise BenchError("conversation has no 'conversations' list", where=f"concept {concept.name} item {i}")
+            image = None
+            pending = None
+            for turn in turns:
+                if not isinstance(turn, dict) or not isinstance(turn.get("value"), str):
+                    continue
+                if turn.get("from") == "human":
+                    pending = turn["value"]
+                elif turn.get("from") == "gpt" and pending is not None:
+                    question = pending
+                    if "<image>" in question and conv.get("image") and root is not None:
+                        image = resolve_image(conv["image"], root)
+                    triples.append((strip_image_tag(question), image if "<image>" in question else None,
+                                    turn["value"].strip()))
+                    pending = None
+        if not triples:  # no training QA: recognition of each photo and the description
+            triples = [(f"Is {concept.token} in this image?", p, f"Yes, {concept.token} is in this image.")
+                       for p in concept.train_images]
+            if concept.description:
+                triples.append((f"Tell me about {concept.token}.", None, concept.description))
+        if not concept.train_images:
+            raise BenchError("concept has no training photos", where=f"concept {concept.name}")
+        face, face_note = self.face_embedding(concept) if concept.kind == "human" else (None, "")
+        return ConceptData(identifier=concept.token, class_noun=concept.class_noun, kind=concept.kind,
+                           conversations=triples, train_images=list(concept.train_images),
+                           cropped_images=list(concept.cropped_train_images), face_embedding=face,
+                           face_note=face_note)
+
+    def face_embedding(self, concept: Concept) -> tuple[torch.Tensor | None, str]:
+        """Mean unit identity embedding of the faces found in the training photos, or None and why."""
+        import importlib.util
+
+        kind = self.face_init
+        if kind == "off":
+            return None, "face_init=off"
+        if kind == "auto":
+            if importlib.util.find_spec("insightface") is None:
+                return None, 'face extra not installed (pip install "unifybench[face]")'
+            kind = "default"
+        try:
+            from unifybench.scoring.face import load_face_backend, to_rgb_array
+        except ImportError as exc:
+            return None, f"no face module ({exc})"
+        backend = load_face_backend(kind, device=self.device, seed=self.seed)
+        found = []
+        for path in concept.train_images:
+            from PIL import Image
+
+            with Image.open(path) as im:
+                emb = backend.embed(to_rgb_array(im.convert("RGB")))
+            if emb is not None:
+                found.append(torch.as_tensor(emb, dtype=torch.float32))
+        if not found:
+            return None, f"no face found in {len(concept.train_images)} training photos ({backend.name})"
+        mean = torch.stack(found).mean(0)
+        return mean / mean.norm().clamp(min=1e-8), f"{backend.name}; {len(found)} of {len(concept.train_images)} photos"
+
+    def _from_checkpoint(self, concept: Concept) -> dict:
+        candidates = [self.checkpoint / concept.name, self.checkpoint / concept.token, self.checkpoint]
+        for base in candidates:
+            if not base.is_dir():
+                continue
+            for folder in (base / "stage3", base / "stage2", base / "stage1", base):
+                if folder.is_dir() and checkpoint_epochs(folder):
+                    rows, epoch = load_rows(folder, self.epoch, self.backend.hidden_size)
+                    meta = read_meta(folder) or {}
+                    made_on = meta.get("base_model", "unknown (no unictokens.json: e.g. the authors' Show-o files)")
+                    if made_on != self.model_name:
+                        self._log(f"checkpoint {folder} was trained on base model {made_on}, loading it onto "
+                                  f"{self.model_name}: the widths fit, but rows only mean something on the model "
+                                  f"that trained them")
+                    return {"rows": rows, "source": str(folder), "epoch": epoch, "base_model": made_on}
+        raise BenchError(f"no epoch_<N>_embed.pt files for concept {concept.name!r} "
+                         f"(looked in DIR/{concept.name}/, DIR/{concept.token}/ and DIR)", self.checkpoint)
+
+    def personalize(self, concept, state_dir):
+        if self.checkpoint is not None:
+            loaded = self._from_checkpoint(concept)
+            state = self._state(concept, loaded["rows"])
+            Path(state_dir).mkdir(parents=True, exist_ok=True)
+            (Path(state_dir) / "checkpoint.json").write_text(json.dumps(
+                {"source": loaded["source"], "epoch": loaded["epoch"], "rows": len(loaded["rows"]["embed"]),
+                 "trained_on": loaded["base_model"], "loaded_onto": self.model_name}))
+            return state
+        pers = Personalizer(self.backend, self.cfg, self.model_name, log=self._log)
+        groups, rows = pers.run(self.concept_data(concept), Path(state_dir))
+        return self._state(concept, rows)
+
+    def load_state(self, concept, state_dir):
+        if self.checkpoint is not None:
+            return self._state(concept, self._from_checkpoint(concept)["rows"])
+        folder = Path(state_dir) / "stage3"
+        meta = read_meta(folder)
+        if not meta or not meta.get("finished"):  # marked done but incomplete: finish the stages
+            return self.personalize(concept, state_dir)
+        rows, _ = load_rows(folder, meta.get("epochs"), self.backend.hidden_size)
+        return self._state(concept, rows)
+
+    def _state(self, concept: Concept, rows: dict[str, torch.Tensor]) -> dict:
+        groups = TokenGroups(concept.token)
+        n = rows["embed"].shape[0]
+        ids = self.backend.add_tokens(groups.rows(n))
+        return {"groups": groups, "rows": rows, "n_rows": n, "ids": ids}
+
+    def _install(self, concept, state):
+        self.backend.set_rows(state["ids"], state["rows"])
+
+    def _question(self, concept, state, question):
+        return f"{state['groups'].understanding_prefix(state['n_rows'])} {question}"
+
+    def _gen_prompt(self, concept, state, prompt):
+        return prompt.replace(concept.token, state["groups"].generation_phrase(state["n_rows"]))

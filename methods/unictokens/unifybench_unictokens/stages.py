@@ -1,0 +1,435 @@
+"""UniCTokens' three stages and transition, written against :class:`backend.UnifiedBackend` only.
+
+Rows, in the published order (FORMATS.md §4): the identifier ``<c>``, then ``<token_0>`` ...
+``<token_31>``: 16 shared (stage 1), 8 generation (stage 2), 8 understanding (stage 3).
+
+State folder of one concept::
+
+    stage1/ epoch_<N>_embed.pt, epoch_<N>_lm_head_weight.pt, epoch_<N>_lm_head_bias.pt, unictokens.json
+    stage2/ ... (25 rows)
+    transition/ understanding_init.pt, unictokens.json
+    stage3/ ... (33 rows)
+
+A stage is finished when its ``unictokens.json`` says ``"finished": true``; a rerun skips finished
+stages and redoes an unfinished one from its start.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from unifybench.errors import BenchError
+
+from .backend import TextExample, UnifiedBackend
+
+N_SHARED, N_GEN, N_UND = 16, 8, 8
+STAGE_ROWS = {1: 1 + N_SHARED, 2: 1 + N_SHARED + N_GEN, 3: 1 + N_SHARED + N_GEN + N_UND}
+
+
+@dataclass
+class TrainConfig:
+    """The published settings are the defaults."""
+
+    lr: float = 1e-3
+    weight_decay: float = 0.01  # torch's AdamW default
+    epochs_stage1: int = 20
+    epochs_stage2: int = 20
+    epochs_stage3: int = 20
+    stage2_init_epoch: int = 15  # stage 2 starts from stage 1's epoch 15
+    image_weight: float = 0.8
+    text_weight: float = 0.2
+    train_batch: int = 4
+    kmeans_seed: int = 0
+    transition_images: int = 8  # images generated for the transition
+    transition_rule: str = "lowest_prob"  # the Janus stand-in for "positions still changing late"
+    transition_fraction: float = 0.25  # share of each image's positions taken as the least sure
+    guidance: float = 5.0
+    temperature: float = 1.0
+    seed: int = 0
+
+
+@dataclass
+class TokenGroups:
+    identifier: str
+    shared: list[str] = field(default_factory=lambda: [f"<token_{i}>" for i in range(N_SHARED)])
+    generation: list[str] = field(default_factory=lambda: [f"<token_{i}>" for i in range(N_SHARED, N_SHARED + N_GEN)])
+    understanding: list[str] = field(default_factory=lambda: [f"<token_{i}>" for i in range(N_SHARED + N_GEN, N_SHARED + N_GEN + N_UND)])
+
+    def rows(self, n_rows: int) -> list[str]:
+        """Token strings of the first ``n_rows`` rows, in the published order."""
+        return ([self.identifier] + self.shared + self.generation + self.understanding)[:n_rows]
+
+    def understanding_prefix(self, n_rows: int) -> str:
+        und = "".join(self.understanding) if n_rows >= STAGE_ROWS[3] else ""
+        return f"{self.identifier} is {''.join(self.shared)}{und}."
+
+    def generation_phrase(self, n_rows: int) -> str:
+        gen = "".join(self.generation) if n_rows >= STAGE_ROWS[2] else ""
+        return f"{''.join(self.shared)}{gen} {self.identifier}"
+
+
+# ----------------------------------------------------------------------------- k-means
+
+
+def kmeans(x: torch.Tensor, k: int, seed: int = 0, iters: int = 50) -> torch.Tensor:
+    """Seeded k-means (k-means++ start, Lloyd iterations) on CPU float32; returns [k, d] centres."""
+    g = torch.Generator().manual_seed(seed)
+    x = x.detach().float().cpu().reshape(-1, x.shape[-1])
+    if len(x) == 0:
+        raise BenchError("k-means needs at least one point", where="unictokens init")
+    if len(x) < k:  # too few points: jitter copies so every centre exists
+        extra = x[torch.randint(len(x), (k - len(x),), generator=g)]
+        x = torch.cat([x, extra + 1e-3 * x.std().clamp(min=1e-6) * torch.randn(extra.shape, generator=g)])
+    centres = x[torch.randint(len(x), (1,), generator=g)]
+    for _ in range(1, k):
+        d2 = torch.cdist(x, centres).min(1).values.pow(2)
+        probs = d2 / d2.sum() if d2.sum() > 0 else torch.full_like(d2, 1 / len(d2))
+        centres = torch.cat([centres, x[torch.multinomial(probs, 1, generator=g)]])
+    for _ in range(iters):
+        assign = torch.cdist(x, centres).argmin(1)
+        new = centres.clone()
+        for j in range(k):
+            members = x[assign == j]
+            if len(members):
+                new[j] = members.mean(0)
+        if torch.allclose(new, centres):
+            break
+        centres = new
+    return centres
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def save_rows(folder: Path, epoch: int, rows: dict[str, torch.Tensor]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for key, suffix in (("embed", "embed"), ("head_weight", "lm_head_weight"), ("head_bias", "lm_head_bias")):
+        tmp = folder / f".epoch_{epoch}_{suffix}.pt.tmp"
+        torch.save(rows[key].detach().float().cpu().contiguous(), tmp)
+        os.replace(tmp, folder / f"epoch_{epoch}_{suffix}.pt")
+
+
+def checkpoint_epochs(folder: Path) -> list[int]:
+    found = []
+    for p in folder.glob("epoch_*_embed.pt"):
+        try:
+            found.append(int(p.name.split("_")[1]))
+        except ValueError:
+            pass
+    return sorted(found)
+
+
+def load_rows(folder: Path, epoch: int | None, width: int, map_location="cpu") -> tuple[dict[str, torch.Tensor], int]:
+    """Load a public-format checkpoint; BenchError (one line) when it does not fit a model of ``width``."""
+    epochs = checkpoint_epochs(folder)
+    if not epochs:
+        raise BenchError("no epoch_<N>_embed.pt files", folder)
+    if epoch is None:
+        epoch = epochs[-1]
+    elif epoch not in epochs:
+        raise BenchError(f"no epoch {epoch} (found {', '.join(map(str, epochs))})", folder)
+    rows = {}
+    for key, suffix in (("embed", "embed"), ("head_weight", "lm_head_weight"), ("head_bias", "lm_head_bias")):
+        path = folder / f"epoch_{epoch}_{suffix}.pt"
+        if not path.is_file():
+            if key == "embed":
+                raise BenchError("file not found", path)
+            continue
+        try:
+            t = torch.load(path, weights_only=True, map_location=map_location)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is bad input
+            raise BenchError(f"cannot load ({exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''})", path) from exc
+        if not isinstance(t, torch.Tensor):
+            raise BenchError(f"expected a tensor, found {type(t).__name__}", path)
+        rows[key] = t.float()
+    embed = rows["embed"]
+    path = folder / f"epoch_{epoch}_embed.pt"
+    if embed.ndim != 2 or embed.shape[1] != width:
+        raise BenchError(f"expected rows of width {width} (the base model's hidden size), found shape "
+                         f"{list(embed.shape)}", path)
+    n = embed.shape[0]
+    if n not in STAGE_ROWS.values():
+        raise BenchError(f"expected {STAGE_ROWS[1]}, {STAGE_ROWS[2]} or {STAGE_ROWS[3]} rows (<c> + 16 shared "
+                         f"[+ 8 generation [+ 8 understanding]]), found {n}", path)
+    hw = rows.setdefault("head_weight", embed.clone())
+    if tuple(hw.shape) != tuple(embed.shape):
+        raise BenchError(f"expected lm_head rows of shape {list(embed.shape)}, found {list(hw.shape)}",
+                         folder / f"epoch_{epoch}_lm_head_weight.pt")
+    hb = rows.setdefault("head_bias", torch.zeros(n))
+    if tuple(hb.shape) != (n,):
+        raise BenchError(f"expected a bias of shape [{n}], found {list(hb.shape)}",
+                         folder / f"epoch_{epoch}_lm_head_bias.pt")
+    return rows, epoch
+
+
+def write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_meta(folder: Path) -> dict | None:
+    path = folder / "unictokens.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return None
+
+
+# ----------------------------------------------------------------------------- training
+
+
+class RowTrainer:
+    """Trains only the given rows of every vocabulary parameter; restores all other rows exactly
+    after every optimizer step (weight decay and Adam's moments would otherwise move them)."""
+
+    def __init__(self, backend: UnifiedBackend, train_ids: Sequence[int], cfg: TrainConfig):
+        self.backend = backend
+        self.params = [vp.param for vp in backend.vocab_row_params()]
+        n_rows = self.params[0].shape[0]
+        self.train_mask = torch.zeros(n_rows, dtype=torch.bool, device=self.params[0].device)
+        self.train_mask[torch.tensor(list(train_ids), device=self.params[0].device)] = True
+        self.keep = ~self.train_mask
+        self.originals = [p.detach()[self.keep].clone() for p in self.params]
+        self.hooks = []
+        for p in self.params:
+            p.requires_grad_(True)
+            mask = self.train_mask.to(p.device)
+            shape = (-1,) + (1,) * (p.ndim - 1)
+            self.hooks.append(p.register_hook(lambda grad, m=mask, s=shape: grad * m.view(s).to(grad.dtype)))
+        self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    def step(self, loss: torch.Tensor) -> float:
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        with torch.no_grad():
+            for p, orig in zip(self.params, self.originals):
+                p.data[self.keep] = orig
+        return float(loss.detach())
+
+    def close(self) -> None:
+        for h in self.hooks:
+            h.remove()
+        for p in self.params:
+            p.requires_grad_(False)
+            p.grad = None
+        self.opt = None
+
+
+def _batches(items: list, size: int, rng: random.Random) -> list[list]:
+    order = list(items)
+    rng.shuffle(order)
+    return [order[i:i + size] for i in range(0, len(order), size)]
+
+
+@dataclass
+class ConceptData:
+    """What the stages train on, prepared by the method from a concept."""
+
+    identifier: str
+    class_noun: str
+    kind: str  # human | animal | object
+    conversations: list[tuple[str, object, str]]  # (question, image or None, answer), concept named by its token
+    train_images: list  # photos (stage 1 k-means)
+    cropped_images: list  # generation targets (stage 2)
+    face_embedding: torch.Tensor | None = None  # human concepts: mean identity embedding of the photos
+    face_note: str = ""  # how it was made, or why there is none
+
+
+class Personalizer:
+    """Runs (or resumes) stage 1, stage 2, the transition and stage 3 for one concept."""
+
+    def __init__(self, backend: UnifiedBackend, cfg: TrainConfig, base_model: str,
+                 log: Callable[[str], None] | None = None):
+        self.b = backend
+        self.cfg = cfg
+        self.base_model = base_model
+        self.log = log or (lambda msg: None)
+
+    # ---------------------------------------------------------------- helpers
+    def ids_for(self, groups: TokenGroups, n_rows: int) -> list[int]:
+        return self.b.add_tokens(groups.rows(n_rows))
+
+    def text_examples(self, data: ConceptData, groups: TokenGroups, n_rows: int) -> list[TextExample]:
+        prefix = groups.understanding_prefix(n_rows)
+        return [TextExample(f"{prefix} {q}", img, a) for q, img, a in data.conversations]
+
+    def image_examples(self, data: ConceptData, groups: TokenGroups, n_rows: int, codes: torch.Tensor):
+        prompt = f"A photo of {groups.generation_phrase(n_rows)}."
+        return [(prompt, codes[i]) for i in range(len(codes))]
+
+    def _meta(self, stage: str, groups: TokenGroups, n_rows: int, **extra) -> dict:
+        return {"format": "unictokens-rows/1", "stage": stage, "base_model": self.base_model,
+                "backend": self.b.describe(), "rows": groups.rows(n_rows),
+                "groups": {"identifier": groups.identifier, "shared": groups.shared,
+                           "generation": groups.generation if n_rows >= STAGE_ROWS[2] else [],
+                           "understanding": groups.understanding if n_rows >= STAGE_ROWS[3] else []},
+                "lm_head_bias": ("trained" if self.b.has_head_bias() else
+                                 "zeros: the base model's text head has no bias"),
+                "train_args": asdict(self.cfg), **extra}
+
+    def _train(self, stage: int, folder: Path, groups: TokenGroups, train_tokens: list[str], epochs: int,
+               init_rows: dict[str, torch.Tensor], data: ConceptData, codes: torch.Tensor | None,
+               init_note: dict) -> dict[str, torch.Tensor]:
+        cfg, n_rows = self.cfg, STAGE_ROWS[stage]
+        ids = self.ids_for(groups, n_rows)
+        self.b.set_rows(ids, init_rows)
+        train_ids = self.b.add_tokens(train_tokens)
+        texts = self.text_examples(data, groups, n_rows)
+        images = self.image_examples(data, groups, n_rows, codes) if stage >= 2 else []
+        rng = random.Random(f"{cfg.seed}/{stage}/{groups.identifier}")
+        trainer = RowTrainer(self.b, train_ids, cfg)
+        losses: list[dict] = []
+        start = time.time()
+        steps = 0
+        try:
+            for epoch in range(1, epochs + 1):
+                tb = _batches(texts, cfg.train_batch, rng) if texts else []
+                ib = _batches(images, cfg.train_batch, rng) if images else []
+                n_steps = max(len(tb), len(ib)) if stage >= 2 else len(tb)
+                sums = {"loss": 0.0, "text": 0.0, "image": 0.0}
+                for s in range(n_steps):
+                    loss = torch.zeros((), device=self.b.device)
+                    if tb:
+                        lt = self.b.text_loss(tb[s % len(tb)])
+                        sums["text"] += float(lt.detach())
+                        loss = loss + (cfg.text_weight if ib else 1.0) * lt
+                    if ib:
+                        batch = ib[s % len(ib)]
+                        li = self.b.image_loss([p for p, _ in batch], torch.stack([c for _, c in batch]))
+                        sums["image"] += float(li.detach())
+                        loss = loss + (cfg.image_weight if tb else 1.0) * li
+                    sums["loss"] += trainer.step(loss)
+                    steps += 1
+                row = {"epoch": epoch, **{k: v / max(n_steps, 1) for k, v in sums.items()}}
+                losses.append(row)
+                save_rows(folder, epoch, self.b.get_rows(ids))
+                self.log(f"stage {stage} epoch {epoch}/{epochs}: loss {row['loss']:.4f}")
+        finally:
+            trainer.close()
+        write_json(folder / "unictokens.json", self._meta(
+            f"stage{stage}", groups, n_rows, finished=True, epochs=epochs, steps=steps, losses=losses,
+            trained=[groups.identifier] + [t for t in train_tokens if t != groups.identifier],
+            seconds=round(time.time() - start, 3), init=init_note))
+        return self.b.get_rows(ids)
+
+    def _finished(self, folder: Path, groups: TokenGroups, stage: int) -> dict[str, torch.Tensor] | None:
+        meta = read_meta(folder)
+        if not meta or not meta.get("finished"):
+            return None
+        rows, _ = load_rows(folder, meta.get("epochs"), self.b.hidden_size)
+        if rows["embed"].shape[0] != STAGE_ROWS[stage]:
+            return None
+        return rows
+
+    # ---------------------------------------------------------------- the stages
+    def run(self, data: ConceptData, state_dir: Path) -> tuple[TokenGroups, dict[str, torch.Tensor]]:
+        cfg = self.cfg
+        groups = TokenGroups(data.identifier)
+        state_dir = Path(state_dir)
+        cropped = data.cropped_images or data.train_images
+        codes = None
+
+        # Stage 1: understanding warm-up.
+        s1 = state_dir / "stage1"
+        rows1 = self._finished(s1, groups, 1)
+        if rows1 is None:
+            self.log("stage 1: understanding warm-up")
+            ident = self.b.word_embedding(data.class_noun)
+            train_codes = self.b.encode_images(data.train_images)
+            shared = kmeans(self.b.code_embeddings(train_codes).detach(), N_SHARED, cfg.kmeans_seed)
+            embed = torch.cat([ident[None], shared])
+            init = {"embed": embed, "head_weight": embed.clone(), "head_bias": torch.zeros(len(embed))}
+            rows1 = self._train(1, s1, groups, [groups.identifier] + groups.shared, cfg.epochs_stage1, init,
+                                data, None, {"identifier": f"embedding of the class word {data.class_noun!r}",
+                                             "shared": f"k-means k={N_SHARED} seed={cfg.kmeans_seed} over the "
+                                                       f"image-code embeddings of {len(data.train_images)} photos"})
+
+        # Stage 2: generation bootstrapped from understanding.
+        s2 = state_dir / "stage2"
+        rows2 = self._finished(s2, groups, 2)
+        if rows2 is None:
+            self.log("stage 2: generation from understanding")
+            start_epoch = max(1, min(cfg.stage2_init_epoch, cfg.epochs_stage1))
+            base, _ = load_rows(s1, start_epoch, self.b.hidden_size)
+            codes = self.b.encode_images(cropped)
+            gen, gen_note = self._generation_init(data, codes)
+            init = {k: torch.cat([base[k], v]) for k, v in
+                    {"embed": gen, "head_weight": gen.clone(), "head_bias": torch.zeros(N_GEN)}.items()}
+            rows2 = self._train(2, s2, groups, [groups.identifier] + groups.shared + groups.generation,
+                                cfg.epochs_stage2, init, data, codes,
+                                {"from": f"stage 1 epoch {start_epoch}", "generation": gen_note})
+
+        # Transition: generation as perception.
+        tr = state_dir / "transition"
+        meta = read_meta(tr)
+        if meta and meta.get("finished") and (tr / "understanding_init.pt").is_file():
+            und = torch.load(tr / "understanding_init.pt", weights_only=True, map_location="cpu")
+        else:
+            self.log("transition: least-sure image positions")
+            und, info = self.transition(groups, rows2)
+            tr.mkdir(parents=True, exist_ok=True)
+            torch.save(und, tr / "understanding_init.pt")
+            write_json(tr / "unictokens.json", self._meta("transition", groups, STAGE_ROWS[2], finished=True, **info))
+
+        # Stage 3: understanding deepened from generation.
+        s3 = state_dir / "stage3"
+        rows3 = self._finished(s3, groups, 3)
+        if rows3 is None:
+            self.log("stage 3: understanding from generation")
+            if codes is None:
+                codes = self.b.encode_images(cropped)
+            init = {k: torch.cat([rows2[k], v]) for k, v in
+                    {"embed": und, "head_weight": und.clone(), "head_bias": torch.zeros(N_UND)}.items()}
+            rows3 = self._train(3, s3, groups, [groups.identifier] + groups.understanding, cfg.epochs_stage3,
+                                init, data, codes, {"understanding": "k-means over the transition's least-sure codes"})
+        return groups, rows3
+
+    def _generation_init(self, data: ConceptData, codes: torch.Tensor) -> tuple[torch.Tensor, str]:
+        """Human concepts with a face embedding: every generation token starts from the identity
+        embedding, linearly resized to the model's width and scaled to the norm of the image-code
+        centres. Otherwise (and as the fallback): k-means (k=8) over the cropped photos' code embeddings."""
+        cfg = self.cfg
+        centres = kmeans(self.b.code_embeddings(codes).detach(), N_GEN, cfg.kmeans_seed + 1)
+        if data.kind == "human" and data.face_embedding is not None:
+            face = data.face_embedding.detach().float().cpu().flatten()
+            resized = torch.nn.functional.interpolate(face[None, None], size=self.b.hidden_size, mode="linear",
+                                                      align_corners=True)[0, 0]
+            resized = resized * (centres.norm(dim=1).mean() / resized.norm().clamp(min=1e-8))
+            return resized.repeat(N_GEN, 1), (f"face identity embedding ({data.face_note}), {face.numel()}-d "
+                                               f"resized to {self.b.hidden_size}, same init for all {N_GEN}")
+        note = f"human concept without a face embedding ({data.face_note}); " if data.kind == "human" else ""
+        return centres, note + f"k-means k={N_GEN} over the image-code embeddings of the cropped photos"
+
+    @torch.no_grad()
+    def transition(self, groups: TokenGroups, rows2: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
+        cfg = self.cfg
+        if cfg.transition_rule != "lowest_prob":
+            raise BenchError(f"unknown transition_rule {cfg.transition_rule!r} (known: lowest_prob)",
+                             where="--method-arg transition_rule")
+        ids = self.ids_for(groups, STAGE_ROWS[2])
+        self.b.set_rows(ids, rows2)
+        prompt = f"A photo of {groups.generation_phrase(STAGE_ROWS[2])}."
+        n = max(1, cfg.transition_images)
+        gen = self.b.generate_codes([prompt] * n, [cfg.seed * 1000 + i for i in range(n)],
+                                    guidance=cfg.guidance, temperature=cfg.temperature)
+        T = gen.codes.shape[1]
+        m = max(1, int(math.ceil(cfg.transition_fraction * T)))
+        pos = gen.probs.argsort(1)[:, :m]  # lowest-probability positions of each image
+        picked = gen.codes.gather(1, pos)
+        emb = self.b.code_embeddings(picked).reshape(-1, self.b.hidden_size)
+        und = kmeans(emb, N_UND, cfg.kmeans_seed + 2)
+        return und, {"rule": "lowest_prob", "images": n, "positions_per_image": m,
+                     "mean_prob_picked": float(gen.probs.gather(1, pos).mean()),
+                     "mean_prob_all": float(gen.probs.mean())}

@@ -1,0 +1,153 @@
+"""A small OpenAI-compatible chat-completions server for the judge tests, on 127.0.0.1.
+
+It runs in a thread of the test process on an ephemeral port; the command line under test (a
+subprocess) talks to it over a real socket. Behaviour is set per test:
+
+- ``plan``: a list of actions consumed one per request before the default applies:
+  ``"429"``, ``"500"``, ``"drop"`` (close the connection without a reply), ``"slow"`` (sleep
+  ``slow_s`` before answering), ``"badjson"`` (a 200 whose body is not JSON).
+- ``mode``: how requests are answered after the plan: ``"normal"`` ("Score: X" with X chosen from
+  the request content), ``"chatty"`` (reasoning around a labelled score), ``"garbage"`` (no score),
+  ``"garbage-then-ok"`` (garbage, but a proper score to a re-ask), ``"fail"`` (always 500),
+  ``"fail-on"`` (500 when the request contains ``fail_marker``, normal otherwise).
+- ``delay_s``: sleep before every answer (a slow judge, for kill-and-resume tests).
+
+Everything received is logged (``requests``: headers and parsed bodies), with the number of calls
+and the most requests ever in flight at once.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+REASK_MARKER = "must be exactly one line"  # a phrase of judge_prompts.REASK_SUFFIX
+
+
+class JudgeServer:
+    def __init__(self, mode: str = "normal"):
+        self.mode = mode
+        self.plan: list[str] = []
+        self.delay_s = 0.0
+        self.slow_s = 0.6
+        self.fail_marker = "FAIL-ME"
+        self.requests: list[dict] = []
+        self.answered = 0  # 200 replies with a chat completion
+        self.inflight = 0
+        self.max_inflight = 0
+        self.lock = threading.Lock()
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._httpd.daemon_threads = True
+        self.port = self._httpd.server_address[1]
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    def __enter__(self) -> "JudgeServer":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    @staticmethod
+    def content_text(body: dict) -> str:
+        parts = []
+        for message in body.get("messages", []):
+            content = message.get("content")
+            if isinstance(content, str):
+                parts.append(content)
+            else:
+                parts.extend(c.get("text", "") for c in content if c.get("type") == "text")
+        return "\n".join(parts)
+
+    def score_for(self, body: dict) -> str:
+        digest = hashlib.sha256(self.content_text(body).replace(REASK_MARKER, "").encode()).digest()
+        return ("0", "0.5", "1")[digest[0] % 3]
+
+    def reply_text(self, body: dict) -> str:
+        text = self.content_text(body)
+        score = self.score_for(body)
+        if self.mode == "chatty":
+            return (f"Let me compare the two carefully.\nThe candidate mentions the main fact.\n"
+                    f"**Score: {score}**\nHope that helps!")
+        if self.mode == "garbage":
+            return "I would rather talk about the weather."
+        if self.mode == "garbage-then-ok":
+            return f"Score: {score}" if REASK_MARKER in text else "Hmm, hard to say really."
+        return f"Score: {score}"
+
+    def _handler(self):
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            wbufsize = 1 << 16  # one write per response (headers and body apart meet delayed ACKs: 40 ms)
+
+            def log_message(self, *args):  # keep test output quiet
+                pass
+
+            def _send(self, status: int, payload: bytes, extra: dict | None = None) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                for k, v in (extra or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def do_POST(self):  # noqa: N802
+                length = int(self.headers.get("Content-Length", "0"))
+                raw = self.rfile.read(length)
+                try:
+                    body = json.loads(raw)
+                except ValueError:
+                    body = {}
+                with server.lock:
+                    server.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
+                    action = server.plan.pop(0) if server.plan else None
+                    server.inflight += 1
+                    server.max_inflight = max(server.max_inflight, server.inflight)
+                try:
+                    self._answer(action, body)
+                finally:
+                    with server.lock:
+                        server.inflight -= 1
+
+            def _answer(self, action, body):
+                if self.path != "/v1/chat/completions":
+                    self._send(404, b'{"error": "not found"}')
+                    return
+                if server.delay_s:
+                    time.sleep(server.delay_s)
+                if action == "429":
+                    self._send(429, b'{"error": "rate limited"}', {"Retry-After": "0"})
+                    return
+                if action == "500" or server.mode == "fail" or (
+                        server.mode == "fail-on" and server.fail_marker in server.content_text(body)):
+                    self._send(500, b'{"error": "server error"}')
+                    return
+                if action == "drop":
+                    self.close_connection = True
+                    self.connection.close()
+                    return
+                if action == "slow":
+                    time.sleep(server.slow_s)
+                if action == "badjson":
+                    self._send(200, b"<html>oops</html>")
+                    return
+                text = server.reply_text(body)
+                payload = {"id": "cmpl-test", "object": "chat.completion", "model": body.get("model"),
+                           "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                                        "finish_reason": "stop"}],
+                           "usage": {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14}}
+                try:
+                    self._send(200, json.dumps(payload).encode())
+                except (BrokenPipeError, ConnectionResetError):
+                    return  # the client gave up (timed out) first
+                with server.lock:
+                    server.answered += 1
+
+        return Handler

@@ -1,0 +1,247 @@
+"""UniCTokens on a tiny random-init Janus, CPU, short schedules: stages, rows, checkpoints, harness."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from conftest import only_run_dir, read_results, run_cli
+
+from unifybench.data import load_benchmark
+from unifybench.errors import BenchError
+from unifybench.methods import AnswerRequest, GenRequest, load_method_class
+from unifybench_unictokens.backend import TextExample
+from unifybench_unictokens.method import UniCTokens
+from unifybench_unictokens.stages import (STAGE_ROWS, RowTrainer, TokenGroups, TrainConfig, kmeans, load_rows,
+                                          save_rows)
+
+SHORT = {"model": "tiny", "epochs": "2", "transition_images": "2", "max_new_tokens": "6"}
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return load_benchmark("mini", "auto")
+
+
+@pytest.fixture(scope="module")
+def trained(bench, tmp_path_factory):
+    """One personalization of the mini bench's dog, shared by the tests below."""
+    method = UniCTokens(SHORT, seed=0)
+    concept = bench.concept("dog")
+    backend = method.backend
+    ids = backend.add_tokens(TokenGroups(concept.token).rows(STAGE_ROWS[3]))
+    before = {vp.name: vp.param.detach().clone() for vp in backend.vocab_row_params()}
+    others = {n: p.detach().clone() for n, p in backend.model.named_parameters()
+              if p is not backend.model.get_input_embeddings().weight
+              and p is not backend.model.get_output_embeddings().weight}
+    state_dir = tmp_path_factory.mktemp("state") / "dog"
+    state_dir.mkdir()
+    state = method.personalize(concept, state_dir)
+    return {"method": method, "concept": concept, "state": state, "state_dir": state_dir, "ids": ids,
+            "before": before, "others": others}
+
+
+def test_three_stages_run_and_losses_go_down(trained):
+    sd = trained["state_dir"]
+    for stage, n_rows in ((1, 17), (2, 25), (3, 33)):
+        folder = sd / f"stage{stage}"
+        meta = json.loads((folder / "unictokens.json").read_text())
+        assert meta["finished"] and meta["epochs"] == 2 and len(meta["rows"]) == n_rows
+        losses = [row["loss"] for row in meta["losses"]]
+        assert losses[-1] < losses[0], (stage, losses)
+        for epoch in (1, 2):
+            embed = torch.load(folder / f"epoch_{epoch}_embed.pt", weights_only=True)
+            assert embed.shape == (n_rows, 64) and embed.dtype == torch.float32
+            assert torch.load(folder / f"epoch_{epoch}_lm_head_weight.pt", weights_only=True).shape == (n_rows, 64)
+            assert torch.load(folder / f"epoch_{epoch}_lm_head_bias.pt", weights_only=True).shape == (n_rows,)
+    meta1 = json.loads((sd / "stage1" / "unictokens.json").read_text())
+    assert meta1["rows"][:3] == ["<dog>", "<token_0>", "<token_1>"]
+    assert meta1["base_model"] == "tiny" and meta1["train_args"]["lr"] == 1e-3
+    assert "zeros" in meta1["lm_head_bias"]  # Janus's text head has no bias
+    transition = json.loads((sd / "transition" / "unictokens.json").read_text())
+    assert transition["rule"] == "lowest_prob" and transition["mean_prob_picked"] <= transition["mean_prob_all"]
+    # Stage 3 trains only <c> and the understanding tokens: shared and generation rows stay as stage 2 left them.
+    s2, _ = load_rows(sd / "stage2", None, 64)
+    s3, _ = load_rows(sd / "stage3", None, 64)
+    assert torch.equal(s3["embed"][1:25], s2["embed"][1:25])
+    assert not torch.equal(s3["embed"][0], s2["embed"][0])
+
+
+def test_only_new_rows_change(trained):
+    backend = trained["method"].backend
+    new = torch.zeros(backend.model.get_input_embeddings().weight.shape[0], dtype=torch.bool)
+    new[trained["ids"]] = True
+    for vp in backend.vocab_row_params():
+        before = trained["before"][vp.name]
+        assert torch.equal(vp.param.detach()[~new], before[~new]), vp.name
+        assert not torch.equal(vp.param.detach()[new], before[new]), vp.name
+    for name, p in backend.model.named_parameters():
+        if name in trained["others"]:
+            assert torch.equal(p.detach(), trained["others"][name]), name
+
+
+def test_every_optimizer_step_restores_other_rows(trained):
+    backend = trained["method"].backend
+    ids = backend.add_tokens(["<dog>", "<token_0>"])
+    snapshot = [vp.param.detach().clone() for vp in backend.vocab_row_params()]
+    trainer = RowTrainer(backend, ids, TrainConfig(lr=1e-2))
+    photo = trained["concept"].train_images[0]
+    try:
+        for _ in range(2):
+            trainer.step(backend.text_loss([TextExample("<dog> is <token_0>. Is <dog> here?", photo, "Yes.")]))
+            mask = torch.ones(snapshot[0].shape[0], dtype=torch.bool)
+            mask[ids] = False
+            for vp, before in zip(backend.vocab_row_params(), snapshot):
+                assert torch.equal(vp.param.detach()[mask], before[mask])
+                assert not torch.equal(vp.param.detach()[ids], before[ids])
+    finally:
+        trainer.close()
+        backend.set_rows(ids, {"embed": snapshot[0][ids], "head_weight": snapshot[1][ids]})
+
+
+def test_resume_skips_finished_stages(trained, tmp_path, capsys):
+    state_dir = tmp_path / "dog"
+    shutil.copytree(trained["state_dir"], state_dir)
+    shutil.rmtree(state_dir / "stage3")
+    stage1_json = (state_dir / "stage1" / "unictokens.json").read_text()
+    trained["method"].personalize(trained["concept"], state_dir)
+    log = capsys.readouterr().err
+    assert "stage 1:" not in log and "stage 2:" not in log and "transition:" not in log
+    assert "stage 3:" in log
+    assert (state_dir / "stage1" / "unictokens.json").read_text() == stage1_json
+    assert json.loads((state_dir / "stage3" / "unictokens.json").read_text())["finished"]
+
+
+def test_checkpoints_round_trip_and_load(trained, tmp_path):
+    rows = trained["state"]["rows"]
+    save_rows(tmp_path / "rt", 7, rows)
+    loaded, epoch = load_rows(tmp_path / "rt", None, 64, map_location="cpu")
+    assert epoch == 7 and all(torch.equal(loaded[k], rows[k].float()) for k in ("embed", "head_weight", "head_bias"))
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(trained["state_dir"], ckpt / "dog")
+    method = UniCTokens({"model": "tiny", "checkpoint": str(ckpt), "max_new_tokens": "4"}, seed=0)
+    state = method.personalize(trained["concept"], tmp_path / "state")
+    assert state["n_rows"] == 33 and torch.equal(state["rows"]["embed"], rows["embed"])
+    first = UniCTokens({"model": "tiny", "checkpoint": str(ckpt), "epoch": "1"}, seed=0)
+    s1 = first.load_state(trained["concept"], tmp_path / "state")
+    assert not torch.equal(s1["rows"]["embed"], rows["embed"])
+    # A stage-2 checkpoint (25 rows) loads too: generation phrase without understanding tokens.
+    only2 = tmp_path / "only2"
+    shutil.copytree(trained["state_dir"] / "stage2", only2)
+    s2 = UniCTokens({"model": "tiny", "checkpoint": str(only2)}, seed=0).personalize(trained["concept"], tmp_path / "s2")
+    assert s2["n_rows"] == 25
+
+
+def test_checkpoint_mismatch_is_one_line_error(trained, tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    torch.save(torch.zeros(33, 2048), bad / "epoch_1_embed.pt")
+    method = UniCTokens({"model": "tiny", "checkpoint": str(bad)}, seed=0)
+    with pytest.raises(BenchError) as err:
+        method.personalize(trained["concept"], tmp_path / "s")
+    assert "width 64" in err.value.one_line() and "[33, 2048]" in err.value.one_line()
+    torch.save(torch.zeros(20, 64), bad / "epoch_1_embed.pt")
+    with pytest.raises(BenchError, match="expected 17, 25 or 33 rows"):
+        method.personalize(trained["concept"], tmp_path / "s")
+    with pytest.raises(BenchError, match="no epoch 5"):
+        UniCTokens({"model": "tiny", "checkpoint": str(bad), "epoch": "5"}, seed=0).personalize(
+            trained["concept"], tmp_path / "s")
+
+
+def test_answers_and_images_are_batched_and_seeded(trained):
+    method, concept, state = trained["method"], trained["concept"], trained["state"]
+    reqs = [AnswerRequest("dog", "rec", i, "Is <dog> in this image?", concept.test_images[i % 2]) for i in range(3)]
+    replies = method.answer(concept, state, reqs)
+    assert len(replies) == 3 and all(isinstance(r, str) for r in replies)
+    a = GenRequest("dog", "gen", 0, "a <dog> in the jungle", 2, 0)
+    b = GenRequest("dog", "gen", 1, "a <dog> on the beach", 3, 0)
+    both = method.generate(concept, state, [a, b])
+    alone = method.generate(concept, state, [b])
+    assert [len(x) for x in both] == [2, 3]
+    assert [im.tobytes() for im in both[1]] == [im.tobytes() for im in alone[0]]  # independent of batching
+    other_seed = method.generate(concept, state, [GenRequest("dog", "gen", 1, "a <dog> on the beach", 3, 1)])
+    assert [im.tobytes() for im in other_seed[0]] != [im.tobytes() for im in alone[0]]
+    assert method._gen_prompt(concept, state, "a <dog> in the jungle").startswith("a <token_0>")
+
+
+def test_kmeans_is_seeded_and_finds_clusters():
+    g = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    x = torch.cat([c + 0.1 * torch.randn(20, 2, generator=g) for c in centres])
+    found = kmeans(x, 3, seed=1)
+    assert torch.equal(found, kmeans(x, 3, seed=1))
+    assert torch.cdist(centres, found).min(1).values.max() < 0.2
+    assert kmeans(x[:2], 4, seed=0).shape == (4, 2)  # fewer points than clusters
+
+
+def test_text_prompt_baseline_names_the_concept_by_its_description(bench):
+    cls = load_method_class("text-prompt")
+    method = cls({"model": "tiny"}, seed=0)
+    concept = bench.concept("dog")
+    q = method._question(concept, None, "Is <dog> in this image?")
+    assert "<dog>" not in q and q.startswith("dog is a")
+    assert "<dog>" not in method._gen_prompt(concept, None, "a <dog> in the jungle")
+    out = method.generate(concept, None, [GenRequest("dog", "gen", 0, "a <dog> in the jungle", 1, 0)])
+    assert len(out[0]) == 1
+
+
+def test_generation_bench_checks_logits_and_prints_json(capsys):
+    from unifybench.bench.generation import main
+
+    assert main(["--method", "unictokens", "--model", "tiny", "--batch", "2", "--check-steps", "4"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["logits_ok"] and result["greedy_prefix_match_eager"] == 1.0
+    assert result["eager_images_per_s"] > 0 and result["ours_images_per_s"] > 0 and "ratio" in result
+
+
+def test_cli_run_completes_every_task_and_reaches_the_leaderboard(tmp_path):
+    args = ["run", "--method", "unictokens", "--method-arg", "model=tiny", "--method-arg", "epochs=1",
+            "--method-arg", "transition_images=1", "--method-arg", "max_new_tokens=4", "--backbones", "tiny",
+            "--limit", "1", "--images-per-prompt", "1", "--concepts", "dog", "--out", str(tmp_path / "runs")]
+    proc = run_cli(*args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = only_run_dir(tmp_path / "runs")
+    results = read_results(run_dir)
+    assert set(results["tasks"]) == {"rec", "vqa", "text_only", "choice", "gen", "attr_gen"}
+    assert isinstance(results["tasks"]["gen"]["clip_i"], float)
+    assert isinstance(results["tasks"]["choice"]["accuracy"], float)
+    assert all(not str(v).startswith("not scored: method") for m in results["tasks"].values() for v in m.values())
+    assert (run_dir / "state" / "dog" / "stage3" / "epoch_1_embed.pt").is_file()
+    details = json.loads((run_dir / "run.json").read_text())["method_details"]
+    assert details["random_init"] is True
+    board = run_cli("leaderboard", str(tmp_path / "runs"))
+    assert board.returncode == 0, board.stderr
+    row = next(line for line in board.stdout.splitlines() if line.startswith("| unictokens"))
+    assert "model=tiny" in row
+
+    bad = tmp_path / "bad" / "dog"
+    bad.mkdir(parents=True)
+    torch.save(torch.zeros(17, 2048), bad / "epoch_1_embed.pt")
+    proc = run_cli("run", "--method", "unictokens", "--method-arg", "model=tiny", "--method-arg",
+                   f"checkpoint={bad.parent}", "--tasks", "rec", "--limit", "1", "--concepts", "dog",
+                   "--out", str(tmp_path / "runs2"))
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and "width 64" in proc.stderr
+
+
+def test_human_concepts_start_generation_tokens_from_the_face_embedding(trained):
+    import dataclasses
+
+    from unifybench_unictokens.stages import Personalizer
+
+    human = dataclasses.replace(trained["concept"], kind="human")
+    method = UniCTokens({**SHORT, "face_init": "tiny"}, seed=0)
+    data = method.concept_data(human)
+    assert data.face_embedding is not None and abs(float(data.face_embedding.norm()) - 1) < 1e-5
+    pers = Personalizer(method.backend, method.cfg, "tiny")
+    codes = method.backend.encode_images(data.cropped_images)
+    gen, note = pers._generation_init(data, codes)
+    assert gen.shape == (8, 64) and torch.equal(gen[0], gen[7]) and "face identity" in note
+    auto = UniCTokens(SHORT, seed=0).concept_data(human)  # the face extra is not installed here
+    if auto.face_embedding is None:
+        assert auto.face_note
+        gen, note = pers._generation_init(auto, codes)
+        assert "k-means" in note and "without a face embedding" in note

@@ -1,0 +1,219 @@
+"""Generation scorers: the per-image research loop against the project's pipeline.
+
+    python -m unifybench.bench fidelity [--n N] [--format png|jpg] [--device cpu|cuda]
+                                        [--backbones random|tiny|default] [--batch-size B]
+
+Makes N realistic 512 px images (gradients, textures, shapes and noise) and 4 reference images,
+then scores the N images twice in this process over the same weights:
+
+(a) the research loop: open with PIL, preprocess with torchvision transforms, encode one image in
+    fp32 with each encoder, compare with each reference embedding in Python;
+(b) the pipeline: :class:`unifybench.scoring.fidelity.FidelityScorer` (decoding in worker processes
+    or nvJPEG, batches, bf16 autocast on CUDA).
+
+The last line printed is one JSON object: n, format, device, naive_img_s, pipeline_img_s, ratio,
+max_abs_diff (over CLIP-I and DINO of every image) and, on CUDA, decode_floor_img_s (decode and
+preprocess alone through the same pipeline, the floor). ``--pipeline-only`` skips (a).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from multiprocessing import Pool
+from pathlib import Path
+
+import numpy as np
+
+SIZE = 512
+
+
+def make_image(seed: int) -> np.ndarray:
+    """A 512 x 512 RGB uint8 image: a colour gradient, oriented sinusoidal textures, a few discs
+    and Gaussian noise, all drawn from ``seed``."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32) / SIZE
+    img = np.empty((SIZE, SIZE, 3), np.float32)
+    for c in range(3):
+        a, b, base = rng.uniform(-120, 120), rng.uniform(-120, 120), rng.uniform(60, 200)
+        img[..., c] = base + a * (xx - 0.5) + b * (yy - 0.5)
+    for _ in range(3):
+        theta, freq = rng.uniform(0, np.pi), rng.uniform(4, 40)
+        phase, amp = rng.uniform(0, 2 * np.pi), rng.uniform(5, 30)
+        wave = amp * np.sin(2 * np.pi * freq * (xx * np.cos(theta) + yy * np.sin(theta)) + phase)
+        img += wave[..., None] * rng.uniform(0.3, 1.0, size=3)
+    for _ in range(int(rng.integers(2, 6))):
+        cx, cy, r = rng.uniform(0, 1), rng.uniform(0, 1), rng.uniform(0.05, 0.25)
+        mask = (xx - cx) ** 2 + (yy - cy) ** 2 < r * r
+        img[mask] = img[mask] * 0.3 + rng.uniform(0, 255, size=3) * 0.7
+    img += rng.normal(0, 6, size=img.shape).astype(np.float32)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _write(job: tuple[int, str, str]) -> str:
+    from PIL import Image
+
+    seed, folder, fmt = job
+    path = Path(folder) / f"{seed:06d}.{fmt}"
+    if not path.exists():
+        tmp = path.with_suffix(f".tmp.{fmt}")
+        Image.fromarray(make_image(seed)).save(tmp, quality=90) if fmt == "jpg" else \
+            Image.fromarray(make_image(seed)).save(tmp)
+        os.replace(tmp, path)
+    return str(path)
+
+
+def make_images(folder: Path, n: int, fmt: str, first_seed: int = 0, processes: int | None = None) -> list[Path]:
+    """Write (or reuse) ``n`` images ``<seed>.<fmt>`` in ``folder``, in parallel."""
+    folder.mkdir(parents=True, exist_ok=True)
+    jobs = [(first_seed + i, str(folder), fmt) for i in range(n)]
+    with Pool(processes or os.cpu_count() or 1) as pool:
+        return [Path(p) for p in pool.map(_write, jobs, chunksize=16)]
+
+
+def naive_scores(backbones, refs: list[Path], gens: list[Path], device: str) -> dict[str, list[float]]:
+    """The per-image research loop: PIL, torchvision transforms, batch 1, fp32, Python pairing."""
+    import torch
+    import torch.nn.functional as F
+    from PIL import Image
+    from torchvision import transforms as T
+
+    from unifybench.scoring.fidelity import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
+
+    clip_tf = T.Compose([T.Resize(224, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(224),
+                         T.ToTensor(), T.Normalize(CLIP_MEAN, CLIP_STD)])
+    dino_tf = T.Compose([T.Resize(256, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(224),
+                         T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+    def embed(path):
+        img = Image.open(path).convert("RGB")
+        with torch.no_grad():
+            c = backbones.clip_model.encode_image(clip_tf(img).unsqueeze(0).to(device))[0].float()
+            d = backbones.dino_model(pixel_values=dino_tf(img).unsqueeze(0).to(device)).last_hidden_state[0, 0].float()
+        return c, d
+
+    ref = [embed(p) for p in refs]
+    out = {"clip_i": [], "dino": []}
+    for path in gens:
+        c, d = embed(path)
+        out["clip_i"].append(sum(F.cosine_similarity(c, rc, dim=0).item() for rc, _ in ref) / len(ref))
+        out["dino"].append(sum(F.cosine_similarity(d, rd, dim=0).item() for _, rd in ref) / len(ref))
+    return out
+
+
+def _sync(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def decode_floor(scorer, gens: list[Path]) -> float:
+    """Images per second through decode and preprocessing alone (same pipeline, no encoder)."""
+    from unifybench.scoring.pipeline import stream_inputs
+
+    start = time.perf_counter()
+    for _ in stream_inputs(gens, scorer.transforms, batch_size=scorer.batch_size, device=scorer.device,
+                           num_workers=scorer.num_workers, gpu_decode=scorer.gpu_decode):
+        pass
+    _sync(scorer.device)
+    return len(gens) / (time.perf_counter() - start)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m unifybench.bench fidelity", description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=256)
+    parser.add_argument("--format", choices=["png", "jpg"], default="png")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--backbones", choices=["random", "tiny", "default"], default="random")
+    parser.add_argument("--batch-size", type=int, default=None, help="default 32 on CPU, 256 on CUDA")
+    parser.add_argument("--workers", type=int, default=None, help="decode processes (default: one per core)")
+    parser.add_argument("--images-dir", type=Path, default=None, help="write (or reuse) the images here")
+    parser.add_argument("--pipeline-only", action="store_true", help="skip the per-image loop")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from unifybench.errors import BenchError
+    from unifybench.scoring.encoders import load_backbones
+    from unifybench.scoring.fidelity import FidelityScorer
+    from unifybench.scoring.pipeline import default_num_workers
+
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print("unifybench.bench fidelity: error: --device cuda but no CUDA device is visible", file=sys.stderr)
+        return 2
+    batch_size = args.batch_size or (256 if args.device.startswith("cuda") else 32)
+    try:
+        backbones = load_backbones(args.backbones, device=args.device)
+    except BenchError as exc:
+        print(f"unifybench.bench fidelity: error: {exc.one_line()}", file=sys.stderr)
+        return 2
+
+    with tempfile.TemporaryDirectory(prefix="ub-bench-") as tmp:
+        folder = args.images_dir or Path(tmp)
+        t = time.perf_counter()
+        refs = make_images(folder / f"refs-{args.format}", 4, args.format, first_seed=10_000_000)
+        gens = make_images(folder / f"gens-{args.format}", args.n, args.format)
+        print(f"made {args.n} {args.format} images of {SIZE} px in {time.perf_counter() - t:.1f} s", flush=True)
+        # Worker processes as for a large job, even when N is small (the timed halves are N/2 each).
+        workers = default_num_workers() if args.workers is None else args.workers
+        scorer = FidelityScorer(backbones, "dreambooth", batch_size=batch_size, device=args.device,
+                                num_workers=workers, cache_dir=None)
+        # Warm both paths on the references (allocators, kernels, thread pools) before timing.
+        naive_scores(backbones, refs, refs[:2], args.device)
+        scorer.score(refs, refs)
+        scorer._refs.clear()
+
+        result: dict = {"n": args.n, "format": args.format, "device": args.device}
+        # Two halves in ABBA order (naive, pipeline | pipeline, naive) so a drift in the machine's
+        # speed (a shared CPU, thermal limits) weighs on both sides alike.
+        halves = [gens[: args.n // 2], gens[args.n // 2:]] if not args.pipeline_only else [gens]
+        naive: dict[str, list[float]] = {"clip_i": [], "dino": []}
+        piped: dict[str, list[float]] = {"clip_i": [], "dino": []}
+        seconds = {"naive": 0.0, "pipeline": 0.0}
+
+        def timed(which, part):
+            _sync(args.device)
+            t0 = time.perf_counter()
+            if which == "naive":
+                out = naive_scores(backbones, refs, part, args.device)
+            else:
+                scorer._refs.clear()  # the pipeline's reference embeddings are computed in each timing
+                out = scorer.score(refs, part)
+            _sync(args.device)
+            seconds[which] += time.perf_counter() - t0
+            return out
+
+        parts: dict[str, list] = {"naive": [None] * len(halves), "pipeline": [None] * len(halves)}
+        for h, part in enumerate(halves):
+            if not part:
+                continue
+            order = ["pipeline"] if args.pipeline_only else (["naive", "pipeline"] if h == 0 else ["pipeline", "naive"])
+            for which in order:
+                parts[which][h] = timed(which, part)
+        for which, into in (("naive", naive), ("pipeline", piped)):
+            for out in parts[which]:
+                if out:
+                    for m in into:
+                        into[m].extend(out[m])
+        result["pipeline_img_s"] = round(args.n / seconds["pipeline"], 2)
+        print(f"pipeline: {result['pipeline_img_s']} img/s", flush=True)
+        if not args.pipeline_only:
+            result["naive_img_s"] = round(args.n / seconds["naive"], 2)
+            print(f"naive per-image loop: {result['naive_img_s']} img/s", flush=True)
+            result["ratio"] = round(result["pipeline_img_s"] / result["naive_img_s"], 3)
+            result["max_abs_diff"] = max(abs(a - b) for m in ("clip_i", "dino")
+                                         for a, b in zip(naive[m], piped[m]))
+        if args.device.startswith("cuda"):
+            result["decode_floor_img_s"] = round(decode_floor(scorer, gens), 2)
+            result["gpu"] = torch.cuda.get_device_name()
+        result.update({"backbones": args.backbones, "batch_size": batch_size,
+                       "decode": scorer.decode_description, "decode_workers": workers, "dtype": backbones.dtype,
+                       "cpu_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+                       "torch": torch.__version__, "machine": platform.machine()})
+    print(json.dumps(result))
+    return 0

@@ -1,0 +1,123 @@
+"""Image generation speed of a method's base model: plain eager ``generate`` vs the method's decoding.
+
+    python -m unifybench.bench generation --method unictokens [--model tiny|random-1b|HUB|DIR]
+                                          [--batch N] [--device cpu|cuda] [--check-steps K] [--repeats R]
+                                          [--compile auto|on|off]
+
+Both paths run on the same weights in one process: the baseline is ``transformers``'
+``JanusForConditionalGeneration.generate(generation_mode="image")`` in eager mode; ours is the
+method's batched decoding with a static KV cache (compiled into CUDA graphs on a GPU). Before timing,
+the two are checked to compute the same thing: over a short greedy prefix, the next-code logits of
+our decoding steps must match those of a plain cache-free forward of the same sequence (fp32: 1e-3,
+bf16: 3e-2, times the logits' scale), and the share of greedy codes equal to eager ``generate``'s is
+reported. Timings use ``--guidance`` (default 5) and sampling; both include VQ decoding to pixels.
+The last line printed is one JSON object with images/s of both and their ratio.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+METHODS = ("unictokens",)
+
+
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def main(argv: list[str]) -> int:
+    import torch
+
+    p = argparse.ArgumentParser(prog="python -m unifybench.bench generation")
+    p.add_argument("--method", default="unictokens", choices=METHODS)
+    p.add_argument("--model", default=None,
+                   help="tiny (default on CPU), random-1b (Janus-Pro-1B-sized random init; default on CUDA), "
+                        "or a Janus hub name / local folder")
+    p.add_argument("--batch", type=int, default=None, help="images per batch (default 32 on CUDA, 4 on CPU)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtype", default=None, choices=("float32", "bfloat16"),
+                   help="default bfloat16 on CUDA, float32 on CPU")
+    p.add_argument("--guidance", type=float, default=5.0)
+    p.add_argument("--check-steps", type=int, default=8, help="greedy prefix length for the logits check")
+    p.add_argument("--repeats", type=int, default=1, help="timed batches per path (after one warm-up)")
+    p.add_argument("--compile", default="auto", choices=("auto", "on", "off"),
+                   help="compile our decoding step: auto = on CUDA only (torch.compile, reduce-overhead = CUDA "
+                        "graphs); on = also on CPU (inductor, no graphs)")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+
+    from unifybench_unictokens.janus_backend import JanusBackend
+
+    device = torch.device(args.device)
+    model_name = args.model or ("random-1b" if device.type == "cuda" else "tiny")
+    batch = args.batch or (32 if device.type == "cuda" else 4)
+    dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    t0 = time.perf_counter()
+    backend = JanusBackend(model_name, device=str(device), seed=args.seed, dtype=dtype,
+                           compile_decode={"auto": device.type == "cuda", "on": True, "off": False}[args.compile])
+    print(f"built {model_name} on {device} ({str(dtype).replace('torch.', '')}) in {time.perf_counter() - t0:.1f} s; "
+          f"{backend.n_codes} codes per image, batch {batch}", file=sys.stderr)
+    prompts = [f"A photo of a dog number {i} in the jungle." for i in range(batch)]
+    seeds = list(range(batch))
+    model = backend.model
+
+    # 1. Same computation: our steps' next-code logits vs one cache-free forward, over a greedy prefix.
+    # Checked at guidance 1 (the conditional logits themselves: guidance g would amplify bf16 rounding
+    # (2g-1)-fold); guidance is a runtime input of the step, so the same code and graph run either way.
+    k = max(1, min(args.check_steps, backend.n_codes))
+    ours = backend.generate_codes(prompts, seeds, guidance=1.0, greedy=True, keep_logits=k)
+    ref = backend.reference_guided_logits(prompts, ours.codes[:, :k], guidance=1.0)
+    got = torch.stack(ours.logits[:k])
+    diff = float((got - ref).abs().max())
+    scale = float(ref.abs().max())
+    tol = 1e-3 * max(1.0, scale) if dtype == torch.float32 else 3e-2 * max(1.0, scale)
+    logits_ok = diff <= tol
+    ids, mask = backend.prepare_generation(prompts)
+    n = len(prompts)
+
+    def eager_batch():
+        codes = model.generate(input_ids=ids[:n], attention_mask=mask[:n], generation_mode="image",
+                               do_sample=True, guidance_scale=args.guidance, max_new_tokens=backend.n_codes)
+        return backend.decode_codes(codes)
+
+    def eager_greedy_prefix():
+        codes = model.generate(input_ids=ids[:n], attention_mask=mask[:n], generation_mode="image",
+                               do_sample=False, guidance_scale=args.guidance, max_new_tokens=backend.n_codes)
+        return codes[:, :k].to(ours.codes.device)
+
+    def ours_batch():
+        out = backend.generate_codes(prompts, seeds, guidance=args.guidance)
+        return backend.decode_codes(out.codes)
+
+    ours_guided = backend.generate_codes(prompts, seeds, guidance=args.guidance, greedy=True)
+    greedy_match = float((eager_greedy_prefix() == ours_guided.codes[:, :k]).float().mean())
+
+    def timed(fn) -> float:
+        fn()  # warm-up (compilation and graph capture for ours)
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(args.repeats):
+            fn()
+        _sync(device)
+        return args.repeats * batch / (time.perf_counter() - start)
+
+    eager_ips = timed(eager_batch)
+    ours_ips = timed(ours_batch)
+    result = {
+        "bench": "generation", "method": args.method, "model": model_name,
+        "random_init": model_name in ("tiny", "random-1b"), "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "dtype": str(dtype).replace("torch.", ""), "batch": batch, "codes_per_image": backend.n_codes,
+        "guidance": args.guidance, "ours": backend.describe()["decoding"],
+        "check_steps": k, "logits_max_abs_diff": diff, "logits_scale": scale, "logits_tolerance": tol,
+        "logits_ok": logits_ok, "greedy_prefix_match_eager": greedy_match,
+        "eager_images_per_s": round(eager_ips, 4), "ours_images_per_s": round(ours_ips, 4),
+        "ratio": round(ours_ips / eager_ips, 3),
+    }
+    print(json.dumps(result))
+    return 0 if logits_ok else 1
