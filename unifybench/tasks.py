@@ -102,7 +102,16 @@ def score_answers(task: str, pairs: list[tuple[QAItem, str]], protocol: str) -> 
             rows.append({"bleu": text.char_bleu(item.answer, reply)})
         # The judge scores (scoring/judges.py) replace these when a judge is configured.
         metrics = {"bleu": _mean([r["bleu"] for r in rows]), "judge_score": NO_JUDGE, "judge_unparsed": NO_JUDGE}
-    return rows, metrics
+    return rows, {k: NOT_APPLICABLE.get((task, k), "not scored: no items") if v is None else v
+                  for k, v in metrics.items()}
+
+
+# Why an answer metric has no value (the scorers return None for these).
+NOT_APPLICABLE = {
+    ("rec", "pos_acc"): "not scored: no positive items",
+    ("rec", "neg_acc"): "not scored: no negative items",
+    ("choice", "unparsed"): "not scored: the reference rule matches substrings, it parses nothing",
+}
 
 
 def aggregate_generation(rows: list[dict], task: str, face_note: str) -> dict:

@@ -12,17 +12,22 @@ from ..errors import BenchError
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp")
 
 
+def read_text(path: Path) -> str:
+    """A UTF-8 text file's content (a BOM is dropped); unreadable or non-UTF-8 raises :class:`BenchError`."""
+    try:
+        return Path(path).read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise BenchError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", path) from None
+    except OSError as exc:
+        raise BenchError(f"cannot read: {exc.strerror or exc}", path) from None
+
+
 def load_json(path: Path, what: str | None = None) -> Any:
     """Read a JSON file; a missing, unreadable or malformed file raises :class:`BenchError`."""
     path = Path(path)
     if not path.is_file():
         raise BenchError(f"missing {what or 'file'}" if what else "file not found", path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise BenchError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", path) from None
-    except OSError as exc:
-        raise BenchError(f"cannot read: {exc.strerror or exc}", path) from None
+    text = read_text(path)
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..errors import BenchError
 from ..records import Benchmark, Concept, GenPrompt
-from .common import list_images, token_for
+from .common import list_images, read_text, token_for
 
 LIVE_SUBJECTS = frozenset({"cat", "cat2", "dog", "dog2", "dog3", "dog5", "dog6", "dog7", "dog8"})
 PROMPTS_FILE = "prompts_and_classes.txt"
@@ -27,12 +27,7 @@ def find_prompts_file(root: Path) -> Path | None:
 
 def parse_prompts_and_classes(path: Path) -> tuple[list[tuple[str, str]], list[str], list[str]]:
     """(subject, class) pairs, object templates, live-subject templates; templates keep {0} {1}."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise BenchError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", path) from None
-    except OSError as exc:
-        raise BenchError(f"cannot read: {exc.strerror or exc}", path) from None
+    text = read_text(path)
     lines = text.splitlines()
     header = next((i for i, ln in enumerate(lines) if ln.strip().replace(" ", "") == "subject_name,class"), None)
     if header is None:
