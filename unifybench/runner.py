@@ -82,22 +82,22 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def resolve_backbones(kind: str, console) -> str:
-    """``auto`` becomes ``default`` when the real checkpoints load, else ``random`` with one line saying so."""
+def resolve_backbones(kind: str, console, *, device: str = "cpu", seed: int = 0):
+    """``(kind, backbones)``: ``auto`` becomes ``default`` when the real checkpoints load (returned
+    loaded, so scoring does not load them again), else ``random`` with one line saying so."""
     if kind != "auto":
-        return kind
+        return kind, None
     from .scoring.encoders import load_backbones
 
     if not _hub_reachable():
         # Without a network the hub client retries for ~20 s per file; look in the cache only.
         os.environ["HF_HUB_OFFLINE"] = "1"
     try:
-        load_backbones("default")
-        return "default"
+        return "default", load_backbones("default", device=device, seed=seed)
     except BenchError as exc:
         console.print(f"[yellow]real scorer checkpoints unavailable ({exc.message}); "
                       f"continuing with --backbones random: every generation score is {RANDOM_INIT_LABEL}[/yellow]")
-        return "random"
+        return "random", None
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
@@ -140,9 +140,10 @@ def run(spec: RunSpec, out_root: Path, console=None) -> RunOutcome:
         console.print(f"skipping {', '.join(skipped)}: method {spec.method} does not support them")
 
     # Scorer backbones matter only to generation scores; a run without them is comparable to any.
-    backbones = BACKBONES_UNUSED
+    backbones, loaded_backbones = BACKBONES_UNUSED, None
     if any(t in GEN_KINDS for t in supported):
-        backbones = resolve_backbones(spec.backbones, console)
+        backbones, loaded_backbones = resolve_backbones(spec.backbones, console, device=spec.device,
+                                                        seed=spec.seed)
 
     identity = {
         "method": spec.method, "method_args": dict(sorted(spec.method_args.items())),
@@ -168,7 +169,7 @@ def run(spec: RunSpec, out_root: Path, console=None) -> RunOutcome:
     else:
         console.print("every prediction exists: the method is not loaded")
 
-    results = score_run(bench, work, store, spec, backbones, skipped, console)
+    results = score_run(bench, work, store, spec, backbones, skipped, console, loaded_backbones)
     return RunOutcome(run_dir, results)
 
 
@@ -295,7 +296,7 @@ def _find_missing(work: dict[str, list[Work]], store: RunStore) -> list[str]:
 
 
 def score_run(bench: Benchmark, work: dict[str, list[Work]], store: RunStore, spec: RunSpec,
-              backbones: str, skipped: dict[str, str], console) -> dict:
+              backbones: str, skipped: dict[str, str], console, loaded_backbones=None) -> dict:
     missing = _find_missing(work, store)
     if missing:
         listing = store.run_dir / "missing.txt"
@@ -335,8 +336,9 @@ def score_run(bench: Benchmark, work: dict[str, list[Work]], store: RunStore, sp
             from .scoring.fidelity import FidelityScorer
 
             fidelity_protocol = "reference" if spec.protocol == "reference" else "dreambooth"
-            scorer = FidelityScorer(load_backbones(backbones, device=spec.device, seed=spec.seed),
-                                    protocol=fidelity_protocol, batch_size=max(spec.batch_size, 32),
+            if loaded_backbones is None:
+                loaded_backbones = load_backbones(backbones, device=spec.device, seed=spec.seed)
+            scorer = FidelityScorer(loaded_backbones, protocol=fidelity_protocol, batch_size=max(spec.batch_size, 32),
                                     device=spec.device)
             backbone_info = scorer.describe()
             has_humans = any(bench.concept(c).kind == "human" for c in work)

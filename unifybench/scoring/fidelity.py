@@ -262,13 +262,22 @@ class FidelityScorer:
         self.embed_texts(list(dict.fromkeys(texts_all)))  # every class prompt once, up front
         pairing = PROTOCOLS[self.protocol]["pairing"]
         for indices, emb in self.stream(flat_gens):
+            # Score a batch's rows of each group with one matrix product, not one image at a time.
+            rows_of_group: dict[int, list[int]] = {}
             for k, flat in enumerate(indices):
-                g, i = owner[flat]
+                rows_of_group.setdefault(owner[flat][0], []).append(k)
+            for g, rows in rows_of_group.items():
+                positions = [owner[indices[k]][1] for k in rows]
                 ref, out, texts = refs_of[g], results[g], groups[g][2]
-                out["clip_i"][i] = float(pair_scores(emb["clip"][k:k + 1], ref["clip"], pairing)[0])
-                out["dino"][i] = float(pair_scores(emb["dino"][k:k + 1], ref["dino"], pairing)[0])
+                clip = emb["clip"][rows]
+                scores = {"clip_i": pair_scores(clip, ref["clip"], pairing),
+                          "dino": pair_scores(emb["dino"][rows], ref["dino"], pairing)}
                 if texts is not None:
-                    out["clip_t"][i] = float(emb["clip"][k] @ self._texts[texts[i]])
+                    prompts = torch.stack([self._texts[texts[i]] for i in positions])
+                    scores["clip_t"] = (clip * prompts).sum(1)
+                for metric, values in scores.items():
+                    for i, value in zip(positions, values.tolist()):
+                        out[metric][i] = value
         return results
 
     @property
