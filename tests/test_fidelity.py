@@ -304,3 +304,27 @@ def test_jpeg_byte_path_decodes_like_pil(tiny, images, monkeypatch):
     want = FidelityScorer(tiny, batch_size=3, cache_dir=None).score(refs, mixed, TEXTS * 2)
     assert_close(got, want, tol=2e-2)
     assert got["clip_i"][3] == pytest.approx(want["clip_i"][3], abs=5e-3)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torchvision 0.29's decoders, used on purpose
+@pytest.mark.parametrize("protocol", sorted(fidelity.PROTOCOLS))
+def test_gpu_path_transforms_a_stack_as_it_does_each_image(protocol, tmp_path):
+    """The nvJPEG route preprocesses each group of equally sized decoded images with one call per
+    transform: the stack must come out exactly as the images one by one, and in their order."""
+    from torchvision.io import decode_image as tv_decode
+
+    from unifybench.scoring.pipeline import transform_same_sized
+
+    wide = tmp_path / "wide.png"
+    Image.open(DATA / "cat" / "02.jpg").convert("RGB").resize((400, 300)).save(wide)
+    paths = [DATA / "dog" / "00.jpg", wide, DATA / "cat" / "01.jpg", wide, DATA / "dog" / "01.jpg"]
+    decoded = [tv_decode(str(p)) for p in paths]
+    assert len({tuple(d.shape) for d in decoded}) >= 2  # at least two groups, interleaved
+    spec = fidelity.PROTOCOLS[protocol]
+    transforms = {"clip": spec["clip"], "dino": spec["dino"]}
+    rows = transform_same_sized(decoded, transforms)
+    for image, row in zip(decoded, rows):
+        for name, fn in transforms.items():
+            one = fn(image)
+            assert row[name].shape == one.shape == (3, 224, 224)
+            torch.testing.assert_close(row[name], one, atol=1e-6, rtol=0)

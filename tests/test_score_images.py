@@ -124,3 +124,15 @@ def test_benchmark_prints_one_json_line(capsys):
     assert result["max_abs_diff"] <= 1e-4 and "decode_floor_img_s" not in result
     img = bench.make_image(3)
     assert img.shape == (512, 512, 3) and img.std() > 20  # not a constant colour
+
+
+def test_benchmark_times_the_loop_on_a_subset(capsys):
+    """--naive-n K: the loop scores K of the N images (the first of each half), compared with the
+    pipeline's scores of those same images."""
+    from unifybench.bench import fidelity as bench
+
+    assert bench.main(["--n", "6", "--naive-n", "3", "--backbones", "tiny", "--batch-size", "4",
+                       "--format", "png", "--workers", "0"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["n"] == 6 and result["naive_n"] == 3
+    assert result["max_abs_diff"] <= 1e-4 and result["ratio"] > 0

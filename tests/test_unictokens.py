@@ -245,3 +245,68 @@ def test_human_concepts_start_generation_tokens_from_the_face_embedding(trained)
         assert auto.face_note
         gen, note = pers._generation_init(auto, codes)
         assert "k-means" in note and "without a face embedding" in note
+
+
+def test_static_decoding_matches_a_cache_free_forward(trained):
+    """Each step of our static-cache decoding reproduces the logits of one plain forward over the whole
+    sequence. (A cache passed under the wrong keyword is swallowed by transformers' **kwargs: every step
+    would then see its own token alone, and these logits would differ.)"""
+    backend = trained["method"].backend
+    prompts = ["A photo of a dog.", "A cat on a mat in the sun, seen from above."]
+    ours = backend.generate_codes(prompts, [0, 1], guidance=1.0, greedy=True, keep_logits=6)
+    ref = backend.reference_guided_logits(prompts, ours.codes[:, :6], guidance=1.0)
+    torch.testing.assert_close(torch.stack(ours.logits[:6]), ref, atol=1e-5, rtol=1e-4)
+
+
+def test_cache_keyword_follows_the_transformers_version():
+    from unifybench_unictokens.janus_backend import cache_kwarg_name
+
+    class New(torch.nn.Module):
+        def forward(self, inputs_embeds=None, cache=None, **kwargs):
+            return inputs_embeds
+
+    class Old(torch.nn.Module):
+        def forward(self, inputs_embeds=None, past_key_values=None, **kwargs):
+            return inputs_embeds
+
+    class Neither(torch.nn.Module):
+        def forward(self, inputs_embeds=None, **kwargs):
+            return inputs_embeds
+
+    assert cache_kwarg_name(New()) == "cache"
+    assert cache_kwarg_name(Old()) == "past_key_values"
+    with pytest.raises(BenchError, match="neither"):
+        cache_kwarg_name(Neither())
+
+
+def test_stage_costs_read_what_each_stage_recorded(trained):
+    from unifybench.bench.personalize import stage_costs
+
+    costs = stage_costs(trained["state_dir"])
+    assert list(costs) == ["stage1", "stage2", "transition", "stage3"]
+    # mini-bench dog: 4 QA and 3 cropped photos, train_batch 4 -> one step per epoch, 2 epochs
+    for stage in ("stage1", "stage2", "stage3"):
+        meta = json.loads((trained["state_dir"] / stage / "unictokens.json").read_text())
+        assert costs[stage]["steps"] == 2 == len(meta["losses"])
+        assert costs[stage]["loss_first_epoch"] == round(meta["losses"][0]["loss"], 4)
+        assert costs[stage]["seconds_per_step"] == pytest.approx(meta["seconds"] / 2, abs=1e-4)
+    assert costs["transition"]["seconds"] >= 0
+
+
+def test_personalize_bench_runs_from_the_command_line():
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "unifybench.bench", "personalize", "--model", "tiny", "--epochs", "1",
+           "--device", "cpu"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["random_init"] and result["concept"] == "<dog>"
+    assert set(result["stages"]) == {"stage1", "stage2", "transition", "stage3"}
+    assert all(result["stages"][s]["steps"] == 1 for s in ("stage1", "stage2", "stage3"))
+    assert sum(s["seconds"] for s in result["stages"].values()) <= result["total_s"] + 0.01
+
+    bad = subprocess.run(cmd + ["--concept", "unicorn"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().count("\n") == 0 and "unicorn" in bad.stderr

@@ -5,6 +5,7 @@ from importlib import import_module
 BENCHMARKS = {
     "fidelity": "unifybench.bench.fidelity",  # generation scorers: per-image loop vs pipeline
     "generation": "unifybench.bench.generation",  # image generation: eager vs compiled decoding
+    "personalize": "unifybench.bench.personalize",  # a method's personalization, timed per stage
 }
 
 

@@ -7,7 +7,8 @@
   transform (one per encoder input: CLIP, DINO, face) is applied to that one decoded image.
 - On CUDA, JPEG files skip the CPU decoder: a worker only reads their bytes, and the batch is
   decoded on the GPU by nvJPEG (``torchvision.io.decode_jpeg(..., device="cuda")``) and
-  preprocessed there with the same transforms on tensors. Other formats go through the workers.
+  preprocessed there with the same transforms on tensors, one call per group of equally sized
+  images. Other formats go through the workers.
 - Nothing but the current batches lives in memory: the caller turns each batch into embeddings
   (and scores) and drops the pixels, so memory stays flat however many images are scored.
 
@@ -25,7 +26,8 @@ from PIL import Image, UnidentifiedImageError
 
 from ..errors import BenchError
 
-Transform = Callable[[Any], Any]  # a decoded RGB image (PIL, or a uint8 CHW tensor on the GPU) -> input
+# A decoded RGB image (PIL in a worker; a uint8 [N, 3, H, W] stack of GPU-decoded images) -> input(s).
+Transform = Callable[[Any], Any]
 JPEG_MAGIC = b"\xff\xd8\xff"
 # Below this many images, worker processes cost more to start than they save.
 MIN_IMAGES_FOR_WORKERS = 64
@@ -42,12 +44,14 @@ def decode_image(path: str | Path) -> Image.Image:
 
 
 def default_num_workers() -> int:
-    """Worker processes for decoding: one per core, at most 8."""
+    """Worker processes for decoding: one per core, at most 16. On a GPU, PNG decoding on the CPU is
+    the limit (FACTS.md: ~120 img/s per process against ~25k img/s for the encoders), so every core
+    should decode; the main process mostly waits on the GPU."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cores = os.cpu_count() or 1
-    return max(1, min(8, cores))
+    return max(1, min(16, cores))
 
 
 def gpu_jpeg_available(device: str | torch.device) -> bool:
@@ -143,9 +147,10 @@ def stream_inputs(paths: Sequence[str | Path], transforms: dict[str, Transform],
         rows: list[dict[str, Any] | None] = [it[1] for it in items]
         jpegs = [(k, it[2]) for k, it in enumerate(items) if it[2] is not None]
         if jpegs:
-            for k, decoded in zip((k for k, _ in jpegs), _decode_jpegs_on_gpu(
-                    [data for _, data in jpegs], [paths[items[k][0]] for k, _ in jpegs], device)):
-                rows[k] = {name: fn(decoded) for name, fn in transforms.items()}
+            decoded = _decode_jpegs_on_gpu([data for _, data in jpegs], [paths[items[k][0]] for k, _ in jpegs],
+                                           device)
+            for (k, _), row in zip(jpegs, transform_same_sized(decoded, transforms)):
+                rows[k] = row
         batch = {}
         for name in transforms:
             values = [row[name] for row in rows]  # type: ignore[index]
@@ -156,6 +161,23 @@ def stream_inputs(paths: Sequence[str | Path], transforms: dict[str, Transform],
                 value = value.to(device, non_blocking=True)
             batch[name] = value
         yield indices, batch
+
+
+def transform_same_sized(images: list[torch.Tensor], transforms: dict[str, Transform]) -> list[dict[str, Any]]:
+    """``{name: transform(image)}`` for each decoded uint8 [3, H, W] tensor, calling each transform once
+    per group of equally sized images on their stack (the transforms treat leading dimensions as a
+    batch). On the GPU, one call per image would be bound by kernel launches (a few per transform and
+    image), not by the pixels."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, image in enumerate(images):
+        groups.setdefault(tuple(image.shape), []).append(i)
+    rows: list[dict[str, Any]] = [{} for _ in images]
+    for members in groups.values():
+        stacked = torch.stack([images[i] for i in members])
+        for name, fn in transforms.items():
+            for i, value in zip(members, fn(stacked)):
+                rows[i][name] = value
+    return rows
 
 
 def _rebatch(loader, batch_size: int):

@@ -354,6 +354,21 @@ class JanusBackend(UnifiedBackend):
                                                  if self.compile_decode else ", eager steps")}
 
 
+def cache_kwarg_name(model: torch.nn.Module) -> str:
+    """The keyword a ``transformers`` decoder takes its KV cache by: ``cache`` from 5.2x on,
+    ``past_key_values`` before. The wrong one is swallowed by ``**kwargs`` without an error, and every
+    step would then attend to its own token alone, so it is looked up rather than assumed."""
+    import inspect
+
+    params = inspect.signature(model.forward).parameters
+    if "cache" in params:
+        return "cache"
+    if "past_key_values" in params:
+        return "past_key_values"
+    raise BenchError(f"{type(model).__name__}.forward takes neither `cache` nor `past_key_values`; this "
+                     "transformers version is not supported", where="transformers")
+
+
 class _StaticDecoder:
     """Classifier-free-guided image decoding with a static KV cache and fixed shapes.
 
@@ -375,6 +390,7 @@ class _StaticDecoder:
         lm = backend.model.model.language_model
         self.cache = StaticCache(config=backend.model.config.text_config, max_cache_len=self.max_len)
         self.lm = lm
+        self.cache_kwarg = cache_kwarg_name(lm)
         self.dtype = backend.dtype
         self.step = self._step
         if compile_step:
@@ -405,8 +421,8 @@ class _StaticDecoder:
     def _step(self, prev_code, mask, pos, u, guidance, temperature, greedy: bool):
         """One decoding step for every row: embed the previous code, run the LM one position, sample."""
         emb = self.b.model.prepare_embeddings_for_image_generation(torch.cat([prev_code, prev_code]).unsqueeze(-1))
-        hidden = self.lm(inputs_embeds=emb.to(self.dtype), attention_mask=mask, position_ids=pos, cache=self.cache,
-                         use_cache=True).last_hidden_state[:, -1]
+        hidden = self.lm(inputs_embeds=emb.to(self.dtype), attention_mask=mask, position_ids=pos,
+                         use_cache=True, **{self.cache_kwarg: self.cache}).last_hidden_state[:, -1]
         logits = self._head(hidden, guidance, temperature)
         code, p = self._sample(logits, u, greedy)
         return code, p, logits
@@ -423,8 +439,8 @@ class _StaticDecoder:
         t = torch.tensor(max(float(temperature), 1e-5), device=dev)
         # Prefill: one eager call per batch.
         hidden = self.lm(inputs_embeds=b._embed()(ids), attention_mask=full_mask,
-                         position_ids=pos_all[:, : self.prompt_len], cache=self.cache,
-                         use_cache=True).last_hidden_state[:, -1]
+                         position_ids=pos_all[:, : self.prompt_len], use_cache=True,
+                         **{self.cache_kwarg: self.cache}).last_hidden_state[:, -1]
         logits = self._head(hidden, g, t)
         code, p = self._sample(logits, uniforms[:, 0], greedy)
         codes, ps = [code], [p]

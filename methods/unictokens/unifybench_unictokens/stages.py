@@ -378,10 +378,12 @@ class Personalizer:
             und = torch.load(tr / "understanding_init.pt", weights_only=True, map_location="cpu")
         else:
             self.log("transition: least-sure image positions")
+            start = time.time()
             und, info = self.transition(groups, rows2)
             tr.mkdir(parents=True, exist_ok=True)
             torch.save(und, tr / "understanding_init.pt")
-            write_json(tr / "unictokens.json", self._meta("transition", groups, STAGE_ROWS[2], finished=True, **info))
+            write_json(tr / "unictokens.json", self._meta("transition", groups, STAGE_ROWS[2], finished=True,
+                                                          seconds=round(time.time() - start, 3), **info))
 
         # Stage 3: understanding deepened from generation.
         s3 = state_dir / "stage3"

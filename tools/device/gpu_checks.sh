@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The GPU figures of leaderboard/PERFORMANCE.md and methods/unictokens/README.md in one call on a lent
+# GPU machine (about 7 minutes on an H100/H200 after its start). Here first: tools/device/fetch_wheels.sh;
+# then, through the device tool: run(command="bash tools/device/gpu_checks.sh", carry=[".whl"],
+# timeout_s=560). Each step's log lands in $OUT and its last line (the JSON) is echoed; a failing step
+# does not stop the others. The settings below can be overridden for a dry run on a CPU, e.g.
+#   OUT=/tmp/gc PY=.venv/bin/python DEVICE=cpu N_JPG=64 N_PNG=64 NAIVE_N=16 GEN_MODEL=tiny GEN_BATCH=2 \
+#   PERS_MODEL=tiny PERS_EPOCHS=1 bash tools/device/gpu_checks.sh
+set -u
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-runs/gpu-checks}
+PY=${PY:-python3}
+DEVICE=${DEVICE:-cuda}
+N_JPG=${N_JPG:-8192} N_PNG=${N_PNG:-4096} NAIVE_N=${NAIVE_N:-512}
+GEN_MODEL=${GEN_MODEL:-random-1b} GEN_BATCH=${GEN_BATCH:-32}
+PERS_MODEL=${PERS_MODEL:-random-1b} PERS_EPOCHS=${PERS_EPOCHS:-20}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+"$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+  || { echo "cannot install the carried wheels (run tools/device/fetch_wheels.sh here first)"; exit 3; }
+export PYTHONPATH=/tmp/site:$PWD:$PWD/methods/unictokens
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
+  "$PY" -c "import sys, torch, torchvision, transformers, open_clip; print('python', sys.version.split()[0], \
+'torch', torch.__version__, 'torchvision', torchvision.__version__, 'transformers', transformers.__version__, \
+'open_clip', open_clip.__version__, 'cpus', len(__import__('os').sched_getaffinity(0)))"; } | tee "$OUT/versions.txt"
+
+step() {  # step NAME SECONDS ARGS...: python -m unifybench.bench ARGS with a limit; log kept, JSON echoed
+  local name=$1 limit=$2; shift 2
+  echo "== $name: python -m unifybench.bench $*"
+  timeout "$limit" "$PY" -m unifybench.bench "$@" > "$OUT/$name.log" 2>&1
+  echo "rc=$? $(tail -n 1 "$OUT/$name.log")"
+}
+step fidelity_jpg 150 fidelity --device "$DEVICE" --format jpg --n "$N_JPG" --naive-n "$NAIVE_N"
+step fidelity_png 150 fidelity --device "$DEVICE" --format png --n "$N_PNG" --naive-n "$NAIVE_N"
+step generation 300 generation --method unictokens --model "$GEN_MODEL" --batch "$GEN_BATCH" --device "$DEVICE"
+step personalize 240 personalize --method unictokens --model "$PERS_MODEL" --epochs "$PERS_EPOCHS" --device "$DEVICE"
