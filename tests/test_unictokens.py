@@ -82,7 +82,7 @@ def test_only_new_rows_change(trained):
             assert torch.equal(p.detach(), trained["others"][name]), name
 
 
-def test_every_optimizer_step_restores_other_rows(trained):
+def test_every_optimizer_step_leaves_other_rows_bit_identical(trained):
     backend = trained["method"].backend
     ids = backend.add_tokens(["<dog>", "<token_0>"])
     snapshot = [vp.param.detach().clone() for vp in backend.vocab_row_params()]
@@ -310,3 +310,31 @@ def test_personalize_bench_runs_from_the_command_line():
     bad = subprocess.run(cmd + ["--concept", "unicorn"], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2
     assert bad.stderr.strip().count("\n") == 0 and "unicorn" in bad.stderr
+
+
+def test_bf16_model_trains_float32_master_rows():
+    """On a bf16 model the trained rows follow float32 masters: updates far below bf16's spacing
+    accumulate instead of rounding away, and the model holds each master rounded to bf16."""
+    from unifybench_unictokens.janus_backend import JanusBackend
+
+    backend = JanusBackend("tiny", dtype=torch.bfloat16)
+    ids = backend.add_tokens(["<dog>", "<token_0>"])
+    params = backend.vocab_row_params()
+    others = torch.ones(params[0].param.shape[0], dtype=torch.bool)
+    others[ids] = False
+    before = [vp.param.detach().clone() for vp in params]
+    lr = 1e-5  # far below bf16's spacing (2^-8 relative) for most of these weights
+    trainer = RowTrainer(backend, ids, TrainConfig(lr=lr, weight_decay=0.0))
+    start = [m.detach().clone() for m in trainer.masters]
+    example = TextExample("<dog> is <token_0>. What is <dog>?", None, "A dog.")
+    try:
+        for _ in range(4):
+            trainer.step(backend.text_loss([example]))
+        for vp, master, first, old in zip(params, trainer.masters, start, before):
+            assert master.dtype == torch.float32
+            moved = (master.detach() - first).abs()
+            assert moved.max() > 3 * lr  # Adam moves each weight by ~lr per step
+            torch.testing.assert_close(vp.param.detach()[ids], master.detach().to(torch.bfloat16), atol=0, rtol=0)
+            assert torch.equal(vp.param.detach()[others], old[others])
+    finally:
+        trainer.close()

@@ -5,7 +5,7 @@ The stage logic (``stages.py``) talks only to this interface. A backend wraps on
 
 - vocabulary rows: add tokens, read and write their rows (input embedding, text output head
   weight and bias), and list the parameters holding vocabulary rows so the stage logic can
-  train exactly the new ones and restore every other row after each optimizer step;
+  train exactly the new ones (through float32 master rows) and never write any other row;
 - images <-> discrete codes, and the model's input embedding of image codes;
 - a text loss (teacher-forced answers to questions, optionally about an image);
 - an image-token loss (teacher-forced codes of an image after a prompt);
