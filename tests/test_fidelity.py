@@ -328,3 +328,9 @@ def test_gpu_path_transforms_a_stack_as_it_does_each_image(protocol, tmp_path):
             one = fn(image)
             assert row[name].shape == one.shape == (3, 224, 224)
             torch.testing.assert_close(row[name], one, atol=1e-6, rtol=0)
+
+
+def test_clip_vit_l14_is_selectable():
+    big = load_backbones("random", clip_name="ViT-L-14")
+    assert big.clip_model.visual.output_dim == 768 and "ViT-L-14" in big.info["clip"]
+    assert big.clip_text(["a photo of a dog"]).shape == (1, 768)

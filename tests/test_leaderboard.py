@@ -44,3 +44,38 @@ def test_random_backbone_rows_are_labelled(tmp_path):
     assert proc.returncode == 0, proc.stderr
     board = run_cli("leaderboard", str(tmp_path), "--no-published")
     assert "scorer backbones tiny (random-init weights: plumbing and speed only, not results)" in board.stdout
+
+
+def test_clip_choice_reaches_the_scorer_and_gets_its_own_table(tmp_path, monkeypatch):
+    """--clip ViT-L-14 is passed to the scorer, changes the run directory, is named in run.json and
+    results.json, and puts the run in a table of its own. The default leaves the run directory's
+    identity as it was before the option existed."""
+    import json
+
+    from unifybench import cli
+    from unifybench.report import build_leaderboard
+    from unifybench.scoring import encoders
+
+    assert cli.CLIP_CHOICES == encoders.CLIP_MODELS
+    asked = []
+    real = encoders.load_backbones
+
+    def recording(kind="default", device="cpu", clip_name=encoders.DEFAULT_CLIP, seed=0):
+        asked.append(clip_name)
+        return real("tiny", device=device, seed=seed)  # the plumbing is under test; a real L/14 is slow here
+
+    monkeypatch.setattr(encoders, "load_backbones", recording)
+    out = tmp_path / "runs"
+    common = ["run", "--method", "real-images", "--tasks", "gen", "--concepts", "dog", "--limit", "1",
+              "--images-per-prompt", "1", "--backbones", "random", "--out", str(out)]
+    assert cli.main(common) == 0
+    assert cli.main(common + ["--clip", "ViT-L-14"]) == 0
+    assert asked == ["ViT-B-32", "ViT-L-14"]
+    runs = {json.loads((d / "run.json").read_text())["backbones"]["clip_model"]: d for d in out.iterdir()}
+    assert set(runs) == {"ViT-B-32", "ViT-L-14"}
+    assert "clip_model" not in json.loads((runs["ViT-B-32"] / "run.json").read_text())["identity"]
+    results = json.loads((runs["ViT-L-14"] / "results.json").read_text())
+    assert "OpenAI CLIP ViT-L/14" in results["backbones"]["clip"]
+    board = build_leaderboard([out], include_published=False)
+    assert "scorer backbones random (CLIP ViT-L-14)" in board
+    assert "scorer backbones random (random-init" in board  # the default CLIP's table, apart

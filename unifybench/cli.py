@@ -12,6 +12,9 @@ from pathlib import Path
 from .errors import BenchError
 from .records import TASKS
 
+# scoring.encoders.CLIP_MODELS (tested equal), repeated so that --help does not import torch.
+CLIP_CHOICES = ("ViT-B-32", "ViT-L-14")
+
 EXIT_BAD_INPUT = 2
 
 
@@ -77,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--backbones", default="default", choices=["default", "auto", "random", "tiny"],
                      help="scorer weights: default (real checkpoints), auto (default, else random), "
                           "random (real architectures, seeded random weights), tiny (tests)")
+    run.add_argument("--clip", dest="clip_model", default=CLIP_CHOICES[0], choices=CLIP_CHOICES,
+                     help="CLIP for CLIP-I and CLIP-T (OpenAI weights; default ViT-B-32)")
     run.add_argument("--protocol", default="default", choices=["default", "reference"])
     run.add_argument("--images-per-prompt", default=4, type=int)
     run.add_argument("--limit", default=None, type=int, help="at most N items and prompts per concept and task")
@@ -107,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--class", dest="class_noun", default=None, metavar="NOUN",
                        help="replace concept tokens <...> in the prompts by this class noun")
     score.add_argument("--backbones", default="default", choices=["default", "random", "tiny"])
+    score.add_argument("--clip", dest="clip_model", default=CLIP_CHOICES[0], choices=CLIP_CHOICES,
+                       help="CLIP for CLIP-I and CLIP-T (OpenAI weights; default ViT-B-32)")
     score.add_argument("--protocol", default="dreambooth", choices=["dreambooth", "reference", "mean-reference"])
     score.add_argument("--batch-size", default=None, type=int, help="default 32 on CPU, 256 on CUDA")
     score.add_argument("--device", default="cpu")
@@ -190,6 +197,7 @@ def cmd_run(args) -> int:
         batch_size=args.batch_size,
         device=args.device,
         backbones=args.backbones,
+        clip_model=args.clip_model,
         protocol=args.protocol,
         images_per_prompt=args.images_per_prompt,
         limit=args.limit,
@@ -221,7 +229,7 @@ def cmd_score_images(args) -> int:
     out = score_folders(args.refs, args.gens, backbones=args.backbones, protocol=args.protocol,
                         prompt=args.prompt, prompts_file=args.prompts, class_noun=args.class_noun,
                         batch_size=args.batch_size or (256 if args.device.startswith("cuda") else 32),
-                        device=args.device, num_workers=args.workers, seed=args.seed)
+                        device=args.device, num_workers=args.workers, seed=args.seed, clip_name=args.clip_model)
     if args.json:
         print(json.dumps(out))
         return 0

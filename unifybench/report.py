@@ -40,6 +40,9 @@ def _run_row(results_path: Path) -> dict:
     try:
         results = json.loads(results_path.read_text(encoding="utf-8"))
         backbones = results["backbones"]["kind"]
+        clip_model = results["backbones"].get("clip_model")
+        if clip_model not in (None, "ViT-B-32", "tiny"):  # CLIP-I/CLIP-T from another CLIP: another table
+            backbones += f" (CLIP {clip_model})"
         judge = (results.get("judge") or {}).get("judge") or ""
         row = {"benchmark": results["bench"]["name"], "protocol": results["protocol"],
                "backbones": backbones, "judge": judge, "method": results["method"]}
@@ -83,7 +86,7 @@ def _group_title(key: tuple[str, str, str, str]) -> str:
     if backbones == BACKBONES_UNUSED:
         return f"{bench}: protocol {protocol}{judged} (understanding only)"
     title = f"{bench}: protocol {protocol}, scorer backbones {backbones}{judged}"
-    if backbones in ("random", "tiny"):
+    if backbones.split()[0] in ("random", "tiny"):
         title += " (random-init weights: plumbing and speed only, not results)"
     return title
 

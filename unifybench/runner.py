@@ -41,6 +41,7 @@ class RunSpec:
     batch_size: int = 16
     device: str = "cpu"
     backbones: str = "default"  # default | auto | random | tiny
+    clip_model: str = "ViT-B-32"  # scoring.encoders.CLIP_MODELS; ignored by tiny backbones
     protocol: str = "default"  # default | reference
     images_per_prompt: int = 4
     limit: int | None = None
@@ -82,7 +83,7 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def resolve_backbones(kind: str, console, *, device: str = "cpu", seed: int = 0):
+def resolve_backbones(kind: str, console, *, device: str = "cpu", seed: int = 0, clip_model: str = "ViT-B-32"):
     """``(kind, backbones)``: ``auto`` becomes ``default`` when the real checkpoints load (returned
     loaded, so scoring does not load them again), else ``random`` with one line saying so."""
     if kind != "auto":
@@ -93,7 +94,7 @@ def resolve_backbones(kind: str, console, *, device: str = "cpu", seed: int = 0)
         # Without a network the hub client retries for ~20 s per file; look in the cache only.
         os.environ["HF_HUB_OFFLINE"] = "1"
     try:
-        return "default", load_backbones("default", device=device, seed=seed)
+        return "default", load_backbones("default", device=device, seed=seed, clip_name=clip_model)
     except BenchError as exc:
         console.print(f"[yellow]real scorer checkpoints unavailable ({exc.message}); "
                       f"continuing with --backbones random: every generation score is {RANDOM_INIT_LABEL}[/yellow]")
@@ -143,7 +144,7 @@ def run(spec: RunSpec, out_root: Path, console=None) -> RunOutcome:
     backbones, loaded_backbones = BACKBONES_UNUSED, None
     if any(t in GEN_KINDS for t in supported):
         backbones, loaded_backbones = resolve_backbones(spec.backbones, console, device=spec.device,
-                                                        seed=spec.seed)
+                                                        seed=spec.seed, clip_model=spec.clip_model)
 
     identity = {
         "method": spec.method, "method_args": dict(sorted(spec.method_args.items())),
@@ -151,6 +152,9 @@ def run(spec: RunSpec, out_root: Path, console=None) -> RunOutcome:
         "tasks": spec.tasks, "concepts": concepts, "seed": spec.seed, "protocol": spec.protocol,
         "backbones": backbones, "images_per_prompt": spec.images_per_prompt, "limit": spec.limit,
     }
+    clip_model = _clip_model(backbones, spec.clip_model)
+    if clip_model not in (None, "ViT-B-32"):  # only when not the default: existing run dirs keep their hash
+        identity["clip_model"] = clip_model
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
     run_dir = Path(out_root) / f"{spec.method}__{bench.name}__{digest}"
     store = RunStore(run_dir)
@@ -182,7 +186,7 @@ def _write_run_json(run_dir: Path, spec: RunSpec, identity: dict, bench: Benchma
         "benchmark": {"name": bench.name, "format": bench.format, "root": str(bench.root),
                       "fingerprint": identity["bench"]["fingerprint"]},
         "dtype": "bfloat16" if spec.device.startswith("cuda") else "float32",
-        "backbones": {"kind": backbones, **_backbone_names(backbones)},
+        "backbones": {"kind": backbones, **_backbone_names(backbones, spec.clip_model)},
         "versions": _versions(),
         "git_commit": _git_commit(),
         "created": previous.get("created", time.strftime("%Y-%m-%dT%H:%M:%S%z")),
@@ -192,18 +196,27 @@ def _write_run_json(run_dir: Path, spec: RunSpec, identity: dict, bench: Benchma
     return run_json
 
 
-def _backbone_names(kind: str) -> dict[str, str]:
+def _clip_model(kind: str, clip_model: str) -> str | None:
+    """The CLIP architecture a run's scores use: None without backbones, "tiny" for the test models."""
+    if kind == BACKBONES_UNUSED:
+        return None
+    return "tiny" if kind == "tiny" else clip_model
+
+
+def _backbone_names(kind: str, clip_model: str = "ViT-B-32") -> dict[str, str]:
     """The checkpoints a backbone kind stands for, written into run.json before any is loaded."""
-    clip = "OpenAI CLIP ViT-B/32 (open_clip ViT-B-32, pretrained=openai)"
+    arch, _, patch = clip_model.rpartition("-")  # open_clip's ViT-B-32 is OpenAI's ViT-B/32
+    clip = f"OpenAI CLIP {arch}/{patch} (open_clip {clip_model}, pretrained=openai)"
     dino = "facebook/dino-vits16 ([CLS] of the last layer)"
-    if kind == "random":
-        return {"clip": f"{clip} architecture, random init (seeded)",
-                "dino": f"{dino} architecture, random init (seeded)"}
     if kind == BACKBONES_UNUSED:
         return {}
+    names = {"clip_model": _clip_model(kind, clip_model)}
+    if kind == "random":
+        return {**names, "clip": f"{clip} architecture, random init (seeded)",
+                "dino": f"{dino} architecture, random init (seeded)"}
     if kind == "tiny":
-        return {"clip": "tiny CLIP config, random init (tests)", "dino": "tiny ViT config, random init (tests)"}
-    return {"clip": clip, "dino": dino}
+        return {**names, "clip": "tiny CLIP config, random init (tests)", "dino": "tiny ViT config, random init (tests)"}
+    return {**names, "clip": clip, "dino": dino}
 
 
 def _progress(console):
@@ -337,7 +350,8 @@ def score_run(bench: Benchmark, work: dict[str, list[Work]], store: RunStore, sp
 
             fidelity_protocol = "reference" if spec.protocol == "reference" else "dreambooth"
             if loaded_backbones is None:
-                loaded_backbones = load_backbones(backbones, device=spec.device, seed=spec.seed)
+                loaded_backbones = load_backbones(backbones, device=spec.device, seed=spec.seed,
+                                                  clip_name=spec.clip_model)
             scorer = FidelityScorer(loaded_backbones, protocol=fidelity_protocol, batch_size=max(spec.batch_size, 32),
                                     device=spec.device)
             backbone_info = scorer.describe()
@@ -388,7 +402,7 @@ def score_run(bench: Benchmark, work: dict[str, list[Work]], store: RunStore, sp
         "method_args": spec.method_args,
         "bench": {"name": bench.name, "format": bench.format},
         "protocol": spec.protocol,
-        "backbones": {"kind": backbones, **_backbone_names(backbones)},
+        "backbones": {"kind": backbones, **_backbone_names(backbones, spec.clip_model)},
         "generation_scoring": backbone_info or "not used",
         "label": RANDOM_INIT_LABEL if backbones in ("random", "tiny") and gen_tasks_scored(overall) else None,
         "seed": spec.seed,

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from unifybench.scoring.encoders import CLIP_MODELS, DEFAULT_CLIP
+
 SIZE = 512
 
 
@@ -132,6 +134,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--format", choices=["png", "jpg"], default="png")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--backbones", choices=["random", "tiny", "default"], default="random")
+    parser.add_argument("--clip", default=DEFAULT_CLIP, choices=CLIP_MODELS)
     parser.add_argument("--batch-size", type=int, default=None, help="default 32 on CPU, 256 on CUDA")
     parser.add_argument("--workers", type=int, default=None, help="decode processes (default: one per core)")
     parser.add_argument("--images-dir", type=Path, default=None, help="write (or reuse) the images here")
@@ -152,7 +155,7 @@ def main(argv: list[str]) -> int:
         return 2
     batch_size = args.batch_size or (256 if args.device.startswith("cuda") else 32)
     try:
-        backbones = load_backbones(args.backbones, device=args.device)
+        backbones = load_backbones(args.backbones, device=args.device, clip_name=args.clip)
     except BenchError as exc:
         print(f"unifybench.bench fidelity: error: {exc.one_line()}", file=sys.stderr)
         return 2
@@ -217,7 +220,7 @@ def main(argv: list[str]) -> int:
         if args.device.startswith("cuda"):
             result["decode_floor_img_s"] = round(decode_floor(scorer, gens), 2)
             result["gpu"] = torch.cuda.get_device_name()
-        result.update({"backbones": args.backbones, "batch_size": batch_size,
+        result.update({"backbones": args.backbones, "clip": args.clip, "batch_size": batch_size,
                        "decode": scorer.decode_description, "decode_workers": workers, "dtype": backbones.dtype,
                        "cpu_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
                        "torch": torch.__version__, "machine": platform.machine()})

@@ -25,6 +25,9 @@ import torch.nn.functional as F
 from ..errors import BenchError
 
 KINDS = ("default", "random", "tiny")
+# The CLIP image/text towers the scores can be computed with (open_clip names, OpenAI weights).
+CLIP_MODELS = ("ViT-B-32", "ViT-L-14")
+DEFAULT_CLIP = "ViT-B-32"
 DINO_CHECKPOINT = "facebook/dino-vits16"
 CLIP_TAG = "openai"
 
@@ -188,7 +191,7 @@ def _load_dino(kind: str, seed: int):
     return model, desc
 
 
-def load_backbones(kind: str = "default", device: str = "cpu", clip_name: str = "ViT-B-32",
+def load_backbones(kind: str = "default", device: str = "cpu", clip_name: str = DEFAULT_CLIP,
                    seed: int = 0) -> Backbones:
     """Build CLIP and DINO for ``kind`` in {"default", "random", "tiny"}, in eval mode on ``device``."""
     if kind not in KINDS:

@@ -363,7 +363,7 @@ def prompts_for(gens: list[Path], gens_root: Path, prompt: str | None, prompts_f
 def score_folders(refs_dir: str | Path, gens_dir: str | Path, *, backbones: str = "default",
                   protocol: str = "dreambooth", prompt: str | None = None, prompts_file: Path | None = None,
                   class_noun: str | None = None, batch_size: int = 64, device: str = "cpu",
-                  num_workers: int | None = None, seed: int = 0) -> dict:
+                  num_workers: int | None = None, seed: int = 0, clip_name: str = "ViT-B-32") -> dict:
     """Score a folder of generated images against a folder of reference photos: one summary object
     (mean CLIP-I, DINO and, with prompts, CLIP-T over every generated image)."""
     from .encoders import load_backbones
@@ -373,7 +373,7 @@ def score_folders(refs_dir: str | Path, gens_dir: str | Path, *, backbones: str 
     refs = list_image_files(refs_dir, "--refs")
     gens = list_image_files(gens_dir, "--gens")
     texts = prompts_for(gens, Path(gens_dir), prompt, prompts_file, class_noun)
-    scorer = FidelityScorer(load_backbones(backbones, device=device, seed=seed), protocol,
+    scorer = FidelityScorer(load_backbones(backbones, device=device, seed=seed, clip_name=clip_name), protocol,
                             batch_size=batch_size, device=device, num_workers=num_workers)
     scores = scorer.score(refs, gens, texts)
     out: dict = {"clip_i": sum(scores["clip_i"]) / len(gens)}
