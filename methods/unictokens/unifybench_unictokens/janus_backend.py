@@ -355,7 +355,7 @@ class JanusBackend(UnifiedBackend):
 
 
 def cache_kwarg_name(model: torch.nn.Module) -> str:
-    """The keyword a ``transformers`` decoder takes its KV cache by: ``cache`` from 5.2x on,
+    """The keyword a ``transformers`` decoder takes its KV cache by: ``cache`` from 5.24 on,
     ``past_key_values`` before. The wrong one is swallowed by ``**kwargs`` without an error, and every
     step would then attend to its own token alone, so it is looked up rather than assumed."""
     import inspect
