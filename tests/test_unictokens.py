@@ -338,3 +338,31 @@ def test_bf16_model_trains_float32_master_rows():
             assert torch.equal(vp.param.detach()[others], old[others])
     finally:
         trainer.close()
+
+
+def test_one_compiled_step_serves_greedy_and_sampled_decoding(monkeypatch):
+    """The decoding step compiles to one graph, without graph breaks, that serves greedy and sampled
+    decoding at any guidance (each compile of the Janus-Pro-1B-sized step costs a minute or more on a
+    GPU), and computes exactly what the uncompiled step does. Traced with a counting backend, so no
+    code is generated here."""
+    from torch._dynamo.testing import CompileCounter
+
+    from unifybench_unictokens.janus_backend import JanusBackend
+
+    counter = CompileCounter()
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: real_compile(fn, backend=counter, fullgraph=True,
+                                                                      dynamic=False))
+    torch._dynamo.reset()
+    try:
+        compiled = JanusBackend("tiny", compile_decode=True)
+        plain = JanusBackend("tiny", compile_decode=False)
+        prompts = ["A photo of a dog.", "A cat on a mat in the sun."]
+        for kwargs in ({"greedy": True}, {"greedy": False}, {"greedy": False, "guidance": 3.0}):
+            got = compiled.generate_codes(prompts, [0, 1], **kwargs)
+            want = plain.generate_codes(prompts, [0, 1], **kwargs)
+            assert torch.equal(got.codes, want.codes), kwargs
+            torch.testing.assert_close(got.probs, want.probs)
+        assert counter.frame_count == 1
+    finally:
+        torch._dynamo.reset()

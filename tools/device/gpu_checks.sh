@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# The GPU figures of leaderboard/PERFORMANCE.md and methods/unictokens/README.md in one call on a lent
-# GPU machine (about 7 minutes on an H100/H200 after its start). Here first: tools/device/fetch_wheels.sh;
-# then, through the device tool: run(command="bash tools/device/gpu_checks.sh", carry=[".whl"],
-# timeout_s=560). Each step's log lands in $OUT and its last line (the JSON) is echoed; a failing step
-# does not stop the others. The settings below can be overridden for a dry run on a CPU, e.g.
+# The GPU figures of leaderboard/PERFORMANCE.md and methods/unictokens/README.md on a lent GPU machine.
+# Here first: tools/device/fetch_wheels.sh; then, through the device tool,
+#   run(command="bash tools/device/gpu_checks.sh [STEP ...]", carry=[".whl"], timeout_s=...)
+# STEPs (default: all, in this order), with rough durations on an H100/H200 and the limit each gets:
+#   fidelity_jpg (~1 min, 150 s)  fidelity_png (~1 min, 150 s)  generation (~3 min, 300 s)
+#   personalize (~2 min, 240 s)
+# All four may not fit one 10-minute call with room to spare: run the first three, then personalize
+# in a second call while the machine is still warm (it goes back 30 s after a call). Each step's log
+# lands in $OUT and its last line (the JSON) is echoed; a failing step does not stop the others.
+# The settings below can be overridden for a dry run on a CPU, e.g.
 #   OUT=/tmp/gc PY=.venv/bin/python DEVICE=cpu N_JPG=64 N_PNG=64 NAIVE_N=16 GEN_MODEL=tiny GEN_BATCH=2 \
 #   PERS_MODEL=tiny PERS_EPOCHS=1 bash tools/device/gpu_checks.sh
 set -u
@@ -30,7 +35,16 @@ step() {  # step NAME SECONDS ARGS...: python -m unifybench.bench ARGS with a li
   timeout "$limit" "$PY" -m unifybench.bench "$@" > "$OUT/$name.log" 2>&1
   echo "rc=$? $(tail -n 1 "$OUT/$name.log")"
 }
-step fidelity_jpg 150 fidelity --device "$DEVICE" --format jpg --n "$N_JPG" --naive-n "$NAIVE_N"
-step fidelity_png 150 fidelity --device "$DEVICE" --format png --n "$N_PNG" --naive-n "$NAIVE_N"
-step generation 300 generation --method unictokens --model "$GEN_MODEL" --batch "$GEN_BATCH" --device "$DEVICE"
-step personalize 240 personalize --method unictokens --model "$PERS_MODEL" --epochs "$PERS_EPOCHS" --device "$DEVICE"
+for name in "${@:-fidelity_jpg fidelity_png generation personalize}"; do
+  for one in $name; do
+    case $one in
+      fidelity_jpg) step fidelity_jpg 150 fidelity --device "$DEVICE" --format jpg --n "$N_JPG" --naive-n "$NAIVE_N" ;;
+      fidelity_png) step fidelity_png 150 fidelity --device "$DEVICE" --format png --n "$N_PNG" --naive-n "$NAIVE_N" ;;
+      generation) step generation 300 generation --method unictokens --model "$GEN_MODEL" --batch "$GEN_BATCH" \
+                    --device "$DEVICE" ;;
+      personalize) step personalize 240 personalize --method unictokens --model "$PERS_MODEL" \
+                     --epochs "$PERS_EPOCHS" --device "$DEVICE" ;;
+      *) echo "unknown step $one (fidelity_jpg, fidelity_png, generation, personalize)"; exit 2 ;;
+    esac
+  done
+done

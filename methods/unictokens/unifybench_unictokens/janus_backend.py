@@ -396,10 +396,10 @@ class _StaticDecoder:
         if compile_step:
             import torch._dynamo.config as dynamo_config
 
-            # One compiled graph per (batch, prompt bucket, greedy): allow a few more than the default 8.
+            # One compiled graph per (batch, prompt bucket): allow a few more than the default 8.
             dynamo_config.recompile_limit = max(getattr(dynamo_config, "recompile_limit", 8), 64)
             # fullgraph=False so an unexpected graph break degrades speed, not correctness; on the tiny
-            # model the step compiles as one graph (checked with fullgraph=True on CPU).
+            # model the step traces as one graph with fullgraph=True (tests/test_unictokens.py).
             self.step = torch.compile(self._step, mode="reduce-overhead", fullgraph=False, dynamic=False)
 
     def _head(self, hidden, guidance: torch.Tensor, temperature: torch.Tensor):
@@ -408,17 +408,17 @@ class _StaticDecoder:
         guided = uncond + guidance * (cond - uncond)
         return guided / temperature
 
-    def _sample(self, logits, u, greedy: bool):
+    def _sample(self, logits, u, greedy: torch.Tensor):
+        """Inverse-CDF sampling from the pre-drawn uniform ``u``, or the argmax where ``greedy`` (a bool
+        tensor, not a Python bool: one compiled graph serves both, and compiling costs a minute or more
+        per graph at Janus-Pro-1B's size)."""
         probs = torch.softmax(logits, -1)
-        if greedy:
-            code = probs.argmax(-1)
-        else:
-            cdf = probs.cumsum(-1)
-            code = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(-1).contiguous()).squeeze(-1)
-            code = code.clamp(max=probs.shape[-1] - 1)
+        cdf = probs.cumsum(-1)
+        sampled = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(-1).contiguous()).squeeze(-1)
+        code = torch.where(greedy, probs.argmax(-1), sampled.clamp(max=probs.shape[-1] - 1))
         return code, probs.gather(-1, code.unsqueeze(-1)).squeeze(-1)
 
-    def _step(self, prev_code, mask, pos, u, guidance, temperature, greedy: bool):
+    def _step(self, prev_code, mask, pos, u, guidance, temperature, greedy: torch.Tensor):
         """One decoding step for every row: embed the previous code, run the LM one position, sample."""
         emb = self.b.model.prepare_embeddings_for_image_generation(torch.cat([prev_code, prev_code]).unsqueeze(-1))
         hidden = self.lm(inputs_embeds=emb.to(self.dtype), attention_mask=mask, position_ids=pos,
@@ -437,6 +437,7 @@ class _StaticDecoder:
         pos_all = (full_mask.cumsum(-1) - 1).clamp(min=0)
         g = torch.tensor(float(guidance), device=dev)
         t = torch.tensor(max(float(temperature), 1e-5), device=dev)
+        greedy = torch.tensor(bool(greedy), device=dev)
         # Prefill: one eager call per batch.
         hidden = self.lm(inputs_embeds=b._embed()(ids), attention_mask=full_mask,
                          position_ids=pos_all[:, : self.prompt_len], use_cache=True,
