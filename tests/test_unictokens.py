@@ -366,3 +366,49 @@ def test_one_compiled_step_serves_greedy_and_sampled_decoding(monkeypatch):
         assert counter.frame_count == 1
     finally:
         torch._dynamo.reset()
+
+
+def test_text_only_and_mixed_batches_are_answered(bench):
+    """Questions without an image (Yo'LLaVA's text-only QA) alone and mixed with image questions in
+    one batch: each gets the answer it gets when asked alone."""
+    from unifybench_unictokens.janus_backend import JanusBackend
+
+    backend = JanusBackend("tiny")
+    photo = bench.concept("dog").train_images[0]
+    asked = [TextExample("Is it a dog?", None), TextExample("What is in this photo?", photo),
+             TextExample("What colour is its fur?", None)]
+    alone = [backend.answer([ex], max_new_tokens=5)[0] for ex in asked]
+    assert backend.answer(asked, max_new_tokens=5) == alone
+    assert backend.answer([asked[0], asked[2]], max_new_tokens=5) == [alone[0], alone[2]]
+
+
+def test_a_local_janus_folder_loads_like_the_model_it_was_saved_from(tmp_path):
+    """model=LOCAL_FOLDER goes through from_pretrained (model, tokenizer, image processor): the
+    special tokens resolve to the same ids and decoding gives the same codes."""
+    from unifybench_unictokens.janus_backend import JanusBackend, build_tiny
+
+    model, tokenizer, processor = build_tiny(0)
+    for part in (model, tokenizer, processor):
+        part.save_pretrained(tmp_path)
+    built, loaded = JanusBackend("tiny"), JanusBackend(str(tmp_path))
+    for attr in ("bos", "eos", "pad", "boi", "eoi", "image_id", "n_codes", "hidden_size"):
+        assert getattr(loaded, attr) == getattr(built, attr), attr
+    prompts = ["A photo of a dog.", "A cat on a mat."]
+    assert torch.equal(loaded.generate_codes(prompts, [3, 4]).codes, built.generate_codes(prompts, [3, 4]).codes)
+
+    with pytest.raises(BenchError, match="cannot load Janus checkpoint"):
+        JanusBackend(str(tmp_path / "missing"))
+
+
+def test_cli_run_on_yollava_text_only_questions(tmp_path):
+    """Yo'LLaVA's text-only multiple choice has no image: with --batch-size 1 a batch holds no image
+    at all, which crashed transformers 5.24's generate() before the backend left pixel_values out."""
+    from _data_fixtures import make_yollava
+
+    bench = make_yollava(tmp_path / "yollava")
+    proc = run_cli("run", "--method", "unictokens", "--method-arg", "model=tiny", "--method-arg", "epochs=1",
+                   "--method-arg", "transition_images=1", "--method-arg", "max_new_tokens=4", "--bench", str(bench),
+                   "--tasks", "choice", "--batch-size", "1", "--out", str(tmp_path / "runs"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = read_results(only_run_dir(tmp_path / "runs"))
+    assert isinstance(results["tasks"]["choice"]["accuracy"], float)

@@ -293,7 +293,11 @@ class JanusBackend(UnifiedBackend):
     def answer(self, examples, max_new_tokens=64):
         seqs = [self._understanding_ids(TextExample(ex.prompt, ex.image))[0] for ex in examples]
         ids, mask = self._left_pad(seqs)
-        out = self.model.generate(input_ids=ids, attention_mask=mask, pixel_values=self._images_of(examples),
+        pixels = self._images_of(examples)
+        # No pixel_values key at all for a text-only batch: transformers 5.24's generate() encodes images
+        # whenever the key is present, None or not, and the vision tower then fails.
+        images = {} if pixels is None else {"pixel_values": pixels}
+        out = self.model.generate(input_ids=ids, attention_mask=mask, **images,
                                   max_new_tokens=max_new_tokens, do_sample=False, generation_mode="text",
                                   pad_token_id=self.pad, eos_token_id=self.eos, bos_token_id=self.bos)
         new = out[:, ids.shape[1]:]
