@@ -200,6 +200,11 @@ def test_bad_command_lines_give_one_line_errors(tmp_path):
         (("run", "--method", "always-yes", "--bench", str(tmp_path / "nowhere"), "--out", str(tmp_path)),
          "nowhere"),
         (("leaderboard", str(tmp_path / "not-a-run")), "not-a-run"),
+        # a device torch cannot use here fails before the bench is read or the method loaded
+        (("run", "--method", "always-yes", "--device", "tpu", "--out", str(tmp_path)), "not a device torch knows"),
+        (("run", "--method", "always-yes", "--device", "cuda:99", "--out", str(tmp_path)), "'cuda:99' asked for"),
+        (("score-images", "--refs", str(tmp_path), "--gens", str(tmp_path), "--device", "cuda:99"),
+         "'cuda:99' asked for"),
     ]
     for args, expected in cases:
         proc = run_cli(*args)

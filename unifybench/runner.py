@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from .devices import check_device
 from .errors import BenchError
 from .methods import GenRequest, Method, load_method_class
 from .records import GEN_KINDS, QA_KINDS, Benchmark
@@ -126,6 +127,7 @@ def run(spec: RunSpec, out_root: Path, console=None) -> RunOutcome:
     from .data import load_benchmark
 
     console = console or _null_console()
+    check_device(spec.device)
     method_cls = load_method_class(spec.method)
     bench = load_benchmark(spec.bench, spec.format)
     concepts = _select_concepts(bench, spec.concepts)

@@ -145,13 +145,16 @@ def main(argv: list[str]) -> int:
 
     import torch
 
+    from unifybench.devices import check_device
     from unifybench.errors import BenchError
     from unifybench.scoring.encoders import load_backbones
     from unifybench.scoring.fidelity import FidelityScorer
     from unifybench.scoring.pipeline import default_num_workers
 
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        print("unifybench.bench fidelity: error: --device cuda but no CUDA device is visible", file=sys.stderr)
+    try:
+        check_device(args.device)
+    except BenchError as exc:
+        print(f"unifybench.bench fidelity: error: {exc.one_line()}", file=sys.stderr)
         return 2
     batch_size = args.batch_size or (256 if args.device.startswith("cuda") else 32)
     try:

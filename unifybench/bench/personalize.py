@@ -59,12 +59,14 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv)
 
     from unifybench.data import load_benchmark
+    from unifybench.devices import check_device
     from unifybench.errors import BenchError
     from unifybench_unictokens.method import UniCTokens
 
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        print("unifybench.bench personalize: error: --device cuda but no CUDA device is visible", file=sys.stderr)
+    try:
+        device = torch.device(check_device(args.device))
+    except BenchError as exc:
+        print(f"unifybench.bench personalize: error: {exc.one_line()}", file=sys.stderr)
         return 2
     model = args.model or ("random-1b" if device.type == "cuda" else "tiny")
     method_args = {"model": model}

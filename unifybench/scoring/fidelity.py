@@ -36,6 +36,7 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
+from ..devices import check_device
 from ..errors import BenchError
 from ..records import file_digest
 from .cache import EmbeddingCache, cache_key, default_cache_dir, weights_fingerprint
@@ -395,6 +396,7 @@ def score_folders(refs_dir: str | Path, gens_dir: str | Path, *, backbones: str 
 
     if protocol not in PROTOCOLS:
         raise BenchError(f"unknown protocol {protocol!r} (choose from {', '.join(PROTOCOLS)})", where="--protocol")
+    check_device(device)
     refs = list_image_files(refs_dir, "--refs")
     gens = list_image_files(gens_dir, "--gens")
     texts = prompts_for(gens, Path(gens_dir), prompt, prompts_file, class_noun)
