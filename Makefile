@@ -28,12 +28,12 @@ demo: install
 test: install
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
-# The UniCTokens tests against the oldest transformers the project supports (pyproject.toml), laid
-# over .venv through PYTHONPATH so no second torch install is needed.
+# The test suite against the oldest transformers the project supports (pyproject.toml), laid over
+# .venv through PYTHONPATH so no second torch install is needed.
 OLDEST_TRANSFORMERS ?= transformers==5.5.4 tokenizers==0.22.1 huggingface_hub==1.33.0 httpx httpcore h11 anyio certifi idna
 test-oldest-transformers: install
 	rm -rf .oldest && $(PY) -m pip install -q --no-deps --target .oldest $(OLDEST_TRANSFORMERS)
-	PYTHONPATH=.oldest HF_HUB_OFFLINE=1 $(PY) -m pytest -q -p no:cacheprovider tests/test_unictokens.py
+	PYTHONPATH=.oldest HF_HUB_OFFLINE=1 $(PY) -m pytest -q -p no:cacheprovider
 
 clean:
 	rm -rf runs .pytest_cache .oldest

@@ -395,7 +395,9 @@ class OpenAIBackend:
 
 def _tiny_llava(seed: int):
     """A tiny random-init LLaVA (CLIP vision tower + Llama text model) with a word-level tokenizer
-    built in code: nothing is downloaded. Its replies are random words; it exists for tests."""
+    built in code: nothing is downloaded. It exists for tests: every reply is the score "0" or "1",
+    by the sign of a random projection of its last hidden state, so the scoring path always runs
+    whatever a transformers version's weight initialisation draws; the values mean nothing."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
@@ -420,6 +422,13 @@ def _tiny_llava(seed: int):
                          vision_feature_layer=-1, vision_feature_select_strategy="default")
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(config)
+    head = model.get_output_embeddings().weight
+    if head is model.get_input_embeddings().weight:
+        raise RuntimeError("tiny LLaVA: the output head must not be tied to the embeddings")
+    with torch.no_grad():  # logits: +p for "0", -p for "1", 0 for every other token (p = a random projection)
+        direction = head[vocab["0"]].clone()
+        head.zero_()
+        head[vocab["0"]], head[vocab["1"]] = direction, -direction
     template = ("{% for m in messages %}{% for c in m['content'] %}{% if c['type'] == 'image' %}<image> "
                 "{% else %}{{ c['text'] }} {% endif %}{% endfor %}{% endfor %}"
                 "{% if add_generation_prompt %}Score:{% endif %}")
