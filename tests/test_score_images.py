@@ -126,6 +126,16 @@ def test_benchmark_prints_one_json_line(capsys):
     assert img.shape == (512, 512, 3) and img.std() > 20  # not a constant colour
 
 
+def test_benchmark_links_paths_to_fewer_distinct_images(tmp_path):
+    from unifybench.bench import fidelity as bench
+
+    paths = bench.make_images(tmp_path, 5, "png", distinct=2, processes=1)
+    assert len(paths) == len(set(paths)) == 5 and all(p.parent == tmp_path for p in paths)
+    assert len({p.stat().st_ino for p in paths}) == 2
+    assert [p.read_bytes() for p in paths[2:4]] == [p.read_bytes() for p in paths[0:2]]
+    assert paths[0].read_bytes() != paths[1].read_bytes()
+
+
 def test_benchmark_times_the_loop_on_a_subset(capsys):
     """--naive-n K: the loop scores K of the N images (the first of each half), compared with the
     pipeline's scores of those same images."""

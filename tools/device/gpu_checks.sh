@@ -9,14 +9,15 @@
 # in a second call while the machine is still warm (it goes back 30 s after a call). Each step's log
 # lands in $OUT and its last line (the JSON) is echoed; a failing step does not stop the others.
 # The settings below can be overridden for a dry run on a CPU, e.g.
-#   OUT=/tmp/gc PY=.venv/bin/python DEVICE=cpu N_JPG=64 N_PNG=64 NAIVE_N=16 GEN_MODEL=tiny GEN_BATCH=2 \
+#   OUT=/tmp/gc PY=.venv/bin/python DEVICE=cpu N_JPG=64 N_PNG=64 DISTINCT=16 NAIVE_N=16 GEN_MODEL=tiny GEN_BATCH=2 \
 #   PERS_MODEL=tiny PERS_EPOCHS=1 bash tools/device/gpu_checks.sh
 set -u
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-runs/gpu-checks}
 PY=${PY:-python3}
 DEVICE=${DEVICE:-cuda}
-N_JPG=${N_JPG:-8192} N_PNG=${N_PNG:-4096} NAIVE_N=${NAIVE_N:-512}
+# Enough files for the GPU pipeline's seconds to dwarf its start-up, drawn from fewer distinct images.
+N_JPG=${N_JPG:-32768} N_PNG=${N_PNG:-8192} DISTINCT=${DISTINCT:-1024} NAIVE_N=${NAIVE_N:-512}
 GEN_MODEL=${GEN_MODEL:-random-1b} GEN_BATCH=${GEN_BATCH:-32}
 PERS_MODEL=${PERS_MODEL:-random-1b} PERS_EPOCHS=${PERS_EPOCHS:-20}
 mkdir -p "$OUT"
@@ -38,8 +39,10 @@ step() {  # step NAME SECONDS ARGS...: python -m unifybench.bench ARGS with a li
 for name in "${@:-fidelity_jpg fidelity_png generation personalize}"; do
   for one in $name; do
     case $one in
-      fidelity_jpg) step fidelity_jpg 150 fidelity --device "$DEVICE" --format jpg --n "$N_JPG" --naive-n "$NAIVE_N" ;;
-      fidelity_png) step fidelity_png 150 fidelity --device "$DEVICE" --format png --n "$N_PNG" --naive-n "$NAIVE_N" ;;
+      fidelity_jpg) step fidelity_jpg 150 fidelity --device "$DEVICE" --format jpg --n "$N_JPG" \
+                      --distinct "$DISTINCT" --naive-n "$NAIVE_N" ;;
+      fidelity_png) step fidelity_png 150 fidelity --device "$DEVICE" --format png --n "$N_PNG" \
+                      --distinct "$DISTINCT" --naive-n "$NAIVE_N" ;;
       generation) step generation 300 generation --method unictokens --model "$GEN_MODEL" --batch "$GEN_BATCH" \
                     --device "$DEVICE" ;;
       personalize) step personalize 240 personalize --method unictokens --model "$PERS_MODEL" \

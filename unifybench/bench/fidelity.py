@@ -1,6 +1,6 @@
 """Generation scorers: the per-image research loop against the project's pipeline.
 
-    python -m unifybench.bench fidelity [--n N] [--naive-n K] [--format png|jpg] [--device cpu|cuda]
+    python -m unifybench.bench fidelity [--n N] [--distinct D] [--naive-n K] [--format png|jpg] [--device cpu|cuda]
                                         [--backbones random|tiny|default] [--batch-size B]
 
 Makes N realistic 512 px images (gradients, textures, shapes and noise) and 4 reference images,
@@ -71,12 +71,26 @@ def _write(job: tuple[int, str, str]) -> str:
     return str(path)
 
 
-def make_images(folder: Path, n: int, fmt: str, first_seed: int = 0, processes: int | None = None) -> list[Path]:
-    """Write (or reuse) ``n`` images ``<seed>.<fmt>`` in ``folder``, in parallel."""
+def make_images(folder: Path, n: int, fmt: str, first_seed: int = 0, processes: int | None = None,
+                distinct: int | None = None) -> list[Path]:
+    """Write (or reuse) ``n`` images ``<seed>.<fmt>`` in ``folder``, in parallel. With ``distinct`` K < n,
+    only K images are drawn (in ``folder/distinct-K``) and the n paths are hard links to them in turn:
+    every path is still read and decoded on its own, at a fraction of the cost of drawing n images."""
     folder.mkdir(parents=True, exist_ok=True)
-    jobs = [(first_seed + i, str(folder), fmt) for i in range(n)]
+    drawn_in = folder / f"distinct-{distinct}" if distinct and distinct < n else folder
+    drawn_in.mkdir(parents=True, exist_ok=True)
+    jobs = [(first_seed + i, str(drawn_in), fmt) for i in range(min(n, distinct or n))]
     with Pool(processes or os.cpu_count() or 1) as pool:
-        return [Path(p) for p in pool.map(_write, jobs, chunksize=16)]
+        drawn = [Path(p) for p in pool.map(_write, jobs, chunksize=16)]
+    if drawn_in == folder:
+        return drawn
+    paths = []
+    for i in range(n):
+        path = folder / f"{first_seed + i:06d}.{fmt}"
+        if not path.exists():
+            os.link(drawn[i % len(drawn)], path)
+        paths.append(path)
+    return paths
 
 
 def naive_scores(backbones, refs: list[Path], gens: list[Path], device: str) -> dict[str, list[float]]:
@@ -138,6 +152,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--batch-size", type=int, default=None, help="default 32 on CPU, 256 on CUDA")
     parser.add_argument("--workers", type=int, default=None, help="decode processes (default: one per core)")
     parser.add_argument("--images-dir", type=Path, default=None, help="write (or reuse) the images here")
+    parser.add_argument("--distinct", type=int, default=None,
+                        help="draw only this many distinct images; the N files are hard links to them")
     parser.add_argument("--naive-n", type=int, default=None,
                         help="time the per-image loop on this many of the N images (default: all N)")
     parser.add_argument("--pipeline-only", action="store_true", help="skip the per-image loop")
@@ -167,8 +183,12 @@ def main(argv: list[str]) -> int:
         folder = args.images_dir or Path(tmp)
         t = time.perf_counter()
         refs = make_images(folder / f"refs-{args.format}", 4, args.format, first_seed=10_000_000)
-        gens = make_images(folder / f"gens-{args.format}", args.n, args.format)
-        print(f"made {args.n} {args.format} images of {SIZE} px in {time.perf_counter() - t:.1f} s", flush=True)
+        # Linked files get a folder of their own, so a later run with --images-dir never takes them
+        # for drawn ones.
+        linked = f"-of-{args.distinct}" if args.distinct and args.distinct < args.n else ""
+        gens = make_images(folder / f"gens-{args.format}{linked}", args.n, args.format, distinct=args.distinct)
+        print(f"made {args.n} {args.format} images of {SIZE} px ({args.distinct or args.n} distinct) in "
+              f"{time.perf_counter() - t:.1f} s", flush=True)
         # Worker processes as for a large job, even when N is small (the timed halves are N/2 each).
         workers = default_num_workers() if args.workers is None else args.workers
         scorer = FidelityScorer(backbones, "dreambooth", batch_size=batch_size, device=args.device,
@@ -223,7 +243,9 @@ def main(argv: list[str]) -> int:
         if args.device.startswith("cuda"):
             result["decode_floor_img_s"] = round(decode_floor(scorer, gens), 2)
             result["gpu"] = torch.cuda.get_device_name()
-        result.update({"backbones": args.backbones, "clip": args.clip, "batch_size": batch_size,
+        result.update({"distinct_images": min(args.distinct or args.n, args.n),
+                       "backbones": args.backbones, "clip": "tiny" if args.backbones == "tiny" else args.clip,
+                       "batch_size": batch_size,
                        "decode": scorer.decode_description, "decode_workers": workers, "dtype": backbones.dtype,
                        "cpu_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
                        "torch": torch.__version__, "machine": platform.machine()})
