@@ -52,8 +52,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 BICUBIC = InterpolationMode.BICUBIC
 
 
-# Every transform takes a decoded RGB image, a PIL image (CPU workers), and returns a float32
-# [3, 224, 224] tensor; or a uint8 [N, 3, H, W] stack of images decoded on the GPU by nvJPEG, and
+# Every transform takes either one decoded RGB image as PIL (in a CPU worker) and returns a float32
+# [3, 224, 224] tensor, or a uint8 [N, 3, H, W] stack of images decoded on the GPU by nvJPEG and
 # returns [N, 3, 224, 224].
 
 def _resize_crop(img, resize: int, crop: int):
