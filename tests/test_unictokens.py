@@ -412,3 +412,23 @@ def test_cli_run_on_yollava_text_only_questions(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = read_results(only_run_dir(tmp_path / "runs"))
     assert isinstance(results["tasks"]["choice"]["accuracy"], float)
+
+
+def test_bf16_checkpoints_keep_the_float32_rows(bench, tmp_path):
+    """On a bf16 model the checkpoints hold the float32 masters (the model holds them rounded), and a
+    stage starts from the previous stage's saved rows, not from the model's rounded copy: the shared
+    rows, which stage 3 does not train, come out of stage 3 exactly as stage 2 saved them."""
+    method = UniCTokens({**SHORT, "epochs": "1", "transition_images": "1", "dtype": "bfloat16"}, seed=0)
+    concept = bench.concept("dog")
+    method.personalize(concept, tmp_path)
+    width = method.backend.hidden_size
+    stage2, _ = load_rows(tmp_path / "stage2", 1, width)
+    stage3, _ = load_rows(tmp_path / "stage3", 1, width)
+    embed = stage3["embed"]
+    assert not torch.equal(embed, embed.bfloat16().float())  # more precision than bf16 holds
+    ids = method.backend.add_tokens(TokenGroups(concept.token).rows(STAGE_ROWS[3]))
+    in_model = method.backend.model.get_input_embeddings().weight.detach()[ids]
+    assert in_model.dtype == torch.bfloat16 and torch.equal(in_model, embed.bfloat16())
+    shared = slice(1, 17)  # rows 1-16: the shared tokens, trained in stages 1 and 2 only
+    assert torch.equal(stage3["embed"][shared], stage2["embed"][shared])
+    assert not torch.equal(stage2["embed"][shared], stage2["embed"][shared].bfloat16().float())

@@ -200,11 +200,17 @@ class RowTrainer:
     dtype; no other row is ever written, so the model stays bit-identical on every other token.
     """
 
-    def __init__(self, backend: UnifiedBackend, train_ids: Sequence[int], cfg: TrainConfig):
+    def __init__(self, backend: UnifiedBackend, train_ids: Sequence[int], cfg: TrainConfig,
+                 init: dict[str, torch.Tensor] | None = None):
+        """``init``: the rows' starting values by parameter name ("embed", "head_weight", "head_bias"),
+        aligned with ``train_ids``; default: the model's rows (rounded to its dtype)."""
         self.backend = backend
-        self.params = [vp.param for vp in backend.vocab_row_params()]
+        vocab = backend.vocab_row_params()
+        self.names = [vp.name for vp in vocab]
+        self.params = [vp.param for vp in vocab]
         self.rows = torch.tensor(list(dict.fromkeys(train_ids)), dtype=torch.long, device=self.params[0].device)
-        self.masters = [p.detach()[self.rows].float().clone().requires_grad_(True) for p in self.params]
+        self.masters = [(init[name].to(p.device) if init is not None else p.detach()[self.rows]).float().clone()
+                        .requires_grad_(True) for name, p in zip(self.names, self.params)]
         for p in self.params:
             p.requires_grad_(True)
         self.opt = torch.optim.AdamW(self.masters, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -223,6 +229,19 @@ class RowTrainer:
             for p, master in zip(self.params, self.masters):
                 p.data[self.rows] = master.detach().to(p.dtype)
         return float(loss.detach())
+
+    def exact_rows(self, ids: Sequence[int], base: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Rows for ``ids`` as in :meth:`UnifiedBackend.get_rows` (float32, CPU), the trained ones taken
+        from their float32 masters and the others from ``base`` (rows aligned with ``ids``), not from a
+        model that may hold them rounded to bf16."""
+        out = {name: rows.detach().float().cpu().clone() for name, rows in base.items()}
+        position = {int(t): i for i, t in enumerate(ids)}
+        where = torch.tensor([position[int(t)] for t in self.rows.tolist()])
+        for name, master in zip(self.names, self.masters):
+            out[name][where] = master.detach().float().cpu()
+        if "head_weight" not in self.names:  # tied head: its rows are the embedding's
+            out["head_weight"] = out["embed"].clone()
+        return out
 
     def close(self) -> None:
         for p in self.params:
@@ -293,7 +312,9 @@ class Personalizer:
         texts = self.text_examples(data, groups, n_rows)
         images = self.image_examples(data, groups, n_rows, codes) if stage >= 2 else []
         rng = random.Random(f"{cfg.seed}/{stage}/{groups.identifier}")
-        trainer = RowTrainer(self.b, train_ids, cfg)
+        # The masters start from init_rows themselves: the model holds them rounded to its dtype.
+        trained_at = [ids.index(t) for t in train_ids]
+        trainer = RowTrainer(self.b, train_ids, cfg, init={k: v[trained_at] for k, v in init_rows.items()})
         losses: list[dict] = []
         start = time.time()
         steps = 0
@@ -318,7 +339,8 @@ class Personalizer:
                     steps += 1
                 row = {"epoch": epoch, **{k: v / max(n_steps, 1) for k, v in sums.items()}}
                 losses.append(row)
-                save_rows(folder, epoch, self.b.get_rows(ids))
+                rows = trainer.exact_rows(ids, init_rows)
+                save_rows(folder, epoch, rows)
                 self.log(f"stage {stage} epoch {epoch}/{epochs}: loss {row['loss']:.4f}")
         finally:
             trainer.close()
@@ -326,7 +348,7 @@ class Personalizer:
             f"stage{stage}", groups, n_rows, finished=True, epochs=epochs, steps=steps, losses=losses,
             trained=[groups.identifier] + [t for t in train_tokens if t != groups.identifier],
             seconds=round(time.time() - start, 3), init=init_note))
-        return self.b.get_rows(ids)
+        return rows
 
     def _finished(self, folder: Path, groups: TokenGroups, stage: int) -> dict[str, torch.Tensor] | None:
         meta = read_meta(folder)
