@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import platform
-import sys
 import tempfile
 import time
 from multiprocessing import Pool
@@ -162,22 +161,13 @@ def main(argv: list[str]) -> int:
     import torch
 
     from unifybench.devices import check_device
-    from unifybench.errors import BenchError
     from unifybench.scoring.encoders import load_backbones
     from unifybench.scoring.fidelity import FidelityScorer
     from unifybench.scoring.pipeline import default_num_workers
 
-    try:
-        check_device(args.device)
-    except BenchError as exc:
-        print(f"unifybench.bench fidelity: error: {exc.one_line()}", file=sys.stderr)
-        return 2
+    check_device(args.device)
     batch_size = args.batch_size or (256 if args.device.startswith("cuda") else 32)
-    try:
-        backbones = load_backbones(args.backbones, device=args.device, clip_name=args.clip)
-    except BenchError as exc:
-        print(f"unifybench.bench fidelity: error: {exc.one_line()}", file=sys.stderr)
-        return 2
+    backbones = load_backbones(args.backbones, device=args.device, clip_name=args.clip)
 
     with tempfile.TemporaryDirectory(prefix="ub-bench-") as tmp:
         folder = args.images_dir or Path(tmp)

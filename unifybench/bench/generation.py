@@ -54,13 +54,8 @@ def main(argv: list[str]) -> int:
     from unifybench_unictokens.janus_backend import JanusBackend
 
     from unifybench.devices import check_device
-    from unifybench.errors import BenchError
 
-    try:
-        device = torch.device(check_device(args.device))
-    except BenchError as exc:
-        print(f"unifybench.bench generation: error: {exc.one_line()}", file=sys.stderr)
-        return 2
+    device = torch.device(check_device(args.device))
     model_name = args.model or ("random-1b" if device.type == "cuda" else "tiny")
     batch = args.batch or (32 if device.type == "cuda" else 4)
     dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)

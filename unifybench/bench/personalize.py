@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -63,36 +62,28 @@ def main(argv: list[str]) -> int:
     from unifybench.errors import BenchError
     from unifybench_unictokens.method import UniCTokens
 
-    try:
-        device = torch.device(check_device(args.device))
-    except BenchError as exc:
-        print(f"unifybench.bench personalize: error: {exc.one_line()}", file=sys.stderr)
-        return 2
+    device = torch.device(check_device(args.device))
     model = args.model or ("random-1b" if device.type == "cuda" else "tiny")
     method_args = {"model": model}
     if args.epochs is not None:
         method_args["epochs"] = str(args.epochs)
     if args.dtype:
         method_args["dtype"] = args.dtype
-    try:
-        bench = load_benchmark(args.bench)
-        names = [c.name for c in bench.concepts]
-        if args.concept not in names:
-            raise BenchError(f"no concept {args.concept!r} in {bench.name} (has: {', '.join(names)})",
-                             where="--concept")
-        concept = bench.concept(args.concept)
-        method = UniCTokens(method_args, seed=args.seed, device=str(device))
+    bench = load_benchmark(args.bench)
+    names = [c.name for c in bench.concepts]
+    if args.concept not in names:
+        raise BenchError(f"no concept {args.concept!r} in {bench.name} (has: {', '.join(names)})",
+                         where="--concept")
+    concept = bench.concept(args.concept)
+    method = UniCTokens(method_args, seed=args.seed, device=str(device))
+    t0 = time.perf_counter()
+    backend = method.backend
+    load_s = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory(prefix="ub-personalize-") as tmp:
         t0 = time.perf_counter()
-        backend = method.backend
-        load_s = time.perf_counter() - t0
-        with tempfile.TemporaryDirectory(prefix="ub-personalize-") as tmp:
-            t0 = time.perf_counter()
-            method.personalize(concept, Path(tmp))
-            total_s = time.perf_counter() - t0
-            stages = stage_costs(Path(tmp))
-    except BenchError as exc:
-        print(f"unifybench.bench personalize: error: {exc.one_line()}", file=sys.stderr)
-        return 2
+        method.personalize(concept, Path(tmp))
+        total_s = time.perf_counter() - t0
+        stages = stage_costs(Path(tmp))
     result = {
         "bench": "personalize", "method": args.method, "model": model,
         "random_init": model in ("tiny", "random-1b"), "concept": concept.token, "device": str(device),
