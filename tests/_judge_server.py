@@ -8,7 +8,8 @@ subprocess) talks to it over a real socket. Behaviour is set per test:
   ``slow_s`` before answering), ``"badjson"`` (a 200 whose body is not JSON).
 - ``mode``: how requests are answered after the plan: ``"normal"`` ("Score: X" with X chosen from
   the request content), ``"chatty"`` (reasoning around a labelled score), ``"garbage"`` (no score),
-  ``"garbage-then-ok"`` (garbage, but a proper score to a re-ask), ``"fail"`` (always 500),
+  ``"garbage-then-ok"`` (garbage, but a proper score to a re-ask), ``"some-garbage"`` (no score
+  for about one request in four, asked again or not), ``"fail"`` (always 500),
   ``"fail-on"`` (500 when the request contains ``fail_marker``, normal otherwise).
 - ``delay_s``: sleep before every answer (a slow judge, for kill-and-resume tests).
 
@@ -63,9 +64,16 @@ class JudgeServer:
                 parts.extend(c.get("text", "") for c in content if c.get("type") == "text")
         return "\n".join(parts)
 
+    def digest(self, body: dict) -> bytes:
+        """A hash of a request's text (the re-ask marker removed) and its images, so that a re-ask
+        is answered like its question, and each image of a prompt on its own."""
+        images = [c.get("image_url", {}).get("url", "") for m in body.get("messages", [])
+                  if not isinstance(m.get("content"), str) for c in m["content"] if c.get("type") == "image_url"]
+        text = self.content_text(body).replace(REASK_MARKER, "")
+        return hashlib.sha256("\n".join([text, *images]).encode()).digest()
+
     def score_for(self, body: dict) -> str:
-        digest = hashlib.sha256(self.content_text(body).replace(REASK_MARKER, "").encode()).digest()
-        return ("0", "0.5", "1")[digest[0] % 3]
+        return ("0", "0.5", "1")[self.digest(body)[0] % 3]
 
     def reply_text(self, body: dict) -> str:
         text = self.content_text(body)
@@ -75,6 +83,8 @@ class JudgeServer:
                     f"**Score: {score}**\nHope that helps!")
         if self.mode == "garbage":
             return "I would rather talk about the weather."
+        if self.mode == "some-garbage":  # about one request in four, re-asks included, gets no score
+            return "No idea, sorry." if self.digest(body)[1] % 4 == 0 else f"Score: {score}"
         if self.mode == "garbage-then-ok":
             return f"Score: {score}" if REASK_MARKER in text else "Hmm, hard to say really."
         return f"Score: {score}"

@@ -143,7 +143,9 @@ def test_run_scores_face_identity_for_human_concepts_only(tmp_path, monkeypatch)
 
     rows = [json.loads(line) for line in (outcome.run_dir / "scores.jsonl").read_text().splitlines()]
     identity = [r for r in rows if r.get("purpose") == "identity"]
-    plain = [r for r in rows if r["concept"] == "bo" and r.get("purpose") != "identity"]
+    plain = [r for r in rows if r["concept"] == "bo" and r["scorer"] == "fidelity"]
+    references = [r for r in rows if r["concept"] == "bo" and r.get("purpose") == "reference"]
+    assert len(references) == len(concept.reference_images) and all(r["face_found"] for r in references)
     assert len(identity) == 2 and all("clip_i" not in r for r in identity)
     assert [r["face_found"] for r in identity] == [True, False]
     assert len(plain) == 4 and all("face_sim" not in r for r in plain)  # 2 prompts x 2 images

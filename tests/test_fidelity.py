@@ -127,7 +127,8 @@ def test_reference_protocol_differs(tiny, images):
     assert any(abs(x - y) > 1e-4 for x, y in zip(ref["clip_i"], db["clip_i"]))
     assert ref["dino"] == pytest.approx(db["dino"], abs=1e-6)  # DINO is not in the reference code
     x = fidelity.clip_reference(Image.open(gens[0]).convert("RGB"))
-    assert x.shape == (3, 224, 224) and x.min() > 0.45 and x.max() < 1.05  # the [0.5, 1] bug
+    # The [0.5, 1] bug: every pixel lies above CLIP's mean, so no CLIP-normalised value is negative.
+    assert x.shape == (3, 224, 224) and x.min() > 0.0
 
 
 def test_duplicate_paths_encoded_once(tiny, images, tmp_path):

@@ -48,6 +48,10 @@ def _prompts(n: int, tag: str = "q") -> list[JudgePrompt]:
             for i in range(n)]
 
 
+def _header(request: dict, name: str) -> str | None:
+    return next((v for k, v in request["headers"].items() if k.lower() == name.lower()), None)
+
+
 @pytest.fixture
 def key_env(monkeypatch):
     monkeypatch.setenv("UNIFYBENCH_TEST_KEY", FAKE_KEY)
@@ -66,7 +70,7 @@ def test_requests_are_fresh_deterministic_conversations_with_the_key(tmp_path, k
     for req in server.requests:
         body = req["body"]
         assert req["path"] == "/v1/chat/completions"
-        assert req["headers"]["Authorization"] == f"Bearer {FAKE_KEY}"
+        assert _header(req, "Authorization") == f"Bearer {FAKE_KEY}"
         assert body["temperature"] == 0 and body["seed"] == 0 and body["model"] == "test-judge"
         assert [m["role"] for m in body["messages"]] == ["system", "user"]  # no history
     image_msg = [r for r in server.requests if isinstance(r["body"]["messages"][1]["content"], list)][0]
@@ -179,7 +183,8 @@ def test_client_errors_are_not_retried(tmp_path, monkeypatch):
             judge.judge(_prompts(1))
         judge.close()
         assert len(server.requests) == 1
-        assert "Authorization" not in server.requests[0]["headers"]  # no key set: no header
+        # No key set: the placeholder local servers ignore (the client needs one), never a real key.
+        assert _header(server.requests[0], "Authorization") == "Bearer EMPTY"
 
 
 def test_attr_sampling_is_seeded_and_counts():
@@ -192,13 +197,11 @@ def test_attr_sampling_is_seeded_and_counts():
 
 
 def test_attr_gen_samples_k_images_and_reference_protocol_samples_four(tmp_path, key_env):
-    from rich.console import Console
-
     from unifybench.data import load_benchmark
-    from unifybench.runner import RunSpec
+    from unifybench.metrics import ScoringContext, aggregate
+    from unifybench.scoring.judges import judge_rows
     from unifybench.store import RunStore
     from unifybench.tasks import build_requests
-    from unifybench.scoring.judges import judge_run
 
     bench = load_benchmark("mini")
     work = build_requests(bench, ["attr_gen"], ["dog"], seed=0, images_per_prompt=6, limit=2)
@@ -211,17 +214,17 @@ def test_attr_gen_samples_k_images_and_reference_protocol_samples_four(tmp_path,
     with JudgeServer() as server:
         for protocol, expected in (("default", 2), ("reference", 4)):
             cfg = _config(server, tmp_path, samples=2, seed=7, cache=str(tmp_path / f"{protocol}.sqlite"))
-            spec = RunSpec(method="x", protocol=protocol, judge=cfg)
-            per_concept = {"dog": {"attr_gen": {}}}
-            overall = {"attr_gen": {}}
-            rows = [{"task": "attr_gen", "concept": "dog", "key": w.request.key, "index": w.request.index,
-                     "image": rel} for w in work["dog"] for rel in store.predictions[w.request.key]["images"]]
             before = len(server.requests)
-            info = judge_run(bench, work, store, spec, ["attr_gen"], per_concept, overall, rows, Console(quiet=True))
+            rows, info = judge_rows(bench, work, store, config=cfg, protocol=protocol, tasks=["attr_gen"])
             assert len(server.requests) - before == 2 * expected
             assert info["attr_samples_per_prompt"] == expected and info["attr_sample_seed"] == 7
-            judged = [r for r in rows if "judge_score" in r]
-            assert len(judged) == 2 * expected
+            assert len(rows) == 2 * expected and all(r["scorer"] == "judge" and r["image"] for r in rows)
+            # One row per judged image; the chosen images are the seeded sample of each prompt.
+            for w in work["dog"]:
+                chosen = [r["image"] for r in rows if r["key"] == w.request.key]
+                assert chosen == attr_samples(store.predictions[w.request.key]["images"], expected, 7, w.request.key)
+            overall, per_concept = aggregate(rows, ScoringContext(protocol=protocol, requested={"dog": ["attr_gen"]},
+                                                                  judge=True), ["attr_gen"])
             assert overall["attr_gen"]["attr_score"] == per_concept["dog"]["attr_gen"]["attr_score"]
             # Every image the judge saw went through the prompt's attribute instructions.
             assert all("Facts about it:" in r["body"]["messages"][1]["content"][0]["text"]

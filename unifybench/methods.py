@@ -207,25 +207,52 @@ def normalized_name(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "", text.lower())
 
 
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
+# Placeholders other codebases write where the concept goes: DreamBooth's and UniCTokens' "sks".
+CONCEPT_PLACEHOLDERS = ("<sks>", "sks")
+
+
+def folder_key(name: str, token: str) -> str:
+    """A folder name as it is compared with prompts: a run of learned tokens written before the
+    concept's token (``<token_0>…<token_23> <bo>``) stands for the token alone; then letters and
+    digits only."""
+    collapsed = re.sub(r"(?:<[^<>\s]+>\s*)+?" + re.escape(token), token, name) if token else name
+    return normalized_name(collapsed)
+
+
+def prompt_keys(prompt: str, concept: Concept, index: int) -> set[str]:
+    """Every folder key a prompt may be saved under: the concept named by its token, its bare name or
+    a placeholder (``a <sks> in the jungle``, the reference's layout), with or without a run's
+    ``NNN_`` index prefix."""
+    names = {concept.token, concept.name, *CONCEPT_PLACEHOLDERS}
+    keys = {normalized_name(prompt.replace(concept.token, n)) for n in names} if concept.token in prompt \
+        else {normalized_name(prompt)}
+    return keys | {f"{index:03d}{k}" for k in keys}
+
+
 class Precomputed(Method):
     """Scores predictions made elsewhere.
 
     ``answers=FILE``: JSONL of ``{"concept", "index", "answer"}`` (index = position in the
-    concept's test items). ``images=DIR``: ``<concept>/.../<prompt text>/<i>.png``, the UniCTokens
-    layout, or a UnifyBench run's ``images/`` folder.
+    concept's test items). ``images=DIR``: ``<concept>/.../<prompt>/<i>.png``, where the prompt
+    folder names the concept by ``<sks>``, its token, its bare name, or learned tokens followed by
+    its token: the UniCTokens layout (``gen_saved/``), or a UnifyBench run's ``images/`` folder.
+    ``attr_images=DIR``: the same for attribute-reasoning prompts (UniCTokens: ``t2i_saved/``;
+    default: ``images``).
     """
 
     name = "precomputed"
     tasks = frozenset(TASKS)
     arguments = {
         "answers": "JSONL of {concept, index, answer} made elsewhere",
-        "images": "folder of generated images, <concept>/.../<prompt text>/<i>.png",
+        "images": "folder of generated images, <concept>/.../<prompt>/<i>.png",
+        "attr_images": "folder of attribute-reasoning images, same layout (default: images)",
     }
 
     def __init__(self, args=None, **kwargs):
         super().__init__(args, **kwargs)
         self._answers: dict[tuple[str, int], str] | None = None
-        self._image_dirs: dict[str, dict[str, Path]] = {}
+        self._image_dirs: dict[tuple[str, str], dict[str, list[Path]]] = {}
 
     def _load_answers(self) -> dict[tuple[str, int], str]:
         if self._answers is None:
@@ -253,35 +280,41 @@ class Precomputed(Method):
         answers = self._load_answers()
         return [answers.get((req.concept, req.index)) for req in requests]
 
-    def _prompt_dirs(self, concept: str) -> dict[str, Path]:
-        """Normalized folder name -> folder, for every folder holding images under DIR/<concept>."""
-        if concept not in self._image_dirs:
-            if "images" not in self.args:
-                raise BenchError("needs --method-arg images=DIR for generation tasks",
-                                 where="method precomputed")
-            root = Path(self.args["images"])
-            if not root.is_dir():
-                raise BenchError("images folder not found", root)
-            found: dict[str, Path] = {}
-            base = root / concept
+    def _images_root(self, task: str) -> tuple[str, Path]:
+        arg = "attr_images" if task == "attr_gen" and "attr_images" in self.args else "images"
+        if arg not in self.args:
+            raise BenchError("needs --method-arg images=DIR for generation tasks", where="method precomputed")
+        root = Path(self.args[arg])
+        if not root.is_dir():
+            raise BenchError("images folder not found", root, f"--method-arg {arg}")
+        return arg, root
+
+    def _prompt_dirs(self, concept: Concept, task: str) -> dict[str, list[Path]]:
+        """Folder key -> folders holding images under DIR/<concept> (every folder of that key)."""
+        arg, root = self._images_root(task)
+        if (arg, concept.name) not in self._image_dirs:
+            found: dict[str, list[Path]] = {}
+            base = root / concept.name
             if base.is_dir():
                 for d in sorted(p for p in base.rglob("*") if p.is_dir()):
-                    found.setdefault(normalized_name(d.name), d)
-            self._image_dirs[concept] = found
-        return self._image_dirs[concept]
+                    if any(f.suffix.lower() in IMAGE_SUFFIXES for f in d.iterdir() if f.is_file()):
+                        found.setdefault(folder_key(d.name, concept.token), []).append(d)
+            self._image_dirs[(arg, concept.name)] = found
+        return self._image_dirs[(arg, concept.name)]
 
     def generate(self, concept, state, requests):
-        dirs = self._prompt_dirs(concept.name)
         out: list[list[GeneratedImage] | None] = []
         for req in requests:
-            bare = req.prompt.replace(concept.token, concept.name)
-            candidates = [req.prompt, bare, f"{req.index:03d}_{req.prompt}"]
-            folder = next((dirs[normalized_name(c)] for c in candidates if normalized_name(c) in dirs), None)
-            if folder is None:
+            dirs = self._prompt_dirs(concept, req.task)
+            folders = sorted({d for k in prompt_keys(req.prompt, concept, req.index) for d in dirs.get(k, [])})
+            if len(folders) > 1:
+                shown = ", ".join(str(f) for f in folders[:4]) + (" ..." if len(folders) > 4 else "")
+                raise BenchError(f"{len(folders)} folders match the prompt {req.prompt!r}: {shown}; point "
+                                 f"images= at one checkpoint's folder", where=f"method precomputed, concept {concept.name}")
+            if not folders:
                 out.append(None)
                 continue
-            images = sorted((p for p in folder.iterdir()
-                             if p.suffix.lower() in {".png", ".jpg", ".jpeg", ".webp"}),
+            images = sorted((p for p in folders[0].iterdir() if p.suffix.lower() in IMAGE_SUFFIXES),
                             key=lambda p: (len(p.stem), p.stem))
             out.append(images[: req.n_images] if len(images) >= req.n_images else None)
         return out

@@ -36,6 +36,13 @@ class QAItem:
     options: tuple[tuple[str, str], ...] = ()  # multiple choice: (("A", "Dog"), ("B", "Cat"))
     correct_option: str | None = None  # multiple choice: the correct letter when known
     raw_type: str = ""  # the type string as the file wrote it
+    # The ground truth exactly as the file writes it, where that differs from ``answer`` (which is
+    # stripped); ``--protocol reference`` compares with this, as the reference evaluation does.
+    raw_answer: str | None = None
+
+    @property
+    def answer_as_written(self) -> str:
+        return self.answer if self.raw_answer is None else self.raw_answer
 
 
 @dataclass(frozen=True)
@@ -121,6 +128,8 @@ class Benchmark:
             for it in self.items.get(c.name, []):
                 h.update(repr((it.index, it.kind, it.question, it.answer, it.options,
                                it.correct_option)).encode())
+                if it.raw_answer not in (None, it.answer):  # only then: other run dirs keep their hash
+                    h.update(repr(it.raw_answer).encode())
             for p in self.prompts.get(c.name, []):
                 h.update(repr((p.index, p.kind, p.prompt, p.class_prompt)).encode())
         for path in sorted(self.image_files()):

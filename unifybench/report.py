@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .errors import BenchError
 from .runner import BACKBONES_UNUSED
-from .tasks import TASK_METRICS
+from .metrics import TASK_METRICS
 
 PUBLISHED_CSV = Path(__file__).resolve().parent.parent / "leaderboard" / "published.csv"
 GROUP_FIELDS = ("benchmark", "protocol", "backbones", "judge")

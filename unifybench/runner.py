@@ -24,8 +24,9 @@ from .errors import BenchError
 from .methods import GenRequest, Method, load_method_class
 from .records import GEN_KINDS, QA_KINDS, Benchmark
 from .scoring.judges import JudgeConfig
-from .store import RunStore, write_json_atomic, write_jsonl_atomic
-from .tasks import TASK_METRICS, Work, aggregate_generation, build_requests, score_answers
+from .metrics import OPTIONAL_METRICS, TASK_METRICS, ScoringContext, Why, aggregate
+from .store import RunStore, read_jsonl, write_json_atomic, write_jsonl_atomic
+from .tasks import Work, build_requests
 
 RANDOM_INIT_LABEL = "random-init weights: plumbing and speed only, not a result"
 BACKBONES_UNUSED = "not used"
@@ -137,8 +138,7 @@ def run(spec: RunSpec, out_root: Path, console=None) -> RunOutcome:
         spec.judge.validate()  # before any prediction, not after
 
     supported = [t for t in spec.tasks if t in method_cls.tasks]
-    skipped = {t: f"not scored: method {spec.method} does not support {t}"
-               for t in spec.tasks if t not in method_cls.tasks}
+    skipped = {t: Why.unsupported(spec.method, t) for t in spec.tasks if t not in method_cls.tasks}
     if skipped:
         console.print(f"skipping {', '.join(skipped)}: method {spec.method} does not support them")
 
@@ -312,6 +312,8 @@ def _find_missing(work: dict[str, list[Work]], store: RunStore) -> list[str]:
 
 def score_run(bench: Benchmark, work: dict[str, list[Work]], store: RunStore, spec: RunSpec,
               backbones: str, skipped: dict[str, str], console, loaded_backbones=None) -> dict:
+    """Every scorer writes its per-sample rows into ``scores.jsonl``; ``results.json`` is then
+    aggregated from that file alone (:func:`unifybench.metrics.aggregate`)."""
     missing = _find_missing(work, store)
     if missing:
         listing = store.run_dir / "missing.txt"
@@ -321,98 +323,68 @@ def score_run(bench: Benchmark, work: dict[str, list[Work]], store: RunStore, sp
                          f"(full list in {listing})", store.predictions_path)
 
     tasks_run = [t for t in spec.tasks if t not in skipped]
-    per_concept: dict[str, dict[str, dict]] = {c: {} for c in work}
-    overall: dict[str, dict] = {}
-    score_rows: list[dict] = []
+    context = ScoringContext(
+        protocol=spec.protocol,
+        requested={c: [t for t in tasks_run if any(w.request.task == t for w in ws)] for c, ws in work.items()},
+        humans={c: bench.concept(c).identity_prompt for c in work if bench.concept(c).kind == "human"},
+        judge=spec.judge is not None)
+    rows = _answer_rows(work, store, tasks_run, spec.protocol)
     backbone_info: dict | None = None
+    gen_tasks = [t for t in tasks_run if t in GEN_KINDS]
+    if "gen" in gen_tasks:
+        from .scoring.encoders import load_backbones
+        from .scoring.fidelity import FidelityScorer
 
-    with _progress(console) as progress:
-        bar = progress.add_task("scoring", total=sum(len(ws) for ws in work.values()))
-        for task in [t for t in tasks_run if t in QA_KINDS]:
-            all_pairs = []
-            for name, ws in work.items():
-                pairs = [(w.record, store.predictions[w.request.key]["answer"])
-                         for w in ws if w.request.task == task]
-                if not pairs:
-                    continue
-                rows, metrics = score_answers(task, pairs, spec.protocol)
-                per_concept[name][task] = metrics
-                for (item, reply), row in zip(pairs, rows):
-                    score_rows.append({"key": f"{task}/{name}/{item.index}", "task": task, "concept": name,
-                                       "index": item.index, "reply": reply, **row})
-                all_pairs.extend(pairs)
-                progress.advance(bar, len(pairs))
-            overall[task] = (score_answers(task, all_pairs, spec.protocol)[1] if all_pairs
-                             else {m: "not scored: no items" for m in TASK_METRICS[task]})
-
-        gen_tasks = [t for t in tasks_run if t in GEN_KINDS]
-        if gen_tasks:
-            from .scoring.encoders import load_backbones
-            from .scoring.fidelity import FidelityScorer
-
-            fidelity_protocol = "reference" if spec.protocol == "reference" else "dreambooth"
-            if loaded_backbones is None:
-                loaded_backbones = load_backbones(backbones, device=spec.device, seed=spec.seed,
-                                                  clip_name=spec.clip_model)
-            scorer = FidelityScorer(loaded_backbones, protocol=fidelity_protocol, batch_size=max(spec.batch_size, 32),
-                                    device=spec.device)
-            backbone_info = scorer.describe()
-            has_humans = any(bench.concept(c).kind == "human" for c in work)
-            for task in gen_tasks:
-                all_rows: list[dict] = []
-                task_works = {name: [w for w in ws if w.request.task == task] for name, ws in work.items()}
-                task_works = {name: ws for name, ws in task_works.items() if ws}
-                if task == "gen":
-                    # Every concept's images in one stream through the pipeline (scoring/pipeline.py).
-                    rows_of = _score_generation(scorer, bench, task_works, store)
-                    faces = _score_faces(bench, task_works, store, backbones, spec, console)
-                    if faces.get("_backend"):
-                        backbone_info["face"] = faces.pop("_backend")
-                else:
-                    rows_of = {name: _list_images(ws, store) for name, ws in task_works.items()}
-                    faces = {}
-                face_reasons = set()
-                for name, task_work in task_works.items():
-                    rows = rows_of[name]
-                    face_rows, face_counts, face_note = faces.get(name, ([], {}, "not scored: not a human concept"))
-                    if bench.concept(name).kind == "human":
-                        face_reasons.add(face_note)
-                    per_concept[name][task] = aggregate_generation(rows + face_rows, task, face_note)
-                    per_concept[name][task].update(face_counts)
-                    score_rows.extend({"task": task, "concept": name, **r} for r in rows + face_rows)
-                    all_rows.extend(rows + face_rows)
-                    progress.advance(bar, len(task_work))
-                face_note = (("; ".join(sorted(r for r in face_reasons if r)) or "not scored: no face found")
-                             if has_humans else "not scored: no human concepts")
-                overall[task] = (aggregate_generation(all_rows, task, face_note) if all_rows
-                                 else {m: "not scored: no prompts" for m in TASK_METRICS[task]})
-                counted = [per_concept[n][task] for n in task_works if "face_missing" in per_concept[n][task]]
-                if counted and all_rows:
-                    for key in ("face_missing", "face_missing_refs"):
-                        overall[task][key] = sum(m[key] for m in counted)
+        fidelity_protocol = "reference" if spec.protocol == "reference" else "dreambooth"
+        if loaded_backbones is None:
+            loaded_backbones = load_backbones(backbones, device=spec.device, seed=spec.seed,
+                                              clip_name=spec.clip_model)
+        scorer = FidelityScorer(loaded_backbones, protocol=fidelity_protocol, batch_size=max(spec.batch_size, 32),
+                                device=spec.device)
+        backbone_info = scorer.describe()
+        gen_works = {name: [w for w in ws if w.request.task == "gen"] for name, ws in work.items()}
+        gen_works = {name: ws for name, ws in gen_works.items() if ws}
+        with _progress(console) as progress:
+            bar = progress.add_task("scoring images", total=len(gen_works))
+            # Every concept's images in one stream through the pipeline (scoring/pipeline.py).
+            rows += _fidelity_rows(scorer, bench, gen_works, store)
+            progress.advance(bar, len(gen_works))
+        face_rows, face_backend, context.face_unavailable = _face_rows(bench, gen_works, store, backbones, spec,
+                                                                       console)
+        rows += face_rows
+        if face_backend:
+            backbone_info["face"] = face_backend
 
     judge_info = None
     if spec.judge is not None:
-        from .scoring.judges import judge_run
+        from .scoring.judges import judge_rows
 
-        judge_info = judge_run(bench, work, store, spec, tasks_run, per_concept, overall, score_rows, console)
+        judge_tasks = [t for t in tasks_run if t in ("vqa", "text_only", "attr_gen")]
+        judged, judge_info = judge_rows(bench, work, store, config=spec.judge, protocol=spec.protocol,
+                                        tasks=judge_tasks, device=spec.device, batch_size=spec.batch_size,
+                                        console=console)
+        rows += judged
+
+    scores_path = store.run_dir / "scores.jsonl"
+    write_jsonl_atomic(scores_path, rows)
+    overall, per_concept = aggregate(read_jsonl(scores_path), context, tasks_run)
     for task, reason in skipped.items():
-        overall[task] = {m: reason for m in TASK_METRICS[task]}
+        overall[task] = {m: reason for m in TASK_METRICS[task] if (task, m) not in OPTIONAL_METRICS}
     results = {
         "run": store.run_dir.name,
         "method": spec.method,
         "method_args": spec.method_args,
         "bench": {"name": bench.name, "format": bench.format},
         "protocol": spec.protocol,
+        "limit": spec.limit,
         "backbones": {"kind": backbones, **_backbone_names(backbones, spec.clip_model)},
         "generation_scoring": backbone_info or "not used",
         "label": RANDOM_INIT_LABEL if backbones in ("random", "tiny") and gen_tasks_scored(overall) else None,
         "seed": spec.seed,
         "judge": judge_info,
         "tasks": {t: overall[t] for t in spec.tasks if t in overall},
-        "concepts": {c: {t: m for t, m in tasks.items()} for c, tasks in per_concept.items()},
+        "concepts": per_concept,
     }
-    write_jsonl_atomic(store.run_dir / "scores.jsonl", score_rows)
     write_json_atomic(store.run_dir / "results.json", results)
     _print_summary(results, console)
     return results
@@ -422,22 +394,42 @@ def gen_tasks_scored(overall: dict) -> bool:
     return any(isinstance(v, float) for t in GEN_KINDS for v in overall.get(t, {}).values())
 
 
-def _list_images(task_work: list[Work], store: RunStore) -> list[dict]:
+def _answer_rows(work: dict[str, list[Work]], store: RunStore, tasks: list[str], protocol: str) -> list[dict]:
+    """One row per understanding item: the reply as the method gave it, and the protocol's scores."""
+    from .scoring.answers import answer_sample
+
+    answer_protocol = "reference" if protocol == "reference" else "default"
     rows = []
-    for w in task_work:
-        for rel in store.predictions[w.request.key]["images"]:
-            rows.append({"key": w.request.key, "index": w.request.index, "image": rel})
+    for name, ws in work.items():
+        for w in ws:
+            if w.request.task not in QA_KINDS or w.request.task not in tasks:
+                continue
+            item, reply = w.record, store.predictions[w.request.key]["answer"]
+            truth = item.answer_as_written if answer_protocol == "reference" else item.answer
+            rows.append({"scorer": "answer", "task": item.kind, "concept": name, "key": w.request.key,
+                         "index": item.index, "question": item.question, "truth": truth, "reply": reply,
+                         **answer_sample(item, reply, answer_protocol)})
     return rows
 
 
-def _score_generation(scorer, bench: Benchmark, task_works: dict[str, list[Work]],
-                      store: RunStore) -> dict[str, list[dict]]:
-    """Per concept, one row per generated image of its plain prompts: CLIP-I and DINO against the
-    concept's references, CLIP-T against the class prompt (identity-prompt images are for faces)."""
-    groups, rows_of = [], {}
+def _image_rows(task_work: list[Work], store: RunStore) -> list[dict]:
+    rows = []
+    for w in task_work:
+        for rel in store.predictions[w.request.key]["images"]:
+            rows.append({"task": w.request.task, "concept": w.request.concept, "key": w.request.key,
+                         "index": w.request.index, "image": rel})
+    return rows
+
+
+def _fidelity_rows(scorer, bench: Benchmark, task_works: dict[str, list[Work]], store: RunStore) -> list[dict]:
+    """One row per generated image of the plain prompts: CLIP-I and DINO against the concept's
+    references, CLIP-T against the class prompt (identity-prompt images are for faces only)."""
+    groups, rows_of = [], []
     for name, ws in task_works.items():
         ws = [w for w in ws if w.purpose != "identity"]
-        rows = _list_images(ws, store)
+        rows = []
+        for w in ws:
+            rows.extend({"scorer": "fidelity", **r, "prompt": w.record.prompt} for r in _image_rows([w], store))
         refs = bench.concept(name).reference_images
         if rows and not refs:
             raise BenchError("concept has no reference photos to compare against", where=f"concept {name}")
@@ -445,52 +437,47 @@ def _score_generation(scorer, bench: Benchmark, task_works: dict[str, list[Work]
         for w in ws:
             texts.extend([w.record.class_prompt] * len(store.predictions[w.request.key]["images"]))
         groups.append((list(refs), [store.run_dir / r["image"] for r in rows], texts))
-        rows_of[name] = rows
-    for (name, rows), scores in zip(rows_of.items(), scorer.score_many(groups)):
+        rows_of.append(rows)
+    out = []
+    for rows, scores in zip(rows_of, scorer.score_many(groups)):
         for i, row in enumerate(rows):
-            for metric, values in scores.items():
-                row[metric] = values[i]
-    return rows_of
+            for metric in ("clip_i", "clip_t", "dino"):
+                row[metric] = scores[metric][i]
+        out.extend(rows)
+    return out
 
 
-def _score_faces(bench: Benchmark, task_works: dict[str, list[Work]], store: RunStore, backbones: str,
-                 spec: RunSpec, console) -> dict:
-    """Face identity of the human concepts: {concept: (rows, counts, note)} (scoring/face.py).
-
-    A concept's identity-prompt images are compared with its reference photos. When the face
-    backend cannot be loaded (the optional extra is not installed) face_sim says why."""
+def _face_rows(bench: Benchmark, task_works: dict[str, list[Work]], store: RunStore, backbones: str,
+               spec: RunSpec, console) -> tuple[list[dict], dict | None, str | None]:
+    """Face identity of the human concepts (scoring/face.py): ``(rows, backend description, why the
+    backend is unavailable)``. Rows: one per identity-prompt image (``face_sim``, ``face_found``)
+    and one per reference photo (``face_found``), so every count is computed from rows."""
     humans = [n for n in task_works if bench.concept(n).kind == "human"]
     if not humans:
-        return {}
+        return [], None, None
     from .scoring.face import FaceScorer, load_face_backend
 
-    out: dict = {}
     try:
         face = FaceScorer(load_face_backend(backbones, device=spec.device, seed=spec.seed),
                           batch_size=max(spec.batch_size, 32))
     except BenchError as exc:
         console.print(f"[yellow]face identity not scored: {exc.message}[/yellow]")
-        return {n: ([], {}, f"not scored: {exc.message}") for n in humans}
-    out["_backend"] = face.describe()
+        return [], None, exc.message
+    rows: list[dict] = []
     for name in humans:
         concept = bench.concept(name)
-        identity = [w for w in task_works[name] if w.purpose == "identity"]
-        done = [w for w in identity if w.request.key in store.predictions]
+        done = [w for w in task_works[name] if w.purpose == "identity" and w.request.key in store.predictions]
         if not done:
-            why = (f"no images for the identity prompt {concept.identity_prompt!r}" if concept.identity_prompt
-                   else "the concept has no identity prompt")
-            out[name] = ([], {}, f"not scored: {why}")
             continue
-        rows = _list_images(done, store)
-        scores = face.score(list(concept.reference_images), [store.run_dir / r["image"] for r in rows])
-        for row, sim, found in zip(rows, scores["face_sim"], scores["face_found"]):
-            row.update({"purpose": "identity", "face_sim": sim, "face_found": found})
-        found = [s for s in scores["face_sim"] if s is not None]
-        note = ("not scored: no face found in any reference photo" if scores["face_missing_refs"] == scores["n_refs"]
-                else "not scored: no face found in any generated image")
-        out[name] = (rows, {"face_missing": scores["face_missing"],
-                            "face_missing_refs": scores["face_missing_refs"]}, note if not found else "")
-    return out
+        images = _image_rows(done, store)
+        refs = list(concept.reference_images)
+        scores = face.score(refs, [store.run_dir / r["image"] for r in images])
+        for row, sim, found in zip(images, scores["face_sim"], scores["face_found"]):
+            rows.append({"scorer": "face", **row, "purpose": "identity", "face_sim": sim, "face_found": found})
+        for ref, found in zip(refs, scores["ref_face_found"]):
+            rows.append({"scorer": "face", "task": "gen", "concept": name, "key": f"gen/{name}/reference",
+                         "purpose": "reference", "image": str(ref), "face_found": found})
+    return rows, face.describe(), None
 
 
 def _format_value(value) -> str:

@@ -52,6 +52,20 @@ def write_jsonl_atomic(path: Path, rows: Iterable[dict]) -> None:
     os.replace(tmp, path)
 
 
+def read_jsonl(path: Path) -> list[dict]:
+    """Every row of a JSON-lines file (as :func:`write_jsonl_atomic` writes it)."""
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for line_no, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise BenchError(f"not a JSON line ({exc.msg})", path, f"line {line_no}") from exc
+    return rows
+
+
 class RunStore:
     def __init__(self, run_dir: Path):
         self.run_dir = Path(run_dir)

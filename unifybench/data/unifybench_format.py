@@ -122,6 +122,7 @@ def _parse_item(raw: Any, index: int, name: str, root: Path, path: Path) -> QAIt
     if answer is None:
         raise BenchError("no 'gpt' turn in 'conversations'", path, where)
     question = strip_image_tag(question)
+    raw_answer = answer
     answer = answer.strip()
     text_only = kind == "text_only" or "text" in t.lower()
     image = None
@@ -138,7 +139,8 @@ def _parse_item(raw: Any, index: int, name: str, root: Path, path: Path) -> QAIt
         options = parse_options(question)
         correct = correct_option(answer, options)
     return QAItem(concept=name, index=index, kind=kind, question=question, answer=answer, image=image,
-                  options=options, correct_option=correct, raw_type=rtype)
+                  options=options, correct_option=correct, raw_type=rtype,
+                  raw_answer=raw_answer if raw_answer != answer else None)
 
 
 def _t2i(path: Path, token: str) -> tuple[str | None, list[str]]:

@@ -1,21 +1,26 @@
-"""Yes/no and multiple-choice answers: parsing and accuracy.
+"""Yes/no, multiple-choice and open answers: one row of scores per reply.
 
 Two protocols, side by side in every function:
 
 - ``"default"`` (corrected): replies are read by words, and a reply that states no decision is
   *unparsed* (counted, and scored wrong) instead of being forced into "yes" or "no".
-- ``"reference"``: exactly what the UniCTokens evaluation does (FORMATS.md §5), bugs included:
-  a reply is "no" if the substring ``no`` occurs anywhere in it (so "not", "know", "cannot" all
-  count as "no"), else "yes" if ``yes`` occurs; a multiple-choice reply is correct if the
-  ground-truth string occurs anywhere in it.
+- ``"reference"``: exactly what the UniCTokens evaluation does (``eval/eval_p_mmu.py``,
+  ``calculate_score``), bugs included. The decoded reply is stripped; the ground truth is used as
+  the file writes it (not stripped). Recognition is one-sided per item: an item whose ground truth
+  is exactly ``No.`` is correct iff ``no`` occurs in the lower-cased reply ("not", "know",
+  "cannot" all match), any other item iff ``yes`` occurs ("eyes" matches), and the other word is
+  never looked at ("Yes, I know it." is a correct positive). A multiple-choice reply is correct iff
+  the ground-truth string occurs in it. Nothing is parsed, so nothing is "unparsed".
+
+Only per-sample rows are made here; every aggregate is computed from them in :mod:`..metrics`.
 """
 from __future__ import annotations
 
 import re
-from typing import Iterable
 
 from ..errors import BenchError
 from ..records import QAItem
+from .text import char_bleu
 
 PROTOCOLS = ("default", "reference")
 
@@ -27,6 +32,9 @@ _WORD = re.compile(r"[a-z']+")
 _LEAD = re.compile(r"^[\s*_#>`\"'“”‘’(\[{:\-–—.,!]+")
 _ANSWER_LABEL = re.compile(r"^(?:final\s+)?answer\s*[:\-–—]?\s*", re.IGNORECASE)
 
+# The reference's recognition ground truth for a negative, compared exactly (``gt == "No."``).
+REFERENCE_NEGATIVE = "No."
+
 
 def _check_protocol(protocol: str) -> None:
     if protocol not in PROTOCOLS:
@@ -36,33 +44,20 @@ def _check_protocol(protocol: str) -> None:
 
 # --------------------------------------------------------------------------------------- yes / no
 
-def parse_yes_no(reply: str, protocol: str = "default") -> str | None:
-    """Read a yes/no reply: ``"yes"``, ``"no"`` or ``None`` (unparsed).
+def parse_yes_no(reply: str) -> str | None:
+    """Read a yes/no reply under the default protocol: ``"yes"``, ``"no"`` or ``None`` (unparsed).
 
-    ``"reference"``: the reference rule on substrings, "no" checked first: ``"no" in reply.lower()``
-    gives "no", else ``"yes" in reply.lower()`` gives "yes", else None. So "I cannot see its eyes",
-    "Yes, I know it" and "Not sure" are all "no".
-
-    ``"default"``: the reply's *first word* decides. Leading whitespace, markdown (``**``, ``#``,
-    ``>``), quotes, brackets and an ``Answer:`` label are skipped; the first word (``[a-z']+`` of the
-    lower-cased reply) is then looked up: yes, yeah, yep, yup give "yes"; no, nope, nah give "no";
-    anything else gives None. So "Yes, I know it" is "yes", "No, it is not <bo>." is "no", and
-    "I cannot see its eyes", "Not sure" and "There is no dog here" are unparsed: they state no
-    yes/no decision, and reading them as one would guess.
+    The reply's *first word* decides. Leading whitespace, markdown (``**``, ``#``, ``>``), quotes,
+    brackets and an ``Answer:`` label are skipped; the first word (``[a-z']+`` of the lower-cased
+    reply) is then looked up: yes, yeah, yep, yup give "yes"; no, nope, nah give "no"; anything
+    else gives None. So "Yes, I know it" is "yes", "No, it is not <bo>." is "no", and "I cannot see
+    its eyes", "Not sure" and "There is no dog here" are unparsed: they state no yes/no decision,
+    and reading them as one would guess.
     """
-    _check_protocol(protocol)
-    text = reply or ""
-    if protocol == "reference":
-        low = text.lower()
-        if "no" in low:
-            return "no"
-        if "yes" in low:
-            return "yes"
-        return None
-    text = _LEAD.sub("", text)
-    text = _ANSWER_LABEL.sub("", text)
-    text = _LEAD.sub("", text)
-    m = _WORD.match(text.lower())
+    rest = _LEAD.sub("", reply or "")
+    rest = _ANSWER_LABEL.sub("", rest)
+    rest = _LEAD.sub("", rest)
+    m = _WORD.match(rest.lower())
     if m is None:
         return None
     word = m.group(0)
@@ -73,52 +68,25 @@ def parse_yes_no(reply: str, protocol: str = "default") -> str | None:
     return None
 
 
-def is_negative(item: QAItem) -> bool:
-    """Ground truth of a recognition item: negative iff its answer is exactly ``No.`` (stripped)."""
-    return item.answer.strip() == "No."
+def is_negative(item: QAItem, protocol: str = "default") -> bool:
+    """Ground truth of a recognition item. Default: negative iff its answer, stripped, is ``No.``.
+    Reference: iff the answer as the file writes it is exactly ``No.`` (so `` No.`` is a positive)."""
+    _check_protocol(protocol)
+    if protocol == "reference":
+        return item.answer_as_written == REFERENCE_NEGATIVE
+    return item.answer.strip() == REFERENCE_NEGATIVE
 
 
 def recognition_sample(item: QAItem, reply: str, protocol: str = "default") -> dict:
-    """One recognition item: ``{"parsed": "yes"|"no"|None, "correct": bool}``; unparsed is wrong."""
-    parsed = parse_yes_no(reply, protocol)
-    expected = "no" if is_negative(item) else "yes"
-    return {"parsed": parsed, "correct": parsed == expected}
-
-
-def score_recognition(pairs: Iterable[tuple[QAItem, str]], protocol: str = "default") -> dict:
-    """Accuracy on the positive and negative items of a recognition set.
-
-    Returns ``pos_acc`` (recall on positive items), ``neg_acc`` (on negative items; None when a side
-    has no items), ``weighted_acc`` (mean of the two, or the one side that has items; None when
-    empty), ``accuracy`` (plain accuracy over all items), ``unparsed`` (replies read as neither yes nor
-    no, counted wrong), ``n_pos``, ``n_neg`` and ``n``.
-    """
+    """One recognition item's row: ``negative`` (its ground truth), ``correct``, and under the
+    default protocol ``parsed`` ("yes", "no" or None: unparsed, scored wrong)."""
     _check_protocol(protocol)
-    n_pos = n_neg = pos_ok = neg_ok = unparsed = 0
-    for item, reply in pairs:
-        s = recognition_sample(item, reply, protocol)
-        if s["parsed"] is None:
-            unparsed += 1
-        if is_negative(item):
-            n_neg += 1
-            neg_ok += s["correct"]
-        else:
-            n_pos += 1
-            pos_ok += s["correct"]
-    pos_acc = pos_ok / n_pos if n_pos else None
-    neg_acc = neg_ok / n_neg if n_neg else None
-    sides = [a for a in (pos_acc, neg_acc) if a is not None]
-    n = n_pos + n_neg
-    return {
-        "pos_acc": pos_acc,
-        "neg_acc": neg_acc,
-        "weighted_acc": sum(sides) / len(sides) if sides else None,
-        "accuracy": (pos_ok + neg_ok) / n if n else None,
-        "unparsed": unparsed,
-        "n_pos": n_pos,
-        "n_neg": n_neg,
-        "n": n,
-    }
+    negative = is_negative(item, protocol)
+    if protocol == "reference":
+        low = (reply or "").strip().lower()
+        return {"negative": negative, "correct": ("no" if negative else "yes") in low}
+    parsed = parse_yes_no(reply)
+    return {"negative": negative, "parsed": parsed, "correct": parsed == ("no" if negative else "yes")}
 
 
 # ---------------------------------------------------------------------------- multiple choice
@@ -205,8 +173,8 @@ def parse_choice(item: QAItem, reply: str) -> str | None:
 def choice_sample(item: QAItem, reply: str, protocol: str = "default") -> dict:
     """One multiple-choice item: ``{"parsed": letter|None, "correct": bool}``.
 
-    ``"reference"``: correct iff ``item.answer`` occurs in the reply as an exact substring;
-    ``parsed`` is None (the reference does not parse).
+    ``"reference"``: correct iff the answer as the file writes it occurs in the stripped reply as an
+    exact substring; no ``parsed`` (the reference does not parse).
     ``"default"``: the letter :func:`parse_choice` reads, compared with the correct letter
     (``correct_option``, or the answer when it is a letter or an option's text). An item without
     options or without a known correct letter falls back to the answer's text (without trailing
@@ -216,7 +184,7 @@ def choice_sample(item: QAItem, reply: str, protocol: str = "default") -> dict:
     _check_protocol(protocol)
     reply = reply or ""
     if protocol == "reference":
-        return {"parsed": None, "correct": item.answer in reply}
+        return {"correct": item.answer_as_written in reply.strip()}
     correct = _correct_letter(item) if item.options else None
     if correct is None:
         hit = _text_mentions(reply, [("answer", item.answer)])
@@ -226,18 +194,19 @@ def choice_sample(item: QAItem, reply: str, protocol: str = "default") -> dict:
     return {"parsed": parsed, "correct": parsed == correct}
 
 
-def score_choice(pairs: Iterable[tuple[QAItem, str]], protocol: str = "default") -> dict:
-    """``{"accuracy", "unparsed", "n"}``; unparsed counts as wrong. Under ``"reference"``, which does
-    not parse, ``unparsed`` is None."""
+# ----------------------------------------------------------------------------- open questions
+
+def open_sample(item: QAItem, reply: str, protocol: str = "default") -> dict:
+    """One open question's row: character BLEU of the stripped reply against the ground truth (as the
+    file writes it under ``"reference"``, stripped under ``"default"``)."""
     _check_protocol(protocol)
-    n = ok = unparsed = 0
-    for item, reply in pairs:
-        s = choice_sample(item, reply, protocol)
-        n += 1
-        ok += s["correct"]
-        unparsed += s["parsed"] is None
-    return {
-        "accuracy": ok / n if n else None,
-        "unparsed": None if protocol == "reference" else unparsed,
-        "n": n,
-    }
+    truth = item.answer_as_written if protocol == "reference" else item.answer
+    return {"bleu": char_bleu(truth, (reply or "").strip())}
+
+
+SAMPLE_SCORERS = {"rec": recognition_sample, "choice": choice_sample, "vqa": open_sample, "text_only": open_sample}
+
+
+def answer_sample(item: QAItem, reply: str, protocol: str = "default") -> dict:
+    """The row of scores of one understanding item, whatever its task."""
+    return SAMPLE_SCORERS[item.kind](item, reply, protocol)

@@ -174,8 +174,8 @@ class FaceScorer:
     def score(self, refs: Sequence[str | Path], gens: Sequence[str | Path]) -> dict:
         """``face_sim``: per generated image, its mean cosine to every reference face (None where no
         face was found in it, or in no reference); ``face_found``: per generated image, whether a face
-        was found; ``face_missing`` / ``face_missing_refs``: how many
-        generated / reference images had no face."""
+        was found; ``ref_face_found``: the same per reference photo; ``face_missing`` /
+        ``face_missing_refs``: how many generated / reference images had no face."""
         ref = self.reference_embeddings(refs)
         found = ~torch.isnan(ref).any(dim=1) if len(ref) else torch.zeros(0, dtype=torch.bool)
         ref_faces = F.normalize(ref[found], dim=-1)
@@ -192,7 +192,8 @@ class FaceScorer:
             else:
                 g = F.normalize(torch.from_numpy(emb), dim=-1)
                 sims.append(float((ref_faces @ g).mean()))
-        return {"face_sim": sims, "face_found": flags, "face_missing": missing, "face_missing_refs": int((~found).sum()),
+        return {"face_sim": sims, "face_found": flags, "ref_face_found": [bool(f) for f in found.tolist()],
+                "face_missing": missing, "face_missing_refs": int((~found).sum()),
                 "n_refs": len(refs), "n_gens": len(gens)}
 
     def describe(self) -> dict:

@@ -6,11 +6,11 @@ Protocols (``PROTOCOLS``):
   preprocessing (shortest side to 224 bicubic, centre-crop 224, CLIP mean/std); DINO input is
   shortest side to 256 bicubic, centre-crop 224, ImageNet mean/std. A generated image's CLIP-I
   (DINO) is its mean cosine to every reference photo of the concept.
-- ``"reference"`` (UniCTokens-compatible): our reading of the reference code's CLIP input: shortest
-  side to 512, centre-crop 512, to [0, 1], then ``Normalize(mean=-1, std=2)`` -- meant for [-1, 1]
-  input, so the pixels land in [0.5, 1] (a bug that shifts every absolute value) -- then resized to
-  224 (bicubic, antialiased) for the model. Pairing as dreambooth. DINO is not in the reference code
-  and stays as in dreambooth.
+- ``"reference"`` (UniCTokens-compatible, ``eval/clip_eval.py``): shortest side to 512, centre-crop
+  512, to [0, 1], then ``Normalize(mean=-1, std=2)`` -- meant for [-1, 1] input, so the pixels land
+  in [0.5, 1] (a bug that shifts every absolute value) -- then the tail of CLIP's own transform:
+  resize 224 (bicubic, antialiased), centre-crop 224, CLIP mean/std. Pairing as dreambooth. DINO is
+  not in the reference code and stays as in dreambooth.
 - ``"mean-reference"`` (Yo'Chameleon's way): dreambooth preprocessing; a generated image is compared
   with the mean of the reference embeddings (renormalised) instead of with each reference photo.
 
@@ -25,6 +25,7 @@ autocast on CUDA.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -75,9 +76,14 @@ def clip_dreambooth(img) -> torch.Tensor:
 
 
 def clip_reference(img) -> torch.Tensor:
+    """The reference's ``image_transform`` (Resize 512 bicubic, CenterCrop 512, ToTensor), then its
+    ``CLIPEvaluator.preprocess``: ``Normalize(mean=-1, std=2)`` (meant for [-1, 1] input, so [0, 1]
+    pixels land in [0.5, 1]: the bug), then CLIP's own transform without its PIL steps
+    (``clip_preprocess.transforms[:2] + [4:]``): Resize 224 bicubic, CenterCrop 224, Normalize(CLIP)."""
     x = _to_unit(_resize_crop(img, 512, 512))
-    x = TF.normalize(x, [-1.0, -1.0, -1.0], [2.0, 2.0, 2.0])  # the reference's bug: [0,1] -> [0.5,1]
-    return TF.resize(x, [224, 224], interpolation=BICUBIC, antialias=True)
+    x = TF.normalize(x, [-1.0, -1.0, -1.0], [2.0, 2.0, 2.0])
+    x = _resize_crop(x, 224, 224)
+    return TF.normalize(x, CLIP_MEAN, CLIP_STD)
 
 
 def dino_dreambooth(img) -> torch.Tensor:
@@ -95,7 +101,7 @@ PROTOCOLS: dict[str, dict] = {
         "clip": clip_reference, "dino": dino_dreambooth, "pairing": "all",
         "clip_preprocessing": ("resize shortest side 512 bicubic (PIL), centre-crop 512, [0,1], "
                                "Normalize(mean=-1, std=2) (reference bug: pixels in [0.5,1]), "
-                               "resize 224 bicubic"),
+                               "resize 224 bicubic, centre-crop 224, CLIP mean/std"),
         "dino_preprocessing": _DINO_DB,
     },
     "mean-reference": {
@@ -106,6 +112,21 @@ PROTOCOLS: dict[str, dict] = {
 PAIRINGS = {"all": "mean cosine to every reference image",
             "mean": "cosine to the normalised mean reference embedding"}
 IMAGE_ENCODERS = ("clip", "dino")
+
+
+_PROBE_FINGERPRINTS: dict[object, str] = {}
+
+
+def transform_fingerprint(transform) -> str:
+    """A hash of what ``transform`` makes of a fixed synthetic image: part of the reference-embedding
+    cache key, so that any change to a preprocessing function (not only to its description) gets
+    new cache entries instead of replaying embeddings of the old preprocessing."""
+    if transform not in _PROBE_FINGERPRINTS:
+        ramp = torch.arange(61 * 47 * 3, dtype=torch.int64).reshape(61, 47, 3).mul(37).remainder(256)
+        probe = Image.fromarray(ramp.to(torch.uint8).numpy(), "RGB")
+        out = transform(probe).to(torch.float32).contiguous().numpy().tobytes()
+        _PROBE_FINGERPRINTS[transform] = hashlib.sha256(out).hexdigest()[:16]
+    return _PROBE_FINGERPRINTS[transform]
 
 
 def load_image_inputs(path: str | Path, protocol: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -229,7 +250,8 @@ class FidelityScorer:
         preprocessing and dtype)."""
         digests = [self._digest(Path(p)) for p in refs]
         spec = PROTOCOLS[self.protocol]
-        keys = {name: cache_key(digests, self._encoder_id(name), spec[f"{name}_preprocessing"],
+        keys = {name: cache_key(digests, self._encoder_id(name),
+                                f"{spec[f'{name}_preprocessing']}|{transform_fingerprint(spec[name])}",
                                 f"{self.backbones.dtype}|{self.decode_description}")
                 for name in IMAGE_ENCODERS}
         memo_key = "|".join(keys[n] for n in IMAGE_ENCODERS)

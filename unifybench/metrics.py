@@ -1,0 +1,261 @@
+"""Every metric in one place: its task, name, direction, what it means, and why it may have no value;
+and the one aggregation step that turns per-sample rows into results.
+
+Scorers (``scoring/answers.py``, ``scoring/fidelity.py``, ``scoring/face.py``, the judge) only
+write rows, one per scored sample, into ``scores.jsonl``. :func:`aggregate` is the only code that
+computes a number of ``results.json`` from them: per concept over that concept's rows, and overall
+by pooling every row (the reference aggregation) except ``attr_score``, which is a mean per prompt,
+then per concept, then over concepts. A metric without a value holds a string from :class:`Why`.
+
+Rows carry ``scorer`` (``answer``, ``fidelity``, ``face``, ``judge``), ``task``, ``concept`` and
+``key`` (the request they score), plus the scorer's fields:
+
+- answer: ``index``, ``question``, ``truth``, ``reply`` and the protocol's fields (``negative``,
+  ``parsed``, ``correct`` for rec; ``parsed``, ``correct`` for choice; ``bleu`` for vqa/text_only);
+- fidelity: ``index``, ``prompt``, ``image``, ``clip_i``, ``clip_t``, ``dino`` (plain gen prompts);
+- face: ``purpose`` (``identity``: a generated image, or ``reference``: a reference photo),
+  ``image``, ``face_found`` and, for identity images, ``face_sim``;
+- judge: ``index``, ``judge_score`` (None when unparsed), ``judge_parsed``, ``judge_reply`` (and
+  ``judge_first_reply`` when re-asked); attr_gen rows also ``image``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable
+
+
+@dataclass(frozen=True)
+class Metric:
+    task: str
+    name: str
+    direction: str  # "higher" or "lower" is better
+    description: str
+
+
+METRICS: tuple[Metric, ...] = (
+    Metric("rec", "pos_acc", "higher", "accuracy on items whose answer is yes (the reference's recall)"),
+    Metric("rec", "neg_acc", "higher", "accuracy on items whose answer is 'No.' (the reference's no-recall)"),
+    Metric("rec", "weighted_acc", "higher", "mean of pos_acc and neg_acc"),
+    Metric("rec", "accuracy", "higher", "accuracy over all items (the reference's plain accuracy)"),
+    Metric("rec", "unparsed", "lower", "replies read as neither yes nor no (scored wrong)"),
+    Metric("vqa", "bleu", "higher", "character BLEU against the ground truth (weights 0.7, 0.3; nltk smoothing 1)"),
+    Metric("vqa", "judge_score", "higher", "judge's 0 / 0.5 / 1, mean over parsed judgments"),
+    Metric("vqa", "judge_unparsed", "lower", "judge replies unreadable after one re-ask"),
+    Metric("text_only", "bleu", "higher", "character BLEU against the ground truth"),
+    Metric("text_only", "judge_score", "higher", "judge's 0 / 0.5 / 1, mean over parsed judgments"),
+    Metric("text_only", "judge_unparsed", "lower", "judge replies unreadable after one re-ask"),
+    Metric("choice", "accuracy", "higher", "share of items answered with the correct option"),
+    Metric("choice", "unparsed", "lower", "replies naming no single option (scored wrong)"),
+    Metric("gen", "clip_i", "higher", "CLIP image embedding cosine to the reference photos"),
+    Metric("gen", "clip_t", "higher", "CLIP cosine to the prompt with the concept replaced by its class noun"),
+    Metric("gen", "dino", "higher", "DINO ViT-S/16 [CLS] cosine to the reference photos"),
+    Metric("gen", "face_sim", "higher", "ArcFace cosine to the reference faces (human concepts)"),
+    Metric("gen", "face_missing", "lower", "identity images in which no face was found"),
+    Metric("gen", "face_missing_refs", "lower", "reference photos in which no face was found"),
+    Metric("attr_gen", "attr_score", "higher", "judge's 0 / 0.5 / 1: mean per prompt, then per concept, then overall"),
+    Metric("attr_gen", "unparsed", "lower", "judge replies unreadable after one re-ask"),
+)
+
+TASK_METRICS: dict[str, tuple[str, ...]] = {}
+for _m in METRICS:
+    TASK_METRICS.setdefault(_m.task, ())
+    TASK_METRICS[_m.task] += (_m.name,)
+# Counts that appear only where the face scorer ran (human concepts).
+OPTIONAL_METRICS = frozenset({("gen", "face_missing"), ("gen", "face_missing_refs")})
+DIRECTIONS: dict[str, str] = {f"{m.task}.{m.name}": m.direction for m in METRICS}
+
+
+class Why:
+    """Why a metric has no value: every such string, in one place."""
+
+    NO_JUDGE = "not scored: no judge configured"
+    NO_ITEMS = "not scored: no items"
+    NO_PROMPTS = "not scored: no prompts"
+    NO_POSITIVES = "not scored: no positive items"
+    NO_NEGATIVES = "not scored: no negative items"
+    PARSES_NOTHING = "not scored: the reference rule matches substrings, it parses nothing"
+    NOTHING_TO_JUDGE = "not scored: nothing to judge"
+    NOT_HUMAN = "not scored: not a human concept"
+    NO_HUMANS = "not scored: no human concepts"
+    NO_IDENTITY_PROMPT = "not scored: the concept has no identity prompt"
+    NO_FACE_IN_REFS = "not scored: no face found in any reference photo"
+    NO_FACE_IN_GENS = "not scored: no face found in any generated image"
+
+    @staticmethod
+    def unsupported(method: str, task: str) -> str:
+        return f"not scored: method {method} does not support {task}"
+
+    @staticmethod
+    def no_values(metric: str) -> str:
+        return f"not scored: no {metric} values"
+
+    @staticmethod
+    def all_unparsed(n: int) -> str:
+        return f"not scored: all {n} judge replies unparsed"
+
+    @staticmethod
+    def no_identity_images(prompt: str) -> str:
+        return f"not scored: no images for the identity prompt {prompt!r}"
+
+    @staticmethod
+    def face_unavailable(message: str) -> str:
+        return f"not scored: {message}"
+
+
+def is_reason(value) -> bool:
+    return isinstance(value, str) and value.startswith("not scored")
+
+
+@dataclass
+class ScoringContext:
+    """What aggregation needs besides the rows: facts about the run, never a score."""
+
+    protocol: str = "default"  # default | reference
+    requested: dict[str, list[str]] = field(default_factory=dict)  # concept -> tasks it had requests for
+    humans: dict[str, str | None] = field(default_factory=dict)  # human concept -> its identity prompt
+    judge: bool = False  # a judge is configured
+    face_unavailable: str | None = None  # why the face backend could not be loaded
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def _of(rows: list[dict], scorer: str, task: str) -> list[dict]:
+    return [r for r in rows if r["scorer"] == scorer and r["task"] == task]
+
+
+def _rec(rows: list[dict], ctx: ScoringContext, concepts: list[str], pooled: bool) -> dict:
+    rows = _of(rows, "answer", "rec")
+    pos = [r["correct"] for r in rows if not r["negative"]]
+    neg = [r["correct"] for r in rows if r["negative"]]
+    pos_acc, neg_acc = _mean(pos), _mean(neg)
+    sides = [a for a in (pos_acc, neg_acc) if a is not None]
+    return {
+        "pos_acc": Why.NO_POSITIVES if pos_acc is None else pos_acc,
+        "neg_acc": Why.NO_NEGATIVES if neg_acc is None else neg_acc,
+        "weighted_acc": _mean(sides) if sides else Why.NO_ITEMS,
+        "accuracy": _mean(pos + neg) if rows else Why.NO_ITEMS,
+        "unparsed": (Why.PARSES_NOTHING if ctx.protocol == "reference"
+                     else sum(r["parsed"] is None for r in rows)),
+    }
+
+
+def _choice(rows: list[dict], ctx: ScoringContext, concepts: list[str], pooled: bool) -> dict:
+    rows = _of(rows, "answer", "choice")
+    return {
+        "accuracy": _mean([r["correct"] for r in rows]) if rows else Why.NO_ITEMS,
+        "unparsed": (Why.PARSES_NOTHING if ctx.protocol == "reference"
+                     else sum(r["parsed"] is None for r in rows)),
+    }
+
+
+def _judged(rows: list[dict]) -> tuple[list[float], int]:
+    """(parsed scores, number unparsed) of judge rows."""
+    scores = [r["judge_score"] for r in rows if r["judge_parsed"]]
+    return scores, len(rows) - len(scores)
+
+
+def _judge_value(value: float | None, n: int, n_unparsed: int, ctx: ScoringContext):
+    if value is not None:
+        return value
+    if not ctx.judge:
+        return Why.NO_JUDGE
+    return Why.NOTHING_TO_JUDGE if n == 0 else Why.all_unparsed(n_unparsed)
+
+
+def _open(task: str):
+    def aggregate_open(rows: list[dict], ctx: ScoringContext, concepts: list[str], pooled: bool) -> dict:
+        answered = _of(rows, "answer", task)
+        judged = _of(rows, "judge", task)
+        scores, n_unparsed = _judged(judged)
+        return {
+            "bleu": _mean([r["bleu"] for r in answered]) if answered else Why.NO_ITEMS,
+            "judge_score": _judge_value(_mean(scores), len(judged), n_unparsed, ctx),
+            "judge_unparsed": n_unparsed if ctx.judge else Why.NO_JUDGE,
+        }
+    return aggregate_open
+
+
+def _face_reason(concept: str, face_rows: list[dict], ctx: ScoringContext) -> str:
+    if concept not in ctx.humans:
+        return Why.NOT_HUMAN
+    if ctx.face_unavailable:
+        return Why.face_unavailable(ctx.face_unavailable)
+    identity = [r for r in face_rows if r["purpose"] == "identity"]
+    if not identity:
+        prompt = ctx.humans[concept]
+        return Why.no_identity_images(prompt) if prompt else Why.NO_IDENTITY_PROMPT
+    if not any(r["face_found"] for r in face_rows if r["purpose"] == "reference"):
+        return Why.NO_FACE_IN_REFS
+    return Why.NO_FACE_IN_GENS
+
+
+def _gen(rows: list[dict], ctx: ScoringContext, concepts: list[str], pooled: bool) -> dict:
+    fidelity = _of(rows, "fidelity", "gen")
+    faces = _of(rows, "face", "gen")
+    if not fidelity and not faces:
+        return {m: Why.NO_PROMPTS for m in TASK_METRICS["gen"] if ("gen", m) not in OPTIONAL_METRICS}
+    out: dict = {}
+    for name in ("clip_i", "clip_t", "dino"):
+        values = [r[name] for r in fidelity if r.get(name) is not None]
+        out[name] = _mean(values) if values else Why.no_values(name)
+    sims = [r["face_sim"] for r in faces if r["purpose"] == "identity" and r["face_sim"] is not None]
+    if sims:
+        out["face_sim"] = _mean(sims)
+    else:
+        reasons = sorted({_face_reason(c, [r for r in faces if r["concept"] == c], ctx)
+                          for c in concepts if c in ctx.humans})
+        if not pooled:
+            out["face_sim"] = _face_reason(concepts[0], faces, ctx)
+        else:
+            out["face_sim"] = "; ".join(reasons) if reasons else Why.NO_HUMANS
+    if faces:
+        out["face_missing"] = sum(not r["face_found"] for r in faces if r["purpose"] == "identity")
+        out["face_missing_refs"] = sum(not r["face_found"] for r in faces if r["purpose"] == "reference")
+    return out
+
+
+def _attr_concept_mean(rows: list[dict]) -> float | None:
+    """Mean per prompt (over its parsed judgments), then over the concept's prompts."""
+    by_prompt: dict[str, list[float]] = {}
+    for r in rows:
+        if r["judge_parsed"]:
+            by_prompt.setdefault(r["key"], []).append(r["judge_score"])
+    return _mean([_mean(v) for v in by_prompt.values()])
+
+
+def _attr(rows: list[dict], ctx: ScoringContext, concepts: list[str], pooled: bool) -> dict:
+    judged = _of(rows, "judge", "attr_gen")
+    n_unparsed = sum(not r["judge_parsed"] for r in judged)
+    means = [m for c in concepts if (m := _attr_concept_mean([r for r in judged if r["concept"] == c])) is not None]
+    return {
+        "attr_score": _judge_value(_mean(means), len(judged), n_unparsed, ctx),
+        "unparsed": n_unparsed if ctx.judge else Why.NO_JUDGE,
+    }
+
+
+AGGREGATORS = {"rec": _rec, "choice": _choice, "vqa": _open("vqa"), "text_only": _open("text_only"),
+               "gen": _gen, "attr_gen": _attr}
+
+
+def aggregate(rows: Iterable[dict], ctx: ScoringContext, tasks: list[str]) -> tuple[dict, dict]:
+    """``(overall, per_concept)`` from per-sample rows: ``overall[task][metric]`` pools every concept
+    that had requests for the task; ``per_concept[concept][task][metric]`` uses its rows alone."""
+    rows = list(rows)
+    by_concept: dict[str, list[dict]] = {c: [] for c in ctx.requested}
+    for r in rows:
+        by_concept.setdefault(r["concept"], []).append(r)
+    overall: dict[str, dict] = {}
+    per_concept: dict[str, dict] = {c: {} for c in ctx.requested}
+    for task in tasks:
+        concepts = [c for c, ts in ctx.requested.items() if task in ts]
+        if not concepts:
+            overall[task] = {m: Why.NO_PROMPTS if task in ("gen", "attr_gen") else Why.NO_ITEMS
+                             for m in TASK_METRICS[task] if (task, m) not in OPTIONAL_METRICS}
+            continue
+        scoped = [r for r in rows if r["concept"] in set(concepts)]
+        overall[task] = AGGREGATORS[task](scoped, ctx, concepts, True)
+        for c in concepts:
+            per_concept[c][task] = AGGREGATORS[task](by_concept[c], ctx, [c], False)
+    return overall, per_concept

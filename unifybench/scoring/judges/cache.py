@@ -1,0 +1,50 @@
+"""Every judge reply in SQLite, keyed by call; each insert is committed before the next is recorded,
+so a rerun makes no calls and a killed run loses at most the calls in flight."""
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ...errors import BenchError
+from .. import judge_prompts
+
+
+@dataclass
+class Reply:
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    retries: int = 0
+
+
+class JudgeCache:
+    """Replies by call key (see ``Judge.call_key``)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
+            self.db.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, judge TEXT NOT NULL, "
+                            "template TEXT NOT NULL, reply TEXT NOT NULL, prompt_tokens INTEGER, "
+                            "completion_tokens INTEGER, created TEXT)")
+        except sqlite3.DatabaseError as exc:
+            raise BenchError(f"unusable judge cache ({exc}); move it aside to start afresh", self.path) from exc
+
+    def get(self, key: str) -> Reply | None:
+        row = self.db.execute("SELECT reply, prompt_tokens, completion_tokens FROM calls WHERE key = ?",
+                              (key,)).fetchone()
+        return Reply(row[0], row[1] or 0, row[2] or 0) if row else None
+
+    def put(self, key: str, judge: str, reply: Reply) -> None:
+        self.db.execute("INSERT OR REPLACE INTO calls VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (key, judge, judge_prompts.TEMPLATE_VERSION, reply.text, reply.prompt_tokens,
+                         reply.completion_tokens, time.strftime("%Y-%m-%dT%H:%M:%S")))
+
+    def count(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
+
+    def close(self) -> None:
+        self.db.close()

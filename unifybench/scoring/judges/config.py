@@ -1,0 +1,74 @@
+"""What picks and drives a judge: :class:`JudgeConfig` and the ``--judge`` spec (the key is never part of it)."""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from ...errors import BenchError
+
+BACKENDS = ("openai", "hf")
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+# Sent as the key to an endpoint of the user's own that needs none (vLLM's documented convention):
+# the openai client refuses to start without one, and such servers ignore it.
+NO_KEY_PLACEHOLDER = "EMPTY"
+REFERENCE_ATTR_SAMPLES = 4  # images judged per attribute prompt in the reference evaluation
+CACHE_FILE = "judge_cache.sqlite"
+
+
+@dataclass
+class JudgeConfig:
+    """Everything that picks and drives a judge (the key itself is never part of it)."""
+
+    spec: str  # "openai:MODEL" or "hf:NAME_OR_PATH"
+    base_url: str | None = None  # openai: the endpoint root, e.g. https://api.deepseek.com/v1
+    api_key_env: str = "OPENAI_API_KEY"  # openai: the environment variable holding the key
+    concurrency: int = 8  # openai: requests in flight at once
+    timeout: float = 60.0  # openai: seconds a request may take (connect or read) before a retry
+    retries: int = 5  # openai: retries per call after the first try
+    backoff: float = 1.0  # openai: first backoff in seconds, doubled per retry, with jitter
+    max_tokens: int = 64  # longest reply asked for
+    samples: int = 4  # attr_gen: images judged per prompt (--protocol reference: always 4)
+    seed: int = 0  # the API's sampling seed and the seed of the attr_gen image sampling
+    cache: str | None = None  # SQLite file; None: <run_dir>/judge_cache.sqlite
+
+    @property
+    def backend(self) -> str:
+        return parse_judge_spec(self.spec)[0]
+
+    @property
+    def model(self) -> str:
+        return parse_judge_spec(self.spec)[1]
+
+    def api_key(self) -> str:
+        """The key from the environment at call time ('' when unset); never stored anywhere."""
+        return os.environ.get(self.api_key_env, "").strip()
+
+    def validate(self) -> None:
+        backend, _ = parse_judge_spec(self.spec)
+        for name in ("concurrency", "max_tokens", "samples"):
+            if getattr(self, name) < 1:
+                raise BenchError("must be at least 1", where=f"--judge-{name.replace('_', '-')}")
+        if self.timeout <= 0 or self.retries < 0 or self.backoff < 0:
+            raise BenchError("timeout must be > 0, retries and backoff >= 0", where="--judge-timeout/-retries/-backoff")
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.api_key_env or ""):
+            raise BenchError(f"not an environment variable name: {self.api_key_env!r}", where="--judge-api-key-env")
+        if backend == "openai":
+            url = urlsplit(self.base_url or DEFAULT_BASE_URL)
+            if url.scheme not in ("http", "https") or not url.hostname:
+                raise BenchError(f"expected an http(s) URL, got {self.base_url!r}", where="--judge-base-url")
+            if self.base_url is None and not self.api_key():
+                raise BenchError(f"${self.api_key_env} is not set: export your key, or name another variable "
+                                 f"with --judge-api-key-env, or give --judge-base-url of a server that needs none",
+                                 where=f"--judge {self.spec}")
+        elif self.base_url:
+            raise BenchError("only the openai backend takes a base URL", where="--judge-base-url")
+
+
+def parse_judge_spec(text: str) -> tuple[str, str]:
+    """``"openai:gpt-4o"`` -> ``("openai", "gpt-4o")``; anything else is a BenchError."""
+    backend, sep, model = (text or "").partition(":")
+    if not sep or backend not in BACKENDS or not model.strip():
+        raise BenchError(f"unknown judge {text!r}; expected openai:MODEL or hf:NAME_OR_PATH", where="--judge")
+    return backend, model.strip()

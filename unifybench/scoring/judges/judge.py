@@ -1,0 +1,111 @@
+"""A judge: prompts through the cache and one backend, each unreadable reply asked once more, all counted."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ...errors import BenchError
+from .. import judge_prompts
+from .backends import IMAGE_MAX_SIDE, JPEG_QUALITY, HFBackend, JudgePrompt, JudgeUnavailable, OpenAIBackend
+from .cache import JudgeCache, Reply
+from .config import JudgeConfig
+from .parsing import parse_score
+
+
+@dataclass
+class Judgment:
+    score: float | None  # None: unparsed after the re-ask
+    reply: str  # the reply the score was read from (the re-ask's when there was one)
+    reasked: bool = False
+    first_reply: str | None = None  # the unreadable first reply, when re-asked
+
+    @property
+    def parsed(self) -> bool:
+        return self.score is not None
+
+
+@dataclass
+class JudgeStats:
+    calls: int = 0  # calls answered by the backend in this process
+    cache_hits: int = 0
+    retries: int = 0
+    reasks: int = 0
+    judgments: int = 0
+    unparsed: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+def _image_digest(path: Path) -> str:
+    from ...records import file_digest
+
+    return file_digest(Path(path))
+
+
+class Judge:
+    """Judges prompts through the cache and one backend, re-asking once, counting everything."""
+
+    def __init__(self, config: JudgeConfig, cache_path: Path, *, device: str = "cpu", batch_size: int = 8):
+        config.validate()
+        self.config = config
+        self.backend = (OpenAIBackend(config) if config.backend == "openai"
+                        else HFBackend(config, device=device, batch_size=batch_size))
+        self.cache = JudgeCache(cache_path)
+        self.stats = JudgeStats()
+
+    @property
+    def name(self) -> str:
+        return self.config.spec
+
+    def call_key(self, prompt: JudgePrompt) -> str:
+        content = {"judge": self.backend.identity, "template": judge_prompts.TEMPLATE_VERSION,
+                   "sampling": self.backend.sampling(), "system": prompt.system, "user": prompt.user,
+                   "images": [_image_digest(p) for p in prompt.images],
+                   "image_encoding": f"jpeg q{JPEG_QUALITY} max{IMAGE_MAX_SIDE}"}
+        return hashlib.sha256(json.dumps(content, sort_keys=True).encode("utf-8")).hexdigest()
+
+    def _ask(self, prompts: list[JudgePrompt], progress=None) -> list[Reply]:
+        """A reply per prompt: from the cache, or from the backend (cached as each arrives)."""
+        keys = [self.call_key(p) for p in prompts]
+        replies: list[Reply | None] = [self.cache.get(k) for k in keys]
+        self.stats.cache_hits += sum(r is not None for r in replies)
+        todo = [i for i, r in enumerate(replies) if r is None]
+        if progress:
+            progress(len(prompts) - len(todo))
+        try:
+            for j, reply in self.backend.complete([prompts[i] for i in todo]):
+                i = todo[j]
+                self.cache.put(keys[i], self.backend.identity, reply)
+                replies[i] = reply
+                self.stats.calls += 1
+                self.stats.retries += reply.retries
+                self.stats.prompt_tokens += reply.prompt_tokens
+                self.stats.completion_tokens += reply.completion_tokens
+                if progress:
+                    progress(1)
+        except JudgeUnavailable as exc:
+            done = self.cache.count()
+            raise BenchError(f"{exc}; the {done} finished judge calls are kept in the cache and a rerun "
+                             f"resumes from them", self.cache.path, f"judge {self.name}") from None
+        return replies  # type: ignore[return-value]
+
+    def judge(self, prompts: list[JudgePrompt], progress=None) -> list[Judgment]:
+        first = self._ask(prompts, progress)
+        judgments = [Judgment(parse_score(r.text), r.text) for r in first]
+        again = [i for i, j in enumerate(judgments) if not j.parsed]
+        if again:
+            reasks = [JudgePrompt(prompts[i].system, prompts[i].user + judge_prompts.REASK_SUFFIX, prompts[i].images)
+                      for i in again]
+            self.stats.reasks += len(reasks)
+            for i, reply in zip(again, self._ask(reasks)):
+                judgments[i] = Judgment(parse_score(reply.text), reply.text, reasked=True,
+                                        first_reply=judgments[i].reply)
+        self.stats.judgments += len(judgments)
+        self.stats.unparsed += sum(not j.parsed for j in judgments)
+        return judgments
+
+    def close(self) -> None:
+        self.backend.close()
+        self.cache.close()
