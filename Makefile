@@ -17,13 +17,16 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[test]"
 	touch $@
 
-# Evaluates the reference rows on the bundled mini bench and prints a leaderboard. Real scorer
+# Evaluates the reference rows on the bundled mini bench, prints a leaderboard and writes it as HTML,
+# with a gallery of real-images' samples beside their scores. Real scorer
 # checkpoints are used when they load; offline, one line says so and random-init backbones
 # stand in, every such number labelled.
 demo: install
 	$(PY) -m unifybench run --method real-images --backbones auto --out $(DEMO_OUT)
 	$(PY) -m unifybench run --method always-yes --backbones auto --out $(DEMO_OUT)
 	$(PY) -m unifybench leaderboard $(DEMO_OUT)
+	$(PY) -m unifybench leaderboard $(DEMO_OUT) --format html --out $(DEMO_OUT)/leaderboard.html
+	$(PY) -m unifybench gallery $$(ls -d $(DEMO_OUT)/real-images__* | head -n 1) --out $(DEMO_OUT)/gallery.html
 
 test: install
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q

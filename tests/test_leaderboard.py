@@ -19,8 +19,9 @@ def test_leaderboard_separates_protocols_and_marks_not_scored(tmp_path):
     # always-yes makes no generation scores, so no scorer backbone is named for it.
     assert "### mini: protocol default (understanding only)" in text
     assert "### mini: protocol reference (understanding only)" in text
-    assert "not scored: no judge configured" in text
-    assert "not scored: method always-yes does not support gen" in text
+    # A column no row has a value in is left out, with why.
+    assert "No row of this table has: vqa.judge_score, vqa.judge_unparsed: no judge configured" in text
+    assert "gen.clip_i, gen.clip_t, gen.dino, gen.face_sim: method always-yes does not support gen" in text
     # Published rows keep their source and confidence, in their benchmark's own table.
     assert "### dreambench: protocol default" in text and "DreamBooth (Ruiz et al., CVPR 2023)" in text
     mini_table = text.split("### mini: protocol default")[1].split("###")[0]
@@ -43,7 +44,9 @@ def test_random_backbone_rows_are_labelled(tmp_path):
                    "--images-per-prompt", "1", "--concepts", "dog", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     board = run_cli("leaderboard", str(tmp_path), "--no-published")
-    assert "scorer backbones tiny (random-init weights: plumbing and speed only, not results)" in board.stdout
+    title = next(line for line in board.stdout.splitlines() if line.startswith("### "))
+    assert "scorer backbones tiny, --limit 1" in title
+    assert title.endswith("(random-init weights: plumbing and speed only, not results)")
 
 
 def test_clip_choice_reaches_the_scorer_and_gets_its_own_table(tmp_path, monkeypatch):
@@ -78,4 +81,4 @@ def test_clip_choice_reaches_the_scorer_and_gets_its_own_table(tmp_path, monkeyp
     assert "OpenAI CLIP ViT-L/14" in results["backbones"]["clip"]
     board = build_leaderboard([out], include_published=False)
     assert "scorer backbones random (CLIP ViT-L-14)" in board
-    assert "scorer backbones random (random-init" in board  # the default CLIP's table, apart
+    assert "scorer backbones random, --limit 1" in board  # the default CLIP's table, apart

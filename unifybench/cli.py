@@ -129,10 +129,19 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true")
 
     board = sub.add_parser("leaderboard", help="a table of methods x metrics from run directories")
-    board.add_argument("runs", nargs="*", type=Path)
+    board.add_argument("runs", nargs="*", type=Path, help="run directories or folders of them (default: runs)")
     board.add_argument("--format", default="md", choices=["md", "csv", "html"])
     board.add_argument("--out", type=Path, default=None)
     board.add_argument("--no-published", action="store_true", help="leave out the published rows")
+
+    tasks = sub.add_parser("tasks", help="list the tasks, their metrics and which direction is better")
+    tasks.add_argument("--json", action="store_true")
+
+    gallery = sub.add_parser("gallery", help="one self-contained HTML page of a run's samples beside their scores")
+    gallery.add_argument("run_dir", type=Path)
+    gallery.add_argument("--out", type=Path, default=None, help="default: RUN_DIR/gallery.html")
+    gallery.add_argument("--concepts", default=None, help="comma-separated concept names (default: all)")
+    gallery.add_argument("--images-per-prompt", default=None, type=int, help="at most N images shown per prompt")
     return parser
 
 
@@ -211,9 +220,17 @@ def cmd_run(args) -> int:
 
 
 def cmd_leaderboard(args) -> int:
-    from .report import build_leaderboard
+    from .report import as_csv, as_html, as_markdown, build_tables, collect
 
-    text = build_leaderboard(args.runs, fmt=args.format, include_published=not args.no_published)
+    rows, unfinished = collect(args.runs, include_published=not args.no_published)
+    if unfinished:
+        _console(stderr=True).print(f"skipped {len(unfinished)} unfinished run(s) (no results.json): "
+                                    + ", ".join(str(p) for p in unfinished), markup=False)
+    if args.format == "csv":
+        text = as_csv(rows)
+    else:
+        tables = build_tables(rows)
+        text = as_html(tables) if args.format == "html" else as_markdown(tables)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text, encoding="utf-8")
@@ -244,8 +261,40 @@ def cmd_score_images(args) -> int:
     return 0
 
 
+def cmd_tasks(args) -> int:
+    from .metrics import METRICS
+    from .tasks import TASK_DESCRIPTIONS
+
+    if args.json:
+        print(json.dumps([{"task": t, "description": d,
+                           "metrics": [{"name": m.name, "direction": m.direction, "description": m.description}
+                                       for m in METRICS if m.task == t]} for t, d in TASK_DESCRIPTIONS.items()],
+                         indent=2))
+        return 0
+    from rich.table import Table
+
+    table = Table(title="tasks and metrics (higher/lower: which is better)")
+    for column in ("task", "metric", "better", "what it measures"):
+        table.add_column(column)
+    for task, description in TASK_DESCRIPTIONS.items():
+        table.add_row(task, "", "", description, style="bold")
+        for m in (m for m in METRICS if m.task == task):
+            table.add_row("", m.name, m.direction, m.description)
+    _console().print(table)
+    return 0
+
+
+def cmd_gallery(args) -> int:
+    from .gallery import write_gallery
+
+    concepts = [c.strip() for c in args.concepts.split(",") if c.strip()] if args.concepts else None
+    out = write_gallery(args.run_dir, args.out, concepts=concepts, images_per_prompt=args.images_per_prompt)
+    _console(stderr=True).print(f"wrote {out}", markup=False)
+    return 0
+
+
 COMMANDS = {"run": cmd_run, "methods": cmd_methods, "data": cmd_data_check, "leaderboard": cmd_leaderboard,
-            "score-images": cmd_score_images}
+            "score-images": cmd_score_images, "tasks": cmd_tasks, "gallery": cmd_gallery}
 
 
 def main(argv: list[str] | None = None) -> int:

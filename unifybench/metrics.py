@@ -56,13 +56,29 @@ METRICS: tuple[Metric, ...] = (
     Metric("attr_gen", "unparsed", "lower", "judge replies unreadable after one re-ask"),
 )
 
+# Columns only published results have (Yo'LLaVA reports visual and text-only multiple choice apart;
+# our `choice` pools both): shown after `choice`'s own metrics, never computed here.
+PUBLISHED_ONLY: tuple[Metric, ...] = (
+    Metric("choice", "visual_mc", "higher", "visual multiple choice (published rows only)"),
+    Metric("choice", "text_mc", "higher", "text-only multiple choice (published rows only)"),
+)
+
 TASK_METRICS: dict[str, tuple[str, ...]] = {}
 for _m in METRICS:
     TASK_METRICS.setdefault(_m.task, ())
     TASK_METRICS[_m.task] += (_m.name,)
 # Counts that appear only where the face scorer ran (human concepts).
 OPTIONAL_METRICS = frozenset({("gen", "face_missing"), ("gen", "face_missing_refs")})
-DIRECTIONS: dict[str, str] = {f"{m.task}.{m.name}": m.direction for m in METRICS}
+DIRECTIONS: dict[str, str] = {f"{m.task}.{m.name}": m.direction for m in METRICS + PUBLISHED_ONLY}
+
+
+def column_order() -> list[str]:
+    """Every ``task.metric`` column in table order (published-only columns after their task's own)."""
+    order = []
+    for task, names in TASK_METRICS.items():
+        order += [f"{task}.{n}" for n in names]
+        order += [f"{m.task}.{m.name}" for m in PUBLISHED_ONLY if m.task == task]
+    return order
 
 
 class Why:

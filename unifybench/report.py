@@ -1,39 +1,61 @@
-"""Results to tables: methods x metrics, one table per (benchmark, protocol, backbones).
+"""Results to tables: methods x metrics, one table per (benchmark, protocol, backbones, judge, limit).
 
-Rows made on different benchmarks, protocols, scorer backbones or judges never share a table,
-so no column mixes them; a table's title says what its rows share. Published rows (with source and
-confidence) join the table of their benchmark and protocol. Random-init scores get their own
-tables, titled as plumbing-only.
+Rows made on different benchmarks, protocols, scorer backbones, judges or ``--limit`` never share a
+table, so no column mixes them; a table's title says what its rows share. Published rows (with
+source and confidence) join the table of their benchmark and protocol. Random-init scores get
+their own tables, titled as plumbing-only. pandas holds the rows; md, csv and html render them.
 """
 from __future__ import annotations
 
-import csv
-import html
-import io
 import json
-from collections import defaultdict
+import math
+import os
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+
 from .errors import BenchError
-from .runner import BACKBONES_UNUSED
-from .metrics import TASK_METRICS
+from .metrics import DIRECTIONS, column_order, is_reason
+from .pages import esc, page
+from .runner import BACKBONES_UNUSED, RANDOM_INIT_LABEL
 
-PUBLISHED_CSV = Path(__file__).resolve().parent.parent / "leaderboard" / "published.csv"
-GROUP_FIELDS = ("benchmark", "protocol", "backbones", "judge")
+PUBLISHED_CSV = Path(__file__).resolve().parent / "data" / "published.csv"
+GROUP_FIELDS = ("benchmark", "protocol", "backbones", "judge", "limit")
+TRAILING = ("source", "confidence")
 
 
-def _find_result_files(paths: list[Path]) -> list[Path]:
-    """Each path is a run directory, or a folder of run directories (default: ./runs)."""
-    paths = list(paths) or [Path("runs")]
-    found: list[Path] = []
-    for path in paths:
+@dataclass
+class Found:
+    results: list[Path]  # results.json of finished runs
+    unfinished: list[Path]  # run directories with a run.json but no results.json
+
+
+def find_runs(paths: list[Path]) -> Found:
+    """Each path is a run directory or a folder searched recursively for them (default: ./runs).
+    A run directory is not searched inside (its images/ can hold thousands of files)."""
+    found = Found([], [])
+    for path in list(paths) or [Path("runs")]:
+        path = Path(path)
         if (path / "results.json").is_file():
-            found.append(path / "results.json")
+            found.results.append(path / "results.json")
+        elif (path / "run.json").is_file():
+            found.unfinished.append(path)
         elif path.is_dir():
-            found.extend(sorted(path.glob("*/results.json")))
+            for top, dirs, files in os.walk(path):
+                dirs.sort()
+                if "run.json" in files or "results.json" in files:
+                    dirs[:] = []
+                    target = found.results if "results.json" in files else found.unfinished
+                    target.append(Path(top) / "results.json" if "results.json" in files else Path(top))
         else:
-            raise BenchError("not a run directory (no results.json)", path)
+            raise BenchError("not a run directory (no results.json) nor a folder of them", path)
     return found
+
+
+def _limit_label(limit) -> str:
+    return "" if limit in (None, "") else f"--limit {int(limit)}"
 
 
 def _run_row(results_path: Path) -> dict:
@@ -43,145 +65,295 @@ def _run_row(results_path: Path) -> dict:
         clip_model = results["backbones"].get("clip_model")
         if clip_model not in (None, "ViT-B-32", "tiny"):  # CLIP-I/CLIP-T from another CLIP: another table
             backbones += f" (CLIP {clip_model})"
-        judge = (results.get("judge") or {}).get("judge") or ""
-        row = {"benchmark": results["bench"]["name"], "protocol": results["protocol"],
-               "backbones": backbones, "judge": judge, "method": results["method"]}
+        limit = results["limit"] if "limit" in results else _limit_from_run_json(results_path.parent)
+        row = {"benchmark": results["bench"]["name"], "protocol": results["protocol"], "backbones": backbones,
+               "judge": (results.get("judge") or {}).get("judge") or "", "limit": _limit_label(limit),
+               "method": results["method"]}
         if results.get("method_args"):
             row["method"] += " (" + ", ".join(f"{k}={v}" for k, v in sorted(results["method_args"].items())) + ")"
         for task, metrics in results["tasks"].items():
             for metric, value in metrics.items():
                 row[f"{task}.{metric}"] = value
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        concepts = results.get("concepts") or {}
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise BenchError(f"unreadable results ({exc.__class__.__name__}: {exc})", results_path) from exc
     row["source"] = f"run {results_path.parent.name}"
     row["confidence"] = "this harness"
+    row["_concepts"] = concepts
     return row
 
 
-def _published_rows() -> list[dict]:
+def _limit_from_run_json(run_dir: Path):
+    """Results written before results.json named its limit: read it from run.json."""
+    try:
+        return json.loads((run_dir / "run.json").read_text(encoding="utf-8"))["spec"].get("limit")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def published_rows() -> list[dict]:
     if not PUBLISHED_CSV.is_file():
         return []
-    with open(PUBLISHED_CSV, newline="", encoding="utf-8") as fh:
-        rows = []
-        for raw in csv.DictReader(fh):
-            row = {k: v for k, v in raw.items() if v not in (None, "")}
-            for key, value in list(row.items()):
-                if "." in key:
-                    row[key] = float(value)
-            row["method"] = row["method"] + " [published]"
-            rows.append(row)
-        return rows
+    frame = pd.read_csv(PUBLISHED_CSV, dtype=str, keep_default_na=False)
+    rows = []
+    for raw in frame.to_dict("records"):
+        row = {k: v for k, v in raw.items() if v != ""}
+        for key in [k for k in row if "." in k]:
+            row[key] = float(row[key])
+        row["method"] += " [published]"
+        row["limit"] = ""
+        rows.append(row)
+    return rows
 
 
-def _metric_order() -> list[str]:
-    order = [f"{t}.{m}" for t, ms in TASK_METRICS.items() for m in ms]
-    # Published-only columns (Yo'LLaVA reports visual and text multiple choice apart) follow "choice".
-    at = order.index("choice.unparsed") + 1
-    return order[:at] + ["choice.visual_mc", "choice.text_mc"] + order[at:]
+@dataclass
+class Table:
+    title: str
+    key: tuple
+    rows: pd.DataFrame  # one row per run or published result; metric columns hold floats or reasons
+    metrics: list[str]  # the columns shown: at least one row has a value
+    unscored: dict[str, list[str]]  # columns no row has a value in -> the reasons given
+
+    def unscored_line(self) -> str:
+        """The columns left out because no row has a value, grouped by why."""
+        by_reason: dict[str, list[str]] = {}
+        for metric, reasons in self.unscored.items():
+            why = "; ".join(r.removeprefix("not scored: ") for r in reasons)
+            by_reason.setdefault(why, []).append(metric)
+        return " / ".join(f"{', '.join(ms)}: {why}" for why, ms in by_reason.items())
+
+    @property
+    def random_init(self) -> bool:
+        return self.key[2].split()[0] in ("random", "tiny")
 
 
-def _group_title(key: tuple[str, str, str, str]) -> str:
-    bench, protocol, backbones, judge = key
+def _group_title(key: tuple) -> str:
+    bench, protocol, backbones, judge, limit = key
     judged = f", judge {judge}" if judge else ""
+    limited = f", {limit} (partial: first items and prompts only)" if limit else ""
     if backbones == BACKBONES_UNUSED:
-        return f"{bench}: protocol {protocol}{judged} (understanding only)"
-    title = f"{bench}: protocol {protocol}, scorer backbones {backbones}{judged}"
+        return f"{bench}: protocol {protocol}{judged}{limited} (understanding only)"
+    title = f"{bench}: protocol {protocol}, scorer backbones {backbones}{judged}{limited}"
     if backbones.split()[0] in ("random", "tiny"):
         title += " (random-init weights: plumbing and speed only, not results)"
     return title
 
 
-def build_leaderboard(run_dirs: list[Path], fmt: str = "md", include_published: bool = True) -> str:
-    rows = [_run_row(p) for p in _find_result_files(run_dirs)]
+def build_tables(rows: list[dict]) -> list[Table]:
+    frame = pd.DataFrame(rows, dtype=object)  # object: counts stay ints, reasons stay strings
+    for field in GROUP_FIELDS:
+        frame[field] = frame[field].fillna("") if field in frame else ""
+    published = frame["method"].str.endswith("[published]")
+    uses_backbones = frame["backbones"] != BACKBONES_UNUSED
+    keys: dict[tuple, list[int]] = {}
+    for i in frame.index[uses_backbones]:
+        keys.setdefault(tuple(frame.loc[i, list(GROUP_FIELDS)]), []).append(i)
+    # A run with no generation scores used no scorer backbone: it joins every table of its
+    # benchmark, protocol, judge and limit that holds runs, or a table of its own.
+    for i in frame.index[~uses_backbones]:
+        row = frame.loc[i]
+        homes = [k for k, members in keys.items()
+                 if (k[0], k[1], k[3], k[4]) == (row.benchmark, row.protocol, row.judge, row.limit)
+                 and not published[members].all()]
+        for key in homes or [(row.benchmark, row.protocol, BACKBONES_UNUSED, row.judge, row.limit)]:
+            keys.setdefault(key, []).insert(0, i)
+    # Runs first, then published-only groups; inside a group, rows in the order given.
+    ordered = sorted(keys.items(), key=lambda kv: bool(published[kv[1]].all()))
+    columns = [c for c in column_order() if c in frame]
+    tables = []
+    for key, members in ordered:
+        part = frame.loc[members].reset_index(drop=True)
+        present = [c for c in columns if part[c].notna().any()]
+        metrics = [c for c in present if not part[c].dropna().map(is_reason).all()]
+        unscored = {c: sorted(set(part[c].dropna())) for c in present if c not in metrics}
+        tables.append(Table(_group_title(key), key, part, metrics, unscored))
+    return tables
+
+
+def collect(run_dirs: list[Path], include_published: bool = True) -> tuple[list[dict], list[Path]]:
+    found = find_runs(run_dirs)
+    rows = [_run_row(p) for p in found.results]
     if include_published:
-        rows += _published_rows()
+        rows += published_rows()
     if not rows:
         raise BenchError("no results to show: pass run directories or run `unifybench run` first",
                          where="leaderboard")
-    groups: dict[tuple, list[dict]] = defaultdict(list)
-    for row in rows:
-        if row["backbones"] == BACKBONES_UNUSED:
-            continue
-        groups[tuple(row.get(f, "") for f in GROUP_FIELDS)].append(row)
-    # A run with no generation scores used no scorer backbone: it joins every table of its
-    # benchmark and protocol that holds runs, or a table of its own.
-    for row in rows:
-        if row["backbones"] != BACKBONES_UNUSED:
-            continue
-        homes = [k for k, g in groups.items()
-                 if (k[0], k[1], k[3]) == (row["benchmark"], row["protocol"], row["judge"])
-                 and any("[published]" not in r["method"] for r in g)]
-        for key in homes or [(row["benchmark"], row["protocol"], BACKBONES_UNUSED, row["judge"])]:
-            groups[key].insert(0, row)
-    # Runs first, then published-only groups; inside a group, rows in the order given.
-    ordered = sorted(groups.items(), key=lambda kv: all("[published]" in r["method"] for r in kv[1]))
-    all_metrics = _metric_order()
-    tables = []
-    for key, group in ordered:
-        metrics = [m for m in all_metrics if any(m in r for r in group)]
-        tables.append((_group_title(key), group, metrics))
-    if fmt == "csv":
-        return _as_csv(rows, all_metrics)
-    if fmt == "html":
-        return _as_html(tables)
-    return _as_markdown(tables)
+    return rows, found.unfinished
 
+
+def build_leaderboard(run_dirs: list[Path], fmt: str = "md", include_published: bool = True) -> str:
+    rows, _ = collect(run_dirs, include_published)
+    if fmt == "csv":
+        return as_csv(rows)
+    tables = build_tables(rows)
+    return as_html(tables) if fmt == "html" else as_markdown(tables)
+
+
+# ----------------------------------------------------------------------------- markdown
 
 def _cell(value, notes: dict[str, int]) -> str:
-    if value is None or value == "":
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
-    if isinstance(value, float):
-        return f"{value:.3f}"
+    if isinstance(value, bool):
+        return str(value)
     if isinstance(value, int):
         return str(value)
+    if isinstance(value, float):
+        return f"{value:.3f}"
     text = str(value)
-    if text.startswith("not scored"):
+    if is_reason(text):
         number = notes.setdefault(text, len(notes) + 1)
         return f"n/s [{number}]"
     return text
 
 
-def _as_markdown(tables) -> str:
+def as_markdown(tables: list[Table]) -> str:
     out = []
-    for title, group, metrics in tables:
+    for table in tables:
         notes: dict[str, int] = {}
-        header = ["method", *metrics, "source", "confidence"]
-        lines = [f"### {title}", "", "| " + " | ".join(header) + " |",
+        header = ["method", *table.metrics, *TRAILING]
+        lines = [f"### {table.title}", "", "| " + " | ".join(header) + " |",
                  "|" + "|".join("---" for _ in header) + "|"]
-        for row in group:
-            cells = [row["method"], *(_cell(row.get(m), notes) for m in metrics),
-                     row.get("source", ""), row.get("confidence", "")]
+        for row in table.rows.to_dict("records"):
+            cells = [row["method"], *(_cell(row.get(m), notes) for m in table.metrics),
+                     *(str(row.get(c) or "") for c in TRAILING)]
             lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
         if notes:
             lines.append("")
             lines.extend(f"[{n}] {text}" for text, n in notes.items())
+        if table.unscored:
+            lines += ["", f"No row of this table has: {table.unscored_line()}"]
         out.append("\n".join(lines))
     return "\n\n".join(out) + "\n"
 
 
-def _as_csv(rows: list[dict], metrics: list[str]) -> str:
-    used = [m for m in metrics if any(m in r for r in rows)]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=[*GROUP_FIELDS, "method", *used, "source", "confidence"],
-                            extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow(row)
-    return buffer.getvalue()
+# ----------------------------------------------------------------------------- csv
+
+def as_csv(rows: list[dict]) -> str:
+    """One line per run or published result. Metric columns are numbers (empty where not scored), so
+    ``pandas.read_csv`` reads them as floats; ``not_scored`` says why, as ``task.metric: reason; ...``."""
+    frame = pd.DataFrame(rows, dtype=object)
+    metrics = [c for c in column_order() if c in frame]
+    reasons = []
+    for row in frame[metrics].to_dict("records"):
+        reasons.append("; ".join(f"{m}: {v}" for m, v in row.items() if is_reason(v)))
+    numeric = frame[metrics].apply(lambda col: pd.to_numeric(col.where(~col.map(is_reason)), errors="coerce"))
+    for field in GROUP_FIELDS:
+        if field not in frame:
+            frame[field] = ""
+    out = pd.concat([frame[list(GROUP_FIELDS) + ["method"]], numeric, frame[list(TRAILING)]], axis=1)
+    out["not_scored"] = reasons
+    return out.to_csv(index=False, lineterminator="\n")
 
 
-def _as_html(tables) -> str:
-    parts = ["<!doctype html><meta charset='utf-8'><title>UnifyBench leaderboard</title>"]
-    for title, group, metrics in tables:
+# ----------------------------------------------------------------------------- html
+
+def _best(values: pd.Series, direction: str) -> set[int]:
+    """Row positions holding the best value of a column (ties all marked; none when fewer than two)."""
+    numbers = {i: float(v) for i, v in enumerate(values) if isinstance(v, (int, float)) and not isinstance(v, bool)
+               and not math.isnan(float(v))}
+    if len(numbers) < 2:
+        return set()
+    best = max(numbers.values()) if direction == "higher" else min(numbers.values())
+    return {i for i, v in numbers.items() if abs(v - best) < 1e-12}
+
+
+def _header(metrics: list[str]) -> str:
+    tasks: list[tuple[str, int]] = []
+    for m in metrics:
+        task = m.split(".")[0]
+        if tasks and tasks[-1][0] == task:
+            tasks[-1] = (task, tasks[-1][1] + 1)
+        else:
+            tasks.append((task, 1))
+    top = ["<th class='method' rowspan='2'>method</th>"]
+    top += [f"<th class='task' colspan='{n}'>{esc(t)}</th>" for t, n in tasks]
+    top += [f"<th class='text' rowspan='2'>{c}</th>" for c in TRAILING]
+    second, previous = [], None
+    for m in metrics:
+        task, name = m.split(".", 1)
+        arrow = {"higher": "↑", "lower": "↓"}.get(DIRECTIONS.get(m, ""), "")
+        first = " first-of-task" if task != previous else ""
+        tip = {"higher": "higher is better", "lower": "lower is better"}.get(DIRECTIONS.get(m, ""), "")
+        second.append(f"<th class='metric{first}' title='{esc(tip)}'>{esc(name)} {arrow}</th>")
+        previous = task
+    return f"<thead><tr>{''.join(top)}</tr><tr>{''.join(second)}</tr></thead>"
+
+
+def _metric_cells(values: list, metrics: list[str], best: dict[str, set[int]], position: int,
+                  notes: dict[str, int]) -> str:
+    cells, previous = [], None
+    for m, value in zip(metrics, values):
+        task = m.split(".")[0]
+        classes = ["first-of-task"] if task != previous else []
+        previous = task
+        text = _cell(value, notes)
+        title = ""
+        if isinstance(value, str) and is_reason(value):
+            classes.append("ns")
+            title = f" title='{esc(value)}'"
+        elif position in best.get(m, ()):
+            classes.append("best")
+            text = f"★ {text}"
+        cells.append(f"<td class='{' '.join(classes)}'{title}>{esc(text)}</td>")
+    return "".join(cells)
+
+
+def _per_concept(row: dict, metrics: list[str]) -> str:
+    concepts: dict = row.get("_concepts") or {}
+    if not isinstance(concepts, dict) or not concepts:
+        return ""
+    names = sorted(concepts)
+    shown = [m for m in metrics
+             if any(m.split(".", 1)[1] in (concepts[c].get(m.split(".")[0]) or {}) for c in names)]
+    values = {c: [(concepts[c].get(m.split(".")[0]) or {}).get(m.split(".", 1)[1]) for m in shown] for c in names}
+    best = {m: _best(pd.Series([values[c][j] for c in names], dtype=object), DIRECTIONS.get(m, "higher"))
+            for j, m in enumerate(shown)}
+    notes: dict[str, int] = {}
+    body = "".join(f"<tr><td class='method'>{esc(c)}</td>{_metric_cells(values[c], shown, best, k, notes)}</tr>"
+                   for k, c in enumerate(names))
+    head = _header(shown).replace(f"<th class='text' rowspan='2'>{TRAILING[0]}</th>"
+                                  f"<th class='text' rowspan='2'>{TRAILING[1]}</th>", "")
+    head = head.replace(">method<", ">concept<", 1)
+    return (f"<details><summary>per concept: {esc(row['method'])} ({len(names)} concepts)</summary>"
+            f"<div class='scroll'><table>{head}<tbody>{body}</tbody></table></div>"
+            f"{_notes_list(notes)}</details>")
+
+
+def _notes_list(notes: dict[str, int]) -> str:
+    if not notes:
+        return ""
+    return "<ol class='notes'>" + "".join(f"<li>{esc(t)}</li>" for t in notes) + "</ol>"
+
+
+def as_html(tables: list[Table]) -> str:
+    """The page a researcher opens first: one self-contained file, a table per comparable group,
+    columns grouped by task with each metric's direction, the best value per column marked,
+    random-init tables flagged, and each run's per-concept numbers one click away."""
+    sections = []
+    for table in tables:
         notes: dict[str, int] = {}
-        parts.append(f"<h3>{html.escape(title)}</h3><table border='1'><tr>")
-        parts.extend(f"<th>{html.escape(h)}</th>" for h in ["method", *metrics, "source", "confidence"])
-        parts.append("</tr>")
-        for row in group:
-            cells = [row["method"], *(_cell(row.get(m), notes) for m in metrics),
-                     row.get("source", ""), row.get("confidence", "")]
-            parts.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
-        parts.append("</table>")
-        if notes:
-            parts.append("<ol>" + "".join(f"<li>{html.escape(t)}</li>" for t in notes) + "</ol>")
-    return "\n".join(parts) + "\n"
+        records = table.rows.to_dict("records")
+        best = {m: _best(table.rows[m], DIRECTIONS.get(m, "higher")) for m in table.metrics}
+        body = []
+        for position, row in enumerate(records):
+            published = str(row["method"]).endswith("[published]")
+            cells = _metric_cells([row.get(m) for m in table.metrics], table.metrics, best, position, notes)
+            trailing = "".join(f"<td class='text'>{esc(row.get(c) or '')}</td>" for c in TRAILING)
+            body.append(f"<tr class='{'published' if published else 'run'}'>"
+                        f"<td class='method'>{esc(row['method'])}</td>{cells}{trailing}</tr>")
+        banner = (f"<div class='banner'>{esc(RANDOM_INIT_LABEL)}: these scorer backbones have random weights; "
+                  f"the numbers test the plumbing and nothing else.</div>" if table.random_init else "")
+        unscored = (f"<p class='notes'>No row of this table has: {esc(table.unscored_line())}</p>"
+                    if table.unscored else "")
+        details = "".join(_per_concept(r, table.metrics) for r in records
+                          if not str(r["method"]).endswith("[published]"))
+        sections.append(f"<section class='{'random' if table.random_init else 'real'}'>"
+                        f"<h2>{esc(table.title)}</h2>{banner}"
+                        f"<div class='scroll'><table>{_header(table.metrics)}<tbody>{''.join(body)}</tbody>"
+                        f"</table></div>{_notes_list(notes)}{unscored}{details}</section>")
+    intro = ("<h1>UnifyBench leaderboard</h1><p class='muted small'>"
+             f"Generated {esc(time.strftime('%Y-%m-%d %H:%M'))}. ↑ higher is better, ↓ lower is better, "
+             "★ best in its column. A table holds only rows made on the same benchmark, protocol, scorer "
+             "backbones, judge and limit. n/s: not scored (hover for why).</p>")
+    return page("UnifyBench leaderboard", intro + "\n".join(sections))

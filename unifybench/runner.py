@@ -66,7 +66,8 @@ def _null_console():
 
 def _versions() -> dict[str, str | None]:
     found = {}
-    for package in ("unifybench", "torch", "torchvision", "transformers", "open_clip_torch", "pillow"):
+    for package in ("unifybench", "torch", "torchvision", "transformers", "open_clip_torch", "pillow", "openai",
+                    "pandas"):
         try:
             found[package] = version(package)
         except PackageNotFoundError:
