@@ -25,7 +25,7 @@ th, td { padding: 4px 8px; border-bottom: 1px solid var(--line); white-space: no
 th { background: var(--head); font-weight: 600; position: sticky; top: 0; }
 th.task { text-align: center; border-left: 2px solid #fff; }
 td.first-of-task, th.first-of-task { border-left: 2px solid var(--line); }
-td.text, th.text { text-align: left; white-space: normal; }
+td.text, th.text { text-align: left; white-space: normal; max-width: 22em; overflow-wrap: anywhere; }
 td.method, th.method { text-align: left; position: sticky; left: 0; background: #fff; z-index: 1;
                        min-width: 14em; max-width: 26em; white-space: normal; }
 th.method { background: var(--head); z-index: 2; }
