@@ -16,7 +16,7 @@ from PIL import Image
 
 from _data_fixtures import make_unifybench
 from _judge_server import JudgeServer
-from conftest import make_plugin, only_run_dir, read_results, run_cli
+from conftest import make_plugin, only_run_dir, read_results, cli
 
 EVERYTHING = '''
 import hashlib
@@ -60,7 +60,7 @@ def run(tmp_path_factory):
                          {"everything": "everything:Everything"})
     out = tmp / "runs"
     with JudgeServer("some-garbage") as server:
-        proc = run_cli("run", "--method", "everything", "--bench", str(bench), "--backbones", "tiny",
+        proc = cli("run", "--method", "everything", "--bench", str(bench), "--backbones", "tiny",
                        "--limit", "3", "--images-per-prompt", "3", "--judge", "openai:test-judge",
                        "--judge-base-url", server.base_url, "--judge-samples", "2", "--judge-backoff", "0.01",
                        "--out", str(out), pythonpath=[plugin])

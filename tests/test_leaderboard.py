@@ -4,16 +4,16 @@ from __future__ import annotations
 import csv
 import io
 
-from conftest import run_cli
+from conftest import cli
 
 
 def test_leaderboard_separates_protocols_and_marks_not_scored(tmp_path):
     out = tmp_path / "runs"
     for extra in ([], ["--protocol", "reference"]):
-        proc = run_cli("run", "--method", "always-yes", "--tasks", "rec,vqa,gen", "--out", str(out), *extra)
+        proc = cli("run", "--method", "always-yes", "--tasks", "rec,vqa,gen", "--out", str(out), *extra)
         assert proc.returncode == 0, proc.stderr
 
-    md = run_cli("leaderboard", str(out))
+    md = cli("leaderboard", str(out))
     assert md.returncode == 0, md.stderr
     text = md.stdout
     # always-yes makes no generation scores, so no scorer backbone is named for it.
@@ -27,23 +27,23 @@ def test_leaderboard_separates_protocols_and_marks_not_scored(tmp_path):
     mini_table = text.split("### mini: protocol default")[1].split("###")[0]
     assert "[published]" not in mini_table
 
-    as_csv = run_cli("leaderboard", str(out), "--format", "csv", "--no-published")
+    as_csv = cli("leaderboard", str(out), "--format", "csv", "--no-published")
     rows = list(csv.DictReader(io.StringIO(as_csv.stdout)))
     assert {r["protocol"] for r in rows} == {"default", "reference"}
     assert all(r["method"] == "always-yes" for r in rows)
     assert {float(r["rec.pos_acc"]) for r in rows} == {1.0}
 
     page = tmp_path / "board.html"
-    html = run_cli("leaderboard", str(out), "--format", "html", "--out", str(page))
+    html = cli("leaderboard", str(out), "--format", "html", "--out", str(page))
     assert html.returncode == 0, html.stderr
     assert "<table" in page.read_text()
 
 
 def test_random_backbone_rows_are_labelled(tmp_path):
-    proc = run_cli("run", "--method", "real-images", "--backbones", "tiny", "--limit", "1",
+    proc = cli("run", "--method", "real-images", "--backbones", "tiny", "--limit", "1",
                    "--images-per-prompt", "1", "--concepts", "dog", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
-    board = run_cli("leaderboard", str(tmp_path), "--no-published")
+    board = cli("leaderboard", str(tmp_path), "--no-published")
     title = next(line for line in board.stdout.splitlines() if line.startswith("### "))
     assert "scorer backbones tiny, --limit 1" in title
     assert title.endswith("(random-init weights: plumbing and speed only, not results)")

@@ -12,7 +12,7 @@ import zipfile
 import pandas as pd
 import pytest
 
-from conftest import REPO, run_cli
+from conftest import REPO, cli
 
 HOSTILE = "<script>alert('x')</script> & <b>bold</b>"
 
@@ -28,12 +28,12 @@ def demo(tmp_path_factory):
                  ["--method", "always-yes", "--tasks", "rec,choice"],
                  ["--method", "always-yes", "--tasks", "rec,choice", "--limit", "2"],
                  ["--method", "random-answer", "--tasks", "rec,choice"]):
-        proc = run_cli("run", *args, *common)
+        proc = cli("run", *args, *common)
         assert proc.returncode == 0, proc.stderr[-2000:]
     answers = root / "answers.jsonl"
     answers.write_text("".join(json.dumps({"concept": c, "index": i, "answer": HOSTILE}) + "\n"
                                for c in ("dog", "cat") for i in range(20)), encoding="utf-8")
-    proc = run_cli("run", "--method", "precomputed", "--tasks", "vqa", "--concepts", "dog,cat",
+    proc = cli("run", "--method", "precomputed", "--tasks", "vqa", "--concepts", "dog,cat",
                    "--method-arg", f"answers={answers}", *common)
     assert proc.returncode == 0, proc.stderr[-2000:]
     unfinished = out / "half-done"
@@ -44,7 +44,7 @@ def demo(tmp_path_factory):
 
 def test_leaderboard_finds_runs_recursively_and_names_unfinished_ones(demo):
     root, out = demo
-    md = run_cli("leaderboard", "--no-published", cwd=root)  # default: ./runs, searched recursively
+    md = cli("leaderboard", "--no-published", cwd=root)  # default: ./runs, searched recursively
     assert md.returncode == 0, md.stderr
     assert "skipped 1 unfinished run(s)" in md.stderr and "half-done" in md.stderr
     for method in ("real-images", "always-yes", "random-answer", "precomputed"):
@@ -53,7 +53,7 @@ def test_leaderboard_finds_runs_recursively_and_names_unfinished_ones(demo):
 
 def test_a_limit_run_never_shares_a_table_with_a_full_run(demo):
     _, out = demo
-    md = run_cli("leaderboard", str(out), "--no-published").stdout
+    md = cli("leaderboard", str(out), "--no-published").stdout
     tables = [t for t in md.split("### ")[1:]]
     limited = [t for t in tables if "--limit 2" in t.splitlines()[0]]
     full = [t for t in tables if "--limit" not in t.splitlines()[0]]
@@ -67,7 +67,7 @@ def test_a_limit_run_never_shares_a_table_with_a_full_run(demo):
 
 def test_csv_metric_columns_are_numeric_with_reasons_apart(demo):
     _, out = demo
-    text = run_cli("leaderboard", str(out), "--format", "csv").stdout
+    text = cli("leaderboard", str(out), "--format", "csv").stdout
     frame = pd.read_csv(io.StringIO(text))
     metric_columns = [c for c in frame.columns if "." in c]
     assert metric_columns and all(frame[c].dtype.kind == "f" for c in metric_columns), frame.dtypes
@@ -84,7 +84,7 @@ def test_csv_metric_columns_are_numeric_with_reasons_apart(demo):
 def test_html_leaderboard_is_self_contained_marks_best_and_flags_random_init(demo, tmp_path):
     _, out = demo
     page_path = tmp_path / "board.html"
-    proc = run_cli("leaderboard", str(out), "--format", "html", "--out", str(page_path))
+    proc = cli("leaderboard", str(out), "--format", "html", "--out", str(page_path))
     assert proc.returncode == 0, proc.stderr
     html = page_path.read_text(encoding="utf-8")
     assert "<script" not in html.lower()  # no script of ours, and the markup in a reply stays text
@@ -101,7 +101,7 @@ def test_html_leaderboard_is_self_contained_marks_best_and_flags_random_init(dem
 def test_gallery_shows_samples_beside_scores_with_every_text_escaped(demo, tmp_path):
     _, out = demo
     run_dir = next(out.glob("precomputed__*"))
-    proc = run_cli("gallery", str(run_dir), "--out", str(tmp_path / "g.html"))
+    proc = cli("gallery", str(run_dir), "--out", str(tmp_path / "g.html"))
     assert proc.returncode == 0, proc.stderr
     html = (tmp_path / "g.html").read_text(encoding="utf-8")
     assert "<script" not in html.lower() and "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in html
@@ -110,7 +110,7 @@ def test_gallery_shows_samples_beside_scores_with_every_text_escaped(demo, tmp_p
     assert "data:image/jpeg;base64," in html  # item images embedded, nothing outside the file
 
     images_run = next(out.glob("real-images__*"))
-    proc = run_cli("gallery", str(images_run))
+    proc = cli("gallery", str(images_run))
     assert proc.returncode == 0, proc.stderr
     page = (images_run / "gallery.html").read_text(encoding="utf-8")
     assert "reference photos" in page and "CLIP-I" in page and "DINO" in page
@@ -122,13 +122,13 @@ def test_gallery_shows_samples_beside_scores_with_every_text_escaped(demo, tmp_p
 
 def test_gallery_of_an_unscored_run_is_a_one_line_error(demo):
     _, out = demo
-    proc = run_cli("gallery", str(out / "half-done"))
+    proc = cli("gallery", str(out / "half-done"))
     assert proc.returncode == 2 and "no results.json" in proc.stderr and proc.stderr.count("\n") == 1
 
 
 def test_tasks_lists_every_metric_a_run_reports_with_its_direction(demo):
     _, out = demo
-    listing = json.loads(run_cli("tasks", "--json").stdout)
+    listing = json.loads(cli("tasks", "--json").stdout)
     directions = {(t["task"], m["name"]): m["direction"] for t in listing for m in t["metrics"]}
     assert set(directions.values()) == {"higher", "lower"}
     assert directions[("rec", "unparsed")] == "lower" and directions[("gen", "clip_i")] == "higher"
@@ -136,7 +136,7 @@ def test_tasks_lists_every_metric_a_run_reports_with_its_direction(demo):
         for task, metrics in json.loads(results.read_text())["tasks"].items():
             for metric in metrics:
                 assert (task, metric) in directions, (task, metric)
-    table = run_cli("tasks")
+    table = cli("tasks")
     assert table.returncode == 0 and "weighted_acc" in table.stdout and "attr_score" in table.stdout
 
 

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from _data_fixtures import photo, write_json
-from conftest import only_run_dir, read_results, run_cli
+from conftest import only_run_dir, read_results, cli
 
 nltk_bleu = pytest.importorskip("nltk.translate.bleu_score")
 
@@ -104,7 +104,7 @@ def make_bench(root: Path) -> tuple[Path, list[dict], Path]:
 def _run(tmp_path: Path, protocol: str):
     bench, items, answers = make_bench(tmp_path / "bench")
     out = tmp_path / f"runs-{protocol}"
-    proc = run_cli("run", "--method", "precomputed", "--bench", str(bench), "--tasks", "rec,choice,vqa,text_only",
+    proc = cli("run", "--method", "precomputed", "--bench", str(bench), "--tasks", "rec,choice,vqa,text_only",
                    "--protocol", protocol, "--method-arg", f"answers={answers}", "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-2000:]
     run_dir = only_run_dir(out)
@@ -266,14 +266,14 @@ def test_precomputed_reads_the_authors_gen_saved_and_t2i_saved_layout(tmp_path):
     base = ["run", "--method", "precomputed", "--concepts", "dog", "--tasks", "gen,attr_gen", "--limit", "3",
             "--images-per-prompt", "2", "--backbones", "tiny", "--method-arg", f"images={gen_saved}",
             "--method-arg", f"attr_images={t2i_saved}"]
-    proc = run_cli(*base, "--out", str(tmp_path / "runs"))
+    proc = cli(*base, "--out", str(tmp_path / "runs"))
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = read_results(only_run_dir(tmp_path / "runs"))
     assert isinstance(results["tasks"]["gen"]["clip_i"], float)
 
     # Two checkpoints under one concept: which one is meant cannot be guessed.
     _authors_folders(gen_saved, "dog", folders[:1], ckpts=("other_ckpt",))
-    proc = run_cli(*base, "--out", str(tmp_path / "runs2"))
+    proc = cli(*base, "--out", str(tmp_path / "runs2"))
     assert proc.returncode == 2
     message = proc.stderr.strip()
     assert "\n" not in message and "2 folders match the prompt" in message and "other_ckpt" in message

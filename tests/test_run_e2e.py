@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import cli_env, make_plugin, only_run_dir, read_results, run_cli
+from conftest import cli, cli_env, make_plugin, only_run_dir, read_results, run_cli
 
 # A plugin method that answers deterministically from the request alone and can be slowed down,
 # so a run can be killed part-way through.
@@ -46,7 +46,7 @@ def slow_plugin(tmp_path: Path) -> Path:
 
 
 def test_always_yes_scores_understanding_and_marks_generation_unsupported(tmp_path):
-    proc = run_cli("run", "--method", "always-yes", "--out", str(tmp_path))
+    proc = run_cli("run", "--method", "always-yes", "--out", str(tmp_path))  # `python -m unifybench`, a real process
     assert proc.returncode == 0, proc.stderr
     run_dir = only_run_dir(tmp_path)
     results = read_results(run_dir)
@@ -72,22 +72,22 @@ def test_always_yes_scores_understanding_and_marks_generation_unsupported(tmp_pa
 
 def test_rerun_resumes_without_loading_the_method(tmp_path):
     args = ("run", "--method", "random-answer", "--tasks", "rec,choice", "--out", str(tmp_path))
-    first = run_cli(*args)
+    first = cli(*args)
     assert first.returncode == 0, first.stderr
     run_dir = only_run_dir(tmp_path)
     before = (run_dir / "predictions.jsonl").read_text()
-    second = run_cli(*args)
+    second = cli(*args)
     assert second.returncode == 0, second.stderr
     assert "method is not loaded" in second.stdout + second.stderr
     assert (run_dir / "predictions.jsonl").read_text() == before
     # A different seed is a different specification: a new run directory.
-    third = run_cli(*args, "--seed", "1")
+    third = cli(*args, "--seed", "1")
     assert third.returncode == 0, third.stderr
     assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 2
 
 
 def test_real_images_generation_scores_with_tiny_backbones(tmp_path):
-    proc = run_cli("run", "--method", "real-images", "--backbones", "tiny", "--limit", "2",
+    proc = cli("run", "--method", "real-images", "--backbones", "tiny", "--limit", "2",
                    "--images-per-prompt", "2", "--concepts", "dog,clock", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     run_dir = only_run_dir(tmp_path)
@@ -108,7 +108,7 @@ def test_killed_run_resumes_to_the_same_results(tmp_path):
     plugin = slow_plugin(tmp_path)
     common = ["run", "--method", "slow-echo", "--tasks", "rec,vqa,choice,gen", "--backbones", "tiny",
               "--limit", "3", "--images-per-prompt", "2", "--batch-size", "1"]
-    reference = run_cli(*common, "--method-arg", "delay=0", "--out", str(tmp_path / "straight"),
+    reference = cli(*common, "--method-arg", "delay=0", "--out", str(tmp_path / "straight"),
                         pythonpath=[plugin])
     assert reference.returncode == 0, reference.stderr
 
@@ -132,7 +132,7 @@ def test_killed_run_resumes_to_the_same_results(tmp_path):
     assert 8 <= len(partial)
     assert not (predictions.parent / "results.json").exists(), "the run finished before it was killed"
 
-    resumed = run_cli(*common, "--method-arg", "delay=0.15", "--out", str(out), pythonpath=[plugin])
+    resumed = cli(*common, "--method-arg", "delay=0.15", "--out", str(out), pythonpath=[plugin])
     assert resumed.returncode == 0, resumed.stderr
     lines = predictions.read_text().splitlines()
     keys = [json.loads(line)["key"] for line in lines]
@@ -149,11 +149,11 @@ def test_killed_run_resumes_to_the_same_results(tmp_path):
 
 def test_plugin_is_listed_and_runs_through_the_command_line(tmp_path):
     plugin = slow_plugin(tmp_path)
-    listing = run_cli("methods", pythonpath=[plugin])
+    listing = cli("methods", pythonpath=[plugin])
     assert listing.returncode == 0, listing.stderr
     assert "slow-echo" in listing.stdout and "slowecho:SlowEcho" in listing.stdout
     assert "real-images" in listing.stdout and "precomputed" in listing.stdout
-    proc = run_cli("run", "--method", "slow-echo", "--tasks", "rec", "--out", str(tmp_path / "runs"),
+    proc = cli("run", "--method", "slow-echo", "--tasks", "rec", "--out", str(tmp_path / "runs"),
                    pythonpath=[plugin])
     assert proc.returncode == 0, proc.stderr
     rec = read_results(only_run_dir(tmp_path / "runs"))["tasks"]["rec"]
@@ -164,7 +164,7 @@ def test_precomputed_scores_predictions_made_elsewhere(tmp_path):
     plugin = slow_plugin(tmp_path)
     base = ["--tasks", "rec,vqa,gen", "--backbones", "tiny", "--limit", "2", "--images-per-prompt", "2",
             "--concepts", "cat,backpack"]
-    made = run_cli("run", "--method", "slow-echo", *base, "--out", str(tmp_path / "a"), pythonpath=[plugin])
+    made = cli("run", "--method", "slow-echo", *base, "--out", str(tmp_path / "a"), pythonpath=[plugin])
     assert made.returncode == 0, made.stderr
     source = only_run_dir(tmp_path / "a")
     answers = tmp_path / "answers.jsonl"
@@ -173,7 +173,7 @@ def test_precomputed_scores_predictions_made_elsewhere(tmp_path):
             row = json.loads(line)
             if "answer" in row:
                 fh.write(json.dumps({"concept": row["concept"], "index": row["index"], "answer": row["answer"]}) + "\n")
-    scored = run_cli("run", "--method", "precomputed", *base, "--method-arg", f"answers={answers}",
+    scored = cli("run", "--method", "precomputed", *base, "--method-arg", f"answers={answers}",
                      "--method-arg", f"images={source / 'images'}", "--out", str(tmp_path / "b"))
     assert scored.returncode == 0, scored.stderr
     original, rescored = read_results(source), read_results(only_run_dir(tmp_path / "b"))
@@ -182,7 +182,7 @@ def test_precomputed_scores_predictions_made_elsewhere(tmp_path):
     # A missing answer fails the scoring phase with a list of what is missing.
     lines = answers.read_text().splitlines()
     answers.write_text("\n".join(lines[1:]) + "\n")
-    broken = run_cli("run", "--method", "precomputed", *base, "--method-arg", f"answers={answers}",
+    broken = cli("run", "--method", "precomputed", *base, "--method-arg", f"answers={answers}",
                      "--method-arg", f"images={source / 'images'}", "--out", str(tmp_path / "c"))
     assert broken.returncode == 2
     assert "missing" in broken.stderr and "rec/" in broken.stderr
@@ -207,7 +207,7 @@ def test_bad_command_lines_give_one_line_errors(tmp_path):
          "'cuda:99' asked for"),
     ]
     for args, expected in cases:
-        proc = run_cli(*args)
+        proc = cli(*args)
         assert proc.returncode == 2, (args, proc.stderr)
         assert expected in proc.stderr, (args, proc.stderr)
         assert "Traceback" not in proc.stderr

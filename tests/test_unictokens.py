@@ -7,7 +7,7 @@ import shutil
 import pytest
 import torch
 
-from conftest import only_run_dir, read_results, run_cli
+from conftest import only_run_dir, read_results, cli
 
 from unifybench.data import load_benchmark
 from unifybench.errors import BenchError
@@ -31,16 +31,13 @@ def trained(bench, tmp_path_factory):
     method = UniCTokens(SHORT, seed=0)
     concept = bench.concept("dog")
     backend = method.backend
-    ids = backend.add_tokens(TokenGroups(concept.token).rows(STAGE_ROWS[3]))
-    before = {vp.name: vp.param.detach().clone() for vp in backend.vocab_row_params()}
-    others = {n: p.detach().clone() for n, p in backend.model.named_parameters()
-              if p is not backend.model.get_input_embeddings().weight
-              and p is not backend.model.get_output_embeddings().weight}
+    base = {n: p.detach().clone() for n, p in backend.model.named_parameters()}
+    base_tokens = len(backend.tokenizer)
     state_dir = tmp_path_factory.mktemp("state") / "dog"
     state_dir.mkdir()
     state = method.personalize(concept, state_dir)
-    return {"method": method, "concept": concept, "state": state, "state_dir": state_dir, "ids": ids,
-            "before": before, "others": others}
+    return {"method": method, "concept": concept, "state": state, "state_dir": state_dir, "base": base,
+            "base_tokens": base_tokens}
 
 
 def test_three_stages_run_and_losses_go_down(trained):
@@ -69,36 +66,43 @@ def test_three_stages_run_and_losses_go_down(trained):
     assert not torch.equal(s3["embed"][0], s2["embed"][0])
 
 
-def test_only_new_rows_change(trained):
-    backend = trained["method"].backend
-    new = torch.zeros(backend.model.get_input_embeddings().weight.shape[0], dtype=torch.bool)
-    new[trained["ids"]] = True
-    for vp in backend.vocab_row_params():
-        before = trained["before"][vp.name]
-        assert torch.equal(vp.param.detach()[~new], before[~new]), vp.name
-        assert not torch.equal(vp.param.detach()[new], before[new]), vp.name
-    for name, p in backend.model.named_parameters():
-        if name in trained["others"]:
-            assert torch.equal(p.detach(), trained["others"][name]), name
+def test_personalizing_leaves_the_base_model_bit_identical(trained):
+    """The concept's tokens exist only while it trains or is active: afterwards the tokenizer, the
+    vocabulary size and every parameter are exactly the base model's."""
+    method, concept, state = trained["method"], trained["concept"], trained["state"]
+    backend = method.backend
+    assert len(backend.tokenizer) == trained["base_tokens"] and "<dog>" not in backend.tokenizer.get_vocab()
+    params = dict(backend.model.named_parameters())
+    assert params.keys() == trained["base"].keys()
+    for name, p in params.items():
+        assert torch.equal(p.detach(), trained["base"][name]), name
+    # Inside activate: the concept's rows, exactly as trained; every base row as it was.
+    tokens = TokenGroups(concept.token).rows(STAGE_ROWS[3])
+    with method.activate(concept, state):
+        ids = backend.tokenizer.convert_tokens_to_ids(tokens)
+        embed = backend.model.get_input_embeddings().weight.detach()
+        assert torch.equal(embed[ids], state["rows"]["embed"])
+        base_embed = trained["base"]["model.language_model.embed_tokens.weight"]
+        assert torch.equal(embed[: base_embed.shape[0]], base_embed)
+    assert backend.model.get_input_embeddings().weight.shape[0] == base_embed.shape[0]
 
 
 def test_every_optimizer_step_leaves_other_rows_bit_identical(trained):
     backend = trained["method"].backend
-    ids = backend.add_tokens(["<dog>", "<token_0>"])
-    snapshot = [vp.param.detach().clone() for vp in backend.vocab_row_params()]
-    trainer = RowTrainer(backend, ids, TrainConfig(lr=1e-2))
     photo = trained["concept"].train_images[0]
-    try:
-        for _ in range(2):
-            trainer.step(backend.text_loss([TextExample("<dog> is <token_0>. Is <dog> here?", photo, "Yes.")]))
-            mask = torch.ones(snapshot[0].shape[0], dtype=torch.bool)
-            mask[ids] = False
-            for vp, before in zip(backend.vocab_row_params(), snapshot):
-                assert torch.equal(vp.param.detach()[mask], before[mask])
-                assert not torch.equal(vp.param.detach()[ids], before[ids])
-    finally:
-        trainer.close()
-        backend.set_rows(ids, {"embed": snapshot[0][ids], "head_weight": snapshot[1][ids]})
+    with backend.new_tokens(["<dog>", "<token_0>"]) as ids:
+        snapshot = [vp.param.detach().clone() for vp in backend.vocab_row_params()]
+        trainer = RowTrainer(backend, ids, lr=1e-2, weight_decay=0.01)
+        try:
+            for _ in range(2):
+                trainer.step(backend.text_loss([TextExample("<dog> is <token_0>. Is <dog> here?", photo, "Yes.")]))
+                mask = torch.ones(snapshot[0].shape[0], dtype=torch.bool)
+                mask[ids] = False
+                for vp, before in zip(backend.vocab_row_params(), snapshot):
+                    assert torch.equal(vp.param.detach()[mask], before[mask])
+                    assert not torch.equal(vp.param.detach()[ids], before[ids])
+        finally:
+            trainer.close()
 
 
 def test_resume_skips_finished_stages(trained, tmp_path, capsys):
@@ -201,7 +205,7 @@ def test_cli_run_completes_every_task_and_reaches_the_leaderboard(tmp_path):
     args = ["run", "--method", "unictokens", "--method-arg", "model=tiny", "--method-arg", "epochs=1",
             "--method-arg", "transition_images=1", "--method-arg", "max_new_tokens=4", "--backbones", "tiny",
             "--limit", "1", "--images-per-prompt", "1", "--concepts", "dog", "--out", str(tmp_path / "runs")]
-    proc = run_cli(*args)
+    proc = cli(*args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run_dir = only_run_dir(tmp_path / "runs")
     results = read_results(run_dir)
@@ -212,7 +216,7 @@ def test_cli_run_completes_every_task_and_reaches_the_leaderboard(tmp_path):
     assert (run_dir / "state" / "dog" / "stage3" / "epoch_1_embed.pt").is_file()
     details = json.loads((run_dir / "run.json").read_text())["method_details"]
     assert details["random_init"] is True
-    board = run_cli("leaderboard", str(tmp_path / "runs"))
+    board = cli("leaderboard", str(tmp_path / "runs"))
     assert board.returncode == 0, board.stderr
     row = next(line for line in board.stdout.splitlines() if line.startswith("| unictokens"))
     assert "model=tiny" in row
@@ -220,7 +224,7 @@ def test_cli_run_completes_every_task_and_reaches_the_leaderboard(tmp_path):
     bad = tmp_path / "bad" / "dog"
     bad.mkdir(parents=True)
     torch.save(torch.zeros(17, 2048), bad / "epoch_1_embed.pt")
-    proc = run_cli("run", "--method", "unictokens", "--method-arg", "model=tiny", "--method-arg",
+    proc = cli("run", "--method", "unictokens", "--method-arg", "model=tiny", "--method-arg",
                    f"checkpoint={bad.parent}", "--tasks", "rec", "--limit", "1", "--concepts", "dog",
                    "--out", str(tmp_path / "runs2"))
     assert proc.returncode == 2
@@ -318,26 +322,28 @@ def test_bf16_model_trains_float32_master_rows():
     from unifybench_unictokens.janus_backend import JanusBackend
 
     backend = JanusBackend("tiny", dtype=torch.bfloat16)
-    ids = backend.add_tokens(["<dog>", "<token_0>"])
-    params = backend.vocab_row_params()
-    others = torch.ones(params[0].param.shape[0], dtype=torch.bool)
-    others[ids] = False
-    before = [vp.param.detach().clone() for vp in params]
-    lr = 1e-5  # far below bf16's spacing (2^-8 relative) for most of these weights
-    trainer = RowTrainer(backend, ids, TrainConfig(lr=lr, weight_decay=0.0))
-    start = [m.detach().clone() for m in trainer.masters]
-    example = TextExample("<dog> is <token_0>. What is <dog>?", None, "A dog.")
-    try:
-        for _ in range(4):
-            trainer.step(backend.text_loss([example]))
-        for vp, master, first, old in zip(params, trainer.masters, start, before):
-            assert master.dtype == torch.float32
-            moved = (master.detach() - first).abs()
-            assert moved.max() > 3 * lr  # Adam moves each weight by ~lr per step
-            torch.testing.assert_close(vp.param.detach()[ids], master.detach().to(torch.bfloat16), atol=0, rtol=0)
-            assert torch.equal(vp.param.detach()[others], old[others])
-    finally:
-        trainer.close()
+    init = torch.randn(2, backend.hidden_size, generator=torch.Generator().manual_seed(0)) * 0.02
+    with backend.new_tokens(["<dog>", "<token_0>"], {"embed": init, "head_weight": init.clone()}) as ids:
+        params = backend.vocab_row_params()
+        others = torch.ones(params[0].param.shape[0], dtype=torch.bool)
+        others[ids] = False
+        before = [vp.param.detach().clone() for vp in params]
+        lr = 1e-5  # far below bf16's spacing (2^-8 relative) for most of these weights
+        trainer = RowTrainer(backend, ids, lr=lr, weight_decay=0.0)
+        start = [m.detach().clone() for m in trainer.masters]
+        example = TextExample("<dog> is <token_0>. What is <dog>?", None, "A dog.")
+        try:
+            for _ in range(4):
+                trainer.step(backend.text_loss([example]))
+            for vp, master, first, old in zip(params, trainer.masters, start, before):
+                assert master.dtype == torch.float32
+                moved = (master.detach() - first).abs()
+                assert moved.max() > 3 * lr  # Adam moves each weight by ~lr per step
+                torch.testing.assert_close(vp.param.detach()[ids], master.detach().to(torch.bfloat16),
+                                           atol=0, rtol=0)
+                assert torch.equal(vp.param.detach()[others], old[others])
+        finally:
+            trainer.close()
 
 
 def test_one_compiled_step_serves_greedy_and_sampled_decoding(monkeypatch):
@@ -406,7 +412,7 @@ def test_cli_run_on_yollava_text_only_questions(tmp_path):
     from _data_fixtures import make_yollava
 
     bench = make_yollava(tmp_path / "yollava")
-    proc = run_cli("run", "--method", "unictokens", "--method-arg", "model=tiny", "--method-arg", "epochs=1",
+    proc = cli("run", "--method", "unictokens", "--method-arg", "model=tiny", "--method-arg", "epochs=1",
                    "--method-arg", "transition_images=1", "--method-arg", "max_new_tokens=4", "--bench", str(bench),
                    "--tasks", "choice", "--batch-size", "1", "--out", str(tmp_path / "runs"))
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -420,14 +426,15 @@ def test_bf16_checkpoints_keep_the_float32_rows(bench, tmp_path):
     rows, which stage 3 does not train, come out of stage 3 exactly as stage 2 saved them."""
     method = UniCTokens({**SHORT, "epochs": "1", "transition_images": "1", "dtype": "bfloat16"}, seed=0)
     concept = bench.concept("dog")
-    method.personalize(concept, tmp_path)
+    state = method.personalize(concept, tmp_path)
     width = method.backend.hidden_size
     stage2, _ = load_rows(tmp_path / "stage2", 1, width)
     stage3, _ = load_rows(tmp_path / "stage3", 1, width)
     embed = stage3["embed"]
     assert not torch.equal(embed, embed.bfloat16().float())  # more precision than bf16 holds
-    ids = method.backend.add_tokens(TokenGroups(concept.token).rows(STAGE_ROWS[3]))
-    in_model = method.backend.model.get_input_embeddings().weight.detach()[ids]
+    with method.activate(concept, state):
+        ids = method.backend.tokenizer.convert_tokens_to_ids(TokenGroups(concept.token).rows(STAGE_ROWS[3]))
+        in_model = method.backend.model.get_input_embeddings().weight.detach()[ids]
     assert in_model.dtype == torch.bfloat16 and torch.equal(in_model, embed.bfloat16())
     shared = slice(1, 17)  # rows 1-16: the shared tokens, trained in stages 1 and 2 only
     assert torch.equal(stage3["embed"][shared], stage2["embed"][shared])

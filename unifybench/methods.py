@@ -6,6 +6,7 @@ entry-point group ``unifybench.methods`` as lazy ``module:Class`` targets, impor
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import re
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from importlib import import_module
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, ContextManager, Sequence
 
 from PIL import Image
 
@@ -93,6 +94,18 @@ class Method:
 
     def load_state(self, concept: Concept, state_dir: Path) -> Any:
         """Reload what :meth:`personalize` saved for this concept."""
+        return None
+
+    def activate(self, concept: Concept, state: Any) -> ContextManager:
+        """A context in which ``concept`` is the one the method answers and draws: what it learned
+        (new tokens, adapters) exists inside and nowhere else. The runner predicts each concept
+        inside its own ``activate``; on leaving it the method must be as it was before, so that a
+        concept's predictions never depend on which concepts came before it."""
+        return contextlib.nullcontext()
+
+    def isolation_fingerprint(self) -> str | None:
+        """A cheap content hash of what must not change between concepts (the base model's
+        vocabulary and rows), or None. The runner compares it before and after every concept."""
         return None
 
     def answer(self, concept: Concept, state: Any, requests: Sequence[AnswerRequest]) -> list[str | None]:

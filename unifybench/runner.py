@@ -24,6 +24,7 @@ from .errors import BenchError
 from .methods import GenRequest, Method, load_method_class
 from .records import GEN_KINDS, QA_KINDS, Benchmark
 from .scoring.judges import JudgeConfig
+from .seeding import seeded
 from .metrics import OPTIONAL_METRICS, TASK_METRICS, ScoringContext, Why, aggregate
 from .store import RunStore, read_jsonl, write_json_atomic, write_jsonl_atomic
 from .tasks import Work, build_requests
@@ -166,13 +167,12 @@ def run(spec: RunSpec, out_root: Path, console=None) -> RunOutcome:
 
     work = build_requests(bench, supported, concepts, seed=spec.seed,
                           images_per_prompt=spec.images_per_prompt, limit=spec.limit)
-    pending = {c: [w for w in ws if w.request.key not in store] for c, ws in work.items()}
-    n_pending = sum(len(ws) for ws in pending.values())
+    n_pending = sum(1 for ws in work.values() for w in ws if w.request.key not in store)
     if n_pending:
         method = method_cls(spec.method_args, seed=spec.seed, device=spec.device, batch_size=spec.batch_size)
         run_json["method_details"] = method.describe()
         write_json_atomic(run_dir / "run.json", run_json)
-        _predict(method, bench, pending, store, spec, console)
+        _predict(method, bench, work, store, spec, console)
     else:
         console.print("every prediction exists: the method is not loaded")
 
@@ -229,56 +229,83 @@ def _progress(console):
                     TimeElapsedColumn(), console=console, transient=False)
 
 
-def _predict(method: Method, bench: Benchmark, pending: dict[str, list[Work]], store: RunStore,
+def _predict(method: Method, bench: Benchmark, work: dict[str, list[Work]], store: RunStore,
              spec: RunSpec, console) -> None:
-    concepts = [c for c, ws in pending.items() if ws]
-    with _progress(console) as progress:
-        if method.needs_personalization:
-            bar = progress.add_task("personalizing", total=len(concepts))
-        states: dict[str, Any] = {}
-        for name in concepts:
-            concept = bench.concept(name)
-            if method.needs_personalization:
-                state_dir = store.state_dir(name)
-                done_marker = state_dir / ".done"
-                if done_marker.exists():
-                    states[name] = method.load_state(concept, state_dir)
-                else:
-                    state_dir.mkdir(parents=True, exist_ok=True)
-                    states[name] = method.personalize(concept, state_dir)
-                    done_marker.touch()
-                progress.advance(bar)
-            else:
-                states[name] = None
+    """Personalize and predict one concept at a time, each inside its own :meth:`Method.activate`.
 
-        bar = progress.add_task("predicting", total=sum(len(ws) for ws in pending.values()))
+    What a concept's predictions may depend on is fixed here: random draws are seeded by (seed,
+    concept, phase) (:mod:`.seeding`), batches are cut from the concept's whole request list (a
+    resumed run cuts the same batches and re-asks a partly finished one, keeping what was stored),
+    and the method's isolation fingerprint must be the same after the concept as before it."""
+    concepts = [c for c, ws in work.items() if any(w.request.key not in store for w in ws)]
+    with _progress(console) as progress:
+        bar_p = progress.add_task("personalizing", total=len(concepts)) if method.needs_personalization else None
+        bar = progress.add_task("predicting", total=sum(1 for c in concepts for w in work[c]
+                                                        if w.request.key not in store))
         for name in concepts:
             concept = bench.concept(name)
-            answer_work = [w for w in pending[name] if w.request.task in QA_KINDS]
-            gen_work = [w for w in pending[name] if w.request.task in GEN_KINDS]
-            for batch in _batches(answer_work, spec.batch_size):
-                replies = method.answer(concept, states[name], [w.request for w in batch])
-                _check_count(method, replies, batch)
-                for w, reply in zip(batch, replies):
-                    if reply is not None:
+            before = method.isolation_fingerprint()
+            with seeded(spec.seed, name, "personalize"):
+                state = _personalized(method, concept, store)
+            if bar_p is not None:
+                progress.advance(bar_p)
+            with method.activate(concept, state):
+                answer_work = [w for w in work[name] if w.request.task in QA_KINDS]
+                gen_work = [w for w in work[name] if w.request.task in GEN_KINDS]
+                for batch, todo, replies in _predicted(method, method.answer, concept, state, answer_work,
+                                                       spec.batch_size, store, spec.seed):
+                    for w, reply in zip(batch, replies):
                         req = w.request
+                        if reply is not None and req.key not in store:
+                            store.append({"key": req.key, "task": req.task, "concept": req.concept,
+                                          "index": req.index, "answer": str(reply)})
+                    progress.advance(bar, len(todo))
+                gen_batch = max(1, spec.batch_size // spec.images_per_prompt)
+                for batch, todo, outputs in _predicted(method, method.generate, concept, state, gen_work, gen_batch,
+                                                       store, spec.seed):
+                    for w, images in zip(batch, outputs):
+                        req: GenRequest = w.request  # type: ignore[assignment]
+                        if req.key in store or images is None or len(images) != req.n_images:
+                            continue  # already stored, or recorded as missing (scoring names it)
+                        folder = store.image_folder(req.concept, req.task, req.index, req.prompt)
+                        paths = store.save_images(folder, list(images))
                         store.append({"key": req.key, "task": req.task, "concept": req.concept,
-                                      "index": req.index, "answer": str(reply)})
-                progress.advance(bar, len(batch))
-            gen_batch = max(1, spec.batch_size // spec.images_per_prompt)
-            for batch in _batches(gen_work, gen_batch):
-                outputs = method.generate(concept, states[name], [w.request for w in batch])
-                _check_count(method, outputs, batch)
-                for w, images in zip(batch, outputs):
-                    req: GenRequest = w.request  # type: ignore[assignment]
-                    if images is None or len(images) != req.n_images:
-                        continue  # recorded as missing; scoring names it
-                    folder = store.image_folder(req.concept, req.task, req.index, req.prompt)
-                    paths = store.save_images(folder, list(images))
-                    store.append({"key": req.key, "task": req.task, "concept": req.concept,
-                                  "index": req.index, "prompt": req.prompt, "seed": req.seed,
-                                  "images": paths})
-                progress.advance(bar, len(batch))
+                                      "index": req.index, "prompt": req.prompt, "seed": req.seed,
+                                      "images": paths})
+                    progress.advance(bar, len(todo))
+            after = method.isolation_fingerprint()
+            if before != after:
+                raise BenchError(f"the method's base model changed while concept {name} was personalized or "
+                                 f"predicted (fingerprint {before} -> {after}): later concepts would depend on "
+                                 f"this one; the predictions made so far are kept", where=f"method {method.name}")
+
+
+def _predicted(method: Method, call, concept, state, works: list[Work], size: int, store: RunStore, seed: int):
+    """``(batch, todo, outputs)`` for each batch of ``works`` with something left to predict: the
+    whole batch is asked (so its composition never depends on what a previous run finished),
+    under a global random state seeded by the concept and the batch."""
+    for batch in _batches(works, size):
+        todo = [w for w in batch if w.request.key not in store]
+        if not todo:
+            continue
+        with seeded(seed, concept.name, batch[0].request.key, len(batch)):
+            outputs = call(concept, state, [w.request for w in batch])
+        _check_count(method, outputs, batch)
+        yield batch, todo, outputs
+
+
+def _personalized(method: Method, concept, store: RunStore):
+    """The concept's state: personalized now, or reloaded from what a previous run saved."""
+    if not method.needs_personalization:
+        return None
+    state_dir = store.state_dir(concept.name)
+    done_marker = state_dir / ".done"
+    if done_marker.exists():
+        return method.load_state(concept, state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    state = method.personalize(concept, state_dir)
+    done_marker.touch()
+    return state
 
 
 def _check_count(method: Method, outputs: list, batch: list) -> None:

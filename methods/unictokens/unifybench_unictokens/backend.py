@@ -3,9 +3,9 @@
 The stage logic (``stages.py``) talks only to this interface. A backend wraps one base model
 (Janus here, ``janus_backend.py``; a Show-o backend would be one more file) and offers:
 
-- vocabulary rows: add tokens, read and write their rows (input embedding, text output head
-  weight and bias), and list the parameters holding vocabulary rows so the stage logic can
-  train exactly the new ones (through float32 master rows) and never write any other row;
+- vocabulary rows: the parameters holding them (input embedding, text output head weight and
+  bias), so that :mod:`unifybench.newrows` can add a concept's tokens for the length of a block,
+  train exactly those rows (through float32 master rows) and never write any other row;
 - images <-> discrete codes, and the model's input embedding of image codes;
 - a text loss (teacher-forced answers to questions, optionally about an image);
 - an image-token loss (teacher-forced codes of an image after a prompt);
@@ -21,6 +21,9 @@ from typing import Sequence
 import torch
 from PIL import Image
 
+from unifybench import newrows
+from unifybench.newrows import VocabRowParam  # noqa: F401  (re-exported: backends build these)
+
 
 @dataclass(frozen=True)
 class TextExample:
@@ -29,14 +32,6 @@ class TextExample:
     prompt: str
     image: Path | Image.Image | None = None
     answer: str = ""
-
-
-@dataclass
-class VocabRowParam:
-    """A parameter whose dim 0 indexes the text vocabulary: embedding weight, head weight or head bias."""
-
-    name: str  # "embed", "head_weight", "head_bias"
-    param: torch.nn.Parameter
 
 
 @dataclass
@@ -55,9 +50,7 @@ class UnifiedBackend(ABC):
     model: torch.nn.Module
 
     # --------------------------------------------------------------- vocabulary rows
-    @abstractmethod
-    def add_tokens(self, tokens: Sequence[str]) -> list[int]:
-        """Make each string one token with its own rows (growing the vocabulary if needed); return ids."""
+    tokenizer: object
 
     @abstractmethod
     def vocab_row_params(self) -> list[VocabRowParam]:
@@ -67,25 +60,17 @@ class UnifiedBackend(ABC):
     def has_head_bias(self) -> bool:
         """Whether the text output head has a bias (Show-o: yes; Janus: no)."""
 
+    def new_tokens(self, tokens: Sequence[str], rows: dict[str, torch.Tensor] | None = None) -> newrows.NewTokens:
+        """``with backend.new_tokens(tokens, rows) as ids:`` the tokens exist with these rows only
+        inside the block; the base model is bit-identical afterwards (:class:`unifybench.newrows.NewTokens`)."""
+        return newrows.NewTokens(self, tokens, rows)
+
     def get_rows(self, ids: Sequence[int]) -> dict[str, torch.Tensor]:
         """float32 CPU copies: ``embed`` [n, d], ``head_weight`` [n, d], ``head_bias`` [n]."""
-        idx = torch.tensor(list(ids), dtype=torch.long)
-        found = {}
-        for vp in self.vocab_row_params():
-            found[vp.name] = vp.param.detach()[idx.to(vp.param.device)].float().cpu().clone()
-        if "head_weight" not in found:  # tied head
-            found["head_weight"] = found["embed"].clone()
-        if "head_bias" not in found:
-            found["head_bias"] = torch.zeros(len(idx))
-        return found
+        return newrows.get_rows(self, ids)
 
-    @torch.no_grad()
     def set_rows(self, ids: Sequence[int], rows: dict[str, torch.Tensor]) -> None:
-        idx = torch.tensor(list(ids), dtype=torch.long)
-        for vp in self.vocab_row_params():
-            if vp.name in rows:
-                p = vp.param
-                p.data[idx.to(p.device)] = rows[vp.name].to(p.device, p.dtype)
+        newrows.set_rows(self, ids, rows)
 
     @abstractmethod
     def word_embedding(self, text: str) -> torch.Tensor:

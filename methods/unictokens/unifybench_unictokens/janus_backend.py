@@ -172,18 +172,6 @@ class JanusBackend(UnifiedBackend):
     def _embed(self) -> torch.nn.Embedding:
         return self.model.get_input_embeddings()
 
-    def add_tokens(self, tokens):
-        new = [t for t in tokens if t not in self.tokenizer.get_vocab()]
-        if new:
-            self.tokenizer.add_tokens(new)
-        ids = [self.tokenizer.convert_tokens_to_ids(t) for t in tokens]
-        rows = self._embed().weight.shape[0]
-        if max(ids) >= rows:
-            self.model.resize_token_embeddings(max(ids) + 1, mean_resizing=False)
-            for p in self.model.parameters():
-                p.requires_grad_(False)
-        return ids
-
     def vocab_row_params(self):
         emb = self._embed().weight
         found = [VocabRowParam("embed", emb)]

@@ -1,6 +1,7 @@
 """The ``unictokens`` and ``text-prompt`` methods: UniCTokens through the harness's Method interface."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sys
@@ -9,6 +10,7 @@ from typing import Any
 
 import torch
 
+from unifybench import newrows
 from unifybench.errors import BenchError
 from unifybench.methods import Method
 from unifybench.records import TASKS, Concept
@@ -101,6 +103,7 @@ class _JanusMethod(Method):
         if self.args.get("dtype", "bfloat16") not in ("bfloat16", "float32"):
             raise BenchError(f"expected bfloat16 or float32, got {self.args['dtype']!r}", where="--method-arg dtype")
         self._backend = None
+        self._active: str | None = None
 
     @property
     def backend(self):
@@ -119,19 +122,43 @@ class _JanusMethod(Method):
     def _gen_prompt(self, concept: Concept, state, prompt: str) -> str:
         raise NotImplementedError
 
-    def _install(self, concept: Concept, state) -> None:
-        pass
+    def _concept_rows(self, concept: Concept, state):
+        """A context in which the concept's learned rows exist (none for an untrained method)."""
+        return contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def activate(self, concept, state):
+        if self._active == concept.name:  # already active (the harness activated it): nothing to do
+            yield
+            return
+        if self._active is not None:
+            raise RuntimeError(f"concept {self._active} is still active while {concept.name} is activated")
+        with self._concept_rows(concept, state):
+            self._active = concept.name
+            try:
+                yield
+            finally:
+                self._active = None
+
+    def isolation_fingerprint(self):
+        return newrows.fingerprint(self.backend)
 
     def answer(self, concept, state, requests):
-        self._install(concept, state)
+        with self.activate(concept, state):
+            return self._answer(concept, state, requests)
+
+    def generate(self, concept, state, requests):
+        with self.activate(concept, state):
+            return self._generate(concept, state, requests)
+
+    def _answer(self, concept, state, requests):
         examples = [TextExample(self._question(concept, state, r.question), r.image) for r in requests]
         replies: list[str | None] = []
         for i in range(0, len(examples), self.batch_size):
             replies.extend(self.backend.answer(examples[i:i + self.batch_size], self.max_new_tokens))
         return replies
 
-    def generate(self, concept, state, requests):
-        self._install(concept, state)
+    def _generate(self, concept, state, requests):
         flat = [(self._gen_prompt(concept, state, r.prompt), image_seed(r.seed, r.key, i))
                 for r in requests for i in range(r.n_images)]
         images = []
@@ -339,13 +366,10 @@ class UniCTokens(_JanusMethod):
         return self._state(concept, rows)
 
     def _state(self, concept: Concept, rows: dict[str, torch.Tensor]) -> dict:
-        groups = TokenGroups(concept.token)
-        n = rows["embed"].shape[0]
-        ids = self.backend.add_tokens(groups.rows(n))
-        return {"groups": groups, "rows": rows, "n_rows": n, "ids": ids}
+        return {"groups": TokenGroups(concept.token), "rows": rows, "n_rows": rows["embed"].shape[0]}
 
-    def _install(self, concept, state):
-        self.backend.set_rows(state["ids"], state["rows"])
+    def _concept_rows(self, concept, state):
+        return self.backend.new_tokens(state["groups"].rows(state["n_rows"]), state["rows"])
 
     def _question(self, concept, state, question):
         return f"{state['groups'].understanding_prefix(state['n_rows'])} {question}"

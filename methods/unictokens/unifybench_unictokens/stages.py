@@ -28,6 +28,9 @@ import torch
 
 from unifybench.errors import BenchError
 
+from unifybench import newrows
+from unifybench.newrows import RowTrainer, checkpoint_epochs, save_rows  # noqa: F401  (the stages' format)
+
 from .backend import TextExample, UnifiedBackend
 
 N_SHARED, N_GEN, N_UND = 16, 8, 8
@@ -109,65 +112,11 @@ def kmeans(x: torch.Tensor, k: int, seed: int = 0, iters: int = 50) -> torch.Ten
 # ----------------------------------------------------------------------------- checkpoints
 
 
-def save_rows(folder: Path, epoch: int, rows: dict[str, torch.Tensor]) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for key, suffix in (("embed", "embed"), ("head_weight", "lm_head_weight"), ("head_bias", "lm_head_bias")):
-        tmp = folder / f".epoch_{epoch}_{suffix}.pt.tmp"
-        torch.save(rows[key].detach().float().cpu().contiguous(), tmp)
-        os.replace(tmp, folder / f"epoch_{epoch}_{suffix}.pt")
-
-
-def checkpoint_epochs(folder: Path) -> list[int]:
-    found = []
-    for p in folder.glob("epoch_*_embed.pt"):
-        try:
-            found.append(int(p.name.split("_")[1]))
-        except ValueError:
-            pass
-    return sorted(found)
-
-
 def load_rows(folder: Path, epoch: int | None, width: int, map_location="cpu") -> tuple[dict[str, torch.Tensor], int]:
-    """Load a public-format checkpoint; BenchError (one line) when it does not fit a model of ``width``."""
-    epochs = checkpoint_epochs(folder)
-    if not epochs:
-        raise BenchError("no epoch_<N>_embed.pt files", folder)
-    if epoch is None:
-        epoch = epochs[-1]
-    elif epoch not in epochs:
-        raise BenchError(f"no epoch {epoch} (found {', '.join(map(str, epochs))})", folder)
-    rows = {}
-    for key, suffix in (("embed", "embed"), ("head_weight", "lm_head_weight"), ("head_bias", "lm_head_bias")):
-        path = folder / f"epoch_{epoch}_{suffix}.pt"
-        if not path.is_file():
-            if key == "embed":
-                raise BenchError("file not found", path)
-            continue
-        try:
-            t = torch.load(path, weights_only=True, map_location=map_location)
-        except Exception as exc:  # noqa: BLE001 - any unreadable file is bad input
-            raise BenchError(f"cannot load ({exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''})", path) from exc
-        if not isinstance(t, torch.Tensor):
-            raise BenchError(f"expected a tensor, found {type(t).__name__}", path)
-        rows[key] = t.float()
-    embed = rows["embed"]
-    path = folder / f"epoch_{epoch}_embed.pt"
-    if embed.ndim != 2 or embed.shape[1] != width:
-        raise BenchError(f"expected rows of width {width} (the base model's hidden size), found shape "
-                         f"{list(embed.shape)}", path)
-    n = embed.shape[0]
-    if n not in STAGE_ROWS.values():
-        raise BenchError(f"expected {STAGE_ROWS[1]}, {STAGE_ROWS[2]} or {STAGE_ROWS[3]} rows (<c> + 16 shared "
-                         f"[+ 8 generation [+ 8 understanding]]), found {n}", path)
-    hw = rows.setdefault("head_weight", embed.clone())
-    if tuple(hw.shape) != tuple(embed.shape):
-        raise BenchError(f"expected lm_head rows of shape {list(embed.shape)}, found {list(hw.shape)}",
-                         folder / f"epoch_{epoch}_lm_head_weight.pt")
-    hb = rows.setdefault("head_bias", torch.zeros(n))
-    if tuple(hb.shape) != (n,):
-        raise BenchError(f"expected a bias of shape [{n}], found {list(hb.shape)}",
-                         folder / f"epoch_{epoch}_lm_head_bias.pt")
-    return rows, epoch
+    """A public-format checkpoint of one of the stages' row counts (17, 25 or 33)."""
+    return newrows.load_rows(folder, epoch, width, allowed_rows=STAGE_ROWS.values(),
+                             rows_help=" (<c> + 16 shared [+ 8 generation [+ 8 understanding]])",
+                             map_location=map_location)
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -187,67 +136,6 @@ def read_meta(folder: Path) -> dict | None:
 
 
 # ----------------------------------------------------------------------------- training
-
-
-class RowTrainer:
-    """Trains only the given rows of every vocabulary parameter, in float32 whatever the model's dtype.
-
-    The optimizer holds a float32 master copy of just those rows, not the vocabulary matrices: AdamW
-    over the whole matrices would keep moments for every row (on Janus-Pro-1B two 102,400 x 2048
-    matrices) and its weight decay would move every row, and on a bf16 model each update smaller than
-    half the spacing of bf16 numbers near a weight would round away. Each step reads the rows'
-    gradients from the model, steps the masters and writes them back into those rows in the model's
-    dtype; no other row is ever written, so the model stays bit-identical on every other token.
-    """
-
-    def __init__(self, backend: UnifiedBackend, train_ids: Sequence[int], cfg: TrainConfig,
-                 init: dict[str, torch.Tensor] | None = None):
-        """``init``: the rows' starting values by parameter name ("embed", "head_weight", "head_bias"),
-        aligned with ``train_ids``; default: the model's rows (rounded to its dtype)."""
-        self.backend = backend
-        vocab = backend.vocab_row_params()
-        self.names = [vp.name for vp in vocab]
-        self.params = [vp.param for vp in vocab]
-        self.rows = torch.tensor(list(dict.fromkeys(train_ids)), dtype=torch.long, device=self.params[0].device)
-        self.masters = [(init[name].to(p.device) if init is not None else p.detach()[self.rows]).float().clone()
-                        .requires_grad_(True) for name, p in zip(self.names, self.params)]
-        for p in self.params:
-            p.requires_grad_(True)
-        self.opt = torch.optim.AdamW(self.masters, lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-    def step(self, loss: torch.Tensor) -> float:
-        for p in self.params:
-            p.grad = None
-        loss.backward()
-        for p, master in zip(self.params, self.masters):
-            # A matrix the loss did not reach (no gradient) is skipped by AdamW, as it would be in place.
-            master.grad = None if p.grad is None else p.grad[self.rows].float()
-            p.grad = None
-        self.opt.step()
-        self.opt.zero_grad(set_to_none=True)
-        with torch.no_grad():
-            for p, master in zip(self.params, self.masters):
-                p.data[self.rows] = master.detach().to(p.dtype)
-        return float(loss.detach())
-
-    def exact_rows(self, ids: Sequence[int], base: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Rows for ``ids`` as in :meth:`UnifiedBackend.get_rows` (float32, CPU), the trained ones taken
-        from their float32 masters and the others from ``base`` (rows aligned with ``ids``), not from a
-        model that may hold them rounded to bf16."""
-        out = {name: rows.detach().float().cpu().clone() for name, rows in base.items()}
-        position = {int(t): i for i, t in enumerate(ids)}
-        where = torch.tensor([position[int(t)] for t in self.rows.tolist()])
-        for name, master in zip(self.names, self.masters):
-            out[name][where] = master.detach().float().cpu()
-        if "head_weight" not in self.names:  # tied head: its rows are the embedding's
-            out["head_weight"] = out["embed"].clone()
-        return out
-
-    def close(self) -> None:
-        for p in self.params:
-            p.requires_grad_(False)
-            p.grad = None
-        self.opt = None
 
 
 def _batches(items: list, size: int, rng: random.Random) -> list[list]:
@@ -281,9 +169,6 @@ class Personalizer:
         self.log = log or (lambda msg: None)
 
     # ---------------------------------------------------------------- helpers
-    def ids_for(self, groups: TokenGroups, n_rows: int) -> list[int]:
-        return self.b.add_tokens(groups.rows(n_rows))
-
     def text_examples(self, data: ConceptData, groups: TokenGroups, n_rows: int) -> list[TextExample]:
         prefix = groups.understanding_prefix(n_rows)
         return [TextExample(f"{prefix} {q}", img, a) for q, img, a in data.conversations]
@@ -306,15 +191,22 @@ class Personalizer:
                init_rows: dict[str, torch.Tensor], data: ConceptData, codes: torch.Tensor | None,
                init_note: dict) -> dict[str, torch.Tensor]:
         cfg, n_rows = self.cfg, STAGE_ROWS[stage]
-        ids = self.ids_for(groups, n_rows)
-        self.b.set_rows(ids, init_rows)
-        train_ids = self.b.add_tokens(train_tokens)
+        tokens = groups.rows(n_rows)
+        with self.b.new_tokens(tokens, init_rows) as ids:  # this concept's rows exist only while it trains
+            return self._train_rows(stage, folder, groups, tokens, ids, train_tokens, epochs, init_rows, data,
+                                    codes, init_note)
+
+    def _train_rows(self, stage, folder, groups, tokens, ids, train_tokens, epochs, init_rows, data, codes,
+                    init_note) -> dict[str, torch.Tensor]:
+        cfg, n_rows = self.cfg, STAGE_ROWS[stage]
+        trained_at = [tokens.index(t) for t in train_tokens]
+        train_ids = [ids[i] for i in trained_at]
         texts = self.text_examples(data, groups, n_rows)
         images = self.image_examples(data, groups, n_rows, codes) if stage >= 2 else []
         rng = random.Random(f"{cfg.seed}/{stage}/{groups.identifier}")
         # The masters start from init_rows themselves: the model holds them rounded to its dtype.
-        trained_at = [ids.index(t) for t in train_ids]
-        trainer = RowTrainer(self.b, train_ids, cfg, init={k: v[trained_at] for k, v in init_rows.items()})
+        trainer = RowTrainer(self.b, train_ids, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                             init={k: v[trained_at] for k, v in init_rows.items()})
         losses: list[dict] = []
         start = time.time()
         steps = 0
@@ -446,12 +338,11 @@ class Personalizer:
         if cfg.transition_rule != "lowest_prob":
             raise BenchError(f"unknown transition_rule {cfg.transition_rule!r} (known: lowest_prob)",
                              where="--method-arg transition_rule")
-        ids = self.ids_for(groups, STAGE_ROWS[2])
-        self.b.set_rows(ids, rows2)
         prompt = f"A photo of {groups.generation_phrase(STAGE_ROWS[2])}."
         n = max(1, cfg.transition_images)
-        gen = self.b.generate_codes([prompt] * n, [cfg.seed * 1000 + i for i in range(n)],
-                                    guidance=cfg.guidance, temperature=cfg.temperature)
+        with self.b.new_tokens(groups.rows(STAGE_ROWS[2]), rows2):
+            gen = self.b.generate_codes([prompt] * n, [cfg.seed * 1000 + i for i in range(n)],
+                                        guidance=cfg.guidance, temperature=cfg.temperature)
         T = gen.codes.shape[1]
         m = max(1, int(math.ceil(cfg.transition_fraction * T)))
         pos = gen.probs.argsort(1)[:, :m]  # lowest-probability positions of each image
