@@ -12,7 +12,6 @@ import math
 
 import pandas as pd
 import pytest
-from PIL import Image
 
 from _data_fixtures import make_unifybench
 from _judge_server import JudgeServer

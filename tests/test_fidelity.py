@@ -272,7 +272,7 @@ def test_default_backbones_offline_fail_fast():
 
 
 def test_default_dino_offline_fail_fast(monkeypatch):
-    monkeypatch.setattr(encoders, "_load_clip", lambda kind, name, seed: (torch.nn.Identity(), None, "stub"))
+    monkeypatch.setattr(encoders, "_load_clip", lambda kind, name, seed, local_only: (torch.nn.Identity(), None, "stub"))
     start = time.monotonic()
     with pytest.raises(BenchError) as err:
         load_backbones("default")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import csv
 import io
 
-from conftest import cli
+from conftest import cli, only_run_dir
 
 
 def test_leaderboard_separates_protocols_and_marks_not_scored(tmp_path):
@@ -49,21 +49,21 @@ def test_random_backbone_rows_are_labelled(tmp_path):
     assert title.endswith("(random-init weights: plumbing and speed only, not results)")
 
 
-def test_clip_choice_reaches_the_scorer_and_gets_its_own_table(tmp_path, monkeypatch):
-    """--clip ViT-L-14 is passed to the scorer, changes the run directory, is named in run.json and
-    results.json, and puts the run in a table of its own. The default leaves the run directory's
-    identity as it was before the option existed."""
+def test_clip_choice_reaches_the_scorer_and_rescoring_needs_no_new_predictions(tmp_path, monkeypatch):
+    """--clip ViT-L-14 is passed to the scorer and named in run.json and results.json. Like the
+    judge, scorer backbones are scoring settings: the same predictions are rescored in the same run
+    directory without the method, and the leaderboard puts the rescored run in the L/14 table."""
     import json
 
-    from unifybench import cli
+    from unifybench.cli import CLIP_CHOICES
     from unifybench.report import build_leaderboard
     from unifybench.scoring import encoders
 
-    assert cli.CLIP_CHOICES == encoders.CLIP_MODELS
+    assert CLIP_CHOICES == encoders.CLIP_MODELS
     asked = []
     real = encoders.load_backbones
 
-    def recording(kind="default", device="cpu", clip_name=encoders.DEFAULT_CLIP, seed=0):
+    def recording(kind="default", device="cpu", clip_name=encoders.DEFAULT_CLIP, seed=0, local_only=None):
         asked.append(clip_name)
         return real("tiny", device=device, seed=seed)  # the plumbing is under test; a real L/14 is slow here
 
@@ -71,14 +71,17 @@ def test_clip_choice_reaches_the_scorer_and_gets_its_own_table(tmp_path, monkeyp
     out = tmp_path / "runs"
     common = ["run", "--method", "real-images", "--tasks", "gen", "--concepts", "dog", "--limit", "1",
               "--images-per-prompt", "1", "--backbones", "random", "--out", str(out)]
-    assert cli.main(common) == 0
-    assert cli.main(common + ["--clip", "ViT-L-14"]) == 0
+    first = cli(*common)
+    assert first.returncode == 0, first.stderr
+    board = build_leaderboard([out], include_published=False)
+    assert "scorer backbones random, --limit 1" in board and "CLIP ViT-L-14" not in board
+    second = cli(*common, "--clip", "ViT-L-14")
+    assert second.returncode == 0, second.stderr
     assert asked == ["ViT-B-32", "ViT-L-14"]
-    runs = {json.loads((d / "run.json").read_text())["backbones"]["clip_model"]: d for d in out.iterdir()}
-    assert set(runs) == {"ViT-B-32", "ViT-L-14"}
-    assert "clip_model" not in json.loads((runs["ViT-B-32"] / "run.json").read_text())["identity"]
-    results = json.loads((runs["ViT-L-14"] / "results.json").read_text())
+    run_dir = only_run_dir(out)
+    assert "method is not loaded" in second.stdout + second.stderr
+    assert json.loads((run_dir / "run.json").read_text())["backbones"]["clip_model"] == "ViT-L-14"
+    results = json.loads((run_dir / "results.json").read_text())
     assert "OpenAI CLIP ViT-L/14" in results["backbones"]["clip"]
     board = build_leaderboard([out], include_published=False)
     assert "scorer backbones random (CLIP ViT-L-14)" in board
-    assert "scorer backbones random, --limit 1" in board  # the default CLIP's table, apart

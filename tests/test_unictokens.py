@@ -14,8 +14,7 @@ from unifybench.errors import BenchError
 from unifybench.methods import AnswerRequest, GenRequest, load_method_class
 from unifybench_unictokens.backend import TextExample
 from unifybench_unictokens.method import UniCTokens
-from unifybench_unictokens.stages import (STAGE_ROWS, RowTrainer, TokenGroups, TrainConfig, kmeans, load_rows,
-                                          save_rows)
+from unifybench_unictokens.stages import STAGE_ROWS, RowTrainer, TokenGroups, kmeans, load_rows, save_rows
 
 SHORT = {"model": "tiny", "epochs": "2", "transition_images": "2", "max_new_tokens": "6"}
 

@@ -5,7 +5,9 @@ Bad input anywhere surfaces as :class:`BenchError`, printed as one line with exi
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -201,7 +203,7 @@ def cmd_run(args) -> int:
         bench=args.bench,
         format=args.format,
         tasks=args.tasks,
-        concepts=[c.strip() for c in args.concepts.split(",")] if args.concepts else None,
+        concepts=[c.strip() for c in args.concepts.split(",") if c.strip()] if args.concepts is not None else None,
         seed=args.seed,
         batch_size=args.batch_size,
         device=args.device,
@@ -232,12 +234,29 @@ def cmd_leaderboard(args) -> int:
         tables = build_tables(rows)
         text = as_html(tables) if args.format == "html" else as_markdown(tables)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text, encoding="utf-8")
-        _console(stderr=True).print(f"wrote {args.out}")
+        write_output(args.out, text)
+        _console(stderr=True).print(f"wrote {args.out}", markup=False)
     else:
         print(text)
     return 0
+
+
+def write_output(path: Path, text: str) -> None:
+    """Write a page or table to ``path``; one line saying why when it cannot be."""
+    from .store import prepare_out_dir
+
+    if path.is_dir():
+        raise BenchError("is a folder; give a file name", path, "--out")
+    for ancestor in path.parents:
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                raise BenchError(f"lies under a file ({ancestor})", path, "--out")
+            break
+    prepare_out_dir(path.parent, "--out")
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise BenchError(f"cannot write ({exc.strerror or exc.__class__.__name__})", path, "--out") from None
 
 
 def cmd_score_images(args) -> int:
@@ -305,13 +324,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unifybench: error: {exc.one_line()}", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
-        return COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
+        sys.stdout.flush()  # a closed pipe is reported here, not by the interpreter at exit
+        return code
     except BenchError as exc:
         print(f"unifybench: error: {exc.one_line()}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("unifybench: interrupted; finished work is kept and a rerun resumes", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`unifybench leaderboard | head`): say so once, and keep Python from
+        # printing a second error when it flushes stdout at exit.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+            pass  # stdout is not a file descriptor (captured): nothing will flush it at exit
+        print("unifybench: error: [stdout]: the reader closed the pipe before all output was written",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
 
 
 if __name__ == "__main__":

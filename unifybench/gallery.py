@@ -186,11 +186,9 @@ def build_gallery(run_dir: Path, *, concepts: list[str] | None = None, images_pe
 
 
 def write_gallery(run_dir: Path, out: Path | None = None, **kwargs) -> Path:
+    from .cli import write_output
+
     text = build_gallery(run_dir, **kwargs)
     out = Path(out) if out else Path(run_dir) / "gallery.html"
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise BenchError(f"cannot write the gallery ({exc.strerror or exc})", out, "--out") from exc
+    write_output(out, text)
     return out

@@ -74,15 +74,25 @@ class Method:
     def __init__(self, args: dict[str, str] | None = None, *, seed: int = 0, device: str = "cpu",
                  batch_size: int = 8):
         args = dict(args or {})
-        unknown = sorted(set(args) - set(self.arguments))
-        if unknown:
-            accepted = ", ".join(sorted(self.arguments)) or "none"
-            raise BenchError(f"unknown argument(s) {', '.join(unknown)}; accepted: {accepted}",
-                             where=f"method {self.name}")
+        self.check_argument_names(args)
         self.args = args
         self.seed = seed
         self.device = device
         self.batch_size = batch_size
+
+    @classmethod
+    def check_argument_names(cls, args: dict[str, str]) -> None:
+        unknown = sorted(set(args) - set(cls.arguments))
+        if unknown:
+            accepted = ", ".join(sorted(cls.arguments)) or "none"
+            raise BenchError(f"unknown argument(s) {', '.join(unknown)}; accepted: {accepted}",
+                             where=f"method {cls.name}")
+
+    @classmethod
+    def validate_arguments(cls, args: dict[str, str]) -> None:
+        """Refuse bad ``--method-arg`` values before anything is made; must be cheap (load nothing).
+        The default checks the names; an adapter that parses values overrides it."""
+        cls.check_argument_names(args)
 
     def describe(self) -> dict[str, Any]:
         """What made this method's predictions (checkpoints, dtypes), recorded in run.json."""

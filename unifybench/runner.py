@@ -8,25 +8,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
-import socket
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlparse
 
 from .devices import check_device
 from .errors import BenchError
 from .methods import GenRequest, Method, load_method_class
 from .records import GEN_KINDS, QA_KINDS, Benchmark
+from .metrics import OPTIONAL_METRICS, TASK_METRICS, ScoringContext, Why, aggregate
 from .scoring.judges import JudgeConfig
 from .seeding import seeded
-from .metrics import OPTIONAL_METRICS, TASK_METRICS, ScoringContext, Why, aggregate
-from .store import RunStore, read_jsonl, write_json_atomic, write_jsonl_atomic
+from .store import RunStore, prepare_out_dir, read_jsonl, run_dir_lock, write_json_atomic, write_jsonl_atomic
 from .tasks import Work, build_requests
 
 RANDOM_INIT_LABEL = "random-init weights: plumbing and speed only, not a result"
@@ -88,32 +84,23 @@ def _git_commit() -> str | None:
 
 
 def resolve_backbones(kind: str, console, *, device: str = "cpu", seed: int = 0, clip_model: str = "ViT-B-32"):
-    """``(kind, backbones)``: ``auto`` becomes ``default`` when the real checkpoints load (returned
-    loaded, so scoring does not load them again), else ``random`` with one line saying so."""
-    if kind != "auto":
+    """``(kind, backbones)``. ``default`` loads the real checkpoints now (a run that cannot be scored
+    stops before it predicts); ``auto`` becomes ``default`` when they load, else ``random`` with one
+    line saying so. Either way they are returned loaded, so scoring does not load them again.
+    When the hub cannot be reached, only the local Hugging Face cache is looked in
+    (``scoring.encoders.load_backbones``)."""
+    if kind not in ("default", "auto"):
         return kind, None
     from .scoring.encoders import load_backbones
 
-    if not _hub_reachable():
-        # Without a network the hub client retries for ~20 s per file; look in the cache only.
-        os.environ["HF_HUB_OFFLINE"] = "1"
     try:
         return "default", load_backbones("default", device=device, seed=seed, clip_name=clip_model)
     except BenchError as exc:
+        if kind == "default":
+            raise
         console.print(f"[yellow]real scorer checkpoints unavailable ({exc.message}); "
                       f"continuing with --backbones random: every generation score is {RANDOM_INIT_LABEL}[/yellow]")
         return "random", None
-
-
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
-        return False
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
 
 
 def _select_concepts(bench: Benchmark, wanted: list[str] | None) -> list[str]:
@@ -126,58 +113,89 @@ def _select_concepts(bench: Benchmark, wanted: list[str] | None) -> list[str]:
     return wanted
 
 
+def check_spec(spec: RunSpec) -> None:
+    """Numbers and lists a run cannot start with: one line each, before anything is read or made."""
+    if not spec.tasks:
+        raise BenchError("no tasks given; choose from " + ", ".join(QA_KINDS + GEN_KINDS), where="--tasks")
+    for value, flag in ((spec.batch_size, "--batch-size"), (spec.images_per_prompt, "--images-per-prompt")):
+        if value < 1:
+            raise BenchError(f"must be at least 1, got {value}", where=flag)
+    if spec.limit is not None and spec.limit < 1:
+        raise BenchError(f"must be at least 1 (leave it out for every item), got {spec.limit}", where="--limit")
+    if spec.concepts is not None and not spec.concepts:
+        raise BenchError("no concepts given", where="--concepts")
+
+
 def run(spec: RunSpec, out_root: Path, console=None) -> RunOutcome:
+    """Personalize, predict and score one specification; everything that can be refused is refused
+    before the run directory is made or the method constructed."""
     from .data import load_benchmark
+    from .data.common import validate_images
 
     console = console or _null_console()
+    check_spec(spec)
     check_device(spec.device)
     method_cls = load_method_class(spec.method)
+    method_cls.validate_arguments(spec.method_args)
+    if spec.judge is not None:
+        spec.judge.validate()
+    prepare_out_dir(out_root, "--out", create=False)  # made with the run directory, once all is checked
     bench = load_benchmark(spec.bench, spec.format)
     concepts = _select_concepts(bench, spec.concepts)
-    if spec.images_per_prompt < 1 or spec.batch_size < 1:
-        raise BenchError("must be at least 1", where="--images-per-prompt/--batch-size")
-    if spec.judge is not None:
-        spec.judge.validate()  # before any prediction, not after
 
     supported = [t for t in spec.tasks if t in method_cls.tasks]
     skipped = {t: Why.unsupported(spec.method, t) for t in spec.tasks if t not in method_cls.tasks}
     if skipped:
         console.print(f"skipping {', '.join(skipped)}: method {spec.method} does not support them")
+    work = build_requests(bench, supported, concepts, seed=spec.seed,
+                          images_per_prompt=spec.images_per_prompt, limit=spec.limit)
+    validate_images(_images_used(bench, work, method_cls))
 
     # Scorer backbones matter only to generation scores; a run without them is comparable to any.
+    # Real checkpoints are loaded now, so that a run that cannot be scored stops before predicting.
     backbones, loaded_backbones = BACKBONES_UNUSED, None
     if any(t in GEN_KINDS for t in supported):
         backbones, loaded_backbones = resolve_backbones(spec.backbones, console, device=spec.device,
                                                         seed=spec.seed, clip_model=spec.clip_model)
 
+    # What the predictions depend on names the run directory; scoring settings (backbones, the
+    # judge) do not, so changing them rescores the same predictions.
     identity = {
         "method": spec.method, "method_args": dict(sorted(spec.method_args.items())),
         "bench": {"name": bench.name, "format": bench.format, "fingerprint": bench.fingerprint()},
         "tasks": spec.tasks, "concepts": concepts, "seed": spec.seed, "protocol": spec.protocol,
-        "backbones": backbones, "images_per_prompt": spec.images_per_prompt, "limit": spec.limit,
+        "images_per_prompt": spec.images_per_prompt, "limit": spec.limit,
     }
-    clip_model = _clip_model(backbones, spec.clip_model)
-    if clip_model not in (None, "ViT-B-32"):  # only when not the default: existing run dirs keep their hash
-        identity["clip_model"] = clip_model
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
     run_dir = Path(out_root) / f"{spec.method}__{bench.name}__{digest}"
-    store = RunStore(run_dir)
-    run_json = _write_run_json(run_dir, spec, identity, bench, backbones)
-    console.print(f"run directory: {run_dir}")
-
-    work = build_requests(bench, supported, concepts, seed=spec.seed,
-                          images_per_prompt=spec.images_per_prompt, limit=spec.limit)
-    n_pending = sum(1 for ws in work.values() for w in ws if w.request.key not in store)
-    if n_pending:
-        method = method_cls(spec.method_args, seed=spec.seed, device=spec.device, batch_size=spec.batch_size)
-        run_json["method_details"] = method.describe()
-        write_json_atomic(run_dir / "run.json", run_json)
-        _predict(method, bench, work, store, spec, console)
-    else:
-        console.print("every prediction exists: the method is not loaded")
-
-    results = score_run(bench, work, store, spec, backbones, skipped, console, loaded_backbones)
+    with run_dir_lock(run_dir):
+        store = RunStore(run_dir)
+        run_json = _write_run_json(run_dir, spec, identity, bench, backbones)
+        console.print(f"run directory: {run_dir}")
+        n_pending = sum(1 for ws in work.values() for w in ws if w.request.key not in store)
+        if n_pending:
+            method = method_cls(spec.method_args, seed=spec.seed, device=spec.device, batch_size=spec.batch_size)
+            run_json["method_details"] = method.describe()
+            write_json_atomic(run_dir / "run.json", run_json)
+            _predict(method, bench, work, store, spec, console)
+        else:
+            console.print("every prediction exists: the method is not loaded")
+        results = score_run(bench, work, store, spec, backbones, skipped, console, loaded_backbones)
     return RunOutcome(run_dir, results)
+
+
+def _images_used(bench: Benchmark, work: dict[str, list[Work]], method_cls) -> list[Path]:
+    """Every benchmark image the run will open: its items' images, and each concept's photos
+    (training photos for personalization, references for scoring, held-out photos a method may draw)."""
+    paths: list[Path] = []
+    for name, ws in work.items():
+        concept = bench.concept(name)
+        paths += [w.record.image for w in ws if w.request.task in QA_KINDS and w.record.image is not None]
+        if method_cls.needs_personalization:
+            paths += list(concept.train_images) + list(concept.cropped_train_images)
+        if any(w.request.task in GEN_KINDS for w in ws):
+            paths += list(concept.reference_images) + list(concept.test_images)
+    return paths
 
 
 def _write_run_json(run_dir: Path, spec: RunSpec, identity: dict, bench: Benchmark, backbones: str) -> dict:

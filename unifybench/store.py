@@ -15,6 +15,7 @@ torn last line from a kill mid-write is cut off when the store is reopened.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -50,6 +51,56 @@ def write_jsonl_atomic(path: Path, rows: Iterable[dict]) -> None:
         for row in rows:
             fh.write(json.dumps(row) + "\n")
     os.replace(tmp, path)
+
+
+def prepare_out_dir(path: Path, what: str, *, create: bool = True) -> Path:
+    """Make ``path`` a folder this process can write in, or raise one line saying why not: it is a
+    file, it lies under a file, or it cannot be created or written. ``create=False`` checks the same
+    without making anything (the nearest existing folder must take a new file)."""
+    path = Path(path)
+    existing = path
+    for ancestor in (path, *path.parents):
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                why = "is a file, not a folder" if ancestor == path else f"lies under a file ({ancestor})"
+                raise BenchError(why, path, what)
+            existing = ancestor
+            break
+    try:
+        if create:
+            path.mkdir(parents=True, exist_ok=True)
+            existing = path
+        tempfile.NamedTemporaryFile(dir=existing, prefix=".write-test-").close()
+    except OSError as exc:
+        raise BenchError(f"cannot create or write in it ({exc.strerror or exc.__class__.__name__})", path, what) from None
+    return path
+
+
+@contextlib.contextmanager
+def run_dir_lock(run_dir: Path):
+    """Hold ``<run_dir>/.lock`` (an OS file lock) for the block: a second process given the same run
+    directory is refused at once with one line instead of writing beside the first."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # not on POSIX: no lock, as before
+        yield
+        return
+    handle = open(run_dir / ".lock", "a+", encoding="utf-8")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise BenchError(f"in use by {holder}; wait for it to finish, or give another --out", run_dir) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"unifybench pid {os.getpid()}")
+        handle.flush()
+        yield
+    finally:
+        handle.close()  # closing releases the lock
 
 
 def read_jsonl(path: Path) -> list[dict]:

@@ -40,7 +40,7 @@ def build_requests(bench: Benchmark, tasks: list[str], concepts: list[str], *, s
         concept_work: list[Work] = []
         for task in tasks:
             if task in QA_KINDS:
-                items = [it for it in bench.items.get(name, []) if it.kind == task][:limit]
+                items = limited([it for it in bench.items.get(name, []) if it.kind == task], limit)
                 for it in items:
                     req = AnswerRequest(concept=name, task=task, index=it.index, question=it.question,
                                         image=it.image, options=it.options)
@@ -55,6 +55,26 @@ def build_requests(bench: Benchmark, tasks: list[str], concepts: list[str], *, s
                     concept_work.extend(identity_work(bench, name, seed=seed, images_per_prompt=images_per_prompt))
         work[name] = concept_work
     return work
+
+
+def limited(items: list[QAItem], limit: int | None) -> list[QAItem]:
+    """At most ``limit`` items in file order. Recognition items are taken alternately from the
+    positives and the negatives (the other side fills in when one runs out), so a ``--limit`` run
+    still scores both sides; other tasks take the first ``limit``."""
+    if limit is None or len(items) <= limit:
+        return list(items)
+    if not items or items[0].kind != "rec":
+        return items[:limit]
+    from .scoring.answers import is_negative
+
+    sides = [[it for it in items if not is_negative(it)], [it for it in items if is_negative(it)]]
+    chosen: list[QAItem] = []
+    turn = 0
+    while len(chosen) < limit:
+        side = sides[turn % 2] if sides[turn % 2] else sides[(turn + 1) % 2]
+        chosen.append(side.pop(0))
+        turn += 1
+    return sorted(chosen, key=lambda it: it.index)
 
 
 def identity_work(bench: Benchmark, name: str, *, seed: int, images_per_prompt: int) -> list[Work]:

@@ -89,8 +89,12 @@ def resolve_image(raw: Any, root: Path) -> Path | None:
     return None
 
 
+_DECODED: set[tuple[str, int, int]] = set()  # (path, size, mtime) of images that decoded, this process
+
+
 def validate_images(paths: Iterable[Path]) -> None:
-    """Open and fully decode every image; a missing, unreadable or truncated one raises BenchError."""
+    """Open and fully decode every image; a missing, unreadable or truncated one raises BenchError
+    naming the file. An unchanged file that decoded once in this process is not decoded again."""
     from PIL import Image, ImageFile
 
     saved = ImageFile.LOAD_TRUNCATED_IMAGES
@@ -98,8 +102,13 @@ def validate_images(paths: Iterable[Path]) -> None:
     try:
         for path in sorted(set(paths)):
             try:
+                st = Path(path).stat()
+                key = (str(path), st.st_size, st.st_mtime_ns)
+                if key in _DECODED:
+                    continue
                 with Image.open(path) as im:
                     im.load()
+                _DECODED.add(key)
             except Exception as exc:  # OSError, UnidentifiedImageError, DecompressionBombError, ...
                 msg = (str(exc) or type(exc).__name__).replace(f" {str(path)!r}", "").replace(str(path), "")
                 raise BenchError(f"unreadable image ({msg.strip()})", path) from None

@@ -36,6 +36,23 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the Hugging Face hub (``HF_ENDPOINT``) opens within ``timeout``."""
+    import socket
+    from urllib.parse import urlparse
+
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _why_local() -> str:
+    return "HF_HUB_OFFLINE is set" if _offline() else "the Hugging Face hub cannot be reached"
+
+
 @contextlib.contextmanager
 def _seeded(seed: int):
     """Seed torch's generator for a model's initialisation without disturbing the caller's RNG."""
@@ -116,7 +133,7 @@ def _clip_unavailable(clip_name: str, detail: str) -> BenchError:
         where="backbones")
 
 
-def _load_clip(kind: str, clip_name: str, seed: int):
+def _load_clip(kind: str, clip_name: str, seed: int, local_only: bool):
     import open_clip
 
     if kind == "tiny":
@@ -146,10 +163,10 @@ def _load_clip(kind: str, clip_name: str, seed: int):
             if not open_clip.get_pretrained_cfg(clip_name, CLIP_TAG):
                 raise BenchError(f"CLIP {clip_name} has no {CLIP_TAG} weights", where="backbones")
             pretrained = CLIP_TAG
-            if _offline():
+            if local_only:
                 pretrained = _cached_clip_checkpoint(clip_name)
                 if pretrained is None:
-                    raise _clip_unavailable(clip_name, "not in the Hugging Face cache and HF_HUB_OFFLINE is set")
+                    raise _clip_unavailable(clip_name, f"not in the Hugging Face cache and {_why_local()}")
             try:
                 # open_clip 3.x does not switch to QuickGELU for the openai tag by itself (it only
                 # warns); without it the OpenAI weights compute the wrong function.
@@ -163,13 +180,13 @@ def _load_clip(kind: str, clip_name: str, seed: int):
 
 # ----------------------------------------------------------------------------------------- DINO
 
-def _load_dino(kind: str, seed: int):
+def _load_dino(kind: str, seed: int, local_only: bool):
     from transformers import ViTConfig, ViTModel
 
     if kind == "default":
         try:
             model = ViTModel.from_pretrained(DINO_CHECKPOINT, add_pooling_layer=False,
-                                             local_files_only=_offline())
+                                             local_files_only=local_only)
         except Exception as e:  # noqa: BLE001 - OSError when absent, others when unreadable
             raise BenchError(
                 f"cannot load DINO {DINO_CHECKPOINT} weights: {type(e).__name__}: {e}; run once with "
@@ -192,12 +209,17 @@ def _load_dino(kind: str, seed: int):
 
 
 def load_backbones(kind: str = "default", device: str = "cpu", clip_name: str = DEFAULT_CLIP,
-                   seed: int = 0) -> Backbones:
-    """Build CLIP and DINO for ``kind`` in {"default", "random", "tiny"}, in eval mode on ``device``."""
+                   seed: int = 0, local_only: bool | None = None) -> Backbones:
+    """Build CLIP and DINO for ``kind`` in {"default", "random", "tiny"}, in eval mode on ``device``.
+    ``local_only``: look only in the local Hugging Face cache; default: when HF_HUB_OFFLINE is set or
+    the hub cannot be reached (the hub client would otherwise retry for ~20 s per file). The process
+    environment is left as the user set it."""
     if kind not in KINDS:
         raise BenchError(f"unknown backbones {kind!r} (choose from {', '.join(KINDS)})", where="backbones")
-    clip_model, tokenizer, clip_desc = _load_clip(kind, clip_name, seed)
-    dino_model, dino_desc = _load_dino(kind, seed)
+    if local_only is None:
+        local_only = kind == "default" and (_offline() or not hub_reachable())
+    clip_model, tokenizer, clip_desc = _load_clip(kind, clip_name, seed, local_only)
+    dino_model, dino_desc = _load_dino(kind, seed, local_only)
     clip_model = clip_model.to(device).eval()
     dino_model = dino_model.to(device).eval()
     info = {"clip": clip_desc, "dino": dino_desc}

@@ -105,6 +105,10 @@ class _JanusMethod(Method):
         self._backend = None
         self._active: str | None = None
 
+    @classmethod
+    def validate_arguments(cls, args):
+        cls(args)  # parsing every value loads nothing: the model loads on first use
+
     @property
     def backend(self):
         if self._backend is None:

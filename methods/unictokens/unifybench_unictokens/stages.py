@@ -22,14 +22,13 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 import torch
 
-from unifybench.errors import BenchError
-
 from unifybench import newrows
-from unifybench.newrows import RowTrainer, checkpoint_epochs, save_rows  # noqa: F401  (the stages' format)
+from unifybench.errors import BenchError
+from unifybench.newrows import RowTrainer, checkpoint_epochs, save_rows  # noqa: F401  (re-exported: the stages' files)
 
 from .backend import TextExample, UnifiedBackend
 
@@ -190,8 +189,7 @@ class Personalizer:
     def _train(self, stage: int, folder: Path, groups: TokenGroups, train_tokens: list[str], epochs: int,
                init_rows: dict[str, torch.Tensor], data: ConceptData, codes: torch.Tensor | None,
                init_note: dict) -> dict[str, torch.Tensor]:
-        cfg, n_rows = self.cfg, STAGE_ROWS[stage]
-        tokens = groups.rows(n_rows)
+        tokens = groups.rows(STAGE_ROWS[stage])
         with self.b.new_tokens(tokens, init_rows) as ids:  # this concept's rows exist only while it trains
             return self._train_rows(stage, folder, groups, tokens, ids, train_tokens, epochs, init_rows, data,
                                     codes, init_note)
