@@ -104,13 +104,14 @@ def test_every_optimizer_step_leaves_other_rows_bit_identical(trained):
             trainer.close()
 
 
-def test_resume_skips_finished_stages(trained, tmp_path, capsys):
+def test_resume_skips_finished_stages(trained, tmp_path, caplog):
     state_dir = tmp_path / "dog"
     shutil.copytree(trained["state_dir"], state_dir)
     shutil.rmtree(state_dir / "stage3")
     stage1_json = (state_dir / "stage1" / "unictokens.json").read_text()
-    trained["method"].personalize(trained["concept"], state_dir)
-    log = capsys.readouterr().err
+    with caplog.at_level("INFO", logger="unifybench.method.unictokens"):
+        trained["method"].personalize(trained["concept"], state_dir)
+    log = caplog.text
     assert "stage 1:" not in log and "stage 2:" not in log and "transition:" not in log
     assert "stage 3:" in log
     assert (state_dir / "stage1" / "unictokens.json").read_text() == stage1_json

@@ -1,3 +1,43 @@
-"""UnifyBench: an evaluation harness for personalized understanding-and-generation models."""
+"""UnifyBench: an evaluation harness for personalized understanding-and-generation models.
+
+From Python, :func:`evaluate` does what ``unifybench run`` does and returns the results::
+
+    import unifybench
+    results = unifybench.evaluate("always-yes", tasks=["rec", "choice"], out="runs")
+    results["tasks"]["rec"]["weighted_acc"]
+"""
+from __future__ import annotations
 
 __version__ = "0.1.0"
+
+
+def evaluate(method: str, *, bench: str = "mini", tasks=None, concepts=None, out="runs", seed: int = 0,
+             method_args: dict | None = None, judge=None, verbose: bool = False, **options) -> dict:
+    """Personalize, predict and score ``method`` as ``unifybench run`` does, and return the run's
+    ``results.json`` as a dict, with ``run_dir`` (the run directory's path) added.
+
+    ``tasks`` and ``concepts`` are lists (default: all); ``method_args`` the ``--method-arg`` pairs;
+    ``judge`` a spec such as ``"openai:gpt-4o"`` or a :class:`unifybench.scoring.judges.JudgeConfig`;
+    ``options`` any other field of :class:`unifybench.runner.RunSpec` (``backbones``, ``protocol``,
+    ``limit``, ``batch_size``, ``device``, ``images_per_prompt``, ``clip_model``, ``format``).
+    Bad input raises :class:`unifybench.errors.BenchError` (its ``one_line()`` is the CLI's message).
+    """
+    from dataclasses import fields
+
+    from .errors import BenchError
+    from .runner import RunSpec, run
+    from .scoring.judges import JudgeConfig
+
+    known = {f.name for f in fields(RunSpec)} - {"method", "bench", "tasks", "concepts", "seed", "method_args",
+                                                 "judge"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise BenchError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}",
+                         where="unifybench.evaluate")
+    spec = RunSpec(method=method, bench=str(bench), seed=seed, concepts=list(concepts) if concepts else None,
+                   method_args={str(k): str(v) for k, v in (method_args or {}).items()},
+                   judge=JudgeConfig(spec=judge, seed=seed) if isinstance(judge, str) else judge, **options)
+    if tasks is not None:
+        spec.tasks = list(tasks)
+    outcome = run(spec, out, verbose=verbose)
+    return {**outcome.results, "run_dir": str(outcome.run_dir)}

@@ -9,6 +9,7 @@ import io
 import json
 import os
 import sys
+import textwrap
 from pathlib import Path
 
 from .errors import BenchError
@@ -20,10 +21,10 @@ CLIP_CHOICES = ("ViT-B-32", "ViT-L-14")
 EXIT_BAD_INPUT = 2
 
 
-def _console(stderr: bool = False):
+def _console(stderr: bool = False, quiet: bool = False):
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, quiet=quiet)
 
 
 def _parse_method_args(pairs: list[str]) -> dict[str, str]:
@@ -65,47 +66,105 @@ def _judge_config(args):
     return config
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="unifybench", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+DESCRIPTION = """\
+Evaluate personalized vision-language models: a method learns a user's concept (a dog called <bo>,
+a mug, a person) from a few photos, answers questions about it and draws it in new scenes.
+UnifyBench personalizes, predicts, scores and writes leaderboard tables.
 
-    run = sub.add_parser("run", help="personalize, predict, score and write results for one method")
-    run.add_argument("--method", required=True)
+  unifybench run --method real-images          evaluate a method on the bundled mini bench
+  unifybench leaderboard runs/ --format html   compare runs, beside published results
+  unifybench gallery runs/<run_dir>            look at samples beside their scores
+  unifybench tasks | methods                   what is measured, and what can be evaluated
+
+Bad input ends with one line naming the file and item, and exit code 2."""
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions kept as written; an option's default after its help, unless the help already
+    says it or there is none to show (a flag, a required option)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if ("default:" in text or action.required or default is None or default is False
+                or default is argparse.SUPPRESS or default == []):
+            return text
+        if action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE):
+            return f"{text} (default: %(default)s)"
+        return text
+
+
+def _version() -> str:
+    from . import __version__
+
+    return f"unifybench {__version__}"
+
+
+def _verbosity(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("-q", "--quiet", action="store_true", help="no progress bars or tables; errors still print")
+    group.add_argument("-v", "--verbose", action="store_true",
+                       help="also print the log lines (always written to <run_dir>/log.txt)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="unifybench", description=DESCRIPTION, formatter_class=_HelpFormatter)
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_text: str, description: str | None = None) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help_text, description=textwrap.fill(description or help_text, 95),
+                              formatter_class=_HelpFormatter)
+
+    run = command("run", "personalize, predict, score and write results for one method",
+                  "Personalize a method on each concept, predict every task, score, and write the run "
+                  "directory <out>/<method>__<bench>__<hash>/ (rerunning resumes; see README 'unifybench run').")
+    run.add_argument("--method", required=True, help="a name from `unifybench methods`")
     run.add_argument("--bench", default="mini", help="'mini' (bundled) or a benchmark folder")
-    run.add_argument("--format", default="auto", choices=["auto", "unifybench", "dreambench", "yollava"])
-    run.add_argument("--tasks", default=",".join(TASKS), type=_parse_tasks)
+    run.add_argument("--format", default="auto", choices=["auto", "unifybench", "dreambench", "yollava"],
+                     help="the benchmark folder's layout (auto: detected)")
+    run.add_argument("--tasks", default=",".join(TASKS), type=_parse_tasks,
+                     help="comma-separated tasks (`unifybench tasks`; default: all six)")
     run.add_argument("--concepts", default=None, help="comma-separated concept names (default: all)")
     run.add_argument("--out", default="runs", type=Path, help="folder that holds run directories")
-    run.add_argument("--seed", default=0, type=int)
-    run.add_argument("--batch-size", default=16, type=int)
-    run.add_argument("--device", default="cpu")
+    run.add_argument("--seed", default=0, type=int, help="seed of every random draw (training, sampling, judging)")
+    run.add_argument("--batch-size", default=16, type=int, help="requests per method call; images per scorer batch")
+    run.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
     run.add_argument("--backbones", default="default", choices=["default", "auto", "random", "tiny"],
                      help="scorer weights: default (real checkpoints), auto (default, else random), "
                           "random (real architectures, seeded random weights), tiny (tests)")
     run.add_argument("--clip", dest="clip_model", default=CLIP_CHOICES[0], choices=CLIP_CHOICES,
-                     help="CLIP for CLIP-I and CLIP-T (OpenAI weights; default ViT-B-32)")
-    run.add_argument("--protocol", default="default", choices=["default", "reference"])
-    run.add_argument("--images-per-prompt", default=4, type=int)
-    run.add_argument("--limit", default=None, type=int, help="at most N items and prompts per concept and task")
-    run.add_argument("--method-arg", action="append", default=[], metavar="KEY=VALUE")
+                     help="CLIP for CLIP-I and CLIP-T (OpenAI weights)")
+    run.add_argument("--protocol", default="default", choices=["default", "reference"],
+                     help="default: corrected rules; reference: the UniCTokens evaluation's, bugs included")
+    run.add_argument("--images-per-prompt", default=4, type=int, help="images drawn per generation prompt")
+    run.add_argument("--limit", default=None, type=int,
+                     help="at most N items and prompts per concept and task (a partial run; default: all)")
+    run.add_argument("--method-arg", action="append", default=[], metavar="KEY=VALUE",
+                     help="an argument of the method (repeatable; `unifybench methods` lists them)")
     run.add_argument("--json", action="store_true", help="print results.json instead of a table")
+    _verbosity(run)
     judge = run.add_argument_group("judge (open answers and attribute-reasoning images; see README 'Judges')")
-    judge.add_argument("--judge", default=None, type=_parse_judge, metavar="openai:MODEL|hf:NAME_OR_PATH")
-    judge.add_argument("--judge-base-url", default=None, help="OpenAI-compatible endpoint (default api.openai.com/v1)")
+    judge.add_argument("--judge", default=None, type=_parse_judge, metavar="openai:MODEL|hf:NAME_OR_PATH",
+                       help="the judge model (default: none, and judged metrics read 'not scored')")
+    judge.add_argument("--judge-base-url", default=None,
+                       help="OpenAI-compatible endpoint (default: https://api.openai.com/v1)")
     judge.add_argument("--judge-api-key-env", default="OPENAI_API_KEY", help="environment variable holding the key")
     judge.add_argument("--judge-concurrency", default=8, type=int, help="requests in flight at once")
-    judge.add_argument("--judge-timeout", default=60.0, type=float, help="seconds per socket wait before a retry")
+    judge.add_argument("--judge-timeout", default=60.0, type=float, help="seconds a request may take before a retry")
     judge.add_argument("--judge-retries", default=5, type=int, help="retries per call (timeouts, 429, 5xx)")
     judge.add_argument("--judge-backoff", default=1.0, type=float, help="first retry delay in seconds, doubled")
-    judge.add_argument("--judge-max-tokens", default=64, type=int)
-    judge.add_argument("--judge-samples", default=4, type=int, help="attr_gen images judged per prompt")
-    judge.add_argument("--judge-seed", default=None, type=int, help="default: --seed")
-    judge.add_argument("--judge-cache", default=None, help="SQLite file (default: judge_cache.sqlite in the run dir)")
+    judge.add_argument("--judge-max-tokens", default=64, type=int, help="longest judge reply asked for")
+    judge.add_argument("--judge-samples", default=4, type=int,
+                       help="attr_gen images judged per prompt (--protocol reference: always 4)")
+    judge.add_argument("--judge-seed", default=None, type=int, help="the judge's seed (default: --seed)")
+    judge.add_argument("--judge-cache", default=None,
+                       help="SQLite file of judge replies (default: judge_cache.sqlite in the run directory)")
 
-    sub.add_parser("methods", help="list the registered methods and the tasks each supports")
+    command("methods", "list the registered methods, their tasks and their --method-arg arguments")
 
-    score = sub.add_parser("score-images", help="score a folder of generated images against reference photos "
-                                                "(CLIP-I, CLIP-T, DINO; no method or benchmark)")
+    score = command("score-images", "score a folder of generated images against reference photos "
+                                    "(CLIP-I, CLIP-T, DINO; no method or benchmark)")
     score.add_argument("--refs", required=True, type=Path, help="folder of reference photos (searched recursively)")
     score.add_argument("--gens", required=True, type=Path, help="folder of generated images (searched recursively)")
     score.add_argument("--prompt", default=None, help="the prompt of every generated image (enables CLIP-T)")
@@ -113,37 +172,45 @@ def build_parser() -> argparse.ArgumentParser:
                        help='JSON {"relative/path/or/folder": "prompt"} under --gens (enables CLIP-T)')
     score.add_argument("--class", dest="class_noun", default=None, metavar="NOUN",
                        help="replace concept tokens <...> in the prompts by this class noun")
-    score.add_argument("--backbones", default="default", choices=["default", "random", "tiny"])
+    score.add_argument("--backbones", default="default", choices=["default", "random", "tiny"],
+                       help="scorer weights: default (real checkpoints), random, tiny (tests)")
     score.add_argument("--clip", dest="clip_model", default=CLIP_CHOICES[0], choices=CLIP_CHOICES,
-                       help="CLIP for CLIP-I and CLIP-T (OpenAI weights; default ViT-B-32)")
-    score.add_argument("--protocol", default="dreambooth", choices=["dreambooth", "reference", "mean-reference"])
-    score.add_argument("--batch-size", default=None, type=int, help="default 32 on CPU, 256 on CUDA")
-    score.add_argument("--device", default="cpu")
+                       help="CLIP for CLIP-I and CLIP-T (OpenAI weights)")
+    score.add_argument("--protocol", default="dreambooth", choices=["dreambooth", "reference", "mean-reference"],
+                       help="preprocessing and pairing (README 'Generation scoring')")
+    score.add_argument("--batch-size", default=None, type=int, help="images per encoder batch (default: 32 on CPU, "
+                                                                     "256 on CUDA)")
+    score.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
     score.add_argument("--workers", default=None, type=int, help="decode processes (default: one per core)")
     score.add_argument("--seed", default=0, type=int, help="seed of random/tiny backbones")
     score.add_argument("--json", action="store_true", help="print one JSON object")
+    _verbosity(score)
 
-    data = sub.add_parser("data", help="dataset tools")
-    data_sub = data.add_subparsers(dest="data_command", required=True)
-    check = data_sub.add_parser("check", help="validate a benchmark folder and print its counts")
-    check.add_argument("path")
-    check.add_argument("--format", default="auto", choices=["auto", "unifybench", "dreambench", "yollava"])
-    check.add_argument("--json", action="store_true")
+    data = command("data", "dataset tools")
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
+    check = data_sub.add_parser("check", help="validate a benchmark folder and print its counts",
+                                description="Read a benchmark with every image decoded; print its counts, or one "
+                                            "line naming the first problem.", formatter_class=_HelpFormatter)
+    check.add_argument("path", help="'mini' or a benchmark folder")
+    check.add_argument("--format", default="auto", choices=["auto", "unifybench", "dreambench", "yollava"],
+                       help="the folder's layout (auto: detected)")
+    check.add_argument("--json", action="store_true", help="print one JSON object")
 
-    board = sub.add_parser("leaderboard", help="a table of methods x metrics from run directories")
+    board = command("leaderboard", "a table of methods x metrics from run directories, beside published results")
     board.add_argument("runs", nargs="*", type=Path, help="run directories or folders of them (default: runs)")
-    board.add_argument("--format", default="md", choices=["md", "csv", "html"])
-    board.add_argument("--out", type=Path, default=None)
+    board.add_argument("--format", default="md", choices=["md", "csv", "html"], help="output format")
+    board.add_argument("--out", type=Path, default=None, help="write to this file (default: stdout)")
     board.add_argument("--no-published", action="store_true", help="leave out the published rows")
 
-    tasks = sub.add_parser("tasks", help="list the tasks, their metrics and which direction is better")
-    tasks.add_argument("--json", action="store_true")
+    tasks = command("tasks", "list the tasks, their metrics and which direction is better")
+    tasks.add_argument("--json", action="store_true", help="print one JSON list")
 
-    gallery = sub.add_parser("gallery", help="one self-contained HTML page of a run's samples beside their scores")
-    gallery.add_argument("run_dir", type=Path)
-    gallery.add_argument("--out", type=Path, default=None, help="default: RUN_DIR/gallery.html")
+    gallery = command("gallery", "one self-contained HTML page of a run's samples beside their scores")
+    gallery.add_argument("run_dir", type=Path, help="a scored run directory")
+    gallery.add_argument("--out", type=Path, default=None, help="the page to write (default: RUN_DIR/gallery.html)")
     gallery.add_argument("--concepts", default=None, help="comma-separated concept names (default: all)")
-    gallery.add_argument("--images-per-prompt", default=None, type=int, help="at most N images shown per prompt")
+    gallery.add_argument("--images-per-prompt", default=None, type=int,
+                         help="at most N images shown per prompt (default: all)")
     return parser
 
 
@@ -180,18 +247,29 @@ def cmd_methods(args) -> int:
 
     from .methods import load_method_class, registered_methods
 
-    table = Table(title="methods")
-    table.add_column("name")
-    table.add_column("tasks")
-    table.add_column("source")
+    console = _console()
+    overview = Table(title="methods")
+    for column in ("name", "tasks", "source"):
+        overview.add_column(column)
+    arguments: list[tuple[str, dict[str, str]]] = []
     for name, target in registered_methods().items():
         try:
             cls = load_method_class(name)
-            tasks = ", ".join(t for t in TASKS if t in cls.tasks)
         except BenchError as exc:
-            tasks = f"[red]cannot load: {exc.message}[/red]"
-        table.add_row(name, tasks, target)
-    _console().print(table)
+            overview.add_row(name, f"cannot load: {exc.message}", target, style="red")
+            continue
+        overview.add_row(name, ", ".join(t for t in TASKS if t in cls.tasks), target)
+        if cls.arguments:
+            arguments.append((name, cls.arguments))
+    console.print(overview)
+    for name, args_of in arguments:
+        table = Table(title=f"{name}: --method-arg KEY=VALUE", title_justify="left", show_header=False,
+                      box=None, padding=(0, 2))
+        table.add_column("key", no_wrap=True, style="bold")
+        table.add_column("what")
+        for key, text in args_of.items():
+            table.add_row(key, text)
+        console.print(table)
     return 0
 
 
@@ -215,7 +293,7 @@ def cmd_run(args) -> int:
         method_args=_parse_method_args(args.method_arg),
         judge=_judge_config(args),
     )
-    outcome = run(spec, args.out, console=_console(stderr=args.json))
+    outcome = run(spec, args.out, console=_console(stderr=args.json, quiet=args.quiet), verbose=args.verbose)
     if args.json:
         print(json.dumps(outcome.results, indent=2))
     return 0
@@ -262,10 +340,15 @@ def write_output(path: Path, text: str) -> None:
 def cmd_score_images(args) -> int:
     from .scoring.fidelity import score_folders
 
-    out = score_folders(args.refs, args.gens, backbones=args.backbones, protocol=args.protocol,
-                        prompt=args.prompt, prompts_file=args.prompts, class_noun=args.class_noun,
-                        batch_size=args.batch_size or (256 if args.device.startswith("cuda") else 32),
-                        device=args.device, num_workers=args.workers, seed=args.seed, clip_name=args.clip_model)
+    from .runner import progress_bars
+
+    with progress_bars(_console(stderr=True, quiet=args.quiet)) as progress:
+        bar = progress.add_task("scoring images", total=None)
+        out = score_folders(args.refs, args.gens, backbones=args.backbones, protocol=args.protocol,
+                            prompt=args.prompt, prompts_file=args.prompts, class_noun=args.class_noun,
+                            batch_size=args.batch_size or (256 if args.device.startswith("cuda") else 32),
+                            device=args.device, num_workers=args.workers, seed=args.seed, clip_name=args.clip_model,
+                            progress=lambda n, total: progress.update(bar, advance=n, total=total))
     if args.json:
         print(json.dumps(out))
         return 0

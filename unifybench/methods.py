@@ -94,6 +94,10 @@ class Method:
         The default checks the names; an adapter that parses values overrides it."""
         cls.check_argument_names(args)
 
+    def progress(self, what: str, done: int, total: int) -> None:
+        """Called by a method while it personalizes (``"stage 2 epoch 3/20"``, 23, 61): the runner
+        replaces it with one that moves the terminal's progress bar. Default: nothing."""
+
     def describe(self) -> dict[str, Any]:
         """What made this method's predictions (checkpoints, dtypes), recorded in run.json."""
         return {}

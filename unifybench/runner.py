@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .devices import check_device
 from .errors import BenchError
+from .logs import run_log
 from .methods import GenRequest, Method, load_method_class
 from .records import GEN_KINDS, QA_KINDS, Benchmark
 from .metrics import OPTIONAL_METRICS, TASK_METRICS, ScoringContext, Why, aggregate
@@ -117,6 +118,10 @@ def check_spec(spec: RunSpec) -> None:
     """Numbers and lists a run cannot start with: one line each, before anything is read or made."""
     if not spec.tasks:
         raise BenchError("no tasks given; choose from " + ", ".join(QA_KINDS + GEN_KINDS), where="--tasks")
+    unknown = [t for t in spec.tasks if t not in QA_KINDS + GEN_KINDS]
+    if unknown:
+        raise BenchError(f"unknown task(s) {', '.join(unknown)}; known: {', '.join(QA_KINDS + GEN_KINDS)}",
+                         where="--tasks")
     for value, flag in ((spec.batch_size, "--batch-size"), (spec.images_per_prompt, "--images-per-prompt")):
         if value < 1:
             raise BenchError(f"must be at least 1, got {value}", where=flag)
@@ -126,9 +131,10 @@ def check_spec(spec: RunSpec) -> None:
         raise BenchError("no concepts given", where="--concepts")
 
 
-def run(spec: RunSpec, out_root: Path, console=None) -> RunOutcome:
+def run(spec: RunSpec, out_root: Path, console=None, verbose: bool = False) -> RunOutcome:
     """Personalize, predict and score one specification; everything that can be refused is refused
-    before the run directory is made or the method constructed."""
+    before the run directory is made or the method constructed. Log lines go to
+    ``<run_dir>/log.txt`` (and to stderr too when ``verbose``)."""
     from .data import load_benchmark
     from .data.common import validate_images
 
@@ -168,7 +174,7 @@ def run(spec: RunSpec, out_root: Path, console=None) -> RunOutcome:
     }
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
     run_dir = Path(out_root) / f"{spec.method}__{bench.name}__{digest}"
-    with run_dir_lock(run_dir):
+    with run_dir_lock(run_dir), run_log(run_dir, verbose):
         store = RunStore(run_dir)
         run_json = _write_run_json(run_dir, spec, identity, bench, backbones)
         console.print(f"run directory: {run_dir}")
@@ -240,11 +246,13 @@ def _backbone_names(kind: str, clip_model: str = "ViT-B-32") -> dict[str, str]:
     return {**names, "clip": clip, "dino": dino}
 
 
-def _progress(console):
+def progress_bars(console):
+    """Bars that move on a terminal; elsewhere (a log file, a pipe, CI) nothing: a bar drawn once at
+    the end says nothing that the results do not."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=console, transient=False)
+                    TimeElapsedColumn(), console=console, transient=False, disable=not console.is_terminal)
 
 
 def _predict(method: Method, bench: Benchmark, work: dict[str, list[Work]], store: RunStore,
@@ -256,15 +264,19 @@ def _predict(method: Method, bench: Benchmark, work: dict[str, list[Work]], stor
     resumed run cuts the same batches and re-asks a partly finished one, keeping what was stored),
     and the method's isolation fingerprint must be the same after the concept as before it."""
     concepts = [c for c, ws in work.items() if any(w.request.key not in store for w in ws)]
-    with _progress(console) as progress:
+    with progress_bars(console) as progress:
         bar_p = progress.add_task("personalizing", total=len(concepts)) if method.needs_personalization else None
+        steps = progress.add_task("", total=1, visible=False)  # the concept being personalized, step by step
         bar = progress.add_task("predicting", total=sum(1 for c in concepts for w in work[c]
                                                         if w.request.key not in store))
         for name in concepts:
             concept = bench.concept(name)
             before = method.isolation_fingerprint()
+            method.progress = lambda what, done, total, name=name: progress.update(
+                steps, description=f"  {name}: {what}", completed=done, total=max(total, 1), visible=True)
             with seeded(spec.seed, name, "personalize"):
                 state = _personalized(method, concept, store)
+            progress.update(steps, visible=False)
             if bar_p is not None:
                 progress.advance(bar_p)
             with method.activate(concept, state):
@@ -390,11 +402,12 @@ def score_run(bench: Benchmark, work: dict[str, list[Work]], store: RunStore, sp
         backbone_info = scorer.describe()
         gen_works = {name: [w for w in ws if w.request.task == "gen"] for name, ws in work.items()}
         gen_works = {name: ws for name, ws in gen_works.items() if ws}
-        with _progress(console) as progress:
-            bar = progress.add_task("scoring images", total=len(gen_works))
+        n_images = sum(len(store.predictions[w.request.key]["images"]) for ws in gen_works.values() for w in ws
+                       if w.purpose != "identity")
+        with progress_bars(console) as progress:
+            bar = progress.add_task("scoring images", total=n_images)
             # Every concept's images in one stream through the pipeline (scoring/pipeline.py).
-            rows += _fidelity_rows(scorer, bench, gen_works, store)
-            progress.advance(bar, len(gen_works))
+            rows += _fidelity_rows(scorer, bench, gen_works, store, lambda n: progress.advance(bar, n))
         face_rows, face_backend, context.face_unavailable = _face_rows(bench, gen_works, store, backbones, spec,
                                                                        console)
         rows += face_rows
@@ -467,7 +480,8 @@ def _image_rows(task_work: list[Work], store: RunStore) -> list[dict]:
     return rows
 
 
-def _fidelity_rows(scorer, bench: Benchmark, task_works: dict[str, list[Work]], store: RunStore) -> list[dict]:
+def _fidelity_rows(scorer, bench: Benchmark, task_works: dict[str, list[Work]], store: RunStore,
+                   progress=None) -> list[dict]:
     """One row per generated image of the plain prompts: CLIP-I and DINO against the concept's
     references, CLIP-T against the class prompt (identity-prompt images are for faces only)."""
     groups, rows_of = [], []
@@ -485,7 +499,7 @@ def _fidelity_rows(scorer, bench: Benchmark, task_works: dict[str, list[Work]], 
         groups.append((list(refs), [store.run_dir / r["image"] for r in rows], texts))
         rows_of.append(rows)
     out = []
-    for rows, scores in zip(rows_of, scorer.score_many(groups)):
+    for rows, scores in zip(rows_of, scorer.score_many(groups, progress=progress)):
         for i, row in enumerate(rows):
             for metric in ("clip_i", "clip_t", "dino"):
                 row[metric] = scores[metric][i]

@@ -279,15 +279,17 @@ class FidelityScorer:
     # --------------------------------------------------------------------------------- scores
 
     def score(self, refs: Sequence[str | Path], gens: Sequence[str | Path],
-              texts: Sequence[str] | None = None) -> dict[str, list[float]]:
+              texts: Sequence[str] | None = None, progress=None) -> dict[str, list[float]]:
         """Per generated image: "clip_i", "dino" and (when ``texts`` is given, ``texts[i]`` being the
         class prompt of ``gens[i]``) "clip_t"; lists aligned with ``gens``. The generated images
         stream through the pipeline: only their scores are kept."""
-        return self.score_many([(refs, gens, texts)])[0]
+        return self.score_many([(refs, gens, texts)], progress=progress)[0]
 
-    def score_many(self, groups: Sequence[tuple[Sequence, Sequence, Sequence[str] | None]]) -> list[dict[str, list[float]]]:
+    def score_many(self, groups: Sequence[tuple[Sequence, Sequence, Sequence[str] | None]],
+                   progress=None) -> list[dict[str, list[float]]]:
         """:meth:`score` for several ``(refs, gens, texts)`` groups (one per concept) in one stream,
-        so batches stay full across concepts and worker processes start once."""
+        so batches stay full across concepts and worker processes start once. ``progress(n)`` is
+        called as each batch of n generated images is scored."""
         results: list[dict[str, list[float]]] = []
         flat_gens: list[Path] = []
         owner: list[tuple[int, int]] = []  # flat index -> (group, index in group)
@@ -327,6 +329,8 @@ class FidelityScorer:
                 for metric, values in scores.items():
                     for i, value in zip(positions, values.tolist()):
                         out[metric][i] = value
+            if progress is not None:
+                progress(len(indices))
         return results
 
     @property
@@ -411,7 +415,8 @@ def prompts_for(gens: list[Path], gens_root: Path, prompt: str | None, prompts_f
 def score_folders(refs_dir: str | Path, gens_dir: str | Path, *, backbones: str = "default",
                   protocol: str = "dreambooth", prompt: str | None = None, prompts_file: Path | None = None,
                   class_noun: str | None = None, batch_size: int = 64, device: str = "cpu",
-                  num_workers: int | None = None, seed: int = 0, clip_name: str = "ViT-B-32") -> dict:
+                  num_workers: int | None = None, seed: int = 0, clip_name: str = "ViT-B-32",
+                  progress=None) -> dict:
     """Score a folder of generated images against a folder of reference photos: one summary object
     (mean CLIP-I, DINO and, with prompts, CLIP-T over every generated image)."""
     from .encoders import load_backbones
@@ -424,7 +429,8 @@ def score_folders(refs_dir: str | Path, gens_dir: str | Path, *, backbones: str 
     texts = prompts_for(gens, Path(gens_dir), prompt, prompts_file, class_noun)
     scorer = FidelityScorer(load_backbones(backbones, device=device, seed=seed, clip_name=clip_name), protocol,
                             batch_size=batch_size, device=device, num_workers=num_workers)
-    scores = scorer.score(refs, gens, texts)
+    # progress(n, total): n more of the total generated images scored
+    scores = scorer.score(refs, gens, texts, progress=None if progress is None else lambda n: progress(n, len(gens)))
     out: dict = {"clip_i": sum(scores["clip_i"]) / len(gens)}
     if texts is not None:
         out["clip_t"] = sum(scores["clip_t"]) / len(gens)

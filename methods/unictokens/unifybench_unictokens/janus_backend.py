@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from unifybench.errors import BenchError
+from unifybench.logs import quiet_transformers
 
 from .backend import GeneratedCodes, TextExample, UnifiedBackend, VocabRowParam
 
@@ -285,9 +286,10 @@ class JanusBackend(UnifiedBackend):
         # No pixel_values key at all for a text-only batch: transformers 5.24's generate() encodes images
         # whenever the key is present, None or not, and the vision tower then fails.
         images = {} if pixels is None else {"pixel_values": pixels}
-        out = self.model.generate(input_ids=ids, attention_mask=mask, **images,
-                                  max_new_tokens=max_new_tokens, do_sample=False, generation_mode="text",
-                                  pad_token_id=self.pad, eos_token_id=self.eos, bos_token_id=self.bos)
+        with quiet_transformers():  # it warns of max_length beside max_new_tokens, and of its own arguments
+            out = self.model.generate(input_ids=ids, attention_mask=mask, **images,
+                                      max_new_tokens=max_new_tokens, do_sample=False, generation_mode="text",
+                                      pad_token_id=self.pad, eos_token_id=self.eos, bos_token_id=self.bos)
         new = out[:, ids.shape[1]:]
         return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in new]
 

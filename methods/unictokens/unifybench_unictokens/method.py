@@ -4,7 +4,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ import torch
 
 from unifybench import newrows
 from unifybench.errors import BenchError
+from unifybench.logs import get_logger
 from unifybench.methods import Method
 from unifybench.records import TASKS, Concept
 
@@ -51,6 +51,7 @@ _TRAIN_ARGS = {
 }
 
 _BACKENDS: dict[tuple, Any] = {}
+_LOG = get_logger("method.unictokens")
 
 
 def _float(args: dict, key: str, default: float) -> float:
@@ -252,7 +253,7 @@ class UniCTokens(_JanusMethod):
 
     # ------------------------------------------------------------------ state
     def _log(self, msg: str) -> None:
-        print(f"[unictokens] {msg}", file=sys.stderr, flush=True)
+        _LOG.info(msg)
 
     def concept_data(self, concept: Concept) -> ConceptData:
         from unifybench.data.common import resolve_image, strip_image_tag
@@ -355,7 +356,7 @@ class UniCTokens(_JanusMethod):
                 {"source": loaded["source"], "epoch": loaded["epoch"], "rows": len(loaded["rows"]["embed"]),
                  "trained_on": loaded["base_model"], "loaded_onto": self.model_name}))
             return state
-        pers = Personalizer(self.backend, self.cfg, self.model_name, log=self._log)
+        pers = Personalizer(self.backend, self.cfg, self.model_name, log=self._log, progress=self.progress)
         groups, rows = pers.run(self.concept_data(concept), Path(state_dir))
         return self._state(concept, rows)
 

@@ -161,11 +161,19 @@ class Personalizer:
     """Runs (or resumes) stage 1, stage 2, the transition and stage 3 for one concept."""
 
     def __init__(self, backend: UnifiedBackend, cfg: TrainConfig, base_model: str,
-                 log: Callable[[str], None] | None = None):
+                 log: Callable[[str], None] | None = None, progress: Callable[[str, int, int], None] | None = None):
         self.b = backend
         self.cfg = cfg
         self.base_model = base_model
         self.log = log or (lambda msg: None)
+        # progress(what, done, total): the epochs of the three stages and the transition, as they finish
+        self._progress = progress or (lambda what, done, total: None)
+        self._total = cfg.epochs_stage1 + cfg.epochs_stage2 + cfg.epochs_stage3 + 1
+        self._done = 0
+
+    def _step_done(self, what: str) -> None:
+        self._done += 1
+        self._progress(what, self._done, self._total)
 
     # ---------------------------------------------------------------- helpers
     def text_examples(self, data: ConceptData, groups: TokenGroups, n_rows: int) -> list[TextExample]:
@@ -232,6 +240,7 @@ class Personalizer:
                 rows = trainer.exact_rows(ids, init_rows)
                 save_rows(folder, epoch, rows)
                 self.log(f"stage {stage} epoch {epoch}/{epochs}: loss {row['loss']:.4f}")
+                self._step_done(f"stage {stage} epoch {epoch}/{epochs}")
         finally:
             trainer.close()
         write_json(folder / "unictokens.json", self._meta(
@@ -260,6 +269,8 @@ class Personalizer:
         # Stage 1: understanding warm-up.
         s1 = state_dir / "stage1"
         rows1 = self._finished(s1, groups, 1)
+        if rows1 is not None:
+            self._skip(cfg.epochs_stage1, "stage 1 (finished before)")
         if rows1 is None:
             self.log("stage 1: understanding warm-up")
             ident = self.b.word_embedding(data.class_noun)
@@ -275,6 +286,8 @@ class Personalizer:
         # Stage 2: generation bootstrapped from understanding.
         s2 = state_dir / "stage2"
         rows2 = self._finished(s2, groups, 2)
+        if rows2 is not None:
+            self._skip(cfg.epochs_stage2, "stage 2 (finished before)")
         if rows2 is None:
             self.log("stage 2: generation from understanding")
             start_epoch = max(1, min(cfg.stage2_init_epoch, cfg.epochs_stage1))
@@ -292,6 +305,7 @@ class Personalizer:
         meta = read_meta(tr)
         if meta and meta.get("finished") and (tr / "understanding_init.pt").is_file():
             und = torch.load(tr / "understanding_init.pt", weights_only=True, map_location="cpu")
+            self._skip(1, "transition (finished before)")
         else:
             self.log("transition: least-sure image positions")
             start = time.time()
@@ -300,6 +314,7 @@ class Personalizer:
             torch.save(und, tr / "understanding_init.pt")
             write_json(tr / "unictokens.json", self._meta("transition", groups, STAGE_ROWS[2], finished=True,
                                                           seconds=round(time.time() - start, 3), **info))
+            self._step_done("transition")
 
         # Stage 3: understanding deepened from generation.
         s3 = state_dir / "stage3"
@@ -313,6 +328,10 @@ class Personalizer:
             rows3 = self._train(3, s3, groups, [groups.identifier] + groups.understanding, cfg.epochs_stage3,
                                 init, data, codes, {"understanding": "k-means over the transition's least-sure codes"})
         return groups, rows3
+
+    def _skip(self, steps: int, what: str) -> None:
+        self._done += steps
+        self._progress(what, self._done, self._total)
 
     def _generation_init(self, data: ConceptData, codes: torch.Tensor) -> tuple[torch.Tensor, str]:
         """Human concepts with a face embedding: every generation token starts from the identity

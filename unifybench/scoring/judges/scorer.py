@@ -79,7 +79,8 @@ def judge_rows(bench, work: dict, store, *, config: JudgeConfig, protocol: str, 
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=console, transient=False, disable=console is None) as progress:
+                      console=console, transient=False,
+                      disable=console is None or not console.is_terminal) as progress:
             bar = progress.add_task("judging", total=len(prompts))
             judgments = judge.judge(prompts, progress=lambda n: progress.advance(bar, n))
     finally:
