@@ -1,4 +1,5 @@
-"""UniCTokens on a tiny random-init Janus, CPU, short schedules: stages, rows, checkpoints, harness."""
+"""UniCTokens on a tiny random-init Janus (backend=janus), CPU, short schedules: stages, rows, checkpoints,
+harness. The Show-o backend, the default, has tests/test_showo.py."""
 from __future__ import annotations
 
 import json
@@ -16,7 +17,7 @@ from unifybench_unictokens.backend import TextExample
 from unifybench_unictokens.method import UniCTokens
 from unifybench_unictokens.stages import STAGE_ROWS, RowTrainer, TokenGroups, kmeans, load_rows, save_rows
 
-SHORT = {"model": "tiny", "epochs": "2", "transition_images": "2", "max_new_tokens": "6"}
+SHORT = {"backend": "janus", "model": "tiny", "epochs": "2", "transition_images": "2", "max_new_tokens": "6"}
 
 
 @pytest.fixture(scope="module")
@@ -126,16 +127,16 @@ def test_checkpoints_round_trip_and_load(trained, tmp_path):
 
     ckpt = tmp_path / "ckpt"
     shutil.copytree(trained["state_dir"], ckpt / "dog")
-    method = UniCTokens({"model": "tiny", "checkpoint": str(ckpt), "max_new_tokens": "4"}, seed=0)
+    method = UniCTokens({"backend": "janus", "model": "tiny", "checkpoint": str(ckpt), "max_new_tokens": "4"}, seed=0)
     state = method.personalize(trained["concept"], tmp_path / "state")
     assert state["n_rows"] == 33 and torch.equal(state["rows"]["embed"], rows["embed"])
-    first = UniCTokens({"model": "tiny", "checkpoint": str(ckpt), "epoch": "1"}, seed=0)
+    first = UniCTokens({"backend": "janus", "model": "tiny", "checkpoint": str(ckpt), "epoch": "1"}, seed=0)
     s1 = first.load_state(trained["concept"], tmp_path / "state")
     assert not torch.equal(s1["rows"]["embed"], rows["embed"])
     # A stage-2 checkpoint (25 rows) loads too: generation phrase without understanding tokens.
     only2 = tmp_path / "only2"
     shutil.copytree(trained["state_dir"] / "stage2", only2)
-    s2 = UniCTokens({"model": "tiny", "checkpoint": str(only2)}, seed=0).personalize(trained["concept"], tmp_path / "s2")
+    s2 = UniCTokens({"backend": "janus", "model": "tiny", "checkpoint": str(only2)}, seed=0).personalize(trained["concept"], tmp_path / "s2")
     assert s2["n_rows"] == 25
 
 
@@ -143,7 +144,7 @@ def test_checkpoint_mismatch_is_one_line_error(trained, tmp_path):
     bad = tmp_path / "bad"
     bad.mkdir()
     torch.save(torch.zeros(33, 2048), bad / "epoch_1_embed.pt")
-    method = UniCTokens({"model": "tiny", "checkpoint": str(bad)}, seed=0)
+    method = UniCTokens({"backend": "janus", "model": "tiny", "checkpoint": str(bad)}, seed=0)
     with pytest.raises(BenchError) as err:
         method.personalize(trained["concept"], tmp_path / "s")
     assert "width 64" in err.value.one_line() and "[33, 2048]" in err.value.one_line()
@@ -151,7 +152,7 @@ def test_checkpoint_mismatch_is_one_line_error(trained, tmp_path):
     with pytest.raises(BenchError, match="expected 17, 25 or 33 rows"):
         method.personalize(trained["concept"], tmp_path / "s")
     with pytest.raises(BenchError, match="no epoch 5"):
-        UniCTokens({"model": "tiny", "checkpoint": str(bad), "epoch": "5"}, seed=0).personalize(
+        UniCTokens({"backend": "janus", "model": "tiny", "checkpoint": str(bad), "epoch": "5"}, seed=0).personalize(
             trained["concept"], tmp_path / "s")
 
 
@@ -183,7 +184,7 @@ def test_kmeans_is_seeded_and_finds_clusters():
 
 def test_text_prompt_baseline_names_the_concept_by_its_description(bench):
     cls = load_method_class("text-prompt")
-    method = cls({"model": "tiny"}, seed=0)
+    method = cls({"backend": "janus", "model": "tiny"}, seed=0)
     concept = bench.concept("dog")
     q = method._question(concept, None, "Is <dog> in this image?")
     assert "<dog>" not in q and q.startswith("dog is a")
@@ -195,14 +196,15 @@ def test_text_prompt_baseline_names_the_concept_by_its_description(bench):
 def test_generation_bench_checks_logits_and_prints_json(capsys):
     from unifybench.bench.generation import main
 
-    assert main(["--method", "unictokens", "--model", "tiny", "--batch", "2", "--check-steps", "4"]) == 0
+    assert main(["--method", "unictokens", "--backend", "janus", "--model", "tiny", "--batch", "2",
+                 "--check-steps", "4"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["logits_ok"] and result["greedy_prefix_match_eager"] == 1.0
     assert result["eager_images_per_s"] > 0 and result["ours_images_per_s"] > 0 and "ratio" in result
 
 
 def test_cli_run_completes_every_task_and_reaches_the_leaderboard(tmp_path):
-    args = ["run", "--method", "unictokens", "--method-arg", "model=tiny", "--method-arg", "epochs=1",
+    args = ["run", "--method", "unictokens", "--method-arg", "backend=janus", "--method-arg", "model=tiny", "--method-arg", "epochs=1",
             "--method-arg", "transition_images=1", "--method-arg", "max_new_tokens=4", "--backbones", "tiny",
             "--limit", "1", "--images-per-prompt", "1", "--concepts", "dog", "--out", str(tmp_path / "runs")]
     proc = cli(*args)
@@ -224,7 +226,7 @@ def test_cli_run_completes_every_task_and_reaches_the_leaderboard(tmp_path):
     bad = tmp_path / "bad" / "dog"
     bad.mkdir(parents=True)
     torch.save(torch.zeros(17, 2048), bad / "epoch_1_embed.pt")
-    proc = cli("run", "--method", "unictokens", "--method-arg", "model=tiny", "--method-arg",
+    proc = cli("run", "--method", "unictokens", "--method-arg", "backend=janus", "--method-arg", "model=tiny", "--method-arg",
                    f"checkpoint={bad.parent}", "--tasks", "rec", "--limit", "1", "--concepts", "dog",
                    "--out", str(tmp_path / "runs2"))
     assert proc.returncode == 2
@@ -243,7 +245,10 @@ def test_human_concepts_start_generation_tokens_from_the_face_embedding(trained)
     pers = Personalizer(method.backend, method.cfg, "tiny")
     codes = method.backend.encode_images(data.cropped_images)
     gen, note = pers._generation_init(data, codes)
-    assert gen.shape == (8, 64) and torch.equal(gen[0], gen[7]) and "face identity" in note
+    # As the authors' stage 2: the identity embedding viewed as 8 rows, each interpolated to the width.
+    face = data.face_embedding.float().flatten()
+    expected = torch.nn.functional.interpolate(face.view(8, -1)[None], size=64, mode="linear")[0]
+    assert gen.shape == (8, 64) and torch.allclose(gen, expected) and "face identity" in note
     auto = UniCTokens(SHORT, seed=0).concept_data(human)  # the face extra is not installed here
     if auto.face_embedding is None:
         assert auto.face_note
@@ -288,12 +293,12 @@ def test_stage_costs_read_what_each_stage_recorded(trained):
 
     costs = stage_costs(trained["state_dir"])
     assert list(costs) == ["stage1", "stage2", "transition", "stage3"]
-    # mini-bench dog: 4 QA and 3 cropped photos, train_batch 4 -> one step per epoch, 2 epochs
-    for stage in ("stage1", "stage2", "stage3"):
+    # mini-bench dog: 4 QA and 3 cropped photos; the authors' batches 4, 1, 1: 1, 4 and 4 steps an epoch
+    for stage, per_epoch in (("stage1", 1), ("stage2", 4), ("stage3", 4)):
         meta = json.loads((trained["state_dir"] / stage / "unictokens.json").read_text())
-        assert costs[stage]["steps"] == 2 == len(meta["losses"])
+        assert len(meta["losses"]) == 2 and costs[stage]["steps"] == 2 * per_epoch == meta["steps"]
         assert costs[stage]["loss_first_epoch"] == round(meta["losses"][0]["loss"], 4)
-        assert costs[stage]["seconds_per_step"] == pytest.approx(meta["seconds"] / 2, abs=1e-4)
+        assert costs[stage]["seconds_per_step"] == pytest.approx(meta["seconds"] / meta["steps"], abs=1e-4)
     assert costs["transition"]["seconds"] >= 0
 
 
@@ -301,14 +306,15 @@ def test_personalize_bench_runs_from_the_command_line():
     import subprocess
     import sys
 
-    cmd = [sys.executable, "-m", "unifybench.bench", "personalize", "--model", "tiny", "--epochs", "1",
-           "--device", "cpu"]
+    cmd = [sys.executable, "-m", "unifybench.bench", "personalize", "--backend", "janus", "--model", "tiny",
+           "--epochs", "1", "--device", "cpu"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["random_init"] and result["concept"] == "<dog>"
     assert set(result["stages"]) == {"stage1", "stage2", "transition", "stage3"}
-    assert all(result["stages"][s]["steps"] == 1 for s in ("stage1", "stage2", "stage3"))
+    assert [result["stages"][s]["steps"] for s in ("stage1", "stage2", "stage3")] == [1, 4, 4]
+    assert result["backend"] == "janus"
     assert sum(s["seconds"] for s in result["stages"].values()) <= result["total_s"] + 0.01
 
     bad = subprocess.run(cmd + ["--concept", "unicorn"], capture_output=True, text=True, timeout=300)
@@ -412,7 +418,7 @@ def test_cli_run_on_yollava_text_only_questions(tmp_path):
     from _data_fixtures import make_yollava
 
     bench = make_yollava(tmp_path / "yollava")
-    proc = cli("run", "--method", "unictokens", "--method-arg", "model=tiny", "--method-arg", "epochs=1",
+    proc = cli("run", "--method", "unictokens", "--method-arg", "backend=janus", "--method-arg", "model=tiny", "--method-arg", "epochs=1",
                    "--method-arg", "transition_images=1", "--method-arg", "max_new_tokens=4", "--bench", str(bench),
                    "--tasks", "choice", "--batch-size", "1", "--out", str(tmp_path / "runs"))
     assert proc.returncode == 0, proc.stderr[-3000:]

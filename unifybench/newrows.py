@@ -154,7 +154,7 @@ class RowTrainer:
     dtype; no other row is ever written, so the model stays bit-identical on every other token.
     """
 
-    def __init__(self, host, train_ids: Sequence[int], *, lr: float, weight_decay: float,
+    def __init__(self, host, train_ids: Sequence[int], *, lr: float, weight_decay: float, eps: float = 1e-8,
                  init: dict[str, torch.Tensor] | None = None):
         """``init``: the rows' starting values by parameter name ("embed", "head_weight", "head_bias"),
         aligned with ``train_ids``; default: the model's rows (rounded to its dtype)."""
@@ -166,7 +166,7 @@ class RowTrainer:
                         .requires_grad_(True) for name, p in zip(self.names, self.params)]
         for p in self.params:
             p.requires_grad_(True)
-        self.opt = torch.optim.AdamW(self.masters, lr=lr, weight_decay=weight_decay)
+        self.opt = torch.optim.AdamW(self.masters, lr=lr, weight_decay=weight_decay, eps=eps)
 
     def step(self, loss: torch.Tensor) -> float:
         for p in self.params:

@@ -69,6 +69,9 @@ def _run_row(results_path: Path) -> dict:
         row = {"benchmark": results["bench"]["name"], "protocol": results["protocol"], "backbones": backbones,
                "judge": (results.get("judge") or {}).get("judge") or "", "limit": _limit_label(limit),
                "method": results["method"]}
+        backend = (results.get("method_details") or {}).get("backend_name")
+        if backend:  # a method that runs on several unified models: which one made these numbers
+            row["method"] += f" [{backend}]"
         if results.get("method_args"):
             row["method"] += " (" + ", ".join(f"{k}={v}" for k, v in sorted(results["method_args"].items())) + ")"
         for task, metrics in results["tasks"].items():

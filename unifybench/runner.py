@@ -433,6 +433,7 @@ def score_run(bench: Benchmark, work: dict[str, list[Work]], store: RunStore, sp
         "run": store.run_dir.name,
         "method": spec.method,
         "method_args": spec.method_args,
+        "method_details": _method_details(store.run_dir),
         "bench": {"name": bench.name, "format": bench.format},
         "protocol": spec.protocol,
         "limit": spec.limit,
@@ -447,6 +448,14 @@ def score_run(bench: Benchmark, work: dict[str, list[Work]], store: RunStore, sp
     write_json_atomic(store.run_dir / "results.json", results)
     _print_summary(results, console)
     return results
+
+
+def _method_details(run_dir: Path) -> dict:
+    """What the method said made its predictions (run.json's ``method_details``: base model, backend)."""
+    try:
+        return json.loads((run_dir / "run.json").read_text(encoding="utf-8")).get("method_details") or {}
+    except (OSError, ValueError):
+        return {}
 
 
 def gen_tasks_scored(overall: dict) -> bool:

@@ -3,8 +3,9 @@
 # Here first: tools/device/fetch_wheels.sh; then, through the device tool,
 #   run(command="bash tools/device/gpu_checks.sh [STEP ...]", carry=[".whl"], timeout_s=...)
 # STEPs (default: all, in this order), with rough durations on an H100/H200 and the limit each gets:
-#   fidelity_jpg (~1 min, 150 s)  fidelity_png (~1 min, 150 s)  generation (~3 min, 300 s)
-#   personalize (~2 min, 240 s)
+#   fidelity_jpg (~1 min, 150 s)  fidelity_png (~1 min, 150 s)  generation (Janus, ~3 min, 300 s)
+#   personalize (Janus, ~2 min, 240 s)  showo_generation (~3 min, 300 s: MaskGIT and cached understanding)
+#   showo_personalize (~3 min, 300 s)
 # All four may not fit one 10-minute call with room to spare: run the first three, then personalize
 # in a second call while the machine is still warm (it goes back 30 s after a call). Each step's log
 # lands in $OUT and its last line (the JSON) is echoed; a failing step does not stop the others.
@@ -20,6 +21,8 @@ DEVICE=${DEVICE:-cuda}
 N_JPG=${N_JPG:-32768} N_PNG=${N_PNG:-8192} DISTINCT=${DISTINCT:-1024} NAIVE_N=${NAIVE_N:-512}
 GEN_MODEL=${GEN_MODEL:-random-1b} GEN_BATCH=${GEN_BATCH:-32}
 PERS_MODEL=${PERS_MODEL:-random-1b} PERS_EPOCHS=${PERS_EPOCHS:-20}
+SHOWO_MODEL=${SHOWO_MODEL:-random} SHOWO_BATCH=${SHOWO_BATCH:-32} SHOWO_STEPS=${SHOWO_STEPS:-50}
+SHOWO_EPOCHS=${SHOWO_EPOCHS:-5}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
@@ -36,18 +39,23 @@ step() {  # step NAME SECONDS ARGS...: python -m unifybench.bench ARGS with a li
   timeout "$limit" "$PY" -m unifybench.bench "$@" > "$OUT/$name.log" 2>&1
   echo "rc=$? $(tail -n 1 "$OUT/$name.log")"
 }
-for name in "${@:-fidelity_jpg fidelity_png generation personalize}"; do
+for name in "${@:-fidelity_jpg fidelity_png generation personalize showo_generation showo_personalize}"; do
   for one in $name; do
     case $one in
       fidelity_jpg) step fidelity_jpg 150 fidelity --device "$DEVICE" --format jpg --n "$N_JPG" \
                       --distinct "$DISTINCT" --naive-n "$NAIVE_N" ;;
       fidelity_png) step fidelity_png 150 fidelity --device "$DEVICE" --format png --n "$N_PNG" \
                       --distinct "$DISTINCT" --naive-n "$NAIVE_N" ;;
-      generation) step generation 300 generation --method unictokens --model "$GEN_MODEL" --batch "$GEN_BATCH" \
-                    --device "$DEVICE" ;;
-      personalize) step personalize 240 personalize --method unictokens --model "$PERS_MODEL" \
+      generation) step generation 300 generation --method unictokens --backend janus --model "$GEN_MODEL" \
+                    --batch "$GEN_BATCH" --device "$DEVICE" ;;
+      personalize) step personalize 240 personalize --method unictokens --backend janus --model "$PERS_MODEL" \
                      --epochs "$PERS_EPOCHS" --device "$DEVICE" ;;
-      *) echo "unknown step $one (fidelity_jpg, fidelity_png, generation, personalize)"; exit 2 ;;
+      showo_generation) step showo_generation 300 generation --method unictokens --backend showo \
+                          --model "$SHOWO_MODEL" --batch "$SHOWO_BATCH" --steps "$SHOWO_STEPS" --device "$DEVICE" ;;
+      showo_personalize) step showo_personalize 300 personalize --method unictokens --backend showo \
+                           --model "$SHOWO_MODEL" --epochs "$SHOWO_EPOCHS" --device "$DEVICE" ;;
+      *) echo "unknown step $one (fidelity_jpg, fidelity_png, generation, personalize, showo_generation,"\
+              "showo_personalize)"; exit 2 ;;
     esac
   done
 done

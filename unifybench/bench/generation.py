@@ -1,10 +1,18 @@
-"""Image generation speed of a method's base model: plain eager ``generate`` vs the method's decoding.
+"""Image generation (and, on Show-o, understanding) speed of a method's base model against a baseline
+run in the same process on the same weights.
 
-    python -m unifybench.bench generation --method unictokens [--model tiny|random-1b|HUB|DIR]
-                                          [--batch N] [--device cpu|cuda] [--check-steps K] [--repeats R]
+    python -m unifybench.bench generation --method unictokens [--backend showo|janus]
+                                          [--model tiny|random|random-1b|HUB|DIR] [--batch N]
+                                          [--device cpu|cuda] [--steps S] [--check-steps K] [--repeats R]
                                           [--compile auto|on|off]
 
-Both paths run on the same weights in one process: the baseline is ``transformers``'
+Show-o (``--backend showo``, the default): the baseline is the reference's loop, one image at a time
+(its conditional and unconditional rows together), every MaskGIT step a full forward; ours is the
+same MaskGIT batched over the prompts. The two must give the same codes (each image draws from its
+own seed). Understanding: the reference's cache-less loop (the whole sequence recomputed for each new
+token, one question at a time) against ours, batched with a KV cache; the replies must be the same.
+
+Janus (``--backend janus``): the baseline is ``transformers``'
 ``JanusForConditionalGeneration.generate(generation_mode="image")`` in eager mode; ours is the
 method's batched decoding with a static KV cache (compiled into CUDA graphs on a GPU). Before timing,
 the two are checked to compute the same thing: over a short greedy prefix, the next-code logits of
@@ -35,9 +43,14 @@ def main(argv: list[str]) -> int:
 
     p = argparse.ArgumentParser(prog="python -m unifybench.bench generation")
     p.add_argument("--method", default="unictokens", choices=METHODS)
+    p.add_argument("--backend", default="showo", choices=("showo", "janus"), help="the unified model")
     p.add_argument("--model", default=None,
-                   help="tiny (default on CPU), random-1b (Janus-Pro-1B-sized random init; default on CUDA), "
-                        "or a Janus hub name / local folder")
+                   help="tiny (default on CPU), full-size random init (default on CUDA: random on showo, "
+                        "random-1b on janus), or a hub name / local folder")
+    p.add_argument("--steps", type=int, default=None, help="showo: MaskGIT steps (default 50)")
+    p.add_argument("--questions", type=int, default=None,
+                   help="showo: questions for the understanding comparison (default: --batch)")
+    p.add_argument("--max-new-tokens", type=int, default=100, help="showo: reply length for that comparison")
     p.add_argument("--batch", type=int, default=None, help="images per batch (default 32 on CUDA, 4 on CPU)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", default=None, choices=("float32", "bfloat16"),
@@ -51,11 +64,13 @@ def main(argv: list[str]) -> int:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
 
-    from unifybench_unictokens.janus_backend import JanusBackend
-
     from unifybench.devices import check_device
 
     device = torch.device(check_device(args.device))
+    if args.backend == "showo":
+        return _showo(args, device)
+    from unifybench_unictokens.janus_backend import JanusBackend
+
     model_name = args.model or ("random-1b" if device.type == "cuda" else "tiny")
     batch = args.batch or (32 if device.type == "cuda" else 4)
     dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
@@ -120,7 +135,7 @@ def main(argv: list[str]) -> int:
     eager_ips = timed(eager_batch, warm_up=False)  # eager_greedy_prefix() above ran the same generate
     ours_ips = timed(ours_batch)
     result = {
-        "bench": "generation", "method": args.method, "model": model_name,
+        "bench": "generation", "method": args.method, "backend": "janus", "model": model_name,
         "random_init": model_name in ("tiny", "random-1b"), "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "dtype": str(dtype).replace("torch.", ""), "batch": batch, "codes_per_image": backend.n_codes,
@@ -132,3 +147,75 @@ def main(argv: list[str]) -> int:
     }
     print(json.dumps(result))
     return 0 if logits_ok else 1
+
+
+def _timed(fn, device, repeats: int, warm_up: bool = True) -> float:
+    """Seconds per call of ``fn`` (after one untimed call, unless ``warm_up`` is off)."""
+    if warm_up:
+        fn()
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    _sync(device)
+    return (time.perf_counter() - start) / repeats
+
+
+def _showo(args, device) -> int:
+    import torch
+
+    from unifybench_unictokens.backend import TextExample
+    from unifybench_unictokens.showo_backend import ShowoBackend
+    from PIL import Image
+
+    model_name = args.model or ("random" if device.type == "cuda" else "tiny")
+    batch = args.batch or (32 if device.type == "cuda" else 4)
+    dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    t0 = time.perf_counter()
+    backend = ShowoBackend(model_name, device=str(device), seed=args.seed, dtype=dtype, steps=args.steps or 50)
+    print(f"built Show-o {model_name} on {device} ({str(dtype).replace('torch.', '')}) in "
+          f"{time.perf_counter() - t0:.1f} s; {backend.tokens_per_image} codes per image, {backend.steps} steps, "
+          f"batch {batch}", file=sys.stderr)
+    prompts = [f"A photo of a dog number {i} in the jungle." for i in range(batch)]
+    seeds = list(range(batch))
+
+    def reference_images():
+        return [backend.decode_codes(backend.generate_codes([p], [s], guidance=args.guidance).codes)[0]
+                for p, s in zip(prompts, seeds)]
+
+    def ours_images():
+        return backend.decode_codes(backend.generate_codes(prompts, seeds, guidance=args.guidance).codes)
+
+    one_by_one = torch.cat([backend.generate_codes([p], [s], guidance=args.guidance).codes
+                            for p, s in zip(prompts, seeds)])
+    batched = backend.generate_codes(prompts, seeds, guidance=args.guidance).codes
+    same_codes = float((one_by_one == batched).float().mean())
+    ref_s = _timed(reference_images, device, args.repeats, warm_up=False)
+    ours_s = _timed(ours_images, device, args.repeats)
+
+    n_q = args.questions or batch
+    size = backend.image_size
+    images = [Image.new("RGB", (size, size), (40 * i % 256, 90, 160)) for i in range(n_q)]
+    questions = [TextExample(f"What is in this photo, number {i}?", im) for i, im in enumerate(images)]
+    cached = backend.answer(questions, args.max_new_tokens)
+    reference = [backend.reference_answer(q, args.max_new_tokens) for q in questions]
+    same_replies = sum(a == b for a, b in zip(cached, reference)) / n_q
+    und_ref_s = _timed(lambda: [backend.reference_answer(q, args.max_new_tokens) for q in questions], device,
+                       args.repeats, warm_up=False)
+    und_ours_s = _timed(lambda: backend.answer(questions, args.max_new_tokens), device, args.repeats)
+    result = {
+        "bench": "generation", "method": args.method, "backend": "showo", "model": model_name,
+        "random_init": model_name in ("tiny", "random"), "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "dtype": str(dtype).replace("torch.", ""), "batch": batch, "codes_per_image": backend.tokens_per_image,
+        "steps": backend.steps, "guidance": args.guidance,
+        "baseline": "the reference's loop: one image at a time, every step a full forward",
+        "ours": "MaskGIT batched over the prompts",
+        "same_codes": same_codes, "reference_images_per_s": round(batch / ref_s, 4),
+        "ours_images_per_s": round(batch / ours_s, 4), "ratio": round(ref_s / ours_s, 3),
+        "understanding_questions": n_q, "max_new_tokens": args.max_new_tokens, "same_replies": same_replies,
+        "understanding_reference_s": round(und_ref_s, 4), "understanding_ours_s": round(und_ours_s, 4),
+        "understanding_ratio": round(und_ref_s / und_ours_s, 3),
+    }
+    print(json.dumps(result))
+    return 0 if same_codes == 1.0 and same_replies == 1.0 else 1

@@ -1,14 +1,15 @@
 """Personalization cost of a method: one concept through every stage, timed per stage.
 
-    python -m unifybench.bench personalize --method unictokens [--model tiny|random-1b|HUB|DIR]
+    python -m unifybench.bench personalize --method unictokens [--backend showo|janus]
+                                           [--model tiny|random|random-1b|HUB|DIR]
                                            [--concept dog] [--bench mini] [--epochs N]
                                            [--device cpu|cuda] [--dtype float32|bfloat16]
 
 Runs the method's ``personalize`` on one concept of a benchmark (default: the bundled mini bench's
 ``dog``) into a fresh temporary state folder, with the method's published schedule unless ``--epochs``
 shortens it, then reads back what each stage recorded (optimizer steps, seconds, first and last epoch
-loss). The last line printed is one JSON object. Random-init models (``tiny``, ``random-1b``) give
-cost figures only: their losses say nothing about the method.
+loss). The last line printed is one JSON object. Random-init models (``tiny``, ``random`` for Show-o,
+``random-1b`` for Janus) give cost figures only: their losses say nothing about the method.
 """
 from __future__ import annotations
 
@@ -46,8 +47,9 @@ def main(argv: list[str]) -> int:
 
     p = argparse.ArgumentParser(prog="python -m unifybench.bench personalize")
     p.add_argument("--method", default="unictokens", choices=METHODS)
-    p.add_argument("--model", default=None, help="tiny (default on CPU), random-1b (default on CUDA), "
-                                                 "or a Janus hub name / local folder")
+    p.add_argument("--backend", default="showo", choices=("showo", "janus"), help="the unified model")
+    p.add_argument("--model", default=None, help="tiny (default on CPU), full-size random init (default on CUDA: "
+                                                 "random on showo, random-1b on janus), or a hub name / local folder")
     p.add_argument("--bench", default="mini", help="benchmark folder or 'mini' (the bundled one)")
     p.add_argument("--concept", default="dog")
     p.add_argument("--epochs", type=int, default=None, help="epochs of every stage (default: the method's, 20)")
@@ -63,8 +65,10 @@ def main(argv: list[str]) -> int:
     from unifybench_unictokens.method import UniCTokens
 
     device = torch.device(check_device(args.device))
-    model = args.model or ("random-1b" if device.type == "cuda" else "tiny")
-    method_args = {"model": model}
+    from unifybench_unictokens.method import RANDOM_MODELS
+
+    model = args.model or (RANDOM_MODELS[args.backend] if device.type == "cuda" else "tiny")
+    method_args = {"backend": args.backend, "model": model}
     if args.epochs is not None:
         method_args["epochs"] = str(args.epochs)
     if args.dtype:
@@ -85,8 +89,8 @@ def main(argv: list[str]) -> int:
         total_s = time.perf_counter() - t0
         stages = stage_costs(Path(tmp))
     result = {
-        "bench": "personalize", "method": args.method, "model": model,
-        "random_init": model in ("tiny", "random-1b"), "concept": concept.token, "device": str(device),
+        "bench": "personalize", "method": args.method, "backend": args.backend, "model": model,
+        "random_init": model in ("tiny", RANDOM_MODELS[args.backend]), "concept": concept.token, "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "dtype": backend.describe()["dtype"], "train_args": method.describe()["train_args"],
         "model_load_s": round(load_s, 2), "stages": stages, "total_s": round(total_s, 2),

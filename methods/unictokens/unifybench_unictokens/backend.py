@@ -22,7 +22,19 @@ import torch
 from PIL import Image
 
 from unifybench import newrows
+from unifybench.errors import BenchError
 from unifybench.newrows import VocabRowParam  # noqa: F401  (re-exported: backends build these)
+
+
+def pil_image(image: Path | Image.Image) -> Image.Image:
+    """An RGB PIL image from a path or an image; an unreadable file is one line naming it."""
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    try:
+        with Image.open(image) as im:
+            return im.convert("RGB")
+    except (OSError, ValueError) as exc:
+        raise BenchError(f"cannot read image ({exc})", image) from exc
 
 
 @dataclass(frozen=True)
@@ -39,6 +51,7 @@ class GeneratedCodes:
     codes: torch.LongTensor  # [n, T] image codes
     probs: torch.Tensor  # [n, T] probability of each sampled code under the (guided) distribution
     logits: list | None = None  # guided logits [n, V] of the first steps, when asked for (checks)
+    steps: dict[int, torch.LongTensor] | None = None  # MaskGIT: step (1-based) -> its predicted codes [n, T]
 
 
 class UnifiedBackend(ABC):
@@ -48,6 +61,16 @@ class UnifiedBackend(ABC):
     hidden_size: int
     device: torch.device
     model: torch.nn.Module
+    # The transition rule the backend's generation supports best, and its reply length by default.
+    default_transition: str = "lowest_prob"
+    default_max_new_tokens: int = 64
+    # Whether encode_images(..., augment=generator) draws a random crop and flip (the authors'
+    # generation data); when not, the stages encode the photos once.
+    augments_generation_data: bool = False
+
+    def understanding_prompt(self, prefix: str, question: str, training: bool) -> str:
+        """How the concept prompt (``<c> is <tokens>.``) and a question make one user turn."""
+        return f"{prefix} {question}"
 
     # --------------------------------------------------------------- vocabulary rows
     tokenizer: object
@@ -78,8 +101,10 @@ class UnifiedBackend(ABC):
 
     # --------------------------------------------------------------- images <-> codes
     @abstractmethod
-    def encode_images(self, images: Sequence[Path | Image.Image]) -> torch.LongTensor:
-        """Discrete codes [n, T] of each image."""
+    def encode_images(self, images: Sequence[Path | Image.Image],
+                      augment: torch.Generator | None = None) -> torch.LongTensor:
+        """Discrete codes [n, T] of each image; with ``augment``, of a random crop and flip drawn from
+        it (where the backend's training recipe augments; others ignore it)."""
 
     @abstractmethod
     def decode_codes(self, codes: torch.LongTensor) -> list[Image.Image]:
@@ -95,8 +120,10 @@ class UnifiedBackend(ABC):
         """Mean cross-entropy of the answers given the prompts (and images), differentiable."""
 
     @abstractmethod
-    def image_loss(self, prompts: Sequence[str], codes: torch.LongTensor) -> torch.Tensor:
-        """Mean cross-entropy of each image's codes after its prompt, differentiable."""
+    def image_loss(self, prompts: Sequence[str], codes: torch.LongTensor,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+        """Mean cross-entropy of each image's codes after its prompt, differentiable; any random draw
+        (a mask ratio, a dropped condition) comes from ``generator``."""
 
     # --------------------------------------------------------------- inference
     @abstractmethod
@@ -105,8 +132,24 @@ class UnifiedBackend(ABC):
 
     @abstractmethod
     def generate_codes(self, prompts: Sequence[str], seeds: Sequence[int], *, guidance: float,
-                       temperature: float) -> GeneratedCodes:
-        """One image's codes per prompt, each sampled reproducibly from its own seed, with per-code probabilities."""
+                       temperature: float, keep_steps: Sequence[int] = ()) -> GeneratedCodes:
+        """One image's codes per prompt, each sampled reproducibly from its own seed, with per-code
+        probabilities (and, for an iterative sampler, the predictions of the ``keep_steps``)."""
 
     def describe(self) -> dict:
         return {"backend": self.name}
+
+
+def cache_kwarg_name(model: torch.nn.Module) -> str:
+    """The keyword a ``transformers`` decoder takes its KV cache by: ``cache`` from 5.24 on,
+    ``past_key_values`` before. The wrong one is swallowed by ``**kwargs`` without an error, and every
+    step would then attend to its own token alone, so it is looked up rather than assumed."""
+    import inspect
+
+    params = inspect.signature(model.forward).parameters
+    if "cache" in params:
+        return "cache"
+    if "past_key_values" in params:
+        return "past_key_values"
+    raise BenchError(f"{type(model).__name__}.forward takes neither `cache` nor `past_key_values`; this "
+                     "transformers version is not supported", where="transformers")

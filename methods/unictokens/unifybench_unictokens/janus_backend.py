@@ -8,7 +8,6 @@ Janus, its tokenizer and its image processor from code, for tests and smoke runs
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -18,7 +17,7 @@ from PIL import Image
 from unifybench.errors import BenchError
 from unifybench.logs import quiet_transformers
 
-from .backend import GeneratedCodes, TextExample, UnifiedBackend, VocabRowParam
+from .backend import GeneratedCodes, TextExample, UnifiedBackend, VocabRowParam, cache_kwarg_name, pil_image
 
 DEFAULT_MODEL = "deepseek-community/Janus-Pro-1B"
 
@@ -39,16 +38,6 @@ _TINY_CORPUS = [
     "the a an is of in on with and to it its this that there what which who where",
     "a red clock, a blue cushion, a yellow teddy bear, a brown plushie, a green bottle",
 ] * 4
-
-
-def _pil(image: Path | Image.Image) -> Image.Image:
-    if isinstance(image, Image.Image):
-        return image.convert("RGB")
-    try:
-        with Image.open(image) as im:
-            return im.convert("RGB")
-    except (OSError, ValueError) as exc:
-        raise BenchError(f"cannot read image ({exc})", image) from exc
 
 
 def build_tiny(seed: int = 0):
@@ -194,11 +183,11 @@ class JanusBackend(UnifiedBackend):
 
     # ------------------------------------------------------------------ images
     def _pixels(self, images) -> torch.Tensor:
-        out = self.processor([_pil(im) for im in images], return_tensors="pt")["pixel_values"]
+        out = self.processor([pil_image(im) for im in images], return_tensors="pt")["pixel_values"]
         return out.to(self.device, self.dtype)
 
     @torch.no_grad()
-    def encode_images(self, images):
+    def encode_images(self, images, augment=None):
         pixels = self._pixels(images)
         vq = self.model.model.vqmodel
         enc = vq.encode(pixels.to(next(vq.parameters()).dtype), return_dict=True)
@@ -263,7 +252,7 @@ class JanusBackend(UnifiedBackend):
             mask[i, width - len(s):] = 1
         return ids.to(self.device), mask.to(self.device)
 
-    def image_loss(self, prompts, codes):
+    def image_loss(self, prompts, codes, generator=None):
         codes = codes.to(self.device)
         ids, mask = self._left_pad([self.generation_prompt_ids(p) for p in prompts])
         text_emb = self._embed()(ids)
@@ -305,7 +294,8 @@ class JanusBackend(UnifiedBackend):
         return self._left_pad(seqs + self._uncond(seqs), width)
 
     @torch.no_grad()
-    def generate_codes(self, prompts, seeds, *, guidance=5.0, temperature=1.0, greedy=False, keep_logits=0):
+    def generate_codes(self, prompts, seeds, *, guidance=5.0, temperature=1.0, keep_steps=(), greedy=False,
+                       keep_logits=0):
         ids, mask = self.prepare_generation(prompts)
         uniforms = torch.stack([torch.rand(self.n_codes, generator=torch.Generator().manual_seed(int(s)))
                                 for s in seeds]).to(self.device)
@@ -346,21 +336,6 @@ class JanusBackend(UnifiedBackend):
                 "decoding": "static KV cache" + ((" + torch.compile(reduce-overhead): CUDA graphs"
                                                   if self.device.type == "cuda" else " + torch.compile (inductor)")
                                                  if self.compile_decode else ", eager steps")}
-
-
-def cache_kwarg_name(model: torch.nn.Module) -> str:
-    """The keyword a ``transformers`` decoder takes its KV cache by: ``cache`` from 5.24 on,
-    ``past_key_values`` before. The wrong one is swallowed by ``**kwargs`` without an error, and every
-    step would then attend to its own token alone, so it is looked up rather than assumed."""
-    import inspect
-
-    params = inspect.signature(model.forward).parameters
-    if "cache" in params:
-        return "cache"
-    if "past_key_values" in params:
-        return "past_key_values"
-    raise BenchError(f"{type(model).__name__}.forward takes neither `cache` nor `past_key_values`; this "
-                     "transformers version is not supported", where="transformers")
 
 
 class _StaticDecoder:

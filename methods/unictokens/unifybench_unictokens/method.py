@@ -16,24 +16,40 @@ from unifybench.methods import Method
 from unifybench.records import TASKS, Concept
 
 from .backend import TextExample
-from .stages import ConceptData, Personalizer, TokenGroups, TrainConfig, checkpoint_epochs, load_rows, read_meta
+from .stages import (TRANSITION_RULES, ConceptData, Personalizer, TokenGroups, TrainConfig, checkpoint_epochs,
+                     load_rows, read_meta)
+
+BACKEND_DEFAULTS = {
+    # backend: (default model, reply length, transition rule, transition images)
+    "showo": ("showlab/show-o-512x512", 100, "late_change", 20),
+    "janus": ("deepseek-community/Janus-Pro-1B", 64, "lowest_prob", 8),
+}
+RANDOM_MODELS = {"showo": "random", "janus": "random-1b"}
 
 _COMMON_ARGS = {
-    "model": "base model: a hub name or local folder (default deepseek-community/Janus-Pro-1B), 'tiny' "
-             "(a tiny random-init Janus built in code: tests, smoke runs) or 'random-1b' (Janus-Pro-1B-sized, random init: speed only)",
+    "backend": "the unified model: showo (default: Show-o, the paper's backbone) or janus (Janus-Pro)",
+    "model": "base model: a hub name or local folder in the hub's layout (default showlab/show-o-512x512 on "
+             "showo, deepseek-community/Janus-Pro-1B on janus), 'tiny' (a tiny random-init model built in "
+             "code: tests, smoke runs), or 'random' on showo / 'random-1b' on janus (full-size, random init: "
+             "speed only)",
+    "vq_model": "showo: MAGVIT-v2, a hub name or local folder (default showlab/magvitv2)",
+    "tokenizer": "showo: the Phi tokenizer, a hub name or local folder (default microsoft/phi-1_5)",
+    "llm_config": "showo: a folder with the Phi config.json of a Show-o of other sizes (default: Phi-1.5's, "
+                  "or the sizes the model folder's config.json names)",
+    "steps": "showo: MaskGIT steps per image (default 50)",
     "guidance": "classifier-free guidance scale for image generation (default 5.0)",
     "temperature": "sampling temperature for image codes (default 1.0)",
-    "max_new_tokens": "longest text reply in tokens (default 64)",
+    "max_new_tokens": "longest text reply in tokens (default 100 on showo, as the authors' eval; 64 on janus)",
     "gen_batch": "images decoded together (default: the run's --batch-size)",
     "dtype": "model weights: bfloat16 or float32 (default bfloat16 on CUDA, float32 on CPU)",
 }
 
 _TRAIN_ARGS = {
-    "checkpoint": "folder of public-format rows (epoch_<N>_embed.pt, ...) to load instead of training; "
-                  "per concept DIR/<concept>/ or DIR itself",
+    "checkpoint": "folder of public-format rows (epoch_<N>_embed.pt, ...) to load instead of training, such "
+                  "as the authors' saves/<concept>/<name>/; per concept DIR/<concept>/ or DIR itself",
     "epoch": "which epoch of checkpoint=DIR to load (default: the highest)",
     "lr": "AdamW learning rate (default 1e-3)",
-    "weight_decay": "AdamW weight decay (default 0.01)",
+    "weight_decay": "AdamW weight decay of every stage (default: the authors' 1e-4, 1e-3, 1e-3)",
     "epochs": "epochs of every stage (default 20); epochs_stage1/2/3 override one stage",
     "epochs_stage1": "epochs of stage 1 (default 20)",
     "epochs_stage2": "epochs of stage 2 (default 20)",
@@ -41,11 +57,17 @@ _TRAIN_ARGS = {
     "stage2_init_epoch": "stage 1 epoch that stage 2 starts from (default 15; clamped to stage 1's epochs)",
     "image_weight": "weight of the image-token loss in stages 2 and 3 (default 0.8)",
     "text_weight": "weight of the text loss in stages 2 and 3 (default 0.2)",
-    "train_batch": "examples per optimizer step (default 4)",
+    "train_batch": "examples per optimizer step in every stage (default: the authors' 4, 1, 1)",
+    "augment": "stages 2 and 3 draw the authors' random crop and flip of the generation photos each epoch "
+               "(true/false; default true; Show-o only)",
     "kmeans_seed": "seed of the k-means initialisations (default 0)",
-    "transition_images": "images generated for the transition (default 8)",
-    "transition_rule": "how the transition picks uncertain positions: lowest_prob (default, the only one)",
-    "transition_fraction": "share of each image's positions taken as least sure (default 0.25)",
+    "transition_images": "images generated for the transition (default 20 on showo, as the authors; 8 on janus)",
+    "transition_rule": "how the transition picks uncertain positions: late_change (the paper's: where the "
+                       "MaskGIT prediction at transition_step differs from the final code; showo's default) or "
+                       "lowest_prob (the least probable codes; janus's default, the only one autoregressive "
+                       "decoding supports)",
+    "transition_step": "late_change: the MaskGIT step compared with the final codes (default 35)",
+    "transition_fraction": "lowest_prob: share of each image's positions taken as least sure (default 0.25)",
     "face_init": "human concepts' generation-token init from the face identity embedding: auto (default: "
                  "InsightFace when the face extra is installed, else k-means), off, or random/tiny (stand-ins, tests)",
 }
@@ -73,17 +95,30 @@ def _int(args: dict, key: str, default: int | None) -> int | None:
     return value
 
 
-def get_backend(model: str, device: str, seed: int, dtype: str | None = None):
-    """One backend per (model, device, dtype) in a process: concepts share the weights."""
-    from .janus_backend import JanusBackend
-
+def get_backend(backend: str, model: str, device: str, seed: int, dtype: str | None = None, **extra):
+    """One backend per (backend, model, its files, device, dtype) in a process: concepts share the weights."""
     if dtype not in (None, "bfloat16", "float32"):
         raise BenchError(f"expected bfloat16 or float32, got {dtype!r}", where="--method-arg dtype")
-    key = (model, device, dtype, seed if model in ("tiny", "random-1b") else None)
+    random_init = model in ("tiny", RANDOM_MODELS[backend])
+    key = (backend, model, tuple(sorted(extra.items())), device, dtype, seed if random_init else None)
     if key not in _BACKENDS:
-        _BACKENDS[key] = JanusBackend(model, device=device, seed=seed,
-                                      dtype=getattr(torch, dtype) if dtype else None)
+        torch_dtype = getattr(torch, dtype) if dtype else None
+        if backend == "showo":
+            from .showo_backend import ShowoBackend
+
+            _BACKENDS[key] = ShowoBackend(model, device=device, seed=seed, dtype=torch_dtype, **extra)
+        else:
+            from .janus_backend import JanusBackend
+
+            _BACKENDS[key] = JanusBackend(model, device=device, seed=seed, dtype=torch_dtype)
     return _BACKENDS[key]
+
+
+def _flag(args: dict, key: str, default: bool) -> bool:
+    value = str(args.get(key, default)).strip().lower()
+    if value not in ("true", "false", "1", "0", "yes", "no"):
+        raise BenchError(f"expected true or false, got {args[key]!r}", where=f"--method-arg {key}")
+    return value in ("true", "1", "yes")
 
 
 def image_seed(seed: int, key: str, i: int) -> int:
@@ -91,15 +126,29 @@ def image_seed(seed: int, key: str, i: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}/{key}/{i}".encode()).digest()[:4], "little") & 0x7FFFFFFF
 
 
-class _JanusMethod(Method):
+class _UnifiedMethod(Method):
     tasks = frozenset(TASKS)
 
     def __init__(self, args=None, **kwargs):
         super().__init__(args, **kwargs)
-        self.model_name = self.args.get("model", "deepseek-community/Janus-Pro-1B")
+        self.backend_name = self.args.get("backend", "showo")
+        if self.backend_name not in BACKEND_DEFAULTS:
+            raise BenchError(f"unknown backend {self.backend_name!r} (showo or janus)", where="--method-arg backend")
+        default_model, default_reply, _, _ = BACKEND_DEFAULTS[self.backend_name]
+        self.model_name = self.args.get("model", default_model)
+        self.backend_extra: dict = {}
+        for key in ("vq_model", "tokenizer", "llm_config"):
+            if key in self.args:
+                if self.backend_name != "showo":
+                    raise BenchError("only the showo backend takes it", where=f"--method-arg {key}")
+                self.backend_extra[key] = self.args[key]
+        if "steps" in self.args:
+            if self.backend_name != "showo":
+                raise BenchError("only the showo backend takes it", where="--method-arg steps")
+            self.backend_extra["steps"] = _int(self.args, "steps", 50) or 1
         self.guidance = _float(self.args, "guidance", 5.0)
         self.temperature = _float(self.args, "temperature", 1.0)
-        self.max_new_tokens = _int(self.args, "max_new_tokens", 64) or 1
+        self.max_new_tokens = _int(self.args, "max_new_tokens", default_reply) or 1
         self.gen_batch = _int(self.args, "gen_batch", None) or self.batch_size
         if self.args.get("dtype", "bfloat16") not in ("bfloat16", "float32"):
             raise BenchError(f"expected bfloat16 or float32, got {self.args['dtype']!r}", where="--method-arg dtype")
@@ -113,11 +162,13 @@ class _JanusMethod(Method):
     @property
     def backend(self):
         if self._backend is None:
-            self._backend = get_backend(self.model_name, self.device, self.seed, self.args.get("dtype"))
+            self._backend = get_backend(self.backend_name, self.model_name, self.device, self.seed,
+                                        self.args.get("dtype"), **self.backend_extra)
         return self._backend
 
     def describe(self):
-        return {"base_model": self.model_name, "random_init": self.model_name in ("tiny", "random-1b"),
+        return {"base_model": self.model_name, "backend_name": self.backend_name,
+                "random_init": self.model_name in ("tiny", RANDOM_MODELS[self.backend_name]),
                 "backend": self.backend.describe()}
 
     # Subclasses say how the concept is named in questions and prompts.
@@ -184,9 +235,9 @@ class _JanusMethod(Method):
         return result
 
 
-class TextPrompt(_JanusMethod):
+class TextPrompt(_UnifiedMethod):
     """The same base model with no training: the concept's name replaced by its description
-    (the paper's "Show-o + prompt" row, here on Janus)."""
+    (the paper's "Show-o + prompt" row; on Show-o by default, on Janus with backend=janus)."""
 
     name = "text-prompt"
     arguments = dict(_COMMON_ARGS)
@@ -202,14 +253,15 @@ class TextPrompt(_JanusMethod):
 
     def _question(self, concept, state, question):
         desc = concept.description.replace(concept.token, concept.name).strip()
-        return f"{desc} {question.replace(concept.token, concept.name)}".strip()
+        return self.backend.understanding_prompt(desc, question.replace(concept.token, concept.name),
+                                                 training=False).strip()
 
     def _gen_prompt(self, concept, state, prompt):
         return prompt.replace(concept.token, self._body(concept))
 
 
-class UniCTokens(_JanusMethod):
-    """UniCTokens (three-stage unified concept tokens) on a Janus base model; see methods/unictokens/README.md."""
+class UniCTokens(_UnifiedMethod):
+    """UniCTokens (three-stage unified concept tokens) on Show-o (default) or Janus; see methods/unictokens/README.md."""
 
     name = "unictokens"
     needs_personalization = True
@@ -219,21 +271,29 @@ class UniCTokens(_JanusMethod):
         super().__init__(args, **kwargs)
         a = self.args
         epochs = _int(a, "epochs", 20)
+        _, _, default_rule, default_images = BACKEND_DEFAULTS[self.backend_name]
+        defaults = TrainConfig()
+        wd = (_float(a, "weight_decay", 0.0),) * 3 if "weight_decay" in a else defaults.weight_decay
+        batch = ((_int(a, "train_batch", 1) or 1),) * 3 if "train_batch" in a else defaults.train_batch
         self.cfg = TrainConfig(
-            lr=_float(a, "lr", 1e-3), weight_decay=_float(a, "weight_decay", 0.01),
+            lr=_float(a, "lr", 1e-3), weight_decay=wd,
             epochs_stage1=_int(a, "epochs_stage1", epochs), epochs_stage2=_int(a, "epochs_stage2", epochs),
             epochs_stage3=_int(a, "epochs_stage3", epochs), stage2_init_epoch=_int(a, "stage2_init_epoch", 15),
             image_weight=_float(a, "image_weight", 0.8), text_weight=_float(a, "text_weight", 0.2),
-            train_batch=_int(a, "train_batch", 4) or 1, kmeans_seed=_int(a, "kmeans_seed", 0),
-            transition_images=_int(a, "transition_images", 8) or 1,
-            transition_rule=a.get("transition_rule", "lowest_prob"),
+            train_batch=batch, augment=_flag(a, "augment", True), kmeans_seed=_int(a, "kmeans_seed", 0),
+            transition_images=_int(a, "transition_images", default_images) or 1,
+            transition_rule=a.get("transition_rule", default_rule),
+            transition_step=_int(a, "transition_step", 35) or 1,
             transition_fraction=_float(a, "transition_fraction", 0.25),
             guidance=self.guidance, temperature=self.temperature, seed=self.seed)
         if min(self.cfg.epochs_stage1, self.cfg.epochs_stage2, self.cfg.epochs_stage3) < 1:
             raise BenchError("every stage needs at least 1 epoch", where="--method-arg epochs")
-        if self.cfg.transition_rule != "lowest_prob":
-            raise BenchError(f"unknown rule {self.cfg.transition_rule!r} (known: lowest_prob)",
+        if self.cfg.transition_rule not in TRANSITION_RULES:
+            raise BenchError(f"unknown rule {self.cfg.transition_rule!r} (known: {', '.join(TRANSITION_RULES)})",
                              where="--method-arg transition_rule")
+        if self.cfg.transition_rule == "late_change" and self.backend_name != "showo":
+            raise BenchError("late_change needs an iterative (MaskGIT) sampler: backend=showo; janus uses "
+                             "lowest_prob", where="--method-arg transition_rule")
         self.checkpoint = Path(a["checkpoint"]) if "checkpoint" in a else None
         if self.checkpoint is not None and not self.checkpoint.is_dir():
             raise BenchError("checkpoint folder not found", self.checkpoint)
@@ -377,7 +437,8 @@ class UniCTokens(_JanusMethod):
         return self.backend.new_tokens(state["groups"].rows(state["n_rows"]), state["rows"])
 
     def _question(self, concept, state, question):
-        return f"{state['groups'].understanding_prefix(state['n_rows'])} {question}"
+        return self.backend.understanding_prompt(state["groups"].understanding_prefix(state["n_rows"]), question,
+                                                 training=False)
 
     def _gen_prompt(self, concept, state, prompt):
         return prompt.replace(concept.token, state["groups"].generation_phrase(state["n_rows"]))

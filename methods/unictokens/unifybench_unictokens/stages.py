@@ -29,6 +29,7 @@ import torch
 from unifybench import newrows
 from unifybench.errors import BenchError
 from unifybench.newrows import RowTrainer, checkpoint_epochs, save_rows  # noqa: F401  (re-exported: the stages' files)
+from unifybench.seeding import derive_seed
 
 from .backend import TextExample, UnifiedBackend
 
@@ -36,23 +37,31 @@ N_SHARED, N_GEN, N_UND = 16, 8, 8
 STAGE_ROWS = {1: 1 + N_SHARED, 2: 1 + N_SHARED + N_GEN, 3: 1 + N_SHARED + N_GEN + N_UND}
 
 
+TRANSITION_RULES = ("late_change", "lowest_prob")
+
+
 @dataclass
 class TrainConfig:
-    """The published settings are the defaults."""
+    """The authors' settings (``train_w_3_stages/``) are the defaults; a tuple holds stages 1, 2, 3."""
 
     lr: float = 1e-3
-    weight_decay: float = 0.01  # torch's AdamW default
+    weight_decay: tuple[float, float, float] = (1e-4, 1e-3, 1e-3)
+    adam_eps: tuple[float, float, float] = (1e-6, 1e-8, 1e-8)
     epochs_stage1: int = 20
     epochs_stage2: int = 20
     epochs_stage3: int = 20
     stage2_init_epoch: int = 15  # stage 2 starts from stage 1's epoch 15
     image_weight: float = 0.8
     text_weight: float = 0.2
-    train_batch: int = 4
+    train_batch: tuple[int, int, int] = (4, 1, 1)  # understanding (and generation) examples per step
+    augment: bool = True  # stages 2, 3: a new random crop and flip of the generation photos each epoch
     kmeans_seed: int = 0
-    transition_images: int = 8  # images generated for the transition
-    transition_rule: str = "lowest_prob"  # the Janus stand-in for "positions still changing late"
-    transition_fraction: float = 0.25  # share of each image's positions taken as the least sure
+    transition_images: int = 20  # images generated for the transition
+    # late_change (the paper's: positions whose MaskGIT prediction at transition_step differs from the
+    # final code) or lowest_prob (the least probable codes: Janus's stand-in)
+    transition_rule: str = "late_change"
+    transition_step: int = 35
+    transition_fraction: float = 0.25  # lowest_prob: share of each image's positions taken as the least sure
     guidance: float = 5.0
     temperature: float = 1.0
     seed: int = 0
@@ -178,7 +187,8 @@ class Personalizer:
     # ---------------------------------------------------------------- helpers
     def text_examples(self, data: ConceptData, groups: TokenGroups, n_rows: int) -> list[TextExample]:
         prefix = groups.understanding_prefix(n_rows)
-        return [TextExample(f"{prefix} {q}", img, a) for q, img, a in data.conversations]
+        return [TextExample(self.b.understanding_prompt(prefix, q, training=True), img, a)
+                for q, img, a in data.conversations]
 
     def image_examples(self, data: ConceptData, groups: TokenGroups, n_rows: int, codes: torch.Tensor):
         prompt = f"A photo of {groups.generation_phrase(n_rows)}."
@@ -210,16 +220,22 @@ class Personalizer:
         texts = self.text_examples(data, groups, n_rows)
         images = self.image_examples(data, groups, n_rows, codes) if stage >= 2 else []
         rng = random.Random(f"{cfg.seed}/{stage}/{groups.identifier}")
+        draws = torch.Generator().manual_seed(derive_seed(cfg.seed, stage, groups.identifier, "draws"))
+        augment = stage >= 2 and cfg.augment and self.b.augments_generation_data
+        batch_size = cfg.train_batch[stage - 1]
         # The masters start from init_rows themselves: the model holds them rounded to its dtype.
-        trainer = RowTrainer(self.b, train_ids, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                             init={k: v[trained_at] for k, v in init_rows.items()})
+        trainer = RowTrainer(self.b, train_ids, lr=cfg.lr, weight_decay=cfg.weight_decay[stage - 1],
+                             eps=cfg.adam_eps[stage - 1], init={k: v[trained_at] for k, v in init_rows.items()})
         losses: list[dict] = []
         start = time.time()
         steps = 0
         try:
             for epoch in range(1, epochs + 1):
-                tb = _batches(texts, cfg.train_batch, rng) if texts else []
-                ib = _batches(images, cfg.train_batch, rng) if images else []
+                if augment:  # a new random crop and flip of every generation photo, as the authors' loader
+                    fresh = self.b.encode_images(data.cropped_images or data.train_images, augment=draws)
+                    images = self.image_examples(data, groups, n_rows, fresh)
+                tb = _batches(texts, batch_size, rng) if texts else []
+                ib = _batches(images, batch_size, rng) if images else []
                 n_steps = max(len(tb), len(ib)) if stage >= 2 else len(tb)
                 sums = {"loss": 0.0, "text": 0.0, "image": 0.0}
                 for s in range(n_steps):
@@ -230,7 +246,8 @@ class Personalizer:
                         loss = loss + (cfg.text_weight if ib else 1.0) * lt
                     if ib:
                         batch = ib[s % len(ib)]
-                        li = self.b.image_loss([p for p, _ in batch], torch.stack([c for _, c in batch]))
+                        li = self.b.image_loss([p for p, _ in batch], torch.stack([c for _, c in batch]),
+                                               generator=draws)
                         sums["image"] += float(li.detach())
                         loss = loss + (cfg.image_weight if tb else 1.0) * li
                     sums["loss"] += trainer.step(loss)
@@ -309,7 +326,7 @@ class Personalizer:
         else:
             self.log("transition: least-sure image positions")
             start = time.time()
-            und, info = self.transition(groups, rows2)
+            und, info = self.transition(groups, rows2, data.kind)
             tr.mkdir(parents=True, exist_ok=True)
             torch.save(und, tr / "understanding_init.pt")
             write_json(tr / "unictokens.json", self._meta("transition", groups, STAGE_ROWS[2], finished=True,
@@ -326,7 +343,8 @@ class Personalizer:
             init = {k: torch.cat([rows2[k], v]) for k, v in
                     {"embed": und, "head_weight": und.clone(), "head_bias": torch.zeros(N_UND)}.items()}
             rows3 = self._train(3, s3, groups, [groups.identifier] + groups.understanding, cfg.epochs_stage3,
-                                init, data, codes, {"understanding": "k-means over the transition's least-sure codes"})
+                                init, data, codes, {"understanding": f"k-means over the transition's codes "
+                                                                     f"({cfg.transition_rule})"})
         return groups, rows3
 
     def _skip(self, steps: int, what: str) -> None:
@@ -334,38 +352,68 @@ class Personalizer:
         self._progress(what, self._done, self._total)
 
     def _generation_init(self, data: ConceptData, codes: torch.Tensor) -> tuple[torch.Tensor, str]:
-        """Human concepts with a face embedding: every generation token starts from the identity
-        embedding, linearly resized to the model's width and scaled to the norm of the image-code
-        centres. Otherwise (and as the fallback): k-means (k=8) over the cropped photos' code embeddings."""
+        """Human concepts with a face embedding: as the authors' stage 2, the mean identity embedding
+        (512-d) viewed as [8, 64] and each row linearly interpolated to the model's width. Otherwise
+        (and as the fallback): k-means (k=8) over the cropped photos' code embeddings."""
         cfg = self.cfg
-        centres = kmeans(self.b.code_embeddings(codes).detach(), N_GEN, cfg.kmeans_seed + 1)
         if data.kind == "human" and data.face_embedding is not None:
             face = data.face_embedding.detach().float().cpu().flatten()
-            resized = torch.nn.functional.interpolate(face[None, None], size=self.b.hidden_size, mode="linear",
-                                                      align_corners=True)[0, 0]
-            resized = resized * (centres.norm(dim=1).mean() / resized.norm().clamp(min=1e-8))
-            return resized.repeat(N_GEN, 1), (f"face identity embedding ({data.face_note}), {face.numel()}-d "
-                                               f"resized to {self.b.hidden_size}, same init for all {N_GEN}")
-        note = f"human concept without a face embedding ({data.face_note}); " if data.kind == "human" else ""
+            if face.numel() % N_GEN == 0:
+                rows = face.view(N_GEN, -1)
+                resized = torch.nn.functional.interpolate(rows[None], size=self.b.hidden_size, mode="linear")[0]
+                return resized, (f"face identity embedding ({data.face_note}), {face.numel()}-d as "
+                                 f"[{N_GEN}, {face.numel() // N_GEN}], interpolated to [{N_GEN}, {self.b.hidden_size}]")
+            note = f"face embedding of {face.numel()} values does not split into {N_GEN} rows; "
+        else:
+            note = f"human concept without a face embedding ({data.face_note}); " if data.kind == "human" else ""
+        centres = kmeans(self.b.code_embeddings(codes).detach(), N_GEN, cfg.kmeans_seed + 1)
         return centres, note + f"k-means k={N_GEN} over the image-code embeddings of the cropped photos"
 
+    def transition_prompt(self, groups: TokenGroups, kind: str) -> str:
+        """The authors' transition prompts (``stage_2_to_3_v1.py``)."""
+        phrase = groups.generation_phrase(STAGE_ROWS[2])
+        if kind == "human":
+            return f"A photo of {phrase}'s face in detail."
+        return f"A photo of {phrase} in the middle of the photo."
+
     @torch.no_grad()
-    def transition(self, groups: TokenGroups, rows2: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
+    def transition(self, groups: TokenGroups, rows2: dict[str, torch.Tensor], kind: str = "object"
+                   ) -> tuple[torch.Tensor, dict]:
+        """Generation as perception: images of the concept from stage 2's rows; the positions its
+        sampler was least settled on; the understanding tokens start from k-means (k=8) over those
+        positions' final codes' embeddings.
+
+        ``late_change`` (the paper's, on MaskGIT): positions whose prediction at ``transition_step``
+        differs from the final code. ``lowest_prob`` (autoregressive samplers): each image's
+        ``transition_fraction`` least probable codes."""
         cfg = self.cfg
-        if cfg.transition_rule != "lowest_prob":
-            raise BenchError(f"unknown transition_rule {cfg.transition_rule!r} (known: lowest_prob)",
+        if cfg.transition_rule not in TRANSITION_RULES:
+            raise BenchError(f"unknown transition_rule {cfg.transition_rule!r} (known: {', '.join(TRANSITION_RULES)})",
                              where="--method-arg transition_rule")
-        prompt = f"A photo of {groups.generation_phrase(STAGE_ROWS[2])}."
+        prompt = self.transition_prompt(groups, kind)
         n = max(1, cfg.transition_images)
+        keep = (cfg.transition_step,) if cfg.transition_rule == "late_change" else ()
         with self.b.new_tokens(groups.rows(STAGE_ROWS[2]), rows2):
             gen = self.b.generate_codes([prompt] * n, [cfg.seed * 1000 + i for i in range(n)],
-                                        guidance=cfg.guidance, temperature=cfg.temperature)
-        T = gen.codes.shape[1]
-        m = max(1, int(math.ceil(cfg.transition_fraction * T)))
-        pos = gen.probs.argsort(1)[:, :m]  # lowest-probability positions of each image
-        picked = gen.codes.gather(1, pos)
-        emb = self.b.code_embeddings(picked).reshape(-1, self.b.hidden_size)
-        und = kmeans(emb, N_UND, cfg.kmeans_seed + 2)
-        return und, {"rule": "lowest_prob", "images": n, "positions_per_image": m,
-                     "mean_prob_picked": float(gen.probs.gather(1, pos).mean()),
-                     "mean_prob_all": float(gen.probs.mean())}
+                                        guidance=cfg.guidance, temperature=cfg.temperature, keep_steps=keep)
+        info: dict = {"rule": cfg.transition_rule, "images": n, "prompt": prompt}
+        if cfg.transition_rule == "late_change":
+            if not gen.steps or cfg.transition_step not in gen.steps:
+                raise BenchError(f"the sampler kept no step {cfg.transition_step} (it runs fewer steps?)",
+                                 where="--method-arg transition_step")
+            changed = gen.steps[cfg.transition_step] != gen.codes
+            picked = gen.codes[changed]
+            info.update(step=cfg.transition_step, positions=int(changed.sum()),
+                        positions_per_image=float(changed.float().sum(1).mean()))
+            if picked.numel() == 0:  # nothing changed after that step: every final code stands in
+                picked = gen.codes.flatten()
+                info["fallback"] = "no position changed after the step: k-means over every final code"
+        else:
+            T = gen.codes.shape[1]
+            m = max(1, int(math.ceil(cfg.transition_fraction * T)))
+            pos = gen.probs.argsort(1)[:, :m]  # lowest-probability positions of each image
+            picked = gen.codes.gather(1, pos)
+            info.update(positions_per_image=m, mean_prob_picked=float(gen.probs.gather(1, pos).mean()),
+                        mean_prob_all=float(gen.probs.mean()))
+        emb = self.b.code_embeddings(picked.reshape(1, -1)).reshape(-1, self.b.hidden_size)
+        return kmeans(emb, N_UND, cfg.kmeans_seed + 2), info
