@@ -34,8 +34,9 @@ def conv(question: str, answer: str) -> list[dict]:
     return [{"from": "human", "value": question}, {"from": "gpt", "value": answer}]
 
 
-# distinct files used by make_unifybench: bo 3 train + 1 cropped + 4 test + 1 random; pg 2 train + 2 test
-UNIFYBENCH_IMAGES = 13
+# distinct files used by make_unifybench: bo 3 train + 1 cropped + 4 test; pg 2 train + 2 test; 2 random images
+# (easy negatives of every concept)
+UNIFYBENCH_IMAGES = 14
 
 
 def make_unifybench(root: Path) -> Path:

@@ -175,3 +175,14 @@ def test_a_method_that_changes_its_base_model_is_stopped_with_one_line(tmp_path)
     # cat's predictions were stored before the check stopped the run
     run_dir = next((tmp_path / "runs").iterdir())
     assert _predictions(run_dir, "cat") and not _predictions(run_dir, "dog")
+
+
+def test_yollava_concept_gives_the_same_rows_and_replies_alone_and_after_another(tmp_path):
+    """Yo'LLaVA's easy negatives are other concepts' photos of the *benchmark*, not of the run: the
+    concepts sharing a run change nothing."""
+    args = ["--method", "yollava", "--method-arg", "model=tiny", "--method-arg", "epochs=1",
+            "--method-arg", "positives_per_photo=2", "--method-arg", "max_new_tokens=6", "--limit", "3", "--seed", "5"]
+    alone = _run(tmp_path / "alone", *args, "--concepts", "dog")
+    after = _run(tmp_path / "after", *args, "--concepts", "cat,dog", "--batch-size", "3")
+    assert _predictions(alone, "dog") and _predictions(alone, "dog") == _predictions(after, "dog")
+    assert _state_files(alone, "dog") == _state_files(after, "dog")

@@ -142,6 +142,37 @@ BUILTIN_METHODS: dict[str, str] = {
 }
 
 
+# ----------------------------------------------------------------------------- --method-arg values
+# One parser per kind, so that every adapter says the same thing about the same mistake.
+
+
+def float_arg(args: dict, key: str, default: float) -> float:
+    try:
+        return float(args.get(key, default))
+    except ValueError as exc:
+        raise BenchError(f"expected a number, got {args[key]!r}", where=f"--method-arg {key}") from exc
+
+
+def int_arg(args: dict, key: str, default: int | None) -> int | None:
+    """A count: an integer >= 0."""
+    if key not in args:
+        return default
+    try:
+        value = int(args[key])
+    except ValueError as exc:
+        raise BenchError(f"expected an integer, got {args[key]!r}", where=f"--method-arg {key}") from exc
+    if value < 0:
+        raise BenchError(f"must be >= 0, got {value}", where=f"--method-arg {key}")
+    return value
+
+
+def flag_arg(args: dict, key: str, default: bool) -> bool:
+    value = str(args.get(key, default)).strip().lower()
+    if value not in ("true", "false", "1", "0", "yes", "no"):
+        raise BenchError(f"expected true or false, got {args[key]!r}", where=f"--method-arg {key}")
+    return value in ("true", "1", "yes")
+
+
 def registered_methods() -> dict[str, str]:
     """Method name -> ``module:Class`` target, built-ins first, then installed plugins."""
     targets = dict(BUILTIN_METHODS)

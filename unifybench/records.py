@@ -76,6 +76,11 @@ class Concept:
     test_images: list[Path] = field(default_factory=list)  # held-out photos
     training_conversations: list[dict] = field(default_factory=list)
     identity_prompt: str | None = None  # "A photo of <bo>.": images for face identity
+    # Photos that are not the concept, for methods that learn recognition (Yo'LLaVA): hard negatives
+    # (UnifyBench's negative_example/, Yo'LLaVA's retrieved ones) and easy ones (the benchmark's random
+    # images, then the other concepts' training photos). Benchmark content, never run-dependent.
+    hard_negatives: list[Path] = field(default_factory=list)
+    easy_negatives: list[Path] = field(default_factory=list)
 
     @property
     def heldout_images(self) -> list[Path]:
@@ -103,7 +108,8 @@ class Benchmark:
         """Distinct image files the benchmark uses."""
         files: set[Path] = set(self.extra_images)
         for c in self.concepts:
-            files.update(c.train_images, c.cropped_train_images, c.reference_images, c.test_images)
+            files.update(c.train_images, c.cropped_train_images, c.reference_images, c.test_images,
+                         c.hard_negatives, c.easy_negatives)
         for items in self.items.values():
             files.update(it.image for it in items if it.image is not None)
         return {p.resolve() for p in files}

@@ -69,6 +69,10 @@ def _run_row(results_path: Path) -> dict:
         row = {"benchmark": results["bench"]["name"], "protocol": results["protocol"], "backbones": backbones,
                "judge": (results.get("judge") or {}).get("judge") or "", "limit": _limit_label(limit),
                "method": results["method"]}
+        if (results.get("method_details") or {}).get("random_init") and not _random_backbones(backbones):
+            # A random-init method model (model=tiny) makes random-init numbers whatever scored them:
+            # never in a table of real results, and never joined to one as an understanding-only run.
+            row["backbones"] = RANDOM_METHOD if backbones == BACKBONES_UNUSED else f"{RANDOM_METHOD}; {backbones}"
         backend = (results.get("method_details") or {}).get("backend_name")
         if backend:  # a method that runs on several unified models: which one made these numbers
             row["method"] += f" [{backend}]"
@@ -127,7 +131,15 @@ class Table:
 
     @property
     def random_init(self) -> bool:
-        return self.key[2].split()[0] in ("random", "tiny")
+        return _random_backbones(self.key[2])
+
+
+# The backbones label of a run whose method model has random weights (results' method_details).
+RANDOM_METHOD = "random-init method model"
+
+
+def _random_backbones(backbones: str) -> bool:
+    return backbones.split()[0] in ("random", "tiny") or backbones.startswith(RANDOM_METHOD)
 
 
 def _group_title(key: tuple) -> str:
@@ -136,8 +148,13 @@ def _group_title(key: tuple) -> str:
     limited = f", {limit} (partial: first items and prompts only)" if limit else ""
     if backbones == BACKBONES_UNUSED:
         return f"{bench}: protocol {protocol}{judged}{limited} (understanding only)"
-    title = f"{bench}: protocol {protocol}, scorer backbones {backbones}{judged}{limited}"
-    if backbones.split()[0] in ("random", "tiny"):
+    if backbones.startswith(RANDOM_METHOD):
+        scorers = backbones.removeprefix(RANDOM_METHOD).lstrip("; ")
+        title = (f"{bench}: protocol {protocol}, {RANDOM_METHOD}"
+                 f"{', scorer backbones ' + scorers if scorers else ''}{judged}{limited}")
+    else:
+        title = f"{bench}: protocol {protocol}, scorer backbones {backbones}{judged}{limited}"
+    if _random_backbones(backbones):
         title += " (random-init weights: plumbing and speed only, not results)"
     return title
 
@@ -345,7 +362,8 @@ def as_html(tables: list[Table]) -> str:
             trailing = "".join(f"<td class='text'>{esc(row.get(c) or '')}</td>" for c in TRAILING)
             body.append(f"<tr class='{'published' if published else 'run'}'>"
                         f"<td class='method'>{esc(row['method'])}</td>{cells}{trailing}</tr>")
-        banner = (f"<div class='banner'>{esc(RANDOM_INIT_LABEL)}: these scorer backbones have random weights; "
+        banner = (f"<div class='banner'>{esc(RANDOM_INIT_LABEL)}: {'the method model' if table.key[2].startswith(RANDOM_METHOD) else 'these scorer backbones'} "
+                  f"{'has' if table.key[2].startswith(RANDOM_METHOD) else 'have'} random weights; "
                   f"the numbers test the plumbing and nothing else.</div>" if table.random_init else "")
         unscored = (f"<p class='notes'>No row of this table has: {esc(table.unscored_line())}</p>"
                     if table.unscored else "")

@@ -429,17 +429,21 @@ def score_run(bench: Benchmark, work: dict[str, list[Work]], store: RunStore, sp
     overall, per_concept = aggregate(read_jsonl(scores_path), context, tasks_run)
     for task, reason in skipped.items():
         overall[task] = {m: reason for m in TASK_METRICS[task] if (task, m) not in OPTIONAL_METRICS}
+    method_details = _method_details(store.run_dir)
+    random_scores = ("every score" if method_details.get("random_init") else
+                     "generation scores" if backbones in ("random", "tiny") and gen_tasks_scored(overall) else None)
     results = {
         "run": store.run_dir.name,
         "method": spec.method,
         "method_args": spec.method_args,
-        "method_details": _method_details(store.run_dir),
+        "method_details": method_details,
         "bench": {"name": bench.name, "format": bench.format},
         "protocol": spec.protocol,
         "limit": spec.limit,
         "backbones": {"kind": backbones, **_backbone_names(backbones, spec.clip_model)},
         "generation_scoring": backbone_info or "not used",
-        "label": RANDOM_INIT_LABEL if backbones in ("random", "tiny") and gen_tasks_scored(overall) else None,
+        # Which numbers come from random weights: all of them (the method's model), or generation's.
+        "label": f"{random_scores}: {RANDOM_INIT_LABEL}" if random_scores else None,
         "seed": spec.seed,
         "judge": judge_info,
         "tasks": {t: overall[t] for t in spec.tasks if t in overall},
@@ -569,4 +573,4 @@ def _print_summary(results: dict, console) -> None:
             table.add_row(task, metric, _format_value(value))
     console.print(table)
     if results.get("label"):
-        console.print(f"[yellow]generation scores: {results['label']}[/yellow]")
+        console.print(f"[yellow]{results['label']}[/yellow]")

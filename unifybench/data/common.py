@@ -53,6 +53,14 @@ def list_images(folder: Path) -> list[Path]:
     return sorted((p for p in folder.iterdir() if p.is_file() and is_image(p)), key=_natural_key)
 
 
+def attach_negatives(concepts, random_images: list[Path]) -> None:
+    """Each concept's easy negatives: the benchmark's random images, then every other concept's
+    training photos (in the benchmark's concept order)."""
+    for c in concepts:
+        others = [p for o in concepts if o.name != c.name for p in o.train_images]
+        c.easy_negatives = list(random_images) + others
+
+
 def list_dirs(folder: Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
@@ -192,3 +200,35 @@ def correct_option(answer: str, options: tuple[tuple[str, str], ...]) -> str | N
         if norm and _norm(text) == norm:
             return letter
     return None
+
+
+def training_qa(concept) -> list[tuple[str, Path | None, str]]:
+    """A concept's training conversations as (question, image or None, answer) triples: the
+    benchmark's (UnifyBench's ``showo_training_data_stage_1/<c>.json``), else
+    ``concept/train/<c>/conversations.json`` beside its photos. A turn's image counts only when its
+    question carries ``<image>``; the tag itself is stripped."""
+    convs = list(concept.training_conversations)
+    root = None
+    if concept.train_images:
+        train_dir = Path(concept.train_images[0]).parent
+        root = train_dir.parent.parent.parent
+        if not convs and (train_dir / "conversations.json").is_file():
+            convs = load_json(train_dir / "conversations.json")
+    triples: list[tuple[str, Path | None, str]] = []
+    for i, conv in enumerate(convs if isinstance(convs, list) else []):
+        turns = conv.get("conversations") if isinstance(conv, dict) else None
+        if not isinstance(turns, list):
+            raise BenchError("conversation has no 'conversations' list", where=f"concept {concept.name} item {i}")
+        pending = None
+        for turn in turns:
+            if not isinstance(turn, dict) or not isinstance(turn.get("value"), str):
+                continue
+            if turn.get("from") == "human":
+                pending = turn["value"]
+            elif turn.get("from") == "gpt" and pending is not None:
+                image = None
+                if "<image>" in pending and conv.get("image") and root is not None:
+                    image = resolve_image(conv["image"], root)
+                triples.append((strip_image_tag(pending), image, turn["value"].strip()))
+                pending = None
+    return triples

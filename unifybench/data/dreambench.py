@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..errors import BenchError
 from ..records import Benchmark, Concept, GenPrompt
-from .common import list_images, read_text, token_for
+from .common import attach_negatives, list_images, read_text, token_for
 
 LIVE_SUBJECTS = frozenset({"cat", "cat2", "dog", "dog2", "dog3", "dog5", "dog6", "dog7", "dog8"})
 PROMPTS_FILE = "prompts_and_classes.txt"
@@ -104,4 +104,5 @@ def read_dreambench(root: Path, name: str) -> Benchmark:
         templates = live_templates if live else obj_templates
         prompts[subject] = [GenPrompt(subject, i, "gen", _fill(t, token, cls), _fill(t, "", cls))
                             for i, t in enumerate(templates)]
+    attach_negatives(concepts, [])
     return Benchmark(name=name, format="dreambench", root=root, concepts=concepts, items=items, prompts=prompts)

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..errors import BenchError
 from ..records import Benchmark, Concept, GenPrompt, QAItem
-from .common import (class_prompt, correct_option, list_dirs, list_images, load_json,
+from .common import (attach_negatives, class_prompt, correct_option, list_dirs, list_images, load_json,
                      parse_options, replace_sks, resolve_image, strip_image_tag, token_for)
 
 _NAME = re.compile(r"^[^/\\<>\x00]+$")
@@ -213,7 +213,7 @@ def read_unifybench(root: Path, name: str, gen_prompts) -> Benchmark:
             train_images=train, cropped_train_images=list_images(train_dir / "cropped"),
             reference_images=_reference_images(root, cname, train_dir, train, refs_spec),
             test_images=list_images(test_dir), training_conversations=conversations,
-            identity_prompt=identity,
+            identity_prompt=identity, hard_negatives=list_images(train_dir / "negative_example"),
         )
         concepts.append(concept)
 
@@ -231,4 +231,5 @@ def read_unifybench(root: Path, name: str, gen_prompts) -> Benchmark:
         cprompts += [GenPrompt(cname, i, "attr_gen", p, class_prompt(p, token, concept.class_noun))
                      for i, p in enumerate(attr)]
         prompts[cname] = cprompts
+    attach_negatives(concepts, list_images(root / "random_images"))
     return Benchmark(name=name, format="unifybench", root=root, concepts=concepts, items=items, prompts=prompts)

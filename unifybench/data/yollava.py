@@ -6,7 +6,7 @@ from typing import Any
 
 from ..errors import BenchError
 from ..records import Benchmark, Concept, QAItem
-from .common import list_dirs, list_images, load_json, replace_sks, resolve_image, token_for
+from .common import attach_negatives, list_dirs, list_images, load_json, replace_sks, resolve_image, token_for
 
 VISUAL_NAME = "yollava-visual-qa.json"
 TEXT_NAME = "yollava-text-only-qa.json"
@@ -91,7 +91,7 @@ def read_yollava(root: Path, name: str) -> Benchmark:
         test_photos[s] = test
         concepts.append(Concept(name=s, token=token_for(s), class_noun=CLASS_NOUN, kind="object",
                                 generation_type=None, train_images=train, reference_images=list(train),
-                                test_images=test))
+                                test_images=test, hard_negatives=list_images(train_dir / "negative_example")))
 
     items: dict[str, list[QAItem]] = {}
     for c in concepts:
@@ -119,5 +119,6 @@ def read_yollava(root: Path, name: str) -> Benchmark:
                 for p in test_photos[other]:
                     out.append(QAItem(s, len(out), "rec", question, "No.", p, raw_type="rec"))
         items[s] = out
+    attach_negatives(concepts, [])
     return Benchmark(name=name, format="yollava", root=root, concepts=concepts, items=items,
                      prompts={c.name: [] for c in concepts})

@@ -12,7 +12,7 @@ import torch
 from unifybench import newrows
 from unifybench.errors import BenchError
 from unifybench.logs import get_logger
-from unifybench.methods import Method
+from unifybench.methods import Method, flag_arg, float_arg, int_arg
 from unifybench.records import TASKS, Concept
 
 from .backend import TextExample
@@ -76,25 +76,6 @@ _BACKENDS: dict[tuple, Any] = {}
 _LOG = get_logger("method.unictokens")
 
 
-def _float(args: dict, key: str, default: float) -> float:
-    try:
-        return float(args.get(key, default))
-    except ValueError as exc:
-        raise BenchError(f"expected a number, got {args[key]!r}", where=f"--method-arg {key}") from exc
-
-
-def _int(args: dict, key: str, default: int | None) -> int | None:
-    if key not in args:
-        return default
-    try:
-        value = int(args[key])
-    except ValueError as exc:
-        raise BenchError(f"expected an integer, got {args[key]!r}", where=f"--method-arg {key}") from exc
-    if value < 0:
-        raise BenchError(f"must be >= 0, got {value}", where=f"--method-arg {key}")
-    return value
-
-
 def get_backend(backend: str, model: str, device: str, seed: int, dtype: str | None = None, **extra):
     """One backend per (backend, model, its files, device, dtype) in a process: concepts share the weights."""
     if dtype not in (None, "bfloat16", "float32"):
@@ -112,13 +93,6 @@ def get_backend(backend: str, model: str, device: str, seed: int, dtype: str | N
 
             _BACKENDS[key] = JanusBackend(model, device=device, seed=seed, dtype=torch_dtype)
     return _BACKENDS[key]
-
-
-def _flag(args: dict, key: str, default: bool) -> bool:
-    value = str(args.get(key, default)).strip().lower()
-    if value not in ("true", "false", "1", "0", "yes", "no"):
-        raise BenchError(f"expected true or false, got {args[key]!r}", where=f"--method-arg {key}")
-    return value in ("true", "1", "yes")
 
 
 def image_seed(seed: int, key: str, i: int) -> int:
@@ -145,11 +119,11 @@ class _UnifiedMethod(Method):
         if "steps" in self.args:
             if self.backend_name != "showo":
                 raise BenchError("only the showo backend takes it", where="--method-arg steps")
-            self.backend_extra["steps"] = _int(self.args, "steps", 50) or 1
-        self.guidance = _float(self.args, "guidance", 5.0)
-        self.temperature = _float(self.args, "temperature", 1.0)
-        self.max_new_tokens = _int(self.args, "max_new_tokens", default_reply) or 1
-        self.gen_batch = _int(self.args, "gen_batch", None) or self.batch_size
+            self.backend_extra["steps"] = int_arg(self.args, "steps", 50) or 1
+        self.guidance = float_arg(self.args, "guidance", 5.0)
+        self.temperature = float_arg(self.args, "temperature", 1.0)
+        self.max_new_tokens = int_arg(self.args, "max_new_tokens", default_reply) or 1
+        self.gen_batch = int_arg(self.args, "gen_batch", None) or self.batch_size
         if self.args.get("dtype", "bfloat16") not in ("bfloat16", "float32"):
             raise BenchError(f"expected bfloat16 or float32, got {self.args['dtype']!r}", where="--method-arg dtype")
         self._backend = None
@@ -270,21 +244,21 @@ class UniCTokens(_UnifiedMethod):
     def __init__(self, args=None, **kwargs):
         super().__init__(args, **kwargs)
         a = self.args
-        epochs = _int(a, "epochs", 20)
+        epochs = int_arg(a, "epochs", 20)
         _, _, default_rule, default_images = BACKEND_DEFAULTS[self.backend_name]
         defaults = TrainConfig()
-        wd = (_float(a, "weight_decay", 0.0),) * 3 if "weight_decay" in a else defaults.weight_decay
-        batch = ((_int(a, "train_batch", 1) or 1),) * 3 if "train_batch" in a else defaults.train_batch
+        wd = (float_arg(a, "weight_decay", 0.0),) * 3 if "weight_decay" in a else defaults.weight_decay
+        batch = ((int_arg(a, "train_batch", 1) or 1),) * 3 if "train_batch" in a else defaults.train_batch
         self.cfg = TrainConfig(
-            lr=_float(a, "lr", 1e-3), weight_decay=wd,
-            epochs_stage1=_int(a, "epochs_stage1", epochs), epochs_stage2=_int(a, "epochs_stage2", epochs),
-            epochs_stage3=_int(a, "epochs_stage3", epochs), stage2_init_epoch=_int(a, "stage2_init_epoch", 15),
-            image_weight=_float(a, "image_weight", 0.8), text_weight=_float(a, "text_weight", 0.2),
-            train_batch=batch, augment=_flag(a, "augment", True), kmeans_seed=_int(a, "kmeans_seed", 0),
-            transition_images=_int(a, "transition_images", default_images) or 1,
+            lr=float_arg(a, "lr", 1e-3), weight_decay=wd,
+            epochs_stage1=int_arg(a, "epochs_stage1", epochs), epochs_stage2=int_arg(a, "epochs_stage2", epochs),
+            epochs_stage3=int_arg(a, "epochs_stage3", epochs), stage2_init_epoch=int_arg(a, "stage2_init_epoch", 15),
+            image_weight=float_arg(a, "image_weight", 0.8), text_weight=float_arg(a, "text_weight", 0.2),
+            train_batch=batch, augment=flag_arg(a, "augment", True), kmeans_seed=int_arg(a, "kmeans_seed", 0),
+            transition_images=int_arg(a, "transition_images", default_images) or 1,
             transition_rule=a.get("transition_rule", default_rule),
-            transition_step=_int(a, "transition_step", 35) or 1,
-            transition_fraction=_float(a, "transition_fraction", 0.25),
+            transition_step=int_arg(a, "transition_step", 35) or 1,
+            transition_fraction=float_arg(a, "transition_fraction", 0.25),
             guidance=self.guidance, temperature=self.temperature, seed=self.seed)
         if min(self.cfg.epochs_stage1, self.cfg.epochs_stage2, self.cfg.epochs_stage3) < 1:
             raise BenchError("every stage needs at least 1 epoch", where="--method-arg epochs")
@@ -301,7 +275,7 @@ class UniCTokens(_UnifiedMethod):
         if self.face_init not in ("auto", "off", "default", "random", "tiny"):
             raise BenchError(f"expected auto, off, default, random or tiny, got {self.face_init!r}",
                              where="--method-arg face_init")
-        self.epoch = _int(a, "epoch", None)
+        self.epoch = int_arg(a, "epoch", None)
         if self.epoch is not None and self.checkpoint is None:
             raise BenchError("epoch=N needs checkpoint=DIR", where="--method-arg epoch")
 
@@ -316,37 +290,9 @@ class UniCTokens(_UnifiedMethod):
         _LOG.info(msg)
 
     def concept_data(self, concept: Concept) -> ConceptData:
-        from unifybench.data.common import resolve_image, strip_image_tag
+        from unifybench.data.common import training_qa
 
-        convs = list(concept.training_conversations)
-        root = None
-        if concept.train_images:
-            train_dir = concept.train_images[0].parent
-            root = train_dir.parent.parent.parent
-            if not convs and (train_dir / "conversations.json").is_file():
-                try:
-                    convs = json.loads((train_dir / "conversations.json").read_text(encoding="utf-8"))
-                except json.JSONDecodeError as exc:
-                    raise BenchError(f"malformed JSON ({exc})", train_dir / "conversations.json") from exc
-        triples: list[tuple[str, Any, str]] = []
-        for i, conv in enumerate(convs if isinstance(convs, list) else []):
-            turns = conv.get("conversations") if isinstance(conv, dict) else None
-            if not isinstance(turns, list):
-                raise BenchError("conversation has no 'conversations' list", where=f"concept {concept.name} item {i}")
-            image = None
-            pending = None
-            for turn in turns:
-                if not isinstance(turn, dict) or not isinstance(turn.get("value"), str):
-                    continue
-                if turn.get("from") == "human":
-                    pending = turn["value"]
-                elif turn.get("from") == "gpt" and pending is not None:
-                    question = pending
-                    if "<image>" in question and conv.get("image") and root is not None:
-                        image = resolve_image(conv["image"], root)
-                    triples.append((strip_image_tag(question), image if "<image>" in question else None,
-                                    turn["value"].strip()))
-                    pending = None
+        triples = training_qa(concept)
         if not triples:  # no training QA: recognition of each photo and the description
             triples = [(f"Is {concept.token} in this image?", p, f"Yes, {concept.token} is in this image.")
                        for p in concept.train_images]

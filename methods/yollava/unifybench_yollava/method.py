@@ -1,0 +1,456 @@
+"""The ``yollava`` method and its two reference rows, ``llava`` and ``llava-prompt``, on one LLaVA.
+
+Yo'LLaVA (Nguyen et al., NeurIPS 2024; ``WisconsinAIVision/YoLLaVA``, ``train-multi-token.py``)
+learns a concept as ``<c>`` plus 16 latent tokens: the concept prompt ``<c> is <token0>…<token15>.``
+goes before the user's text, and only the 17 new rows of the input embedding and of ``lm_head`` are
+trained, on recognition (positives over the training photos, hard and easy negatives) and text-only
+questions about the concept. See ``methods/yollava/README.md`` for what is faithful and what differs.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from unifybench import newrows
+from unifybench.errors import BenchError
+from unifybench.logs import get_logger
+from unifybench.methods import Method, flag_arg, float_arg, int_arg
+from unifybench.records import Concept
+from unifybench.seeding import derive_seed
+
+from .llava import DEFAULT_MODEL, LlavaHost
+
+TASKS = frozenset({"rec", "vqa", "text_only", "choice"})
+N_LATENT = 16
+# The recognition question of the authors' test script (test-sks-acc.py), after the concept prompt.
+REC_QUESTION = "Can you see {c} in this photo? Answer with a single word or phrase."
+# ... and of the per-epoch check of their training script (PersonalizedDataset), for best_epoch.
+CHECK_QUESTION = "Can you see {c} in this photo? Answer the question using a single word or phrase."
+
+# Recognition phrasings in the style of the authors' generated training data (their files hold
+# GPT-written variants of these; the repository does not include the generator).
+POSITIVE_QUESTIONS = [
+    "Can you tell me if {c} is in this photo?", "Is {c} in this photo?", "Can you see {c} in this photo?",
+    "Hey, can you tell me if you see {c} in this photo?", "Can you tell me if you recognize {c} in this photo?",
+    "Is {c} visible in this photo?", "Can you check if {c} is in this photo?", "Do you see {c} in this image?",
+]
+POSITIVE_ANSWERS = [
+    "Yes, {c} is indeed in the photo.", "Yes, I can confirm that {c} is indeed in the photo.",
+    "Yes, I can confirm that {c} is in the photo.", "Yes, {c} is in this photo.", "Yes, I can see {c} in the photo.",
+]
+NEGATIVE_QUESTIONS = [
+    "Can you check if {c} is in this photo?", "Can you recognize if {c} is in this photo?",
+    "Can you tell me if {c} is in this photo?", "Can you see if {c} is in this photo?", "Is {c} in this photo?",
+    "Do you see {c} in this image?",
+]
+NEGATIVE_ANSWERS = [
+    "I have analyzed the image, and {c} is not present in the photo.",
+    "I have analyzed the image, and I can confirm that {c} is not present in the photo.",
+    "I've analyzed the image, and {c} is not present in the photo.", "No, {c} is not in this photo.",
+    "I can't see {c} in this photo.",
+]
+
+_ARGS = {
+    "model": "LLaVA in transformers format: a hub name or local folder (default llava-hf/llava-1.5-13b-hf), or "
+             "'tiny' (a tiny random-init LLaVA built in code: tests, smoke runs)",
+    "dtype": "model weights: bfloat16 or float32 (default bfloat16 on CUDA, float32 on CPU)",
+    "max_new_tokens": "longest reply in tokens (default 512, as the authors' scripts)",
+    "temperature": "0 (default): greedy; > 0 samples at that temperature, each request from its own seed "
+                   "(0.2 reproduces the authors' sampling)",
+    "rec_prompt": "recognition items: 'authors' (default: their test question, 'Can you see <c> in this photo? "
+                  "Answer with a single word or phrase.') or 'bench' (the benchmark's own question)",
+}
+_TRAIN_ARGS = {
+    "epochs": "training epochs (default 15, as train.sh)",
+    "lr": "AdamW learning rate (default 1e-3)",
+    "weight_decay": "AdamW weight decay (default 1e-2)",
+    "train_batch": "examples per optimizer step (default 1, as the authors)",
+    "flip_p": "probability of a horizontal flip of each training image (default 0.5)",
+    "latent_tokens": "latent tokens after <c> (default 16)",
+    "positives_per_photo": "recognition questions asked of each training photo (default 10)",
+    "max_hard": "hard negatives at most (default 100: negative_example/ or retrieved ones)",
+    "max_easy": "easy negatives at most (default 100: random images, then other concepts' photos)",
+    "best_epoch": "true: keep the epoch of highest training recognition accuracy after epoch 4 (the "
+                  "authors' 'best' rule; costs one recognition pass per epoch); false (default): the last",
+    "checkpoint": "folder of Yo'LLaVA rows to load instead of training: <epoch>-token.pt and <epoch>-lmhead.pt "
+                  "(the authors' files), per concept DIR/<concept>/, DIR/<token>/ or DIR",
+    "epoch": "which epoch of checkpoint=DIR to load: a number or 'best' (default: the highest number)",
+}
+
+_HOSTS: dict[tuple, LlavaHost] = {}
+_LOG = get_logger("method.yollava")
+
+
+def get_host(model: str, device: str, seed: int, dtype: str | None) -> LlavaHost:
+    if dtype not in (None, "bfloat16", "float32"):
+        raise BenchError(f"expected bfloat16 or float32, got {dtype!r}", where="--method-arg dtype")
+    key = (model, device, dtype, seed if model == "tiny" else None)
+    if key not in _HOSTS:
+        _HOSTS[key] = LlavaHost(model, device=device, seed=seed, dtype=getattr(torch, dtype) if dtype else None)
+    return _HOSTS[key]
+
+
+def request_seed(seed: int, key: str) -> int:
+    return derive_seed(seed, key) & 0x7FFFFFFF
+
+
+class _LlavaMethod(Method):
+    tasks = TASKS
+    arguments = dict(_ARGS)
+
+    def __init__(self, args=None, **kwargs):
+        super().__init__(args, **kwargs)
+        a = self.args
+        self.model_name = a.get("model", DEFAULT_MODEL)
+        self.max_new_tokens = int_arg(a, "max_new_tokens", 512) or 1
+        self.temperature = float_arg(a, "temperature", 0.0)
+        if self.temperature < 0:
+            raise BenchError(f"must be >= 0, got {self.temperature:g}", where="--method-arg temperature")
+        self.rec_prompt = a.get("rec_prompt", "authors")
+        if self.rec_prompt not in ("authors", "bench"):
+            raise BenchError(f"expected authors or bench, got {self.rec_prompt!r}", where="--method-arg rec_prompt")
+        if a.get("dtype", "bfloat16") not in ("bfloat16", "float32"):
+            raise BenchError(f"expected bfloat16 or float32, got {a['dtype']!r}", where="--method-arg dtype")
+        self._host: LlavaHost | None = None
+        self._active: str | None = None
+
+    @classmethod
+    def validate_arguments(cls, args):
+        cls(args)  # parses every value; the model loads on first use
+
+    @property
+    def host(self) -> LlavaHost:
+        if self._host is None:
+            self._host = get_host(self.model_name, self.device, self.seed, self.args.get("dtype"))
+        return self._host
+
+    def describe(self):
+        return {"base_model": self.model_name, "random_init": self.model_name == "tiny", "backend": self.host.describe(),
+                "decoding": "greedy" if self.temperature == 0 else f"sampled, temperature {self.temperature:g}"}
+
+    def isolation_fingerprint(self):
+        return newrows.fingerprint(self.host)
+
+    # Subclasses say how a question names the concept, and which rows exist while it is active.
+    def _user_text(self, concept: Concept, state, request) -> str:
+        raise NotImplementedError
+
+    def _concept_rows(self, concept: Concept, state):
+        return contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def activate(self, concept, state):
+        if self._active == concept.name:
+            yield
+            return
+        with self._concept_rows(concept, state):
+            self._active = concept.name
+            try:
+                yield
+            finally:
+                self._active = None
+
+    def _question(self, concept: Concept, request) -> str:
+        if request.task == "rec" and self.rec_prompt == "authors":
+            return REC_QUESTION.format(c=concept.token)
+        return request.question
+
+    def answer(self, concept, state, requests):
+        with self.activate(concept, state):
+            examples = [(self._user_text(concept, state, r), r.image) for r in requests]
+            replies: list[str | None] = []
+            for i in range(0, len(examples), self.batch_size):
+                chunk = requests[i:i + self.batch_size]
+                replies += self.host.answer(examples[i:i + self.batch_size], self.max_new_tokens, self.temperature,
+                                            [request_seed(self.seed, r.key) for r in chunk])
+            return replies
+
+
+class LLaVA(_LlavaMethod):
+    """The base model without personalization: the concept is named by its token only ("<bo>")."""
+
+    name = "llava"
+
+    def _user_text(self, concept, state, request):
+        return self._question(concept, request)
+
+
+class LLaVAPrompt(_LlavaMethod):
+    """The base model with the concept's text description in place of the token (the "+ prompt" row)."""
+
+    name = "llava-prompt"
+
+    def _user_text(self, concept, state, request):
+        # As the paper's "LLaVA + Prompt": the description names the concept by its token, so the
+        # question that follows is about the described subject.
+        return f"{concept.description.strip()} {self._question(concept, request)}".strip()
+
+
+class YoLLaVA(_LlavaMethod):
+    """Yo'LLaVA: <c> + 16 latent tokens learned on LLaVA-1.5 (methods/yollava/README.md)."""
+
+    name = "yollava"
+    needs_personalization = True
+    arguments = {**_ARGS, **_TRAIN_ARGS}
+
+    def __init__(self, args=None, **kwargs):
+        super().__init__(args, **kwargs)
+        a = self.args
+        self.epochs = int_arg(a, "epochs", 15)
+        if self.epochs < 1:
+            raise BenchError("needs at least 1 epoch", where="--method-arg epochs")
+        self.lr = float_arg(a, "lr", 1e-3)
+        self.weight_decay = float_arg(a, "weight_decay", 1e-2)
+        self.train_batch = int_arg(a, "train_batch", 1) or 1
+        self.flip_p = float_arg(a, "flip_p", 0.5)
+        if not 0 <= self.flip_p <= 1:
+            raise BenchError(f"must be between 0 and 1, got {self.flip_p:g}", where="--method-arg flip_p")
+        self.n_latent = int_arg(a, "latent_tokens", N_LATENT)
+        self.positives_per_photo = int_arg(a, "positives_per_photo", 10) or 1
+        self.max_hard = int_arg(a, "max_hard", 100)
+        self.max_easy = int_arg(a, "max_easy", 100)
+        self.best_epoch = flag_arg(a, "best_epoch", False)
+        self.checkpoint = Path(a["checkpoint"]) if "checkpoint" in a else None
+        if self.checkpoint is not None and not self.checkpoint.is_dir():
+            raise BenchError("checkpoint folder not found", self.checkpoint)
+        self.epoch = a.get("epoch")
+        if self.epoch is not None and self.epoch != "best":
+            self.epoch = str(int_arg(a, "epoch", 0))
+        if self.epoch is not None and self.checkpoint is None:
+            raise BenchError("epoch=N needs checkpoint=DIR", where="--method-arg epoch")
+
+    def describe(self):
+        d = super().describe()
+        d["train_args"] = None if self.checkpoint else {
+            "epochs": self.epochs, "lr": self.lr, "weight_decay": self.weight_decay, "betas": [0.9, 0.999],
+            "eps": 1e-8, "train_batch": self.train_batch, "flip_p": self.flip_p, "latent_tokens": self.n_latent,
+            "best_epoch": self.best_epoch}
+        d["checkpoint"] = str(self.checkpoint) if self.checkpoint else None
+        return d
+
+    # ------------------------------------------------------------------ tokens and prompts
+    def tokens(self, concept: Concept) -> list[str]:
+        return [concept.token] + [f"<token{i}>" for i in range(self.n_latent)]
+
+    def concept_prompt(self, concept: Concept, training: bool) -> str:
+        """``<c> is <token0>…<token15>.`` (training; the test script drops the final full stop)."""
+        tokens = self.tokens(concept)
+        text = f"{tokens[0]} is {''.join(tokens[1:])}"
+        return text + "." if training else text
+
+    def _user_text(self, concept, state, request):
+        return f"{self.concept_prompt(concept, training=False)} {self._question(concept, request)}"
+
+    def _concept_rows(self, concept, state):
+        return newrows.NewTokens(self.host, self.tokens(concept), state["rows"])
+
+    # ------------------------------------------------------------------ training data
+    def training_set(self, concept: Concept) -> tuple[list[tuple[str, Any, str]], dict]:
+        """(question, image or None, answer) examples built as the authors' --recog_only --text_only
+        --random_image mixture, and what went in."""
+        from unifybench.data.common import training_qa
+
+        c = concept.token
+        rng = random.Random(f"{self.seed}/{concept.name}/training-set")
+        examples: list[tuple[str, Any, str]] = []
+        for photo in concept.train_images:
+            for _ in range(self.positives_per_photo):
+                examples.append((rng.choice(POSITIVE_QUESTIONS).format(c=c), photo,
+                                 rng.choice(POSITIVE_ANSWERS).format(c=c)))
+        n_pos = len(examples)
+
+        def negatives(pool: list, limit: int) -> list:
+            pool = sorted(dict.fromkeys(pool))
+            return rng.sample(pool, limit) if len(pool) > limit else pool
+
+        hard = negatives(concept.hard_negatives, self.max_hard)
+        easy = negatives([p for p in concept.easy_negatives if p not in set(hard)], self.max_easy)
+        for photo in hard + easy:
+            examples.append((rng.choice(NEGATIVE_QUESTIONS).format(c=c), photo, rng.choice(NEGATIVE_ANSWERS).format(c=c)))
+        # The authors' default mixture (--recog_only --text_only) has no image conversations: a
+        # conversation about a photo is skipped rather than asked without it.
+        conversations = training_qa(concept)
+        text_only = [(q, None, a) for q, image, a in conversations if image is None]
+        if concept.description:
+            text_only.append((f"What does {c} look like?", None, concept.description))
+        text_only += [(f"Tell me something about {c}.", None, fact) for fact in concept.extra_facts]
+        examples += text_only
+        counts = {"positives": n_pos, "positive_photos": len(concept.train_images), "hard_negatives": len(hard),
+                  "hard_available": len(concept.hard_negatives), "easy_negatives": len(easy),
+                  "easy_available": len(concept.easy_negatives), "text_only": len(text_only),
+                  "image_conversations_skipped": sum(1 for _, image, _ in conversations if image is not None),
+                  "total": len(examples)}
+        return examples, counts
+
+    # ------------------------------------------------------------------ personalization
+    def personalize(self, concept, state_dir):
+        state_dir = Path(state_dir)
+        state_dir.mkdir(parents=True, exist_ok=True)
+        if self.checkpoint is not None:
+            rows, source, epoch = self._from_checkpoint(concept)
+            (state_dir / "checkpoint.json").write_text(json.dumps({"source": source, "epoch": epoch,
+                                                                   "rows": len(rows["embed"])}))
+            return {"rows": rows}
+        meta = _read_meta(state_dir)
+        if meta and meta.get("finished"):
+            return self.load_state(concept, state_dir)
+        return {"rows": self._train(concept, state_dir)}
+
+    def load_state(self, concept, state_dir):
+        if self.checkpoint is not None:
+            return {"rows": self._from_checkpoint(concept)[0]}
+        meta = _read_meta(Path(state_dir))
+        if not meta or not meta.get("finished"):  # interrupted: train again from the start
+            return self.personalize(concept, state_dir)
+        return {"rows": load_yollava_rows(Path(state_dir), str(meta["selected_epoch"]), self.host.hidden_size,
+                                          len(self.tokens(concept)))[0]}
+
+    def _init_rows(self, concept: Concept) -> dict[str, torch.Tensor]:
+        """New rows start as the authors' resize leaves them: drawn from N(0, initializer_range), here
+        from a generator seeded by (seed, concept)."""
+        g = torch.Generator().manual_seed(derive_seed(self.seed, concept.name, "init"))
+        n, d = len(self.tokens(concept)), self.host.hidden_size
+        std = self.host.initializer_range
+        return {"embed": torch.randn(n, d, generator=g) * std, "head_weight": torch.randn(n, d, generator=g) * std,
+                "head_bias": torch.zeros(n)}
+
+    def _train(self, concept: Concept, state_dir: Path) -> dict[str, torch.Tensor]:
+        host = self.host
+        examples, counts = self.training_set(concept)
+        prompt = self.concept_prompt(concept, training=True)
+        init = self._init_rows(concept)
+        rng = random.Random(f"{self.seed}/{concept.name}/order")
+        flips = torch.Generator().manual_seed(derive_seed(self.seed, concept.name, "flips"))
+        losses, checks = [], []
+        best = (-1.0, None)
+        start = time.time()
+        with newrows.NewTokens(host, self.tokens(concept), init) as ids:
+            trainer = newrows.RowTrainer(host, ids, lr=self.lr, weight_decay=self.weight_decay, eps=1e-8, init=init)
+            try:
+                for epoch in range(self.epochs):
+                    order = list(range(len(examples)))
+                    rng.shuffle(order)
+                    total, steps = 0.0, 0
+                    for k in range(0, len(order), self.train_batch):
+                        batch = [examples[i] for i in order[k:k + self.train_batch]]
+                        flip = (torch.rand(len(batch), generator=flips) < self.flip_p).tolist()
+                        users = [(f"{prompt} {q}", image, a) for q, image, a in batch]
+                        total += trainer.step(host.loss(users, flip))
+                        steps += 1
+                        self.progress(f"epoch {epoch + 1}/{self.epochs}", epoch * len(order) + k + len(batch),
+                                      self.epochs * len(order))
+                    rows = trainer.exact_rows(ids, init)
+                    save_yollava_rows(state_dir, str(epoch), rows)
+                    losses.append({"epoch": epoch, "loss": total / max(steps, 1), "steps": steps})
+                    _LOG.info(f"epoch {epoch + 1}/{self.epochs}: loss {total / max(steps, 1):.4f}")
+                    if self.best_epoch:
+                        acc = self._recognition_check(concept, examples)
+                        checks.append({"epoch": epoch, **acc})
+                        if epoch > 4 and acc["weighted"] >= best[0]:
+                            best = (acc["weighted"], epoch)
+                            save_yollava_rows(state_dir, "best", rows)
+            finally:
+                trainer.close()
+        selected = "best" if self.best_epoch and best[1] is not None else str(self.epochs - 1)
+        _write_meta(state_dir, {
+            "format": "yollava-rows/1", "tokens": self.tokens(concept), "base_model": self.model_name,
+            "backend": host.describe(), "train_args": self.describe()["train_args"], "training_set": counts,
+            "concept_prompt": prompt, "init": "N(0, initializer_range), seeded by (seed, concept)",
+            "losses": losses, "recognition_checks": checks, "best_epoch": best[1], "selected_epoch": selected,
+            "seconds": round(time.time() - start, 3), "finished": True})
+        return load_yollava_rows(state_dir, selected, host.hidden_size, len(ids))[0]
+
+    @torch.no_grad()
+    def _recognition_check(self, concept: Concept, examples) -> dict:
+        """The authors' per-epoch check: every training image once, their check question, the exact
+        reply 'Yes' or 'No' compared with whether the image is the concept."""
+        positives = set(concept.train_images)
+        images = list(dict.fromkeys(img for _, img, _ in examples if img is not None))
+        user = f"{self.concept_prompt(concept, training=True)} {CHECK_QUESTION.format(c=concept.token)}"
+        replies = []
+        for i in range(0, len(images), self.batch_size):
+            replies += self.host.answer([(user, im) for im in images[i:i + self.batch_size]], 8)
+        yes = [r == "Yes" for im, r in zip(images, replies) if im in positives]
+        no = [r == "No" for im, r in zip(images, replies) if im not in positives]
+        rates = [sum(v) / len(v) for v in (yes, no) if v]
+        return {"positive": sum(yes) / len(yes) if yes else None, "negative": sum(no) / len(no) if no else None,
+                "weighted": sum(rates) / len(rates) if rates else 0.0}
+
+    def _from_checkpoint(self, concept: Concept) -> tuple[dict, str, str]:
+        n = len(self.tokens(concept))
+        for base in (self.checkpoint / concept.name, self.checkpoint / concept.token, self.checkpoint):
+            epochs = yollava_epochs(base) if base.is_dir() else []
+            if epochs:
+                numbered = [e for e in epochs if e != "best"]
+                epoch = self.epoch or (str(max(numbered)) if numbered else "best")
+                rows, used = load_yollava_rows(base, epoch, self.host.hidden_size, n)
+                return rows, str(base), used
+        raise BenchError(f"no <epoch>-token.pt files for concept {concept.name!r} (looked in DIR/{concept.name}/, "
+                         f"DIR/{concept.token}/ and DIR)", self.checkpoint)
+
+
+# ----------------------------------------------------------------------------- the authors' files
+
+
+def save_yollava_rows(folder: Path, epoch: str, rows: dict[str, torch.Tensor]) -> None:
+    """``<epoch>-token.pt`` (input-embedding rows) and ``<epoch>-lmhead.pt`` (head rows), float32
+    ``[1 + latent, d]`` in token order, as the authors' script saves them (epochs counted from 0)."""
+    import os
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for key, suffix in (("embed", "token"), ("head_weight", "lmhead")):
+        tmp = folder / f".{epoch}-{suffix}.pt.tmp"
+        torch.save(rows[key].detach().float().cpu().contiguous(), tmp)
+        os.replace(tmp, folder / f"{epoch}-{suffix}.pt")
+
+
+def yollava_epochs(folder: Path) -> list:
+    found = []
+    for p in folder.glob("*-token.pt"):
+        stem = p.name[: -len("-token.pt")]
+        if stem == "best":
+            found.append("best")
+        elif stem.isdigit():
+            found.append(int(stem))
+    return found
+
+
+def load_yollava_rows(folder: Path, epoch: str, width: int, n_rows: int) -> tuple[dict, str]:
+    rows = {}
+    for key, suffix in (("embed", "token"), ("head_weight", "lmhead")):
+        path = folder / f"{epoch}-{suffix}.pt"
+        if not path.is_file():
+            raise BenchError(f"file not found (epochs here: {sorted(map(str, yollava_epochs(folder)))})", path)
+        try:
+            t = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is bad input
+            raise BenchError(f"cannot load ({exc.__class__.__name__})", path) from exc
+        if not isinstance(t, torch.Tensor) or tuple(t.shape) != (n_rows, width):
+            shape = list(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+            raise BenchError(f"expected rows of shape [{n_rows}, {width}] (<c> + latent tokens, the model's width), "
+                             f"found {shape}", path)
+        rows[key] = t.float()
+    rows["head_bias"] = torch.zeros(n_rows)
+    return rows, epoch
+
+
+def _read_meta(folder: Path) -> dict | None:
+    path = folder / "yollava.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    except ValueError:
+        return None
+
+
+def _write_meta(folder: Path, data: dict) -> None:
+    import os
+
+    tmp = folder / ".yollava.json.tmp"
+    tmp.write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
+    os.replace(tmp, folder / "yollava.json")
