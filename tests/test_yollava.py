@@ -5,7 +5,6 @@ Yo'LLaVA-format folder."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 import torch

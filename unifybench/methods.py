@@ -146,6 +146,32 @@ BUILTIN_METHODS: dict[str, str] = {
 # One parser per kind, so that every adapter says the same thing about the same mistake.
 
 
+class ConceptLayers:
+    """``activate`` for adapters whose concept adds something to a shared base model (token rows,
+    LoRA layers): :meth:`concept_layers` is entered once per concept, and a nested ``activate`` of
+    the same concept (``generate`` inside the runner's block) adds nothing twice. Mix in before
+    :class:`Method`."""
+
+    _active_concept: str | None = None
+
+    def concept_layers(self, concept: Concept, state: Any) -> ContextManager:
+        return contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def activate(self, concept, state):
+        if self._active_concept == concept.name:  # already active (the harness activated it)
+            yield
+            return
+        if self._active_concept is not None:
+            raise RuntimeError(f"concept {self._active_concept} is still active while {concept.name} is activated")
+        with self.concept_layers(concept, state):
+            self._active_concept = concept.name
+            try:
+                yield
+            finally:
+                self._active_concept = None
+
+
 def float_arg(args: dict, key: str, default: float) -> float:
     try:
         return float(args.get(key, default))

@@ -172,16 +172,27 @@ class RowTrainer:
         for p in self.params:
             p.grad = None
         loss.backward()
+        self.accumulate()
+        self.apply()
+        return float(loss.detach())
+
+    def accumulate(self) -> None:
+        """Add the rows' gradients of the last ``backward`` to the masters' and clear the model's
+        (gradient accumulation; several trainers can share one backward, one per text encoder)."""
         for p, master in zip(self.params, self.masters):
             # A matrix the loss did not reach (no gradient) is skipped by AdamW, as it would be in place.
-            master.grad = None if p.grad is None else p.grad[self.rows].float()
+            if p.grad is not None:
+                grad = p.grad[self.rows].float()
+                master.grad = grad if master.grad is None else master.grad + grad
             p.grad = None
+
+    def apply(self) -> None:
+        """One optimizer step on the accumulated gradients; the rows written back into the model."""
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         with torch.no_grad():
             for p, master in zip(self.params, self.masters):
                 p.data[self.rows] = master.detach().to(p.dtype)
-        return float(loss.detach())
 
     def exact_rows(self, ids: Sequence[int], base: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Rows for ``ids`` as in :func:`get_rows` (float32, CPU), the trained ones taken from their

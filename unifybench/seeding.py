@@ -20,6 +20,12 @@ def derive_seed(*parts) -> int:
     return int.from_bytes(digest[:8], "little") & (2 ** 63 - 1)
 
 
+def image_seed(seed: int, key: str, i: int) -> int:
+    """Each generated image's seed: the run seed, the request and the image's position only, so
+    that no image depends on the batch it was drawn in."""
+    return int.from_bytes(hashlib.sha256(f"{seed}/{key}/{i}".encode()).digest()[:4], "little") & 0x7FFFFFFF
+
+
 @contextlib.contextmanager
 def seeded(*parts):
     value = derive_seed(*parts)

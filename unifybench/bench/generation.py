@@ -20,6 +20,14 @@ our decoding steps must match those of a plain cache-free forward of the same se
 bf16: 3e-2, times the logits' scale), and the share of greedy codes equal to eager ``generate``'s is
 reported. Timings use ``--guidance`` (default 5) and sampling; both include VQ decoding to pixels.
 The last line printed is one JSON object with images/s of both and their ratio.
+
+Stable Diffusion (``--method textual-inversion|dreambooth-lora|sd-prompt``, ``--model tiny|random|HUB|DIR``;
+``random`` is SD 1.5's architecture with random weights): the baseline draws one image per pipeline
+call, ours ``--batch`` per call, on the same seeds (each image's starting noise from its own seed). A
+method that trains is personalized for one step first (the sampling cost does not depend on how
+long it trained). The two paths' images are compared pixel by pixel: kernels round differently at
+another batch size, so the JSON reports the largest difference in 8-bit levels and the share of
+identical pixels rather than claiming bit equality.
 """
 from __future__ import annotations
 
@@ -28,7 +36,8 @@ import json
 import sys
 import time
 
-METHODS = ("unictokens",)
+METHODS = ("unictokens", "textual-inversion", "dreambooth-lora", "sd-prompt")
+DIFFUSION_METHODS = METHODS[1:]
 
 
 def _sync(device) -> None:
@@ -47,7 +56,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--model", default=None,
                    help="tiny (default on CPU), full-size random init (default on CUDA: random on showo, "
                         "random-1b on janus), or a hub name / local folder")
-    p.add_argument("--steps", type=int, default=None, help="showo: MaskGIT steps (default 50)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="showo: MaskGIT steps; stable diffusion: sampling steps (default 50)")
     p.add_argument("--questions", type=int, default=None,
                    help="showo: questions for the understanding comparison (default: --batch)")
     p.add_argument("--max-new-tokens", type=int, default=100, help="showo: reply length for that comparison")
@@ -55,7 +65,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", default=None, choices=("float32", "bfloat16"),
                    help="default bfloat16 on CUDA, float32 on CPU")
-    p.add_argument("--guidance", type=float, default=5.0)
+    p.add_argument("--guidance", type=float, default=None, help="default 5 (unified models), 7.5 (stable diffusion)")
     p.add_argument("--check-steps", type=int, default=8, help="greedy prefix length for the logits check")
     p.add_argument("--repeats", type=int, default=1, help="timed batches per path (after one warm-up)")
     p.add_argument("--compile", default="auto", choices=("auto", "on", "off"),
@@ -67,6 +77,10 @@ def main(argv: list[str]) -> int:
     from unifybench.devices import check_device
 
     device = torch.device(check_device(args.device))
+    if args.method in DIFFUSION_METHODS:
+        return _diffusion(args, device)
+    if args.guidance is None:
+        args.guidance = 5.0
     if args.backend == "showo":
         return _showo(args, device)
     from unifybench_unictokens.janus_backend import JanusBackend
@@ -219,3 +233,54 @@ def _showo(args, device) -> int:
     }
     print(json.dumps(result))
     return 0 if same_codes == 1.0 and same_replies == 1.0 else 1
+
+
+def _diffusion(args, device) -> int:
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+
+    from unifybench.data import load_benchmark
+    from unifybench.methods import GenRequest, load_method_class
+
+    model_name = args.model or ("random" if device.type == "cuda" else "tiny")
+    batch = args.batch or (8 if device.type == "cuda" else 4)
+    method_args = {"model": model_name, "steps": str(args.steps or 50), "guidance": str(args.guidance or 7.5)}
+    if args.dtype:
+        method_args["dtype"] = args.dtype
+    cls = load_method_class(args.method)
+    train = {"train_steps": "1"} if cls.needs_personalization else {}
+    one = cls({**method_args, **train, "gen_batch": "1"}, seed=args.seed, device=str(device))
+    ours = cls({**method_args, **train, "gen_batch": str(batch)}, seed=args.seed, device=str(device))
+    t0 = time.perf_counter()
+    host = ours.host  # one pipeline for both (the same host key)
+    print(f"built {model_name} on {device} ({host.describe()['dtype']}) in {time.perf_counter() - t0:.1f} s; "
+          f"{host.resolution} px, {ours.steps} steps, batch {batch}", file=sys.stderr)
+    concept = load_benchmark("mini").concept("dog")
+    requests = [GenRequest("dog", "gen", i, f"A photo of <dog> number {i} in the jungle.", 1, args.seed)
+                for i in range(batch)]
+    with tempfile.TemporaryDirectory(prefix="ub-bench-") as tmp:
+        state = ours.personalize(concept, Path(tmp) / "dog") if cls.needs_personalization else None
+        with ours.activate(concept, state):
+            reference = [im for r in requests for im in one.generate(concept, state, [r])[0]]
+            batched = [g[0] for g in ours.generate(concept, state, requests)]
+            ref_s = _timed(lambda: [one.generate(concept, state, [r]) for r in requests], device, args.repeats,
+                           warm_up=False)
+            ours_s = _timed(lambda: ours.generate(concept, state, requests), device, args.repeats)
+    a = np.stack([np.asarray(im, dtype=np.int16) for im in reference])
+    b = np.stack([np.asarray(im, dtype=np.int16) for im in batched])
+    result = {
+        "bench": "generation", "method": args.method, "backend": "stable-diffusion", "model": model_name,
+        "random_init": model_name in ("tiny", "random"), "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "dtype": host.describe()["dtype"], "batch": batch, "resolution": host.resolution, "steps": ours.steps,
+        "guidance": ours.guidance, "scheduler": ours.scheduler,
+        "baseline": "one image per pipeline call", "ours": f"{batch} images per pipeline call",
+        "max_pixel_diff": int(np.abs(a - b).max()), "same_pixels": round(float((a == b).mean()), 6),
+        "reference_images_per_s": round(batch / ref_s, 4), "ours_images_per_s": round(batch / ours_s, 4),
+        "ratio": round(ref_s / ours_s, 3),
+    }
+    print(json.dumps(result))
+    return 0

@@ -140,6 +140,17 @@ def class_prompt(prompt: str, token: str, class_noun: str) -> str:
     return re.sub(r"\s+", " ", prompt.replace(token, class_noun)).strip()
 
 
+def concept_phrase(concept) -> str:
+    """The concept in words, for prompts without its token: the first sentence of its description
+    without the leading "<c> is " ("a fluffy Pembroke Welsh Corgi ..."), else "a <class noun>"."""
+    desc = concept.description.strip()
+    for lead in (f"{concept.token} is ", f"{concept.name} is "):
+        if desc.startswith(lead):
+            desc = desc[len(lead):]
+    first = desc.split(". ")[0].rstrip(".")
+    return first or f"a {concept.class_noun}"
+
+
 def strip_image_tag(text: str) -> str:
     text = text.lstrip()
     if text.startswith("<image>"):

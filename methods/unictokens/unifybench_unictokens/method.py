@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -12,8 +11,10 @@ import torch
 from unifybench import newrows
 from unifybench.errors import BenchError
 from unifybench.logs import get_logger
-from unifybench.methods import Method, flag_arg, float_arg, int_arg
+from unifybench.methods import ConceptLayers, Method, flag_arg, float_arg, int_arg
 from unifybench.records import TASKS, Concept
+from unifybench.data.common import concept_phrase
+from unifybench.seeding import image_seed
 
 from .backend import TextExample
 from .stages import (TRANSITION_RULES, ConceptData, Personalizer, TokenGroups, TrainConfig, checkpoint_epochs,
@@ -95,12 +96,7 @@ def get_backend(backend: str, model: str, device: str, seed: int, dtype: str | N
     return _BACKENDS[key]
 
 
-def image_seed(seed: int, key: str, i: int) -> int:
-    """Each image's seed depends only on the run seed, the request and the image's position."""
-    return int.from_bytes(hashlib.sha256(f"{seed}/{key}/{i}".encode()).digest()[:4], "little") & 0x7FFFFFFF
-
-
-class _UnifiedMethod(Method):
+class _UnifiedMethod(ConceptLayers, Method):
     tasks = frozenset(TASKS)
 
     def __init__(self, args=None, **kwargs):
@@ -127,7 +123,6 @@ class _UnifiedMethod(Method):
         if self.args.get("dtype", "bfloat16") not in ("bfloat16", "float32"):
             raise BenchError(f"expected bfloat16 or float32, got {self.args['dtype']!r}", where="--method-arg dtype")
         self._backend = None
-        self._active: str | None = None
 
     @classmethod
     def validate_arguments(cls, args):
@@ -152,23 +147,9 @@ class _UnifiedMethod(Method):
     def _gen_prompt(self, concept: Concept, state, prompt: str) -> str:
         raise NotImplementedError
 
-    def _concept_rows(self, concept: Concept, state):
+    def concept_layers(self, concept: Concept, state):
         """A context in which the concept's learned rows exist (none for an untrained method)."""
         return contextlib.nullcontext()
-
-    @contextlib.contextmanager
-    def activate(self, concept, state):
-        if self._active == concept.name:  # already active (the harness activated it): nothing to do
-            yield
-            return
-        if self._active is not None:
-            raise RuntimeError(f"concept {self._active} is still active while {concept.name} is activated")
-        with self._concept_rows(concept, state):
-            self._active = concept.name
-            try:
-                yield
-            finally:
-                self._active = None
 
     def isolation_fingerprint(self):
         return newrows.fingerprint(self.backend)
@@ -218,12 +199,7 @@ class TextPrompt(_UnifiedMethod):
 
     @staticmethod
     def _body(concept: Concept) -> str:
-        desc = concept.description.strip()
-        for lead in (f"{concept.token} is ", f"{concept.name} is "):
-            if desc.startswith(lead):
-                desc = desc[len(lead):]
-        first = desc.split(". ")[0].rstrip(".")
-        return first or f"a {concept.class_noun}"
+        return concept_phrase(concept)
 
     def _question(self, concept, state, question):
         desc = concept.description.replace(concept.token, concept.name).strip()
@@ -379,7 +355,7 @@ class UniCTokens(_UnifiedMethod):
     def _state(self, concept: Concept, rows: dict[str, torch.Tensor]) -> dict:
         return {"groups": TokenGroups(concept.token), "rows": rows, "n_rows": rows["embed"].shape[0]}
 
-    def _concept_rows(self, concept, state):
+    def concept_layers(self, concept, state):
         return self.backend.new_tokens(state["groups"].rows(state["n_rows"]), state["rows"])
 
     def _question(self, concept, state, question):

@@ -20,7 +20,7 @@ import torch
 from unifybench import newrows
 from unifybench.errors import BenchError
 from unifybench.logs import get_logger
-from unifybench.methods import Method, flag_arg, float_arg, int_arg
+from unifybench.methods import ConceptLayers, Method, flag_arg, float_arg, int_arg
 from unifybench.records import Concept
 from unifybench.seeding import derive_seed
 
@@ -100,7 +100,7 @@ def request_seed(seed: int, key: str) -> int:
     return derive_seed(seed, key) & 0x7FFFFFFF
 
 
-class _LlavaMethod(Method):
+class _LlavaMethod(ConceptLayers, Method):
     tasks = TASKS
     arguments = dict(_ARGS)
 
@@ -118,7 +118,6 @@ class _LlavaMethod(Method):
         if a.get("dtype", "bfloat16") not in ("bfloat16", "float32"):
             raise BenchError(f"expected bfloat16 or float32, got {a['dtype']!r}", where="--method-arg dtype")
         self._host: LlavaHost | None = None
-        self._active: str | None = None
 
     @classmethod
     def validate_arguments(cls, args):
@@ -137,24 +136,13 @@ class _LlavaMethod(Method):
     def isolation_fingerprint(self):
         return newrows.fingerprint(self.host)
 
-    # Subclasses say how a question names the concept, and which rows exist while it is active.
+    # Subclasses say how a question names the concept, and which rows exist while it is active
+    # (concept_layers, entered by ConceptLayers.activate).
     def _user_text(self, concept: Concept, state, request) -> str:
         raise NotImplementedError
 
-    def _concept_rows(self, concept: Concept, state):
+    def concept_layers(self, concept: Concept, state):
         return contextlib.nullcontext()
-
-    @contextlib.contextmanager
-    def activate(self, concept, state):
-        if self._active == concept.name:
-            yield
-            return
-        with self._concept_rows(concept, state):
-            self._active = concept.name
-            try:
-                yield
-            finally:
-                self._active = None
 
     def _question(self, concept: Concept, request) -> str:
         if request.task == "rec" and self.rec_prompt == "authors":
@@ -247,7 +235,7 @@ class YoLLaVA(_LlavaMethod):
     def _user_text(self, concept, state, request):
         return f"{self.concept_prompt(concept, training=False)} {self._question(concept, request)}"
 
-    def _concept_rows(self, concept, state):
+    def concept_layers(self, concept, state):
         return newrows.NewTokens(self.host, self.tokens(concept), state["rows"])
 
     # ------------------------------------------------------------------ training data

@@ -1,0 +1,254 @@
+"""Textual inversion, DreamBooth-LoRA and the zero-shot prompt row on the tiny pipeline of diffusers'
+own tests (tokenizer built in code; no downloads): what trains, the files in diffusers' formats and
+their loaders, seeded images independent of batching, the base pipeline bit-identical after a
+concept, and the real command line."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from conftest import cli, only_run_dir, read_results
+from unifybench.data import load_benchmark
+from unifybench.errors import BenchError
+from unifybench.methods import GenRequest
+
+from unifybench_diffusion.method import (EMBEDS_FILES, IMAGENET_TEMPLATES_SMALL, LORA_FILE, DreamBoothLoRA,
+                                         SDPrompt, TextualInversion)
+
+SAMPLE = {"model": "tiny", "steps": "2", "gen_batch": "2"}
+TI = {**SAMPLE, "train_steps": "2", "accumulation": "2"}
+LORA = {**SAMPLE, "train_steps": "2", "lr": "0.05"}
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return load_benchmark("mini")
+
+
+def _requests(concept: str, n: int = 3, n_images: int = 2) -> list[GenRequest]:
+    prompts = ["A photo of <c>.", "<c> on the beach.", "<c> wearing its hat."]
+    return [GenRequest(concept, "gen", i, prompts[i % 3].replace("<c>", f"<{concept}>"), n_images, 7) for i in range(n)]
+
+
+def _bytes(images) -> list[list[bytes]]:
+    return [[im.tobytes() for im in group] for group in images]
+
+
+def test_textual_inversion_trains_only_the_placeholder_row_and_leaves_the_base_bit_identical(bench, tmp_path):
+    method = TextualInversion(TI, seed=0)
+    host = method.host
+    concept = bench.concept("dog")
+    before = {k: v.clone() for k, v in host.pipe.text_encoder.state_dict().items()}
+    fingerprint = method.isolation_fingerprint()
+    n_ids = len(host.pipe.tokenizer)
+
+    state = method.personalize(concept, tmp_path / "dog")
+
+    assert method.isolation_fingerprint() == fingerprint and len(host.pipe.tokenizer) == n_ids
+    after = host.pipe.text_encoder.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in before.items())
+    init, how = method._initial_rows(concept)
+    assert how == ["'dog': one token"]  # the class noun is one token: its row starts the placeholder
+    dog_id = host.pipe.tokenizer.encode("dog", add_special_tokens=False)[0]
+    assert torch.equal(init[0]["embed"][0], before["embeddings.token_embedding.weight"][dog_id])
+    trained = state["rows"][0]["embed"]
+    assert trained.shape == (1, 32) and not torch.equal(trained, init[0]["embed"])
+    with method.activate(concept, state):
+        table = host.pipe.text_encoder.get_input_embeddings().weight
+        placeholder = host.pipe.tokenizer.convert_tokens_to_ids("<dog>")
+        assert placeholder == n_ids and table.shape[0] == n_ids + 1
+        assert torch.equal(table[:n_ids], before["embeddings.token_embedding.weight"])
+        assert torch.equal(table[placeholder:placeholder + 1], trained)
+    assert method.isolation_fingerprint() == fingerprint
+    meta = json.loads((tmp_path / "dog" / "textual_inversion.json").read_text())
+    assert meta["train_args"]["lr"] == pytest.approx(5e-4 * 2)  # scaled by batch 1 x accumulation 2
+    assert meta["steps"] == 2 and meta["initializer"] == how
+
+
+def test_an_initializer_of_several_tokens_starts_from_their_mean(bench):
+    method = TextualInversion({**TI, "initializer": "stuffed animal"}, seed=0)
+    rows, how = method._initial_rows(bench.concept("dog"))
+    ids = method.host.pipe.tokenizer.encode("stuffed animal", add_special_tokens=False)
+    table = method.host.pipe.text_encoder.get_input_embeddings().weight.detach()
+    assert len(ids) > 1 and how == [f"'stuffed animal': mean of {len(ids)} tokens"]
+    assert torch.allclose(rows[0]["embed"][0], table[ids].mean(dim=0))
+
+
+def test_the_saved_embedding_loads_through_load_textual_inversion_and_draws_the_same_images(bench, tmp_path):
+    from safetensors.torch import load_file
+
+    concept = bench.concept("dog")
+    trained = TextualInversion(TI, seed=0)
+    state = trained.personalize(concept, tmp_path / "runs" / "dog")
+    saved = load_file(str(tmp_path / "runs" / "dog" / EMBEDS_FILES[0]))
+    assert list(saved) == ["<dog>"] and torch.equal(saved["<dog>"], state["rows"][0]["embed"])
+    ours = trained.generate(concept, state, _requests("dog"))
+
+    external = TextualInversion({**SAMPLE, "embeds": str(tmp_path / "runs")}, seed=0)
+    fingerprint = external.isolation_fingerprint()
+    loaded_state = external.personalize(concept, tmp_path / "state")
+    theirs = external.generate(concept, loaded_state, _requests("dog"))
+    assert _bytes(ours) == _bytes(theirs)
+    assert external.isolation_fingerprint() == fingerprint  # diffusers' loader undone after the concept
+    base = SDPrompt(SAMPLE, seed=0)
+    plain = base.generate(concept, None, [GenRequest("dog", "gen", 0, "A photo of <dog>.", 2, 7)])
+    assert _bytes(plain)[0] != _bytes(ours)[0]  # the learned row is what the prompt used
+
+    with pytest.raises(BenchError, match="no learned_embeds.safetensors for concept 'cat'"):
+        external.personalize(bench.concept("cat"), tmp_path / "cat")
+    (tmp_path / "runs" / "dog" / EMBEDS_FILES[0]).write_bytes(b"garbage")
+    with pytest.raises(BenchError, match="cannot load"):
+        TextualInversion(TI, seed=0).load_state(concept, tmp_path / "runs" / "dog")
+
+
+def test_lora_weights_round_trip_through_load_lora_weights_and_the_base_comes_back(bench, tmp_path):
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    concept = bench.concept("cat")
+    method = DreamBoothLoRA(LORA, seed=0)
+    host = method.host
+    fingerprint = method.isolation_fingerprint()
+    state = method.personalize(concept, tmp_path / "runs" / "cat")
+    assert method.isolation_fingerprint() == fingerprint  # training's adapter removed
+    saved = load_file(str(tmp_path / "runs" / "cat" / LORA_FILE))
+    assert saved and all(k.startswith("unet.") for k in saved)
+    assert any("lora.up" in k and v.abs().sum() > 0 for k, v in saved.items())  # B moved off its zero init
+    with method.activate(concept, state):
+        assert method.isolation_fingerprint() != fingerprint
+        live = convert_state_dict_to_diffusers(get_peft_model_state_dict(host.pipe.unet, adapter_name="ub_cat"))
+        assert {f"unet.{k}" for k in live} == set(saved)
+        assert all(torch.equal(live[k].float().cpu(), saved[f"unet.{k}"]) for k in live)
+    assert method.isolation_fingerprint() == fingerprint
+    meta = json.loads((tmp_path / "runs" / "cat" / "dreambooth_lora.json").read_text())
+    assert meta["instance_prompt"] == "a photo of sks cat" and meta["train_args"]["rank"] == 4
+    assert set(meta["targets"]) == {"to_k", "to_q", "to_v", "to_out.0"}  # the tiny UNet has no add_*_proj
+
+    ours = method.generate(concept, state, _requests("cat", n=2))
+    external = DreamBoothLoRA({**SAMPLE, "lora": str(tmp_path / "runs")}, seed=0)
+    theirs = external.generate(concept, external.personalize(concept, tmp_path / "s"), _requests("cat", n=2))
+    assert _bytes(ours) == _bytes(theirs)
+    assert method._prompt(concept, state, "<cat> on the beach.") == "sks cat on the beach."
+
+
+def test_prior_preservation_draws_class_images_once_per_class_and_reuses_them(bench, tmp_path):
+    method = DreamBoothLoRA({**LORA, "prior": "true", "class_images": "3"}, seed=0)
+    files = method.class_image_files(bench.concept("dog"), tmp_path)
+    assert len(files) == 3 and all(f.is_file() for f in files)
+    stamps = [f.stat().st_mtime_ns for f in files]
+    again = DreamBoothLoRA({**LORA, "prior": "true", "class_images": "3"}, seed=0)
+    assert again.class_image_files(bench.concept("dog2"), tmp_path) == files  # dog2 is a dog too
+    assert [f.stat().st_mtime_ns for f in files] == stamps
+    files[1].unlink()  # an interrupted cache is completed, with the same image
+    assert again.class_image_files(bench.concept("dog"), tmp_path)[1].read_bytes()
+    state = method.personalize(bench.concept("dog"), tmp_path / "dog")
+    meta = json.loads((tmp_path / "dog" / "dreambooth_lora.json").read_text())
+    assert meta["class_prompt"] == "a photo of dog" and meta["class_photos"] == 3 and state["lora_dir"]
+
+
+def test_images_are_the_same_whatever_the_requests_are_batched_with(bench):
+    method = SDPrompt({**SAMPLE, "gen_batch": "4"}, seed=0)
+    concept = bench.concept("dog")
+    requests = _requests("dog", n=3, n_images=2)
+    together = method.generate(concept, None, requests)
+    alone = [method.generate(concept, None, [r])[0] for r in requests]
+    assert _bytes(together) == _bytes(alone)
+    reversed_ = method.generate(concept, None, requests[::-1])[::-1]
+    assert _bytes(together) == _bytes(reversed_)
+    seeds = [[im.tobytes() for im in g] for g in together]
+    assert len({b for g in seeds for b in g}) == 6  # every image its own seed
+
+
+def test_sd_prompt_names_the_concept_by_its_description(bench):
+    method = SDPrompt(SAMPLE)
+    dog = bench.concept("dog")
+    prompt = method._prompt(dog, None, "a <dog> in the jungle")
+    assert prompt.startswith("a fluffy Pembroke Welsh Corgi") and prompt.endswith("in the jungle") and "<" not in prompt
+
+
+def test_templates_and_defaults_are_the_diffusers_readme_recipes():
+    assert len(IMAGENET_TEMPLATES_SMALL) == 27 and IMAGENET_TEMPLATES_SMALL[0] == "a photo of a {}"
+    ti = TextualInversion({"model": "tiny"})
+    assert (ti.train_steps, ti.lr, ti.accumulation, ti.train_batch) == (3000, pytest.approx(2e-3), 4, 1)
+    lora = DreamBoothLoRA({"model": "tiny"})
+    assert (lora.train_steps, lora.lr, lora.rank, lora.prior) == (500, 1e-4, 4, False)
+    assert (ti.steps, ti.guidance, ti.scheduler) == (50, 7.5, "ddim")
+
+
+@pytest.mark.parametrize("method, value, message", [
+    ("textual-inversion", "dtype=float16", "expected bfloat16 or float32"),
+    ("sd-prompt", "scheduler=fast", "expected one of ddim"),
+    ("dreambooth-lora", "prior=perhaps", "expected true or false"),
+    ("textual-inversion", "embeds=/nowhere", "embeddings folder not found"),
+])
+def test_bad_arguments_are_one_line(tmp_path, method, value, message):
+    ran = cli("run", "--method", method, "--method-arg", "model=tiny", "--method-arg", value,
+              "--out", str(tmp_path / "runs"))
+    assert ran.returncode != 0 and message in ran.stderr and len(ran.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("method, args", [("textual-inversion", TI), ("dreambooth-lora", LORA), ("sd-prompt", SAMPLE)])
+def test_run_scores_gen_and_attr_gen_and_reaches_the_leaderboard(tmp_path, method, args):
+    ran = cli("run", "--method", method, *[x for k, v in args.items() for x in ("--method-arg", f"{k}={v}")],
+              "--concepts", "dog,cat", "--limit", "1", "--images-per-prompt", "2", "--backbones", "tiny",
+              "--judge", "hf:tiny", "--judge-max-tokens", "1", "--out", str(tmp_path / "runs"))
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    results = read_results(only_run_dir(tmp_path / "runs"))
+    assert isinstance(results["tasks"]["gen"]["clip_i"], float) and isinstance(results["tasks"]["gen"]["dino"], float)
+    assert isinstance(results["tasks"]["attr_gen"]["attr_score"], float)
+    sampling = results["method_details"]["sampling"]
+    assert sampling["scheduler"] == "ddim" and sampling["steps"] == 2
+    board = cli("leaderboard", str(tmp_path / "runs"))
+    assert f"| {method} (" in board.stdout
+
+
+def test_a_concept_draws_the_same_images_alone_and_after_another(tmp_path):
+    args = ["--method", "textual-inversion", *[x for k, v in TI.items() for x in ("--method-arg", f"{k}={v}")],
+            "--limit", "1", "--images-per-prompt", "2", "--backbones", "tiny", "--tasks", "gen"]
+    alone = cli("run", *args, "--concepts", "cat", "--out", str(tmp_path / "a"))
+    after = cli("run", *args, "--concepts", "dog,cat", "--batch-size", "1", "--out", str(tmp_path / "b"))
+    assert alone.returncode == 0 and after.returncode == 0, after.stderr[-2000:]
+
+    def cat_images(out):
+        run = only_run_dir(out)
+        return {p.relative_to(run / "images"): p.read_bytes() for p in sorted((run / "images").rglob("*.png"))
+                if "cat" in p.parts}
+    assert cat_images(tmp_path / "a") and cat_images(tmp_path / "a") == cat_images(tmp_path / "b")
+
+
+def test_sdxl_textual_inversion_trains_both_text_encoders_and_its_files_load_back(bench, tmp_path):
+    """On the tiny SDXL of diffusers' tests: one row per text encoder, saved as learned_embeds.safetensors
+    and learned_embeds_2.safetensors, read back by diffusers' loader into the right encoder each."""
+    from safetensors.torch import load_file
+
+    xl = {"model": "tiny-xl", "steps": "2", "gen_batch": "2", "train_steps": "2", "accumulation": "1"}
+    method = TextualInversion(xl, seed=0)
+    concept = bench.concept("dog")
+    fingerprint = method.isolation_fingerprint()
+    state = method.personalize(concept, tmp_path / "runs" / "dog")
+    init, _ = method._initial_rows(concept)
+    assert len(state["rows"]) == 2
+    for trained, start in zip(state["rows"], init):
+        assert not torch.equal(trained["embed"], start["embed"])  # both encoders' rows learned
+    files = [load_file(str(tmp_path / "runs" / "dog" / f)) for f in EMBEDS_FILES]
+    assert [list(f) for f in files] == [["<dog>"], ["<dog>"]]
+    ours = method.generate(concept, state, _requests("dog", n=1))
+    external = TextualInversion({k: v for k, v in xl.items() if "train" not in k and k != "accumulation"}
+                                | {"embeds": str(tmp_path / "runs")}, seed=0)
+    theirs = external.generate(concept, external.personalize(concept, tmp_path / "s"), _requests("dog", n=1))
+    assert _bytes(ours) == _bytes(theirs) and method.isolation_fingerprint() == fingerprint
+    lora = DreamBoothLoRA({"model": "tiny-xl", "steps": "2", "gen_batch": "2", "train_steps": "1"}, seed=0)
+    lora_state = lora.personalize(concept, tmp_path / "lora")
+    assert lora.generate(concept, lora_state, _requests("dog", n=1)) and lora.isolation_fingerprint() == fingerprint
+
+
+def test_generation_bench_prints_the_ratio_and_the_pixel_agreement(capsys):
+    from unifybench.bench.generation import main
+
+    assert main(["--method", "sd-prompt", "--model", "tiny", "--batch", "2", "--steps", "2"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["batch"] == 2 and result["ratio"] > 0 and result["max_pixel_diff"] <= 2
+    assert result["same_pixels"] > 0.99 and result["random_init"] is True
