@@ -5,7 +5,8 @@
 # STEPs (default: all, in this order), with rough durations on an H100/H200 and the limit each gets:
 #   fidelity_jpg (~1 min, 150 s)  fidelity_png (~1 min, 150 s)  generation (Janus, ~3 min, 300 s)
 #   personalize (Janus, ~2 min, 240 s)  showo_generation (~3 min, 300 s: MaskGIT and cached understanding)
-#   showo_personalize (~3 min, 300 s)
+#   showo_personalize (~3 min, 300 s)  sd_generation (textual inversion on SD 1.5-sized random weights,
+#   ~2 min, 240 s)  yollava_personalize (the tiny LLaVA on CUDA in bf16: the path, not a figure; ~1 min, 120 s)
 # All four may not fit one 10-minute call with room to spare: run the first three, then personalize
 # in a second call while the machine is still warm (it goes back 30 s after a call). Each step's log
 # lands in $OUT and its last line (the JSON) is echoed; a failing step does not stop the others.
@@ -23,11 +24,13 @@ GEN_MODEL=${GEN_MODEL:-random-1b} GEN_BATCH=${GEN_BATCH:-32}
 PERS_MODEL=${PERS_MODEL:-random-1b} PERS_EPOCHS=${PERS_EPOCHS:-20}
 SHOWO_MODEL=${SHOWO_MODEL:-random} SHOWO_BATCH=${SHOWO_BATCH:-32} SHOWO_STEPS=${SHOWO_STEPS:-50}
 SHOWO_EPOCHS=${SHOWO_EPOCHS:-5}
+SD_MODEL=${SD_MODEL:-random} SD_BATCH=${SD_BATCH:-8} SD_STEPS=${SD_STEPS:-50}
+YL_MODEL=${YL_MODEL:-tiny} YL_EPOCHS=${YL_EPOCHS:-2}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
   || { echo "cannot install the carried wheels (run tools/device/fetch_wheels.sh here first)"; exit 3; }
-export PYTHONPATH=/tmp/site:$PWD:$PWD/methods/unictokens
+export PYTHONPATH=/tmp/site:$PWD:$PWD/methods/unictokens:$PWD/methods/yollava:$PWD/methods/diffusion
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
   "$PY" -c "import sys, torch, torchvision, transformers, open_clip; print('python', sys.version.split()[0], \
 'torch', torch.__version__, 'torchvision', torchvision.__version__, 'transformers', transformers.__version__, \
@@ -39,7 +42,7 @@ step() {  # step NAME SECONDS ARGS...: python -m unifybench.bench ARGS with a li
   timeout "$limit" "$PY" -m unifybench.bench "$@" > "$OUT/$name.log" 2>&1
   echo "rc=$? $(tail -n 1 "$OUT/$name.log")"
 }
-for name in "${@:-fidelity_jpg fidelity_png generation personalize showo_generation showo_personalize}"; do
+for name in "${@:-fidelity_jpg fidelity_png generation personalize showo_generation showo_personalize sd_generation yollava_personalize}"; do
   for one in $name; do
     case $one in
       fidelity_jpg) step fidelity_jpg 150 fidelity --device "$DEVICE" --format jpg --n "$N_JPG" \
@@ -54,8 +57,12 @@ for name in "${@:-fidelity_jpg fidelity_png generation personalize showo_generat
                           --model "$SHOWO_MODEL" --batch "$SHOWO_BATCH" --steps "$SHOWO_STEPS" --device "$DEVICE" ;;
       showo_personalize) step showo_personalize 300 personalize --method unictokens --backend showo \
                            --model "$SHOWO_MODEL" --epochs "$SHOWO_EPOCHS" --device "$DEVICE" ;;
+      sd_generation) step sd_generation 240 generation --method textual-inversion --model "$SD_MODEL" \
+                       --batch "$SD_BATCH" --steps "$SD_STEPS" --device "$DEVICE" ;;
+      yollava_personalize) step yollava_personalize 120 personalize --method yollava --model "$YL_MODEL" \
+                             --epochs "$YL_EPOCHS" --device "$DEVICE" ;;
       *) echo "unknown step $one (fidelity_jpg, fidelity_png, generation, personalize, showo_generation,"\
-              "showo_personalize)"; exit 2 ;;
+              "showo_personalize, sd_generation, yollava_personalize)"; exit 2 ;;
     esac
   done
 done

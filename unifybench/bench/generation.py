@@ -243,14 +243,16 @@ def _diffusion(args, device) -> int:
     import torch
 
     from unifybench.data import load_benchmark
-    from unifybench.methods import GenRequest, load_method_class
+    from unifybench.methods import GenRequest
+    from unifybench_diffusion.method import DreamBoothLoRA, SDPrompt, TextualInversion
 
     model_name = args.model or ("random" if device.type == "cuda" else "tiny")
     batch = args.batch or (8 if device.type == "cuda" else 4)
     method_args = {"model": model_name, "steps": str(args.steps or 50), "guidance": str(args.guidance or 7.5)}
     if args.dtype:
         method_args["dtype"] = args.dtype
-    cls = load_method_class(args.method)
+    # Imported, not looked up through entry points: the GPU machine runs from a source tree.
+    cls = {"textual-inversion": TextualInversion, "dreambooth-lora": DreamBoothLoRA, "sd-prompt": SDPrompt}[args.method]
     train = {"train_steps": "1"} if cls.needs_personalization else {}
     one = cls({**method_args, **train, "gen_batch": "1"}, seed=args.seed, device=str(device))
     ours = cls({**method_args, **train, "gen_batch": str(batch)}, seed=args.seed, device=str(device))
