@@ -120,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
                   "Personalize a method on each concept, predict every task, score, and write the run "
                   "directory <out>/<method>__<bench>__<hash>/ (rerunning resumes; see README 'unifybench run').")
     run.add_argument("--method", required=True, help="a name from `unifybench methods`")
-    run.add_argument("--bench", default="mini", help="'mini' (bundled) or a benchmark folder")
+    run.add_argument("--bench", default="mini", help="'mini' (bundled), a benchmark folder, or a Hugging Face "
+                                                    "dataset name (owner/name[@revision]) fetched into its cache")
     run.add_argument("--format", default="auto", choices=["auto", "unifybench", "dreambench", "yollava"],
                      help="the benchmark folder's layout (auto: detected)")
     run.add_argument("--tasks", default=",".join(TASKS), type=_parse_tasks,
@@ -191,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     check = data_sub.add_parser("check", help="validate a benchmark folder and print its counts",
                                 description="Read a benchmark with every image decoded; print its counts, or one "
                                             "line naming the first problem.", formatter_class=_HelpFormatter)
-    check.add_argument("path", help="'mini' or a benchmark folder")
+    check.add_argument("path", help="'mini', a benchmark folder or a Hugging Face dataset name (owner/name)")
     check.add_argument("--format", default="auto", choices=["auto", "unifybench", "dreambench", "yollava"],
                        help="the folder's layout (auto: detected)")
     check.add_argument("--json", action="store_true", help="print one JSON object")
@@ -238,6 +239,9 @@ def cmd_data_check(args) -> int:
     table.add_row("judge calls (QA + 4 per attr prompt)",
                   f"{calls['open_questions']} + {calls['attr_images']} = {calls['total']}")
     _console().print(table)
+    if summary.get("source"):
+        src = summary["source"]
+        _console().print(f"from the hub: {src['hub']} at revision {src['revision']} ({src['path']})", markup=False)
     _console().print("[green]valid[/green]")
     return 0
 

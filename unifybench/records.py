@@ -97,6 +97,7 @@ class Benchmark:
     items: dict[str, list[QAItem]]  # concept name -> its test items, in file order
     prompts: dict[str, list[GenPrompt]]  # concept name -> gen prompts then attr_gen prompts
     extra_images: list[Path] = field(default_factory=list)  # other files the bench uses (negatives, placeholder)
+    source: dict | None = None  # fetched by hub name: {"hub": repo, "revision": commit, ...}
 
     def concept(self, name: str) -> Concept:
         for c in self.concepts:

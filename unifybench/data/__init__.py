@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..errors import BenchError
 from ..records import QA_KINDS, Benchmark
+from . import hub
 from .common import validate_images
 from .dreambench import find_prompts_file, read_dreambench
 from .unifybench_format import read_unifybench
@@ -65,11 +66,16 @@ def detect_format(path: str | Path) -> str:
 
 
 def load_benchmark(spec: str | Path = "mini", format: str = "auto", validate_images: bool = False) -> Benchmark:
-    """Read a benchmark: ``"mini"`` (the bundled bench) or a folder in any supported format."""
+    """Read a benchmark: ``"mini"`` (the bundled bench), a folder in any supported format, or a
+    Hugging Face dataset name (``owner/name[@revision]``, when no such folder exists; :mod:`.hub`)."""
+    source = None
     if isinstance(spec, str) and spec == "mini":
         root, name = MINI_BENCH_PATH, "mini"
         if not root.is_dir():
             raise BenchError("the bundled mini bench is missing from this installation", root)
+    elif isinstance(spec, str) and hub.looks_like_hub_name(spec):
+        root, source = hub.fetch(spec)
+        name = source["hub"].split("/")[1]
     else:
         root = Path(spec).expanduser()
         _check_root(root)
@@ -91,6 +97,7 @@ def load_benchmark(spec: str | Path = "mini", format: str = "auto", validate_ima
         raise BenchError(f"cannot read: {exc.strerror or exc}", getattr(exc, "filename", None) or root) from None
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:  # a shape we did not foresee
         raise BenchError(f"malformed {format} benchmark ({type(exc).__name__}: {exc})", root) from None
+    bench.source = source
     if validate_images:
         _validate(bench)
     return bench
@@ -102,8 +109,7 @@ def _validate(bench: Benchmark) -> None:
 
 def check_benchmark(path: str | Path, format: str = "auto") -> dict:
     """Load ``path`` with every image decoded and return its counts."""
-    bench = load_benchmark(Path(path) if not (isinstance(path, str) and path == "mini") else path,
-                           format, validate_images=True)
+    bench = load_benchmark(str(path), format, validate_images=True)
     counts = bench.count_items()
     return {
         "format": bench.format,
@@ -112,4 +118,5 @@ def check_benchmark(path: str | Path, format: str = "auto") -> dict:
         "items": {k: counts.get(k, 0) for k in QA_KINDS},
         "gen_prompts": bench.count_prompts("gen"),
         "attr_prompts": bench.count_prompts("attr_gen"),
+        **({"source": bench.source} if bench.source else {}),
     }
