@@ -5,9 +5,11 @@ import contextlib
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,6 +90,23 @@ def make_plugin(root: Path, dist_name: str, module_name: str, source: str, metho
     lines = ["[unifybench.methods]"] + [f"{name} = {target}" for name, target in methods.items()]
     (info / "entry_points.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return root
+
+
+def kill_once(command: list[str], env: dict, folder: Path, pattern: str, timeout: float = 300) -> None:
+    """Start ``command`` (in a session of its own, so its children die with it) and SIGKILL the
+    whole group as soon as ``folder.glob(pattern)`` finds something; it must still be running then."""
+    proc = subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + timeout
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if any(folder.glob(pattern)):
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "the command finished before it could be killed"
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
 
 
 def read_results(run_dir: Path) -> dict:

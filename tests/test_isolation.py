@@ -4,16 +4,12 @@ tiny UniCTokens model and on test methods that would leak if the harness let the
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO, cli_env, make_plugin, cli
+from conftest import cli_env, kill_once, make_plugin, cli
 
 UNICTOKENS = ["--method", "unictokens", "--method-arg", "model=tiny", "--method-arg", "epochs=2",
               "--method-arg", "transition_images=1", "--method-arg", "max_new_tokens=8",
@@ -105,19 +101,7 @@ def test_unictokens_interrupted_and_resumed_equals_uninterrupted(unictokens_runs
     tmp, _, after = unictokens_runs
     out = tmp / "killed"
     cmd = [sys.executable, "-m", "unifybench", "run", *UNICTOKENS, "--concepts", "cat,dog", "--out", str(out)]
-    proc = subprocess.Popen(cmd, env=cli_env(), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    deadline = time.time() + 240
-    try:
-        # Kill it once cat is trained: during cat's predictions or dog's training.
-        while time.time() < deadline and proc.poll() is None:
-            if any(out.glob("*/state/cat/.done")):
-                break
-            time.sleep(0.02)
-        assert proc.poll() is None, "the run finished before it could be interrupted"
-        os.killpg(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait()
+    kill_once(cmd, cli_env(), out, "*/state/cat/.done", timeout=240)  # during cat's predictions or dog's training
     resumed = _run(out, *UNICTOKENS, "--concepts", "cat,dog")
     for concept in ("cat", "dog"):
         assert _predictions(resumed, concept) == _predictions(after, concept), concept

@@ -415,7 +415,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()  # a closed pipe is reported here, not by the interpreter at exit
         return code
     except BenchError as exc:
-        print(f"unifybench: error: {exc.one_line()}", file=sys.stderr)
+        if not exc.quiet:
+            print(f"unifybench: error: {exc.one_line()}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("unifybench: interrupted; finished work is kept and a rerun resumes", file=sys.stderr)

@@ -15,6 +15,9 @@ class BenchError(Exception):
         self.message = message
         self.path = str(path) if path is not None else None
         self.where = where
+        # Set where another process already printed this line (the other ranks of a torchrun launch):
+        # the command line then exits with the same code and prints nothing.
+        self.quiet = False
         super().__init__(self.one_line())
 
     def one_line(self) -> str:

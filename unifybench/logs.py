@@ -20,11 +20,12 @@ def get_logger(name: str) -> logging.Logger:
 
 
 @contextlib.contextmanager
-def run_log(run_dir: Path, verbose: bool = False):
-    """Send ``unifybench.*`` log records to ``<run_dir>/log.txt`` (appended across resumes) for the
-    block, and to stderr too when ``verbose``."""
+def run_log(run_dir: Path, verbose: bool = False, name: str = "log.txt"):
+    """Send ``unifybench.*`` log records to ``<run_dir>/log.txt`` (appended across resumes; under
+    torchrun, ranks other than 0 write ``log.rank<R>.txt``) for the block, and to stderr too when
+    ``verbose``."""
     logger = logging.getLogger(ROOT)
-    handlers = [logging.FileHandler(Path(run_dir) / "log.txt", encoding="utf-8")]
+    handlers = [logging.FileHandler(Path(run_dir) / name, encoding="utf-8")]
     handlers[0].setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
     if verbose:
         handlers.append(logging.StreamHandler(sys.stderr))

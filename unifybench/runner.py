@@ -23,6 +23,7 @@ from .records import GEN_KINDS, QA_KINDS, Benchmark
 from .metrics import OPTIONAL_METRICS, TASK_METRICS, ScoringContext, Why, aggregate
 from .scoring.judges import JudgeConfig
 from .seeding import seeded
+from . import distributed
 from .store import RunStore, prepare_out_dir, read_jsonl, run_dir_lock, write_json_atomic, write_jsonl_atomic
 from .tasks import Work, build_requests
 
@@ -135,12 +136,48 @@ def run(spec: RunSpec, out_root: Path, console=None, verbose: bool = False) -> R
     """Personalize, predict and score one specification; everything that can be refused is refused
     before the run directory is made or the method constructed. Log lines go to
     ``<run_dir>/log.txt`` (and to stderr too when ``verbose``)."""
+    console = console or _null_console()
+    rank = distributed.from_env()
+    with distributed.one_report_per_node(rank):
+        p = _prepare(spec, out_root, rank, console)
+    if rank.active:
+        return _run_ranked(rank, spec, p, console, verbose)
+    with run_dir_lock(p.run_dir), run_log(p.run_dir, verbose):
+        store = RunStore(p.run_dir)
+        run_json = _write_run_json(p.run_dir, spec, p.identity, p.bench, p.backbones)
+        console.print(f"run directory: {p.run_dir}")
+
+        def described(details: dict) -> None:  # recorded before predicting: an interrupted run has it too
+            run_json["method_details"] = details
+            write_json_atomic(p.run_dir / "run.json", run_json)
+
+        _predict_pending(p, spec, store, console, described)
+        store.merge_rank_files()  # what an interrupted torchrun run left, now one file
+        results = score_run(p.bench, p.work, store, spec, p.backbones, p.skipped, console, p.loaded_backbones)
+    return RunOutcome(p.run_dir, results)
+
+
+@dataclass
+class _Prepared:
+    """What a run is, checked and derived before its run directory is touched."""
+    run_dir: Path
+    bench: Benchmark
+    work: dict[str, list[Work]]
+    method_cls: type
+    identity: dict
+    backbones: str
+    loaded_backbones: object
+    skipped: dict[str, str]
+    device: str
+
+
+def _prepare(spec: RunSpec, out_root: Path, rank: distributed.Rank, console) -> _Prepared:
     from .data import load_benchmark
     from .data.common import validate_images
 
-    console = console or _null_console()
     check_spec(spec)
     check_device(spec.device)
+    device = distributed.check_rank_device(rank, spec.device)  # under torchrun, cuda is cuda:LOCAL_RANK
     method_cls = load_method_class(spec.method)
     method_cls.validate_arguments(spec.method_args)
     if spec.judge is not None:
@@ -159,10 +196,14 @@ def run(spec: RunSpec, out_root: Path, console=None, verbose: bool = False) -> R
 
     # Scorer backbones matter only to generation scores; a run without them is comparable to any.
     # Real checkpoints are loaded now, so that a run that cannot be scored stops before predicting.
+    # Under torchrun only rank 0 scores, so only it loads them.
     backbones, loaded_backbones = BACKBONES_UNUSED, None
     if any(t in GEN_KINDS for t in supported):
-        backbones, loaded_backbones = resolve_backbones(spec.backbones, console, device=spec.device,
-                                                        seed=spec.seed, clip_model=spec.clip_model)
+        if rank.is_main:
+            backbones, loaded_backbones = resolve_backbones(spec.backbones, console, device=device,
+                                                            seed=spec.seed, clip_model=spec.clip_model)
+        else:
+            backbones = spec.backbones
 
     # What the predictions depend on names the run directory; scoring settings (backbones, the
     # judge) do not, so changing them rescores the same predictions.
@@ -174,20 +215,81 @@ def run(spec: RunSpec, out_root: Path, console=None, verbose: bool = False) -> R
     }
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
     run_dir = Path(out_root) / f"{spec.method}__{bench.name}__{digest}"
-    with run_dir_lock(run_dir), run_log(run_dir, verbose):
-        store = RunStore(run_dir)
-        run_json = _write_run_json(run_dir, spec, identity, bench, backbones)
-        console.print(f"run directory: {run_dir}")
-        n_pending = sum(1 for ws in work.values() for w in ws if w.request.key not in store)
-        if n_pending:
-            method = method_cls(spec.method_args, seed=spec.seed, device=spec.device, batch_size=spec.batch_size)
-            run_json["method_details"] = method.describe()
-            write_json_atomic(run_dir / "run.json", run_json)
-            _predict(method, bench, work, store, spec, console)
-        else:
-            console.print("every prediction exists: the method is not loaded")
-        results = score_run(bench, work, store, spec, backbones, skipped, console, loaded_backbones)
-    return RunOutcome(run_dir, results)
+    return _Prepared(run_dir, bench, work, method_cls, identity, backbones, loaded_backbones, skipped, device)
+
+
+def _predict_pending(p: _Prepared, spec: RunSpec, store: RunStore, console, described,
+                     work: dict[str, list[Work]] | None = None, before_concept=None) -> None:
+    """Construct the method and predict what ``store`` lacks of ``work`` (default: the whole run's),
+    after handing the method's description to ``described``; when nothing is pending the method is
+    never loaded."""
+    work = p.work if work is None else work
+    n_pending = sum(1 for ws in work.values() for w in ws if w.request.key not in store)
+    if not n_pending:
+        console.print("every prediction exists: the method is not loaded")
+        return
+    method = p.method_cls(spec.method_args, seed=spec.seed, device=p.device, batch_size=spec.batch_size)
+    described(method.describe())
+    _predict(method, p.bench, work, store, spec, console, before_concept)
+
+
+def concept_weights(bench: Benchmark, work: dict[str, list[Work]], trains: bool) -> dict[str, float]:
+    """How much work a concept is, for sharding: its requests (a generation request counts its
+    images) and, for a method that trains, its training photos (each worth ten requests). The
+    whole work, not what is left: every rank must compute the same split whenever it starts."""
+    weights = {}
+    for name, ws in work.items():
+        requests = sum(getattr(w.request, "n_images", 1) for w in ws)
+        weights[name] = requests + (10 * len(bench.concept(name).train_images) if trains else 0)
+    return weights
+
+
+def _run_ranked(rank: distributed.Rank, spec: RunSpec, p: _Prepared, console, verbose: bool) -> RunOutcome:
+    """One rank of a torchrun launch (see :mod:`.distributed`): its concepts, then, on rank 0, the
+    wait for the others and the scoring of everything."""
+    attempt_id = distributed.rendezvous(rank, p.device)
+    shares = distributed.shard(concept_weights(p.bench, p.work, p.method_cls.needs_personalization), rank.world)
+    mine = {name: ws for name, ws in p.work.items() if name in set(shares[rank.rank])}
+    lock = ".lock" if rank.is_main else f".lock.rank{rank.rank}"
+    log_name = "log.txt" if rank.is_main else f"log.rank{rank.rank}.txt"
+    with run_dir_lock(p.run_dir, lock), run_log(p.run_dir, verbose, log_name):
+        attempt = distributed.Attempt(p.run_dir, attempt_id, rank)
+        console.print(f"run directory: {p.run_dir} ({rank.label()}: {', '.join(mine) or 'no concepts'})")
+        try:
+            run_json = _write_run_json(p.run_dir, spec, p.identity, p.bench, p.backbones) if rank.is_main else None
+            store = RunStore(p.run_dir, rank=rank.rank)
+            _predict_pending(p, spec, store, console,
+                             lambda details: write_json_atomic(attempt.folder / f"method.{rank.rank}.json", details),
+                             work=mine, before_concept=lambda name: attempt.stop_if_another_failed())
+            attempt.done(list(mine))
+            if not rank.is_main:
+                console.print(f"{rank.label()} done; rank 0 scores the run")
+                return RunOutcome(p.run_dir, {})
+            said = set()
+
+            def say_who_is_missing(missing: list[int]) -> None:  # once per set of ranks still working
+                if tuple(missing) not in said:
+                    said.add(tuple(missing))
+                    console.print(f"waiting for rank(s) {', '.join(map(str, missing))} to finish their concepts")
+
+            attempt.wait_for_all(on_wait=say_who_is_missing)
+        except distributed.OtherRankFailed:
+            raise  # that rank wrote its failure and printed it
+        except BenchError as exc:
+            attempt.failed(exc.one_line())
+            raise BenchError(exc.one_line(), where=rank.label()) from exc
+        except Exception as exc:
+            attempt.failed(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            raise
+        # Rank 0, everyone done: the method's description from whichever rank loaded it.
+        described = sorted(attempt.folder.glob("method.*.json"), key=lambda path: int(path.name.split(".")[1]))
+        if described:
+            run_json["method_details"] = json.loads(described[0].read_text(encoding="utf-8"))
+            write_json_atomic(p.run_dir / "run.json", run_json)
+        store = RunStore(p.run_dir)
+        store.merge_rank_files()
+        results = score_run(p.bench, p.work, store, spec, p.backbones, p.skipped, console, p.loaded_backbones)
+    return RunOutcome(p.run_dir, results)
 
 
 def _images_used(bench: Benchmark, work: dict[str, list[Work]], method_cls) -> list[Path]:
@@ -257,7 +359,7 @@ def progress_bars(console):
 
 
 def _predict(method: Method, bench: Benchmark, work: dict[str, list[Work]], store: RunStore,
-             spec: RunSpec, console) -> None:
+             spec: RunSpec, console, before_concept=None) -> None:
     """Personalize and predict one concept at a time, each inside its own :meth:`Method.activate`.
 
     What a concept's predictions may depend on is fixed here: random draws are seeded by (seed,
@@ -271,6 +373,8 @@ def _predict(method: Method, bench: Benchmark, work: dict[str, list[Work]], stor
         bar = progress.add_task("predicting", total=sum(1 for c in concepts for w in work[c]
                                                         if w.request.key not in store))
         for name in concepts:
+            if before_concept is not None:
+                before_concept(name)
             concept = bench.concept(name)
             before = method.isolation_fingerprint()
             method.progress = lambda what, done, total, name=name: progress.update(

@@ -3,6 +3,7 @@
 ```
 <run_dir>/run.json            the full specification that produced the run
 <run_dir>/predictions.jsonl   one line per finished request, appended and flushed as each completes
+                              (under torchrun each rank appends to predictions.rank<R>.jsonl, merged at the end)
 <run_dir>/images/<concept>/<task>/<NNN>_<prompt>/<i>.png
 <run_dir>/state/<concept>/    what a method saved when personalizing
 <run_dir>/scores.jsonl        one line per scored sample
@@ -77,16 +78,17 @@ def prepare_out_dir(path: Path, what: str, *, create: bool = True) -> Path:
 
 
 @contextlib.contextmanager
-def run_dir_lock(run_dir: Path):
+def run_dir_lock(run_dir: Path, name: str = ".lock"):
     """Hold ``<run_dir>/.lock`` (an OS file lock) for the block: a second process given the same run
-    directory is refused at once with one line instead of writing beside the first."""
+    directory is refused at once with one line instead of writing beside the first. Under torchrun
+    rank 0 holds ``.lock`` (so a plain run is refused) and each other rank ``.lock.rank<R>``."""
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
         import fcntl
     except ImportError:  # not on POSIX: no lock, as before
         yield
         return
-    handle = open(run_dir / ".lock", "a+", encoding="utf-8")
+    handle = open(run_dir / name, "a+", encoding="utf-8")
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -118,14 +120,35 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 class RunStore:
-    def __init__(self, run_dir: Path):
+    """``rank``: under torchrun, the rank whose file this store appends to
+    (``predictions.rank<R>.jsonl``); every rank's finished requests count as done."""
+
+    def __init__(self, run_dir: Path, rank: int | None = None):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.predictions_path = self.run_dir / "predictions.jsonl"
-        self.predictions: dict[str, dict] = self._load_predictions()
+        self.main_path = self.run_dir / "predictions.jsonl"
+        self.predictions_path = self.main_path if rank is None else self.run_dir / f"predictions.rank{rank}.jsonl"
+        self.predictions: dict[str, dict] = {}
+        for path in [self.main_path, *self.rank_files()]:
+            for key, record in self._load_predictions(path).items():
+                self.predictions.setdefault(key, record)
 
-    def _load_predictions(self) -> dict[str, dict]:
-        path = self.predictions_path
+    def rank_files(self) -> list[Path]:
+        return sorted(self.run_dir.glob("predictions.rank*.jsonl"),
+                      key=lambda p: int(p.name[len("predictions.rank"):-len(".jsonl")] or 0))
+
+    def merge_rank_files(self) -> None:
+        """Every rank's predictions into ``predictions.jsonl`` (once all ranks are done), then the
+        rank files removed: the run directory looks as a single process leaves it."""
+        files = self.rank_files()
+        if not files:
+            return
+        write_jsonl_atomic(self.main_path, self.predictions.values())
+        for path in files:
+            path.unlink()
+        self.predictions_path = self.main_path
+
+    def _load_predictions(self, path: Path) -> dict[str, dict]:
         if not path.exists():
             return {}
         data = path.read_bytes()
@@ -146,7 +169,7 @@ class RunStore:
                                  f"byte {line_end - len(raw)}") from exc
             records[key] = record
             good_end = line_end
-        if good_end < len(data):
+        if good_end < len(data) and path == self.predictions_path:  # only this store's own file
             with open(path, "r+b") as fh:
                 fh.truncate(good_end)
         return records
