@@ -4,6 +4,7 @@ their loaders, seeded images independent of batching, the base pipeline bit-iden
 concept, and the real command line."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -166,7 +167,10 @@ def test_sd_prompt_names_the_concept_by_its_description(bench):
     method = SDPrompt(SAMPLE)
     dog = bench.concept("dog")
     prompt = method._prompt(dog, None, "a <dog> in the jungle")
-    assert prompt.startswith("a fluffy Pembroke Welsh Corgi") and prompt.endswith("in the jungle") and "<" not in prompt
+    assert prompt.startswith("a fluffy Pembroke Welsh Corgi") and prompt.endswith(", a dog, in the jungle")
+    assert "<" not in prompt
+    plain = dataclasses.replace(dog, description="<dog> is a small dog with a fox-like face.")
+    assert method._prompt(plain, None, "a <dog> in the jungle") == "a small dog with a fox-like face in the jungle"
 
 
 def test_templates_and_defaults_are_the_diffusers_readme_recipes():
@@ -245,10 +249,49 @@ def test_sdxl_textual_inversion_trains_both_text_encoders_and_its_files_load_bac
     assert lora.generate(concept, lora_state, _requests("dog", n=1)) and lora.isolation_fingerprint() == fingerprint
 
 
-def test_generation_bench_prints_the_ratio_and_the_pixel_agreement(capsys):
+@pytest.mark.parametrize("method", ["sd-prompt", "textual-inversion", "dreambooth-lora"])
+def test_generation_bench_prints_the_ratio_and_the_pixel_agreement(capsys, method):
     from unifybench.bench.generation import main
 
-    assert main(["--method", "sd-prompt", "--model", "tiny", "--batch", "2", "--steps", "2"]) == 0
+    assert main(["--method", method, "--model", "tiny", "--batch", "2", "--steps", "2"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["batch"] == 2 and result["ratio"] > 0 and result["max_pixel_diff"] <= 2
     assert result["same_pixels"] > 0.99 and result["random_init"] is True
+
+
+def test_files_trained_elsewhere_are_found_per_concept_and_never_lent_to_another(tmp_path):
+    from unifybench.records import Concept
+    from unifybench_diffusion.method import _per_concept_dir
+
+    dog = Concept(name="dog", token="<dog>", class_noun="dog")
+    single = tmp_path / "single"
+    single.mkdir()
+    (single / LORA_FILE).write_bytes(b"one concept's")
+    assert _per_concept_dir(single, dog, LORA_FILE) == single
+
+    several = tmp_path / "several"
+    (several / "cat").mkdir(parents=True)
+    (several / "cat" / LORA_FILE).write_bytes(b"cat's")
+    (several / LORA_FILE).write_bytes(b"a stray file")
+    with pytest.raises(BenchError, match="no pytorch_lora_weights.safetensors for concept 'dog'"):
+        _per_concept_dir(several, dog, LORA_FILE)
+    (several / "<dog>").mkdir()
+    (several / "<dog>" / LORA_FILE).write_bytes(b"dog's")
+    assert _per_concept_dir(several, dog, LORA_FILE) == several / "<dog>"
+
+
+def test_dreambooth_crops_are_torchvisions_bilinear_resize_then_a_crop():
+    """The script's transform, Resize(resolution, BILINEAR) + RandomCrop, computed by torchvision."""
+    from PIL import Image
+    from torchvision import transforms
+
+    method = DreamBoothLoRA(LORA, seed=0)
+    res = method.host.resolution
+    for size in [(3 * res + 7, 2 * res + 1), (res + 1, 4 * res - 3)]:
+        photo = Image.fromarray(torch.randint(0, 256, (size[1], size[0], 3), dtype=torch.uint8).numpy())
+        resized = transforms.Resize(res, interpolation=transforms.InterpolationMode.BILINEAR)(photo)
+        ours = method._crops(photo, torch.Generator().manual_seed(3))
+        expected = transforms.ToTensor()(resized) * 2 - 1  # ToTensor + Normalize([0.5], [0.5])
+        crops = [expected[:, top:top + res, left:left + res] for top in range(expected.shape[1] - res + 1)
+                 for left in range(expected.shape[2] - res + 1)]
+        assert any(torch.allclose(ours, crop, atol=1e-6) for crop in crops)

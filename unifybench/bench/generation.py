@@ -254,23 +254,31 @@ def _diffusion(args, device) -> int:
     # Imported, not looked up through entry points: the GPU machine runs from a source tree.
     cls = {"textual-inversion": TextualInversion, "dreambooth-lora": DreamBoothLoRA, "sd-prompt": SDPrompt}[args.method]
     train = {"train_steps": "1"} if cls.needs_personalization else {}
-    one = cls({**method_args, **train, "gen_batch": "1"}, seed=args.seed, device=str(device))
     ours = cls({**method_args, **train, "gen_batch": str(batch)}, seed=args.seed, device=str(device))
     t0 = time.perf_counter()
-    host = ours.host  # one pipeline for both (the same host key)
+    host = ours.host
     print(f"built {model_name} on {device} ({host.describe()['dtype']}) in {time.perf_counter() - t0:.1f} s; "
           f"{host.resolution} px, {ours.steps} steps, batch {batch}", file=sys.stderr)
     concept = load_benchmark("mini").concept("dog")
     requests = [GenRequest("dog", "gen", i, f"A photo of <dog> number {i} in the jungle.", 1, args.seed)
                 for i in range(batch)]
+
+    # One method object, active once, drawing at either call size: a second object would load the
+    # concept's layers (a LoRA adapter) onto the shared pipeline a second time.
+    def draw(gen_batch: int, some: list) -> list:
+        ours.gen_batch = gen_batch
+        return ours.generate(concept, state, some)
+
+    def one_at_a_time() -> list:
+        return [image for r in requests for image in draw(1, [r])[0]]
+
     with tempfile.TemporaryDirectory(prefix="ub-bench-") as tmp:
         state = ours.personalize(concept, Path(tmp) / "dog") if cls.needs_personalization else None
         with ours.activate(concept, state):
-            reference = [im for r in requests for im in one.generate(concept, state, [r])[0]]
-            batched = [g[0] for g in ours.generate(concept, state, requests)]
-            ref_s = _timed(lambda: [one.generate(concept, state, [r]) for r in requests], device, args.repeats,
-                           warm_up=False)
-            ours_s = _timed(lambda: ours.generate(concept, state, requests), device, args.repeats)
+            reference = one_at_a_time()
+            batched = [g[0] for g in draw(batch, requests)]
+            ref_s = _timed(one_at_a_time, device, args.repeats, warm_up=False)
+            ours_s = _timed(lambda: draw(batch, requests), device, args.repeats)
     a = np.stack([np.asarray(im, dtype=np.int16) for im in reference])
     b = np.stack([np.asarray(im, dtype=np.int16) for im in batched])
     result = {

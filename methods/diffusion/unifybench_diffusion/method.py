@@ -94,11 +94,16 @@ def get_host(model: str, device: str, seed: int, dtype: str | None, scheduler: s
 
 
 def _per_concept_dir(root: Path, concept: Concept, filename: str) -> Path:
-    for base in (root / concept.name, root / concept.token, root):
+    """``DIR/<concept>/`` (or ``DIR/<token>/``); ``DIR`` itself only when it holds one concept's
+    file and no subfolders, so that a folder of several concepts never lends one concept's file
+    to another that lacks its own."""
+    for base in (root / concept.name, root / concept.token):
         if (base / filename).is_file():
             return base
-    raise BenchError(f"no {filename} for concept {concept.name!r} (looked in DIR/{concept.name}/, "
-                     f"DIR/{concept.token}/ and DIR)", root)
+    if (root / filename).is_file() and not any(p.is_dir() for p in root.iterdir()):
+        return root
+    raise BenchError(f"no {filename} for concept {concept.name!r} (looked in DIR/{concept.name}/ and "
+                     f"DIR/{concept.token}/; DIR/{filename} is used only when DIR has no subfolders)", root)
 
 
 class _DiffusionMethod(ConceptLayers, Method):
@@ -178,6 +183,8 @@ class SDPrompt(_DiffusionMethod):
 
     def _prompt(self, concept, state, prompt):
         phrase = concept_phrase(concept)  # "a fluffy corgi ...": it brings its own article
+        if not re.search(rf"\b{re.escape(concept.class_noun)}\b", phrase, flags=re.IGNORECASE):
+            phrase = f"{phrase}, a {concept.class_noun},"  # named by its class noun too, as CLIP-T names it
         prompt = re.sub(rf"\b(?:an?|the)\s+{re.escape(concept.token)}", phrase, prompt, flags=re.IGNORECASE)
         return " ".join(prompt.replace(concept.token, phrase).split())
 
@@ -433,7 +440,7 @@ class DreamBoothLoRA(_DiffusionMethod):
             "schedule": "constant", "identifier": self.identifier, "prior": self.prior,
             "class_images": self.class_images if self.prior else None,
             "prior_weight": self.prior_weight if self.prior else None, "resolution": self.host.resolution,
-            "crop": "random", "resize": "lanczos"}
+            "crop": "random", "resize": "bilinear"}
         d["lora"] = str(self.lora) if self.lora else None
         return d
 
@@ -467,13 +474,15 @@ class DreamBoothLoRA(_DiffusionMethod):
         return self.personalize(concept, state_dir)
 
     def _crops(self, image, draws: torch.Generator) -> torch.Tensor:
-        """The script's transform: shorter side to the resolution (Lanczos), a random crop of it."""
+        """The script's transform: torchvision's ``Resize(resolution, BILINEAR)`` (shorter side to the
+        resolution, the longer one truncated as torchvision does), then a random crop of it."""
         from PIL import Image
 
         res = self.host.resolution
         w, h = image.size
-        scale = res / min(w, h)
-        im = image.resize((max(res, round(w * scale)), max(res, round(h * scale))), resample=Image.LANCZOS)
+        short, long = min(w, h), max(w, h)
+        long = int(res * long / short)
+        im = image.resize((res, long) if w <= h else (long, res), resample=Image.BILINEAR)
         left = int(torch.randint(0, im.size[0] - res + 1, (), generator=draws))
         top = int(torch.randint(0, im.size[1] - res + 1, (), generator=draws))
         return self.host.pixels(im.crop((left, top, left + res, top + res)))
@@ -548,9 +557,11 @@ class DreamBoothLoRA(_DiffusionMethod):
     def class_image_files(self, concept: Concept, root: Path) -> list[Path]:
         """``class_images`` images of "a photo of <class noun>" drawn by the base model with its own
         scheduler and 50 steps (the script's defaults), cached beside the run's concept states and
-        shared by every concept of that class: they depend on the model, the class and the seed only."""
+        shared by every concept of that class: they depend on the model, the class and the seed only
+        (and on the call size, which moves a pixel by a level at most, so it is in the key too)."""
         prompt = f"a photo of {concept.class_noun}"
-        key = derive_seed(self.model_name, prompt, self.seed, self.host.resolution, str(self.host.dtype))
+        key = derive_seed(self.model_name, prompt, self.seed, self.host.resolution, str(self.host.dtype),
+                          self.gen_batch)
         folder = root / "_class_images" / f"{concept.class_noun.replace(' ', '_')}-{key % 10**8:08d}"
         folder.mkdir(parents=True, exist_ok=True)
         files = [folder / f"{i}.png" for i in range(self.class_images)]
