@@ -295,3 +295,15 @@ def test_dreambooth_crops_are_torchvisions_bilinear_resize_then_a_crop():
         crops = [expected[:, top:top + res, left:left + res] for top in range(expected.shape[1] - res + 1)
                  for left in range(expected.shape[2] - res + 1)]
         assert any(torch.allclose(ours, crop, atol=1e-6) for crop in crops)
+
+
+def test_a_local_folder_in_diffusers_layout_draws_what_the_same_weights_draw(bench, tmp_path):
+    """model=LOCAL_FOLDER, as a user's download: the tiny pipeline saved with save_pretrained."""
+    tiny = SDPrompt(SAMPLE, seed=0)
+    tiny.host.pipe.save_pretrained(tmp_path / "sd")
+    local = SDPrompt({**SAMPLE, "model": str(tmp_path / "sd")}, seed=0)
+    assert local.describe()["base_model"] == str(tmp_path / "sd") and local.describe()["random_init"] is False
+    request = [GenRequest("dog", "gen", 0, "A photo of <dog> on a beach.", 2, 7)]
+    concept = bench.concept("dog")
+    drawn, expected = local.generate(concept, None, request)[0], tiny.generate(concept, None, request)[0]
+    assert [im.tobytes() for im in drawn] == [im.tobytes() for im in expected]

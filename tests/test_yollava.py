@@ -9,13 +9,14 @@ import json
 import pytest
 import torch
 
-from _data_fixtures import make_unifybench, make_yollava, photo
+from _data_fixtures import make_unifybench, make_yollava, photo, write_json
 from conftest import cli, only_run_dir, read_results
+from unifybench import newrows
 from unifybench.data import load_benchmark
 from unifybench.errors import BenchError
 from unifybench.methods import AnswerRequest
 
-from unifybench_yollava.llava import SYSTEM
+from unifybench_yollava.llava import SYSTEM, save_folder
 from unifybench_yollava.method import LLaVA, LLaVAPrompt, YoLLaVA, load_yollava_rows, save_yollava_rows
 
 FAST = {"model": "tiny", "epochs": "1", "max_new_tokens": "4", "positives_per_photo": "2"}
@@ -67,6 +68,31 @@ def test_only_the_new_rows_train_and_the_base_model_is_bit_identical_after(bench
         assert torch.equal(inside["lm_head.weight"][ids].float(), rows["head_weight"])
         assert torch.equal(inside["model.language_model.embed_tokens.weight"][ids].float(), rows["embed"])
     assert all(torch.equal(v, before[k]) for k, v in host.model.named_parameters())
+
+
+def test_a_local_folder_loads_and_train_batch_batches_the_same_loss(bench, tmp_path):
+    tiny = YoLLaVA(FAST, seed=0)
+    save_folder(tiny.host, tmp_path / "llava")  # a folder in the hub's layout, as a user's download
+    local = YoLLaVA({**FAST, "model": str(tmp_path / "llava"), "train_batch": "3"}, seed=0)
+    assert local.describe()["random_init"] is False and local.describe()["base_model"] == str(tmp_path / "llava")
+    theirs, ours = dict(tiny.host.model.named_parameters()), dict(local.host.model.named_parameters())
+    assert theirs.keys() == ours.keys() and all(torch.equal(theirs[k], ours[k]) for k in theirs)
+
+    host, concept = local.host, bench.concept("bo")
+    examples, counts = local.training_set(concept)
+    with_image = [e for e in examples if e[1] is not None]
+    batch = [with_image[0], next(e for e in examples if e[1] is None), with_image[-1]]  # sequences of 3 lengths
+    with newrows.NewTokens(host, local.tokens(concept), local._init_rows(concept)), torch.no_grad():
+        batched = host.loss(batch, [False, False, True])
+        singles = [host.loss([e], [f]) for e, f in zip(batch, [False, False, True])]
+        answer_tokens = [len(host.ids(host.prompt_text(q, image is not None) + " " + a))
+                         - len(host.ids(host.prompt_text(q, image is not None))) for q, image, a in batch]
+    expected = sum(loss * n for loss, n in zip(singles, answer_tokens)) / sum(answer_tokens)
+    assert torch.allclose(batched, expected, atol=1e-5)  # padding changes nothing: a mean over answer tokens
+
+    local.personalize(concept, tmp_path / "bo")
+    meta = json.loads((tmp_path / "bo" / "yollava.json").read_text())
+    assert meta["losses"][0]["steps"] == -(-counts["total"] // 3) and meta["train_args"]["train_batch"] == 3
 
 
 def test_the_padded_vocabulary_is_never_shrunk(bench):
@@ -153,6 +179,39 @@ def test_the_training_set_is_the_authors_mixture_and_is_recorded(bench, tmp_path
     assert meta["losses"][0]["steps"] == counts["total"]  # batch 1: one step per example
 
 
+def test_the_authors_training_folder_gives_hard_and_random_negatives_and_text_only_qa(tmp_path):
+    """The layout of the authors' repository: example_training_data/<s>/ beside yollava-data/."""
+    root = make_yollava(tmp_path / "yl")
+    folder = root / "example_training_data" / "bo"
+    for i in range(3):
+        photo(folder / "laion" / f"{i}.png")
+    photo(root / "training_data" / "cc12m_images" / "random-images" / "7.png")
+    no = [{"Human": "Can you check if <bo> is in this photo?", "AI": "<bo> is not present in the photo."}]
+    write_json(folder / "recognition_negative-cc12m.json", {
+        "./training_data/cc12m_images/random-images/7.png": no,
+        "./training_data/cc12m_images/random-images/8.png": no})  # not in this copy: left out
+    write_json(folder / "text-only-conversation.json", {
+        "./data/train/bo/3.png": [{"Human": "What color is <bo>?", "AI": "<bo> is brown and white."},
+                                  {"Human": "What size is <bo>?", "AI": "<bo> appears to be small."}],
+        "./data/train/bo/1.png": [{"Human": "What color is <bo>?", "AI": "<bo> is brown."}]})
+    bench = load_benchmark(root)
+    bo = bench.concept("bo")
+    assert bo.hard_negatives == [folder / "laion" / f"{i}.png" for i in range(3)]
+    assert bo.easy_negatives == [root / "training_data" / "cc12m_images" / "random-images" / "7.png",
+                                 *bench.concept("mam").train_images]
+    examples, counts = YoLLaVA(FAST, seed=0).training_set(bo)
+    assert [(q, a) for q, image, a in examples if image is None] == [
+        ("What color is <bo>?", "<bo> is brown and white."), ("What size is <bo>?", "<bo> appears to be small."),
+        ("What color is <bo>?", "<bo> is brown.")]  # trained without their photo, as --text_only
+    assert (counts["hard_negatives"], counts["easy_negatives"], counts["text_only"]) == (3, 3, 3)
+    assert bench.concept("mam").training_conversations == [] and bench.concept("mam").hard_negatives == []
+
+    (folder / "text-only-conversation.json").write_text('{"./data/train/bo/3.png": [{"Human": 1}]}')
+    with pytest.raises(BenchError) as exc:
+        load_benchmark(root)
+    assert exc.value.path.endswith("text-only-conversation.json") and "turn 0" in exc.value.one_line()
+
+
 def test_epochs_are_saved_in_the_authors_files_and_a_finished_state_is_reloaded(bench, tmp_path):
     method = YoLLaVA({**FAST, "epochs": "2"}, seed=0)
     concept = bench.concept("pg")
@@ -165,6 +224,43 @@ def test_epochs_are_saved_in_the_authors_files_and_a_finished_state_is_reloaded(
     again = YoLLaVA({**FAST, "epochs": "2"}, seed=0).personalize(concept, tmp_path / "pg")
     assert (tmp_path / "pg" / "yollava.json").stat().st_mtime_ns == stamp  # loaded, not retrained
     assert all(torch.equal(again["rows"][k], state["rows"][k]) for k in state["rows"])
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def test_an_interrupted_concept_resumes_after_its_last_epoch_bit_for_bit(bench, tmp_path):
+    args = {**FAST, "epochs": "3", "best_epoch": "true", "positives_per_photo": "1"}
+    concept = bench.concept("bo")
+    whole = YoLLaVA(args, seed=5).personalize(concept, tmp_path / "whole")["rows"]
+
+    stopped = YoLLaVA(args, seed=5)
+
+    def stop_in_the_third_epoch(what, done, total):
+        if what.startswith("epoch 3/"):
+            raise _Interrupted
+    stopped.progress = stop_in_the_third_epoch
+    with pytest.raises(_Interrupted):
+        stopped.personalize(concept, tmp_path / "resumed")
+    assert sorted(p.name for p in (tmp_path / "resumed").glob("[0-9]-token.pt")) == ["0-token.pt", "1-token.pt"]
+
+    again = YoLLaVA(args, seed=5)
+    epochs_run = []
+    again.progress = lambda what, done, total: epochs_run.append(what)
+    rows = again.load_state(concept, tmp_path / "resumed")["rows"]  # as the runner reloads a state folder
+    assert set(epochs_run) == {"epoch 3/3"}  # epochs 1 and 2 were not trained again
+    assert all(torch.equal(rows[k], whole[k]) for k in whole)
+    meta_whole, meta = (json.loads((tmp_path / d / "yollava.json").read_text()) for d in ("whole", "resumed"))
+    assert meta["losses"] == meta_whole["losses"] and meta["recognition_checks"] == meta_whole["recognition_checks"]
+
+    # A resume file from other training arguments is ignored: training starts over.
+    (tmp_path / "resumed" / "yollava.json").unlink()
+    other = YoLLaVA({**args, "lr": "2e-3"}, seed=5)
+    epochs_run.clear()
+    other.progress = lambda what, done, total: epochs_run.append(what)
+    other.personalize(concept, tmp_path / "resumed")
+    assert {"epoch 1/3", "epoch 2/3", "epoch 3/3"} <= set(epochs_run)
 
 
 def test_the_best_epoch_rule_keeps_the_best_check_after_epoch_4(bench, tmp_path):
@@ -268,6 +364,34 @@ def test_run_yollava_on_a_yollava_format_folder(tmp_path):
     bo = json.loads((run_dir / "state" / "bo" / "yollava.json").read_text())["training_set"]
     assert bo["hard_negatives"] == 2 and bo["easy_negatives"] == 2  # mam's two training photos
     assert bo["positives"] == 2 * 2
+
+    # The reference rows on the same folder. Yo'LLaVA's layout has no descriptions: llava-prompt
+    # asks for them in one line, before anything is made, rather than pass for the llava row.
+    base = [x for k, v in BASE.items() for x in ("--method-arg", f"{k}={v}")]
+    common = ["--bench", str(root), "--out", str(tmp_path / "refs")]
+    assert cli("run", "--method", "llava", *base, *common).returncode == 0
+    bare = cli("run", "--method", "llava-prompt", *base, *common)
+    assert bare.returncode == 2 and len(bare.stderr.strip().splitlines()) == 1
+    assert "no description for concept(s) bo, mam" in bare.stderr and "descriptions=FILE" in bare.stderr
+    assert len(list((tmp_path / "refs").iterdir())) == 1  # llava's run directory only
+    described = write_json(tmp_path / "descriptions.json", {"bo": "<bo> is a shiba inu.", "mam": "<mam> is a cat."})
+    ran = cli("run", "--method", "llava-prompt", *base, "--method-arg", f"descriptions={described}", *common)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    run_json = json.loads(next((tmp_path / "refs").glob("llava-prompt__*/run.json")).read_text())
+    assert run_json["method_details"]["descriptions"]["file"] == str(described)
+
+
+def test_llava_prompt_puts_the_given_description_before_the_question(bench, tmp_path):
+    concept = bench.concept("bo")
+    request = AnswerRequest("bo", "vqa", 0, "What is <bo> wearing?", None)
+    assert LLaVAPrompt(BASE)._user_text(concept, None, request) == (
+        f"{concept.description.strip()} What is <bo> wearing?")
+    given = write_json(tmp_path / "d.json", {"bo": "<bo> is a small dog."})
+    assert LLaVAPrompt({**BASE, "descriptions": str(given)})._user_text(concept, None, request) == (
+        "<bo> is a small dog. What is <bo> wearing?")
+    (tmp_path / "bad.json").write_text('["not an object"]')
+    with pytest.raises(BenchError, match="expected a JSON object"):
+        LLaVAPrompt.validate_arguments({"descriptions": str(tmp_path / "bad.json")})
 
 
 def test_personalize_bench_times_yollava(capsys):

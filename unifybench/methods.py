@@ -94,6 +94,11 @@ class Method:
         The default checks the names; an adapter that parses values overrides it."""
         cls.check_argument_names(args)
 
+    @classmethod
+    def check_concepts(cls, args: dict[str, str], concepts: Sequence[Concept]) -> None:
+        """Refuse, before anything is made, concepts this method cannot run on with these arguments
+        (a BenchError naming the concept); cheap, like :meth:`validate_arguments`. Default: any."""
+
     def progress(self, what: str, done: int, total: int) -> None:
         """Called by a method while it personalizes (``"stage 2 epoch 3/20"``, 23, 61): the runner
         replaces it with one that moves the terminal's progress bar. Default: nothing."""

@@ -207,6 +207,22 @@ class RowTrainer:
             out["head_weight"] = out["embed"].clone()
         return out
 
+    def state_dict(self) -> dict:
+        """The float32 masters and AdamW's moments (CPU): with :meth:`load_state_dict`, training
+        continues bit for bit where it stopped."""
+        return {"names": list(self.names), "masters": [m.detach().cpu().clone() for m in self.masters],
+                "optimizer": self.opt.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if list(state["names"]) != self.names or [tuple(m.shape) for m in state["masters"]] != [
+                tuple(m.shape) for m in self.masters]:
+            raise ValueError("saved rows do not match this model's trained rows")
+        with torch.no_grad():
+            for master, saved, p in zip(self.masters, state["masters"], self.params):
+                master.copy_(saved.to(master.device))
+                p.data[self.rows] = master.detach().to(p.dtype)
+        self.opt.load_state_dict(state["optimizer"])
+
     def close(self) -> None:
         for p in self.params:
             p.requires_grad_(False)

@@ -132,6 +132,8 @@ class Benchmark:
         for c in sorted(self.concepts, key=lambda c: c.name):
             h.update(repr((c.name, c.token, c.class_noun, c.description, c.extra_facts, c.kind,
                            c.generation_type, [p.name for p in c.reference_images])).encode())
+            if c.training_conversations:  # only then: benchmarks without them keep their hash
+                h.update(repr(c.training_conversations).encode())
             for it in self.items.get(c.name, []):
                 h.update(repr((it.index, it.kind, it.question, it.answer, it.options,
                                it.correct_option)).encode())

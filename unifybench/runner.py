@@ -185,6 +185,7 @@ def _prepare(spec: RunSpec, out_root: Path, rank: distributed.Rank, console) -> 
     prepare_out_dir(out_root, "--out", create=False)  # made with the run directory, once all is checked
     bench = load_benchmark(spec.bench, spec.format)
     concepts = _select_concepts(bench, spec.concepts)
+    method_cls.check_concepts(spec.method_args, [bench.concept(name) for name in concepts])
 
     supported = [t for t in spec.tasks if t in method_cls.tasks]
     skipped = {t: Why.unsupported(spec.method, t) for t in spec.tasks if t not in method_cls.tasks}

@@ -11,6 +11,12 @@ from .common import attach_negatives, list_dirs, list_images, load_json, replace
 VISUAL_NAME = "yollava-visual-qa.json"
 TEXT_NAME = "yollava-text-only-qa.json"
 CLASS_NOUN = "subject"
+# The authors' repository keeps each subject's training material in example_training_data/<s>/:
+# laion/ (retrieved hard negatives), text-only-conversation.json ({photo: [{"Human", "AI"}, ...]}),
+# recognition_negative-cc12m.json (random easy negatives, by path under training_data/).
+AUTHORS_TRAINING_DIRS = ("example_training_data", "training_data")
+TEXT_CONVERSATIONS = "text-only-conversation.json"
+RANDOM_NEGATIVES = "recognition_negative-cc12m.json"
 
 
 def _find(root: Path, exact: str, marker: str) -> Path | None:
@@ -69,6 +75,40 @@ def _load_mapping(path: Path) -> dict:
     return data
 
 
+def _authors_training(root: Path, subject: str, token: str) -> tuple[list[Path], list[Path], list[dict]]:
+    """A subject's hard negatives, easy negatives that resolve under ``root``, and text-only
+    conversations (as LLaVA-style records without an image) from the authors' training folder."""
+    folder = next((root / d / subject for d in AUTHORS_TRAINING_DIRS if (root / d / subject).is_dir()), None)
+    if folder is None:
+        return [], [], []
+    hard = list_images(folder / "laion")
+    easy: list[Path] = []
+    if (folder / RANDOM_NEGATIVES).is_file():
+        listed = load_json(folder / RANDOM_NEGATIVES)
+        if not isinstance(listed, dict):
+            raise BenchError("expected a JSON object {image path: [...]}", folder / RANDOM_NEGATIVES)
+        # Their cc12m photos are not in the repository: those present under the root are used.
+        easy = [p for p in (resolve_image(key, root) for key in listed) if p is not None]
+    conversations: list[dict] = []
+    path = folder / TEXT_CONVERSATIONS
+    if path.is_file():
+        by_photo = load_json(path)
+        if not isinstance(by_photo, dict):
+            raise BenchError("expected a JSON object {photo: [{\"Human\", \"AI\"}, ...]}", path)
+        for photo, turns in by_photo.items():
+            if not isinstance(turns, list):
+                raise BenchError("expected a list of {\"Human\", \"AI\"} turns", path, photo)
+            for i, turn in enumerate(turns):
+                if not (isinstance(turn, dict) and isinstance(turn.get("Human"), str)
+                        and isinstance(turn.get("AI"), str)):
+                    raise BenchError("expected {\"Human\": question, \"AI\": answer}", path, f"{photo} turn {i}")
+                # Trained without the photo (their --text_only), so no image is attached.
+                conversations.append({"conversations": [
+                    {"from": "human", "value": replace_sks(turn["Human"], token)},
+                    {"from": "gpt", "value": replace_sks(turn["AI"], token)}]})
+    return hard, easy, conversations
+
+
 def read_yollava(root: Path, name: str) -> Benchmark:
     root = Path(root)
     visual_path, text_path = find_qa_files(root)
@@ -82,6 +122,7 @@ def read_yollava(root: Path, name: str) -> Benchmark:
 
     concepts: list[Concept] = []
     test_photos: dict[str, list[Path]] = {}
+    random_negatives: dict[str, list[Path]] = {}
     for s in subjects:
         train_dir = data_dir / "train" / s
         train = list_images(train_dir)
@@ -89,9 +130,11 @@ def read_yollava(root: Path, name: str) -> Benchmark:
             raise BenchError(f"subject {s!r} has no training photos (yollava-data/train/{s}/*.png)", train_dir)
         test = list_images(data_dir / "test" / s)
         test_photos[s] = test
+        hard, random_negatives[s], conversations = _authors_training(root, s, token_for(s))
         concepts.append(Concept(name=s, token=token_for(s), class_noun=CLASS_NOUN, kind="object",
                                 generation_type=None, train_images=train, reference_images=list(train),
-                                test_images=test, hard_negatives=list_images(train_dir / "negative_example")))
+                                test_images=test, training_conversations=conversations,
+                                hard_negatives=list_images(train_dir / "negative_example") + hard))
 
     items: dict[str, list[QAItem]] = {}
     for c in concepts:
@@ -120,5 +163,7 @@ def read_yollava(root: Path, name: str) -> Benchmark:
                     out.append(QAItem(s, len(out), "rec", question, "No.", p, raw_type="rec"))
         items[s] = out
     attach_negatives(concepts, [])
+    for c in concepts:  # a subject's own random photos first, then the other subjects' training photos
+        c.easy_negatives = random_negatives[c.name] + c.easy_negatives
     return Benchmark(name=name, format="yollava", root=root, concepts=concepts, items=items,
                      prompts={c.name: [] for c in concepts})

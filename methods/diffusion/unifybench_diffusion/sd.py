@@ -150,11 +150,15 @@ def build_random(seed: int = 0):
 
 
 def load_pretrained(name: str, dtype: torch.dtype):
+    import diffusers
     from diffusers import DiffusionPipeline
+    from packaging.version import Version
 
+    # diffusers 0.42 renamed the keyword (the old one still works there, with a deprecation warning).
+    dtype_kw = "dtype" if Version(diffusers.__version__) >= Version("0.42") else "torch_dtype"
     try:
         with quiet_transformers():
-            pipe = DiffusionPipeline.from_pretrained(name, torch_dtype=dtype, safety_checker=None)
+            pipe = DiffusionPipeline.from_pretrained(name, safety_checker=None, **{dtype_kw: dtype})
     except (OSError, ValueError, EnvironmentError) as exc:
         raise BenchError(f"cannot load Stable Diffusion pipeline {name!r} ({str(exc).splitlines()[0][:160]}); "
                          f"pass model=tiny for a tiny random-init pipeline or model=LOCAL_FOLDER",

@@ -9,6 +9,7 @@ questions about the concept. See ``methods/yollava/README.md`` for what is faith
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import random
 import time
@@ -173,11 +174,53 @@ class LLaVAPrompt(_LlavaMethod):
     """The base model with the concept's text description in place of the token (the "+ prompt" row)."""
 
     name = "llava-prompt"
+    arguments = {**_ARGS, "descriptions": "a JSON file {concept: description} used instead of the benchmark's "
+                                          "(needed where a layout has none, as Yo'LLaVA's)"}
+
+    def __init__(self, args=None, **kwargs):
+        super().__init__(args, **kwargs)
+        self.descriptions = _read_descriptions(self.args)
+
+    @classmethod
+    def validate_arguments(cls, args):
+        super().validate_arguments(args)
+        _read_descriptions(args)
+
+    @classmethod
+    def check_concepts(cls, args, concepts):
+        given = _read_descriptions(args)
+        bare = [c.name for c in concepts if not (given.get(c.name) or c.description).strip()]
+        if bare:
+            # Without one the row is the plain "llava" row under another name.
+            raise BenchError(f"no description for concept(s) {', '.join(bare)}: the benchmark has none for them; "
+                             f"give them with --method-arg descriptions=FILE ({{concept: description}})",
+                             where=f"method {cls.name}")
+
+    def describe(self):
+        given = self.args.get("descriptions")
+        source = {"file": given, "sha256": hashlib.sha256(Path(given).read_bytes()).hexdigest()} if given else "benchmark"
+        return {**super().describe(), "descriptions": source}
 
     def _user_text(self, concept, state, request):
         # As the paper's "LLaVA + Prompt": the description names the concept by its token, so the
         # question that follows is about the described subject.
-        return f"{concept.description.strip()} {self._question(concept, request)}".strip()
+        description = self.descriptions.get(concept.name) or concept.description
+        return f"{description.strip()} {self._question(concept, request)}".strip()
+
+
+def _read_descriptions(args: dict) -> dict[str, str]:
+    if "descriptions" not in args:
+        return {}
+    path = Path(args["descriptions"])
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BenchError("descriptions file not found", path, "--method-arg descriptions") from None
+    except (OSError, ValueError) as exc:
+        raise BenchError(f"not a readable JSON file ({exc})", path, "--method-arg descriptions") from None
+    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
+        raise BenchError("expected a JSON object {concept: description}", path, "--method-arg descriptions")
+    return data
 
 
 class YoLLaVA(_LlavaMethod):
@@ -294,7 +337,7 @@ class YoLLaVA(_LlavaMethod):
         if self.checkpoint is not None:
             return {"rows": self._from_checkpoint(concept)[0]}
         meta = _read_meta(Path(state_dir))
-        if not meta or not meta.get("finished"):  # interrupted: train again from the start
+        if not meta or not meta.get("finished"):  # interrupted: resume from its last finished epoch
             return self.personalize(concept, state_dir)
         return {"rows": load_yollava_rows(Path(state_dir), str(meta["selected_epoch"]), self.host.hidden_size,
                                           len(self.tokens(concept)))[0]}
@@ -318,10 +361,21 @@ class YoLLaVA(_LlavaMethod):
         losses, checks = [], []
         best = (-1.0, None)
         start = time.time()
+        resume_key = {"train_args": self.describe()["train_args"], "training_set": counts, "base_model": self.model_name,
+                      "seed": self.seed}
         with newrows.NewTokens(host, self.tokens(concept), init) as ids:
             trainer = newrows.RowTrainer(host, ids, lr=self.lr, weight_decay=self.weight_decay, eps=1e-8, init=init)
             try:
-                for epoch in range(self.epochs):
+                first = 0
+                saved = _read_resume(state_dir, resume_key)
+                if saved is not None:  # everything an uninterrupted run would hold after that epoch
+                    trainer.load_state_dict(saved["trainer"])
+                    rng.setstate(saved["order_rng"])
+                    flips.set_state(saved["flips"])
+                    losses, checks, best = saved["losses"], saved["checks"], tuple(saved["best"])
+                    first = saved["epoch"] + 1
+                    _LOG.info(f"resuming {concept.name} after epoch {first}/{self.epochs}")
+                for epoch in range(first, self.epochs):
                     order = list(range(len(examples)))
                     rng.shuffle(order)
                     total, steps = 0.0, 0
@@ -343,6 +397,9 @@ class YoLLaVA(_LlavaMethod):
                         if epoch > 4 and acc["weighted"] >= best[0]:
                             best = (acc["weighted"], epoch)
                             save_yollava_rows(state_dir, "best", rows)
+                    _write_resume(state_dir, {**resume_key, "epoch": epoch, "trainer": trainer.state_dict(),
+                                              "order_rng": rng.getstate(), "flips": flips.get_state(),
+                                              "losses": losses, "checks": checks, "best": list(best)})
             finally:
                 trainer.close()
         selected = "best" if self.best_epoch and best[1] is not None else str(self.epochs - 1)
@@ -426,6 +483,34 @@ def load_yollava_rows(folder: Path, epoch: str, width: int, n_rows: int) -> tupl
         rows[key] = t.float()
     rows["head_bias"] = torch.zeros(n_rows)
     return rows, epoch
+
+
+RESUME_FILE = "resume.pt"
+
+
+def _write_resume(folder: Path, state: dict) -> None:
+    """After each epoch: the trained rows' masters, AdamW's moments, the shuffling and flipping
+    generators and the log so far, so that an interrupted concept continues bit for bit."""
+    import os
+
+    tmp = folder / f".{RESUME_FILE}.tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, folder / RESUME_FILE)
+
+
+def _read_resume(folder: Path, key: dict) -> dict | None:
+    """The last epoch's resume state when it was made by the same training (arguments, training set,
+    base model); anything else, or an unreadable file, is ignored and training starts over."""
+    path = folder / RESUME_FILE
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)  # tensors, numbers, lists: no code
+    except Exception:  # noqa: BLE001 - a torn or foreign file: start over, as before resumes existed
+        return None
+    if not isinstance(state, dict) or any(state.get(k) != v for k, v in key.items()):
+        return None
+    return state
 
 
 def _read_meta(folder: Path) -> dict | None:
