@@ -143,10 +143,32 @@ def test_bad_input_found_before_the_rendezvous_is_one_line_per_node(tmp_path):
     assert ours == [f"unifybench: error: {tmp_path / 'missing'}: no such benchmark folder"], ran.stderr[-3000:]
 
 
-# cat (rank 1) fails once clock (rank 0) has begun, and clock lasts long enough for the failure to
-# be on disk before rank 0 looks at its next concept.
+def test_a_device_that_would_put_every_rank_on_one_gpu_is_refused_once(tmp_path):
+    ran = _torchrun(tmp_path / "runs", "--method", "always-yes", "--device", "cuda:0")
+    ours = [line for line in ran.stderr.splitlines() if line.startswith("unifybench: error:")]
+    assert ran.returncode != 0 and len(ours) == 1 and "every rank on one GPU" in ours[0], ran.stderr[-3000:]
+
+
+def test_a_plain_run_is_refused_while_a_rank_still_holds_the_directory(tmp_path):
+    import fcntl
+
+    from conftest import run_cli
+
+    args = ["run", "--method", "always-yes", "--tasks", "rec", "--limit", "2", "--out", str(tmp_path / "runs")]
+    assert run_cli(*args).returncode == 0
+    run_dir = only_run_dir(tmp_path / "runs")
+    with open(run_dir / ".lock.rank1", "a+") as lock:  # as a surviving rank of a launch would hold it
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        refused = run_cli(*args)
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
+    assert ".lock.rank1" in refused.stderr and "in use by" in refused.stderr
+    assert run_cli(*args).returncode == 0  # released: it runs
+
+
+# cat (rank 1) fails, or its process dies, once clock (rank 0) has begun; clock lasts long enough
+# for the failure to be on disk before rank 0 looks at its next concept.
 SLOW_OR_FAILING = '''
-import os, time
+import os, signal, time
 from pathlib import Path
 from unifybench.errors import BenchError
 from unifybench.methods import Method
@@ -162,6 +184,8 @@ class SlowOrFailing(Method):
             deadline = time.time() + 120
             while not MARKER.exists() and time.time() < deadline:
                 time.sleep(0.05)
+            if os.environ.get("CAT_DIES"):
+                os.kill(os.getpid(), signal.SIGKILL)  # no word: as the out-of-memory killer would
             raise BenchError("this photo cannot be answered", where="concept cat")
         if concept.name == "clock":
             MARKER.touch()
@@ -178,35 +202,50 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_two_nodes_a_failure_on_one_stops_the_other_before_its_next_concept(tmp_path):
+def _two_nodes(tmp_path: Path, **env_extra: str) -> tuple[list[str], Path]:
     """Two torchrun agents, as two nodes would be (node ranks and the master's address: the static
-    rendezvous). torchrun does not stop the workers of another node: they read the failure from
-    the run directory."""
+    rendezvous), one rank each; our error lines from both, and the run directory."""
     plugin = make_plugin(tmp_path / "plugin", "slow_or_failing", "slow_or_failing", SLOW_OR_FAILING,
                          {"slow-or-failing": "slow_or_failing:SlowOrFailing"})
     port = _free_port()
+
     def node(node_rank: int) -> list[str]:
         return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
                 "--node-rank", str(node_rank), "--master-addr", "127.0.0.1", "--master-port", str(port),
                 "-m", "unifybench", "run", "--method", "slow-or-failing", "--tasks", "rec",
                 "--concepts", "dog,cat,clock,backpack", "--out", str(tmp_path / "runs")]
 
-    env = {**_env([plugin]), "CLOCK_STARTED": str(tmp_path / "clock-started")}
+    env = {**_env([plugin]), "CLOCK_STARTED": str(tmp_path / "clock-started"), **env_extra}
     nodes = [subprocess.Popen(node(r), env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for r in range(2)]
     outputs = [node.communicate(timeout=300) for node in nodes]
     assert all(node.returncode != 0 for node in nodes)
     ours = [line for _, err in outputs for line in err.splitlines() if line.startswith("unifybench: error:")]
-    assert ours == ["unifybench: error: [rank 1/2]: [concept cat]: this photo cannot be answered"], outputs
-    run_dir = only_run_dir(tmp_path / "runs")
     assert distributed_shares() == {0: ["backpack", "clock"], 1: ["cat", "dog"]}
-    rank0 = [json.loads(line)["concept"] for line in (run_dir / "predictions.rank0.jsonl").read_text().splitlines()]
-    assert set(rank0) == {"clock"}  # its first concept finished and is kept; backpack never started
+    return ours, only_run_dir(tmp_path / "runs")
+
+
+def _concepts_of_rank_0(run_dir: Path) -> set[str]:
+    return {json.loads(line)["concept"] for line in (run_dir / "predictions.rank0.jsonl").read_text().splitlines()}
+
+
+def test_two_nodes_a_failure_on_one_stops_the_other_before_its_next_concept(tmp_path):
+    """torchrun does not stop the workers of another node: they read the failure from the run directory."""
+    ours, run_dir = _two_nodes(tmp_path)
+    assert ours == ["unifybench: error: [rank 1/2]: [concept cat]: this photo cannot be answered"]
+    assert _concepts_of_rank_0(run_dir) == {"clock"}  # its first concept finished and is kept; backpack never began
     assert [p.name for p in run_dir.glob("ranks/*/failed.*.txt")] == ["failed.1.txt"]
 
 
+def test_two_nodes_a_rank_killed_without_a_word_is_named_by_rank_0(tmp_path):
+    ours, run_dir = _two_nodes(tmp_path, CAT_DIES="1", UNIFYBENCH_RANK_STALE_S="2")
+    assert len(ours) == 1 and ours[0].startswith("unifybench: error: [rank 0/2]: rank 1 stopped without a word")
+    assert _concepts_of_rank_0(run_dir) == {"clock"}  # it noticed before backpack
+    assert not list(run_dir.glob("ranks/*/failed.1.txt"))
+
+
 def distributed_shares() -> dict[int, list[str]]:
-    """The split the test above relies on: four concepts of equal work on two ranks."""
+    """The split the tests above rely on: four concepts of equal work on two ranks."""
     from unifybench.distributed import shard
 
     return shard({"dog": 14, "cat": 14, "clock": 14, "backpack": 14}, 2)

@@ -254,12 +254,16 @@ def test_an_interrupted_concept_resumes_after_its_last_epoch_bit_for_bit(bench, 
     meta_whole, meta = (json.loads((tmp_path / d / "yollava.json").read_text()) for d in ("whole", "resumed"))
     assert meta["losses"] == meta_whole["losses"] and meta["recognition_checks"] == meta_whole["recognition_checks"]
 
+    assert not (tmp_path / "resumed" / "resume.pt").exists()  # finished: the epoch files are the record
+
     # A resume file from other training arguments is ignored: training starts over.
-    (tmp_path / "resumed" / "yollava.json").unlink()
+    with pytest.raises(_Interrupted):
+        stopped.personalize(concept, tmp_path / "other")
+    assert (tmp_path / "other" / "resume.pt").is_file()
     other = YoLLaVA({**args, "lr": "2e-3"}, seed=5)
     epochs_run.clear()
     other.progress = lambda what, done, total: epochs_run.append(what)
-    other.personalize(concept, tmp_path / "resumed")
+    other.personalize(concept, tmp_path / "other")
     assert {"epoch 1/3", "epoch 2/3", "epoch 3/3"} <= set(epochs_run)
 
 

@@ -12,7 +12,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from .errors import BenchError
+from .errors import BenchError, error_line
 from .records import TASKS
 
 # scoring.encoders.CLIP_MODELS (tested equal), repeated so that --help does not import torch.
@@ -408,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
     except BenchError as exc:  # raised by argument type converters
-        print(f"unifybench: error: {exc.one_line()}", file=sys.stderr)
+        print(error_line(exc), file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
         code = COMMANDS[args.command](args)
@@ -416,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
         return code
     except BenchError as exc:
         if not exc.quiet:
-            print(f"unifybench: error: {exc.one_line()}", file=sys.stderr)
+            print(error_line(exc), file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("unifybench: interrupted; finished work is kept and a rerun resumes", file=sys.stderr)

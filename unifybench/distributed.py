@@ -7,27 +7,43 @@ concept. What a rank writes into the shared run directory:
 ```
 predictions.rank<R>.jsonl     its finished requests (merged into predictions.jsonl by rank 0 at the end)
 images/<concept>/..., state/<concept>/   for its concepts only
+.lock.rank<R> (rank 0: .lock), log.rank<R>.txt (rank 0: log.txt)
+ranks/<attempt>/alive.<R>     touched every few seconds while it works (its heartbeat)
 ranks/<attempt>/done.<R>.json its concepts, once they are all predicted
 ranks/<attempt>/failed.<R>.txt   the one line that stopped it
 ```
 
-``torch.distributed`` (gloo on CPU, NCCL on GPU) is used for the rendezvous only: rank 0 draws an
-attempt id and broadcasts it. Waiting for the other ranks is a check on those files, so no
-collective can time out while a rank trains for hours. The same files stop the launch when a rank
-fails: torchrun ends the other workers of its node, and a rank on another node reads the failure
-before its next concept (rank 0 also while it waits), so one line, the failing rank's, says why.
+``torch.distributed`` (always gloo: a few small objects, no GPU memory, no NCCL watchdog) is used
+once, at the start: every rank reports whether it is ready (its checks passed, its lock taken) and
+rank 0 hands out the attempt's id. Bad input found by then stops every rank there, and each distinct
+line is printed once, by the lowest rank that met it. Later, waiting is a check on the files above,
+so no collective can time out while a rank trains for hours. A rank that fails records its line
+and prints it; torchrun ends the other workers of its node, and a rank on another node reads the
+failure before its next concept (rank 0 also while it waits). A rank that dies without a word
+(killed, out of memory) stops touching its heartbeat; after ``UNIFYBENCH_RANK_STALE_S`` seconds
+(default 600) of silence rank 0 says so.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
+import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
-from .errors import BenchError
+from .errors import BenchError, error_line
+
+
+def _env_seconds(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    try:
+        return float(value) if value else default
+    except ValueError:
+        raise BenchError(f"expected a number of seconds, got {value!r}", where=f"environment {name}") from None
 
 
 class OtherRankFailed(BenchError):
@@ -61,6 +77,12 @@ class Rank:
     def label(self) -> str:
         return f"rank {self.rank}/{self.world}"
 
+    def lock_name(self) -> str:
+        return ".lock" if self.is_main else f".lock.rank{self.rank}"
+
+    def log_name(self) -> str:
+        return "log.txt" if self.is_main else f"log.rank{self.rank}.txt"
+
 
 def from_env() -> Rank:
     """The rank torchrun / accelerate / a Slurm launcher of torchrun set (RANK, WORLD_SIZE, LOCAL_RANK)."""
@@ -80,31 +102,14 @@ def from_env() -> Rank:
     return Rank(rank, world, read("LOCAL_RANK", rank))
 
 
-QUIET_RANK_GRACE_S = 20.0
-
-
-@contextlib.contextmanager
-def one_report_per_node(rank: Rank):
-    """Bad input found before the rendezvous is the same on every rank of a node (same files, same
-    arguments): only the node's LOCAL_RANK 0 prints it, the others exit with the same code quietly.
-    One line per node, not per process, and still one from each node, whose files may differ."""
-    try:
-        yield
-    except BenchError as exc:
-        if rank.active and rank.local_rank != 0:
-            exc.quiet = True
-            # torchrun ends a node's workers as soon as one exits with an error: leaving first would
-            # have LOCAL_RANK 0 killed before its line is out. It exits within moments, and then
-            # torchrun ends this process; the timeout only matters if it never meets the error.
-            time.sleep(QUIET_RANK_GRACE_S)
-        raise
-
-
 def check_rank_device(rank: Rank, requested: str) -> str:
     """The device this rank uses (``cuda`` becomes ``cuda:LOCAL_RANK``), checked here: the message
     names the rank, since only this rank's GPU may be missing."""
     from .devices import check_device
 
+    if rank.active and requested.startswith("cuda:"):
+        raise BenchError(f"{requested!r} would put every rank on one GPU; under torchrun give --device cuda "
+                         "(each rank takes cuda:LOCAL_RANK) and choose GPUs with CUDA_VISIBLE_DEVICES", where="--device")
     device = rank.device(requested)
     if device != requested:
         check_device(device, where=f"--device, {rank.label()} with LOCAL_RANK {rank.local_rank}")
@@ -123,35 +128,76 @@ def shard(weights: dict[str, float], world: int) -> dict[int, list[str]]:
     return shares
 
 
-def rendezvous(rank: Rank, device: str) -> str:
-    """Join the process group and agree on an attempt id (rank 0's), then leave it: nothing later
-    waits in a collective."""
-    import torch
+def rendezvous(rank: Rank, problem: BaseException | None) -> str:
+    """Meet the other ranks once: each says whether it is ready (``problem``: what stopped it before
+    this point, or None), rank 0 gives the attempt's id. When any rank has a problem, every rank
+    stops here: a rank with bad input prints its line unless a lower rank met the same one; the
+    others stop quietly. The lines are printed before any rank leaves (a barrier), since torchrun
+    ends a node's workers as soon as one of them exits."""
     import torch.distributed as dist
 
-    backend = "nccl" if device.startswith("cuda") and torch.cuda.is_available() else "gloo"
-    if backend == "nccl":
-        torch.cuda.set_device(rank.local_rank)
+    timeout = timedelta(seconds=_env_seconds("UNIFYBENCH_RENDEZVOUS_TIMEOUT_S", 3600.0))
     try:
-        dist.init_process_group(backend=backend)
+        dist.init_process_group(backend="gloo", timeout=timeout)
     except (RuntimeError, ValueError) as exc:
         raise BenchError(f"cannot join the process group ({str(exc).splitlines()[0][:160]}); "
                          f"launch with torchrun, which sets MASTER_ADDR and MASTER_PORT", where=rank.label()) from None
+    mine = None if problem is None else _one_line(problem)
     try:
         box = [uuid.uuid4().hex[:12] if rank.is_main else None]
         dist.broadcast_object_list(box, src=0)
-        return str(box[0])
+        problems: list[str | None] = [None] * rank.world
+        dist.all_gather_object(problems, mine)
+        if isinstance(problem, BenchError):
+            if mine not in problems[:rank.rank]:
+                print(error_line(problem), file=sys.stderr, flush=True)
+            problem.quiet = True  # printed here, or by a lower rank
+        dist.barrier()
     finally:
         dist.destroy_process_group()
+    if problem is not None:
+        raise problem
+    failed = [(r, line) for r, line in enumerate(problems) if line is not None]
+    if failed:
+        raise OtherRankFailed(f"stopped: rank {failed[0][0]} could not start: {failed[0][1]}", where=rank.label())
+    return str(box[0])
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, BenchError):
+        return exc.one_line()
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}"
 
 
 class Attempt:
-    """The completion files of one launch of the ranks in a run directory."""
+    """The completion files of one launch of the ranks in a run directory, and this rank's heartbeat."""
 
     def __init__(self, run_dir: Path, attempt: str, rank: Rank):
         self.folder = Path(run_dir) / "ranks" / attempt
         self.folder.mkdir(parents=True, exist_ok=True)
         self.rank = rank
+        self.stale_s = _env_seconds("UNIFYBENCH_RANK_STALE_S", 600.0)
+        # What this rank has seen of each other's heartbeat: (its mtime, local time it last changed).
+        self._seen: dict[int, tuple[int | None, float]] = {}
+        self._stop = threading.Event()
+        self._beat()
+        self._heart = threading.Thread(target=self._beating, name="unifybench-heartbeat", daemon=True)
+        self._heart.start()
+
+    # ------------------------------------------------------------------ this rank
+    def _beat(self) -> None:
+        (self.folder / f"alive.{self.rank.rank}").touch()
+
+    def _beating(self) -> None:
+        while not self._stop.wait(max(self.stale_s / 10, 0.05)):
+            try:
+                self._beat()
+            except OSError:
+                pass  # a shared filesystem's hiccup: the next beat tries again
+
+    def close(self) -> None:
+        self._stop.set()
 
     def done(self, concepts: list[str]) -> None:
         _write(self.folder / f"done.{self.rank.rank}.json",
@@ -160,6 +206,7 @@ class Attempt:
     def failed(self, line: str) -> None:
         _write(self.folder / f"failed.{self.rank.rank}.txt", line + "\n")
 
+    # ------------------------------------------------------------------ the others
     def first_failure(self) -> tuple[int, str] | None:
         """The rank that failed first in this attempt, and its line."""
         failures = []
@@ -174,22 +221,51 @@ class Attempt:
         _, failed_rank, line = min(failures)
         return failed_rank, line
 
+    def missing(self) -> list[int]:
+        finished = {p.name for p in self.folder.glob("done.*.json")}
+        return [r for r in range(self.rank.world) if f"done.{r}.json" not in finished]
+
+    def silent(self) -> list[tuple[int, float]]:
+        """Unfinished ranks whose heartbeat has not moved for longer than ``stale_s``, as this rank
+        has watched it (its own clock only: nodes' clocks need not agree)."""
+        now = time.monotonic()
+        out = []
+        for r in self.missing():
+            if r == self.rank.rank:
+                continue
+            try:
+                stamp: int | None = (self.folder / f"alive.{r}").stat().st_mtime_ns
+            except OSError:
+                stamp = None
+            last_stamp, since = self._seen.get(r, (stamp, now))
+            if stamp != last_stamp:
+                since = now
+            self._seen[r] = (stamp, since)
+            if now - since > self.stale_s:
+                out.append((r, now - since))
+        return out
+
     def stop_if_another_failed(self) -> None:
         found = self.first_failure()
         if found is not None and found[0] != self.rank.rank:
             raise OtherRankFailed(f"stopped: rank {found[0]} failed: {found[1]}", where=self.rank.label())
+        silent = self.silent()
+        if silent:
+            r, seconds = silent[0]
+            # Nobody else will say it: that rank cannot. (The caller adds this rank's label.)
+            raise BenchError(f"rank {r} stopped without a word: no heartbeat for {seconds:.0f} s (killed, out of "
+                             f"memory, or its node lost?); its finished work is kept, and the same command resumes")
 
     def wait_for_all(self, poll_s: float = 1.0, on_wait=None) -> None:
-        """Until every rank has said done; the first failure any rank wrote stops this one."""
+        """Until every rank has said done; the first failure any rank wrote, or a silent rank, stops this one."""
         while True:
             self.stop_if_another_failed()
-            finished = {p.name for p in self.folder.glob("done.*.json")}
-            missing = [r for r in range(self.rank.world) if f"done.{r}.json" not in finished]
+            missing = self.missing()
             if not missing:
                 return
             if on_wait is not None:
                 on_wait(missing)
-            time.sleep(poll_s)
+            time.sleep(min(poll_s, max(self.stale_s / 10, 0.05)))
 
 
 def _write(path: Path, text: str) -> None:

@@ -27,3 +27,8 @@ class BenchError(Exception):
         elif self.where:
             location = f"[{self.where}]: "
         return (location + self.message).replace("\n", " ")
+
+
+def error_line(exc: BenchError) -> str:
+    """The line the command line prints for ``exc``."""
+    return f"unifybench: error: {exc.one_line()}"

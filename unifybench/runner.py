@@ -6,6 +6,7 @@ nothing that finished. When every prediction already exists the method is not ev
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import platform
@@ -138,11 +139,11 @@ def run(spec: RunSpec, out_root: Path, console=None, verbose: bool = False) -> R
     ``<run_dir>/log.txt`` (and to stderr too when ``verbose``)."""
     console = console or _null_console()
     rank = distributed.from_env()
-    with distributed.one_report_per_node(rank):
-        p = _prepare(spec, out_root, rank, console)
     if rank.active:
-        return _run_ranked(rank, spec, p, console, verbose)
-    with run_dir_lock(p.run_dir), run_log(p.run_dir, verbose):
+        return _run_ranked(rank, spec, out_root, console, verbose)
+    p = _prepare(spec, out_root, rank, console, spec.device)
+    # Every rank's lock too: no plain run while a rank of a torchrun launch still works here.
+    with run_dir_lock(p.run_dir, also_existing=".lock.rank*"), run_log(p.run_dir, verbose):
         store = RunStore(p.run_dir)
         run_json = _write_run_json(p.run_dir, spec, p.identity, p.bench, p.backbones)
         console.print(f"run directory: {p.run_dir}")
@@ -171,13 +172,13 @@ class _Prepared:
     device: str
 
 
-def _prepare(spec: RunSpec, out_root: Path, rank: distributed.Rank, console) -> _Prepared:
+def _prepare(spec: RunSpec, out_root: Path, rank: distributed.Rank, console, device: str) -> _Prepared:
+    """``device``: this process's (under torchrun, cuda:LOCAL_RANK for --device cuda)."""
     from .data import load_benchmark
     from .data.common import validate_images
 
     check_spec(spec)
     check_device(spec.device)
-    device = distributed.check_rank_device(rank, spec.device)  # under torchrun, cuda is cuda:LOCAL_RANK
     method_cls = load_method_class(spec.method)
     method_cls.validate_arguments(spec.method_args)
     if spec.judge is not None:
@@ -245,16 +246,23 @@ def concept_weights(bench: Benchmark, work: dict[str, list[Work]], trains: bool)
     return weights
 
 
-def _run_ranked(rank: distributed.Rank, spec: RunSpec, p: _Prepared, console, verbose: bool) -> RunOutcome:
-    """One rank of a torchrun launch (see :mod:`.distributed`): its concepts, then, on rank 0, the
-    wait for the others and the scoring of everything."""
-    attempt_id = distributed.rendezvous(rank, p.device)
-    shares = distributed.shard(concept_weights(p.bench, p.work, p.method_cls.needs_personalization), rank.world)
-    mine = {name: ws for name, ws in p.work.items() if name in set(shares[rank.rank])}
-    lock = ".lock" if rank.is_main else f".lock.rank{rank.rank}"
-    log_name = "log.txt" if rank.is_main else f"log.rank{rank.rank}.txt"
-    with run_dir_lock(p.run_dir, lock), run_log(p.run_dir, verbose, log_name):
+def _run_ranked(rank: distributed.Rank, spec: RunSpec, out_root: Path, console, verbose: bool) -> RunOutcome:
+    """One rank of a torchrun launch (see :mod:`.distributed`): its checks and lock, the meeting of
+    the ranks, its concepts, then, on rank 0, the wait for the others and the scoring of everything."""
+    with contextlib.ExitStack() as held:
+        problem = None
+        try:
+            device = distributed.check_rank_device(rank, spec.device)
+            p = _prepare(spec, out_root, rank, console, device)
+            held.enter_context(run_dir_lock(p.run_dir, rank.lock_name()))
+        except Exception as exc:  # every rank learns of it at the rendezvous, and stops there
+            problem = exc
+        attempt_id = distributed.rendezvous(rank, problem)
+        shares = distributed.shard(concept_weights(p.bench, p.work, p.method_cls.needs_personalization), rank.world)
+        mine = {name: ws for name, ws in p.work.items() if name in set(shares[rank.rank])}
+        held.enter_context(run_log(p.run_dir, verbose, rank.log_name()))
         attempt = distributed.Attempt(p.run_dir, attempt_id, rank)
+        held.callback(attempt.close)
         console.print(f"run directory: {p.run_dir} ({rank.label()}: {', '.join(mine) or 'no concepts'})")
         try:
             run_json = _write_run_json(p.run_dir, spec, p.identity, p.bench, p.backbones) if rank.is_main else None
@@ -282,10 +290,13 @@ def _run_ranked(rank: distributed.Rank, spec: RunSpec, p: _Prepared, console, ve
         except Exception as exc:
             attempt.failed(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
             raise
-        # Rank 0, everyone done: the method's description from whichever rank loaded it.
-        described = sorted(attempt.folder.glob("method.*.json"), key=lambda path: int(path.name.split(".")[1]))
-        if described:
-            run_json["method_details"] = json.loads(described[0].read_text(encoding="utf-8"))
+        # Rank 0, everyone done: the method's description from whichever rank loaded it, in this
+        # launch or (when everything was predicted before it) an earlier one.
+        this_launch = sorted(attempt.folder.glob("method.*.json"), key=lambda path: int(path.name.split(".")[1]))
+        earlier = sorted((p.run_dir / "ranks").glob("*/method.*.json"), key=lambda path: path.stat().st_mtime)
+        source = this_launch[0] if this_launch else (earlier[-1] if earlier and not run_json["method_details"] else None)
+        if source is not None:
+            run_json["method_details"] = json.loads(source.read_text(encoding="utf-8"))
             write_json_atomic(p.run_dir / "run.json", run_json)
         store = RunStore(p.run_dir)
         store.merge_rank_files()

@@ -21,6 +21,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable
@@ -78,31 +79,34 @@ def prepare_out_dir(path: Path, what: str, *, create: bool = True) -> Path:
 
 
 @contextlib.contextmanager
-def run_dir_lock(run_dir: Path, name: str = ".lock"):
-    """Hold ``<run_dir>/.lock`` (an OS file lock) for the block: a second process given the same run
+def run_dir_lock(run_dir: Path, name: str = ".lock", also_existing: str | None = None):
+    """Hold ``<run_dir>/<name>`` (an OS file lock) for the block: a second process given the same run
     directory is refused at once with one line instead of writing beside the first. Under torchrun
-    rank 0 holds ``.lock`` (so a plain run is refused) and each other rank ``.lock.rank<R>``."""
+    rank 0 holds ``.lock`` and each other rank ``.lock.rank<R>``; a plain run holds ``.lock`` and,
+    through ``also_existing`` (a glob), every rank's lock left in the directory, so it is refused
+    while any rank of a launch still works there."""
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
         import fcntl
     except ImportError:  # not on POSIX: no lock, as before
         yield
         return
-    handle = open(run_dir / name, "a+", encoding="utf-8")
-    try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+    names = [name] + sorted(p.name for p in run_dir.glob(also_existing) if p.name != name) if also_existing else [name]
+    with contextlib.ExitStack() as held:
+        for lock_name in names:
+            handle = held.enter_context(open(run_dir / lock_name, "a+", encoding="utf-8"))  # closing releases
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise BenchError(f"in use by {holder} ({lock_name}); wait for it to finish, or give another --out",
+                                 run_dir) from None
             handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise BenchError(f"in use by {holder}; wait for it to finish, or give another --out", run_dir) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"unifybench pid {os.getpid()}")
-        handle.flush()
+            handle.truncate()
+            handle.write(f"unifybench pid {os.getpid()} on {socket.gethostname()}")
+            handle.flush()
         yield
-    finally:
-        handle.close()  # closing releases the lock
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -139,7 +143,8 @@ class RunStore:
 
     def merge_rank_files(self) -> None:
         """Every rank's predictions into ``predictions.jsonl`` (once all ranks are done), then the
-        rank files removed: the run directory looks as a single process leaves it."""
+        rank files removed: one predictions file, as a single process leaves it (the ranks' logs,
+        locks and ``ranks/`` stay, as a record of the launch)."""
         files = self.rank_files()
         if not files:
             return

@@ -409,6 +409,7 @@ class YoLLaVA(_LlavaMethod):
             "concept_prompt": prompt, "init": "N(0, initializer_range), seeded by (seed, concept)",
             "losses": losses, "recognition_checks": checks, "best_epoch": best[1], "selected_epoch": selected,
             "seconds": round(time.time() - start, 3), "finished": True})
+        (state_dir / RESUME_FILE).unlink(missing_ok=True)  # finished: the epoch files are the record
         return load_yollava_rows(state_dir, selected, host.hidden_size, len(ids))[0]
 
     @torch.no_grad()
