@@ -136,7 +136,7 @@ def test_a_failing_rank_stops_the_launch_with_one_line_naming_it(tmp_path):
     assert not (run_dir / "results.json").exists()
 
 
-def test_bad_input_found_before_the_rendezvous_is_one_line_per_node(tmp_path):
+def test_bad_input_found_before_the_rendezvous_is_printed_once(tmp_path):
     ran = _torchrun(tmp_path / "runs", "--method", "real-images", "--bench", str(tmp_path / "missing"))
     assert ran.returncode != 0
     ours = [line for line in ran.stderr.splitlines() if line.startswith("unifybench: error:")]

@@ -142,7 +142,7 @@ def rendezvous(rank: Rank, problem: BaseException | None) -> str:
     except (RuntimeError, ValueError) as exc:
         raise BenchError(f"cannot join the process group ({str(exc).splitlines()[0][:160]}); "
                          f"launch with torchrun, which sets MASTER_ADDR and MASTER_PORT", where=rank.label()) from None
-    mine = None if problem is None else _one_line(problem)
+    mine = None if problem is None else one_line(problem)
     try:
         box = [uuid.uuid4().hex[:12] if rank.is_main else None]
         dist.broadcast_object_list(box, src=0)
@@ -163,7 +163,8 @@ def rendezvous(rank: Rank, problem: BaseException | None) -> str:
     return str(box[0])
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
+    """What another rank is told of ``exc``: a BenchError's line, else the type and first line."""
     if isinstance(exc, BenchError):
         return exc.one_line()
     text = str(exc).splitlines()[0] if str(exc) else ""

@@ -285,10 +285,10 @@ def _run_ranked(rank: distributed.Rank, spec: RunSpec, out_root: Path, console, 
         except distributed.OtherRankFailed:
             raise  # that rank wrote its failure and printed it
         except BenchError as exc:
-            attempt.failed(exc.one_line())
+            attempt.failed(distributed.one_line(exc))
             raise BenchError(exc.one_line(), where=rank.label()) from exc
         except Exception as exc:
-            attempt.failed(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            attempt.failed(distributed.one_line(exc))
             raise
         # Rank 0, everyone done: the method's description from whichever rank loaded it, in this
         # launch or (when everything was predicted before it) an earlier one.
