@@ -14,6 +14,7 @@ from conftest import cli, only_run_dir, read_results
 from unifybench.data import load_benchmark
 from unifybench.errors import BenchError
 from unifybench.methods import GenRequest
+from unifybench.seeding import image_seed
 
 from unifybench_diffusion.method import (EMBEDS_FILES, IMAGENET_TEMPLATES_SMALL, LORA_FILE, DreamBoothLoRA,
                                          SDPrompt, TextualInversion)
@@ -143,8 +144,9 @@ def test_prior_preservation_draws_class_images_once_per_class_and_reuses_them(be
     again = DreamBoothLoRA({**LORA, "prior": "true", "class_images": "3"}, seed=0)
     assert again.class_image_files(bench.concept("dog2"), tmp_path) == files  # dog2 is a dog too
     assert [f.stat().st_mtime_ns for f in files] == stamps
-    files[1].unlink()  # an interrupted cache is completed, with the same image
-    assert again.class_image_files(bench.concept("dog"), tmp_path)[1].read_bytes()
+    original = files[1].read_bytes()
+    files[1].unlink()  # an interrupted cache is completed with the same image, drawn in the same call
+    assert again.class_image_files(bench.concept("dog"), tmp_path)[1].read_bytes() == original
     state = method.personalize(bench.concept("dog"), tmp_path / "dog")
     meta = json.loads((tmp_path / "dog" / "dreambooth_lora.json").read_text())
     assert meta["class_prompt"] == "a photo of dog" and meta["class_photos"] == 3 and state["lora_dir"]
@@ -161,6 +163,33 @@ def test_images_are_the_same_whatever_the_requests_are_batched_with(bench):
     assert _bytes(together) == _bytes(reversed_)
     seeds = [[im.tobytes() for im in g] for g in together]
     assert len({b for g in seeds for b in g}) == 6  # every image its own seed
+
+
+def test_every_pipeline_call_holds_one_request_in_fixed_slots(bench, monkeypatch):
+    """On CPUs whose kernels make a sample's pixels depend on its slot (issue 25: AVX-512), the
+    byte test above may pass by luck on this machine; what makes it hold on any machine is that a
+    call's whole content comes from one request: its seeds in index order, padded with the last."""
+    method = SDPrompt({**SAMPLE, "gen_batch": "4"}, seed=0)
+    calls = []
+    real = method.host.generate
+
+    def recording(prompts, seeds, **kw):
+        calls.append((list(prompts), list(seeds)))
+        return real(prompts, seeds, **kw)
+
+    monkeypatch.setattr(method.host, "generate", recording)
+    concept = bench.concept("dog")
+    requests = [*_requests("dog", n=2, n_images=2), GenRequest("dog", "gen", 5, "<dog> in snow.", 6, 7)]
+    method.generate(concept, None, requests)
+    want = []
+    for r in requests:
+        seeds = [image_seed(r.seed, r.key, i) for i in range(r.n_images)]
+        size = min(4, r.n_images)
+        for k in range(0, len(seeds), size):
+            chunk = seeds[k:k + size]
+            want.append(chunk + [chunk[-1]] * (size - len(chunk)))
+    assert [s for _, s in calls] == want
+    assert all(len(set(p)) == 1 for p, _ in calls)  # one prompt, one request, per call
 
 
 def test_sd_prompt_names_the_concept_by_its_description(bench):
@@ -257,6 +286,16 @@ def test_generation_bench_prints_the_ratio_and_the_pixel_agreement(capsys, metho
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["batch"] == 2 and result["ratio"] > 0 and result["max_pixel_diff"] <= 2
     assert result["same_pixels"] > 0.99 and result["random_init"] is True
+    assert result["images_per_request"] == 2 and result["fixed_slots_cost"] is None  # one request: nothing to pack
+
+
+def test_generation_bench_prices_the_fixed_slots_against_packed_calls(capsys):
+    from unifybench.bench.generation import main
+
+    assert main(["--method", "sd-prompt", "--model", "tiny", "--batch", "4", "--images-per-prompt", "2",
+                 "--steps", "2"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["images_per_request"] == 2 and result["packed_images_per_s"] > 0 and result["fixed_slots_cost"] > 0
 
 
 def test_files_trained_elsewhere_are_found_per_concept_and_never_lent_to_another(tmp_path):

@@ -8,6 +8,8 @@ import shutil
 import pytest
 import torch
 
+from unifybench.seeding import image_seed
+
 from conftest import only_run_dir, read_results, cli
 
 from unifybench.data import load_benchmark
@@ -170,6 +172,25 @@ def test_answers_and_images_are_batched_and_seeded(trained):
     other_seed = method.generate(concept, state, [GenRequest("dog", "gen", 1, "a <dog> on the beach", 3, 1)])
     assert [im.tobytes() for im in other_seed[0]] != [im.tobytes() for im in alone[0]]
     assert method._gen_prompt(concept, state, "a <dog> in the jungle").startswith("a <token_0>")
+
+
+def test_every_decoding_call_holds_one_request_in_fixed_slots(trained, monkeypatch):
+    """Issue 25: kernels may round a row differently in another slot, so each call is one request's
+    images in index order, padded with its last to the run's one call size."""
+    method, concept, state = trained["method"], trained["concept"], trained["state"]
+    calls = []
+    real = method.backend.generate_codes
+
+    def recording(prompts, seeds, **kw):
+        calls.append(list(seeds))
+        return real(prompts, seeds, **kw)
+
+    monkeypatch.setattr(method.backend, "generate_codes", recording)
+    monkeypatch.setattr(method, "gen_batch", 2)
+    reqs = [GenRequest("dog", "gen", 0, "a <dog> in the jungle", 3, 0), GenRequest("dog", "gen", 1, "a <dog>", 1, 0)]
+    method.generate(concept, state, reqs)
+    s0 = [image_seed(0, reqs[0].key, i) for i in range(3)]
+    assert calls == [s0[:2], [s0[2], s0[2]], [image_seed(0, reqs[1].key, 0)]]
 
 
 def test_kmeans_is_seeded_and_finds_clusters():

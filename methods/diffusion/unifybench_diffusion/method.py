@@ -19,6 +19,7 @@ import torch
 from unifybench import newrows
 from unifybench.data.common import concept_phrase
 from unifybench.errors import BenchError
+from unifybench.kit.batching import call_size, padded_calls
 from unifybench.logs import get_logger
 from unifybench.methods import ConceptLayers, Method, flag_arg, float_arg, int_arg
 from unifybench.records import Concept
@@ -157,23 +158,23 @@ class _DiffusionMethod(ConceptLayers, Method):
 
     def generate(self, concept, state, requests):
         with self.activate(concept, state):
-            flat = [(self._prompt(concept, state, r.prompt), image_seed(r.seed, r.key, i))
-                    for r in requests for i in range(r.n_images)]
-            images = []
-            for i in range(0, len(flat), self.gen_batch):
-                chunk = flat[i:i + self.gen_batch]
-                n = len(chunk)
-                # Always the same batch shape: kernels give a row the same bits whatever the other
-                # rows hold, but not whatever the batch size; the padding images are discarded.
-                chunk = chunk + [chunk[-1]] * (self.gen_batch - n)
-                images += self.host.generate([p for p, _ in chunk], [s for _, s in chunk], steps=self.steps,
-                                             guidance=self.guidance)[:n]
-                self.progress("drawing", i + n, len(flat))
-        out, pos = [], 0
-        for r in requests:
-            out.append(images[pos:pos + r.n_images])
-            pos += r.n_images
+            total, done, out = sum(r.n_images for r in requests), 0, []
+            for r in requests:
+                prompt = self._prompt(concept, state, r.prompt)
+                out.append(self.draw(prompt, [image_seed(r.seed, r.key, i) for i in range(r.n_images)]))
+                done += r.n_images
+                self.progress("drawing", done, total)
         return out
+
+    def draw(self, prompt: str, seeds: list[int], size: int | None = None, **sampling) -> list:
+        """One request's images in calls of their own (:mod:`unifybench.kit.batching`): ``gen_batch``
+        per call, fewer when the request has fewer, so that no image depends on what else is drawn."""
+        images = []
+        for call, n in padded_calls(seeds, size or call_size(self.gen_batch, len(seeds))):
+            images += self.host.generate([prompt] * len(call), call, steps=sampling.get("steps", self.steps),
+                                         guidance=sampling.get("guidance", self.guidance),
+                                         scheduler=sampling.get("scheduler"))[:n]
+        return images
 
 
 class SDPrompt(_DiffusionMethod):
@@ -565,18 +566,21 @@ class DreamBoothLoRA(_DiffusionMethod):
         folder = root / "_class_images" / f"{concept.class_noun.replace(' ', '_')}-{key % 10**8:08d}"
         folder.mkdir(parents=True, exist_ok=True)
         files = [folder / f"{i}.png" for i in range(self.class_images)]
-        missing = [i for i, f in enumerate(files) if not f.is_file()]
-        for k in range(0, len(missing), self.gen_batch):
-            todo = missing[k:k + self.gen_batch]
-            seeds = [image_seed(self.seed, f"class/{prompt}", i) for i in todo]
-            pad = self.gen_batch - len(todo)
-            images = self.host.generate([prompt] * self.gen_batch, seeds + [seeds[-1]] * pad, steps=50,
-                                        guidance=7.5, scheduler=self.host.model_scheduler)[:len(todo)]
-            for i, image in zip(todo, images):
-                tmp = folder / f".{i}.png.tmp"
-                image.save(tmp, format="PNG")
-                os.replace(tmp, files[i])
-            self.progress("class images", k + len(todo), len(missing))
+        seeds = [image_seed(self.seed, f"class/{prompt}", i) for i in range(self.class_images)]
+        # Whole calls of exactly gen_batch, redrawn whole when any image is missing: an image sits in
+        # the same slot of the same call whatever an interrupted run left or how many are asked for.
+        size = self.gen_batch
+        calls = [range(k, min(k + size, self.class_images)) for k in range(0, self.class_images, size)]
+        calls = [c for c in calls if any(not files[i].is_file() for i in c)]
+        for n, call in enumerate(calls, 1):
+            images = self.draw(prompt, [seeds[i] for i in call], size, steps=50, guidance=7.5,
+                               scheduler=self.host.model_scheduler)
+            for i, image in zip(call, images):
+                if not files[i].is_file():
+                    tmp = folder / f".{i}.png.tmp"
+                    image.save(tmp, format="PNG")
+                    os.replace(tmp, files[i])
+            self.progress("class images", n, len(calls))
         return files
 
 

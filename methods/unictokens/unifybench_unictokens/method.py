@@ -10,6 +10,7 @@ import torch
 
 from unifybench import newrows
 from unifybench.errors import BenchError
+from unifybench.kit.batching import call_size, padded_calls
 from unifybench.logs import get_logger
 from unifybench.methods import ConceptLayers, Method, flag_arg, float_arg, int_arg
 from unifybench.records import TASKS, Concept
@@ -41,7 +42,7 @@ _COMMON_ARGS = {
     "guidance": "classifier-free guidance scale for image generation (default 5.0)",
     "temperature": "sampling temperature for image codes (default 1.0)",
     "max_new_tokens": "longest text reply in tokens (default 100 on showo, as the authors' eval; 64 on janus)",
-    "gen_batch": "images decoded together (default: the run's --batch-size)",
+    "gen_batch": "most images of one request drawn in one call (default 32 on CUDA, 4 on CPU)",
     "dtype": "model weights: bfloat16 or float32 (default bfloat16 on CUDA, float32 on CPU)",
 }
 
@@ -119,7 +120,7 @@ class _UnifiedMethod(ConceptLayers, Method):
         self.guidance = float_arg(self.args, "guidance", 5.0)
         self.temperature = float_arg(self.args, "temperature", 1.0)
         self.max_new_tokens = int_arg(self.args, "max_new_tokens", default_reply) or 1
-        self.gen_batch = int_arg(self.args, "gen_batch", None) or self.batch_size
+        self.gen_batch = int_arg(self.args, "gen_batch", None) or (32 if str(self.device).startswith("cuda") else 4)
         if self.args.get("dtype", "bfloat16") not in ("bfloat16", "float32"):
             raise BenchError(f"expected bfloat16 or float32, got {self.args['dtype']!r}", where="--method-arg dtype")
         self._backend = None
@@ -170,23 +171,18 @@ class _UnifiedMethod(ConceptLayers, Method):
         return replies
 
     def _generate(self, concept, state, requests):
-        flat = [(self._gen_prompt(concept, state, r.prompt), image_seed(r.seed, r.key, i))
-                for r in requests for i in range(r.n_images)]
-        images = []
-        for i in range(0, len(flat), self.gen_batch):
-            chunk = flat[i:i + self.gen_batch]
-            n = len(chunk)
-            if getattr(self.backend, "compile_decode", False) and n < self.gen_batch:
-                # Compiled decoding: keep the batch shape fixed (a new shape costs a recompilation);
-                # the padding rows are discarded, and no image depends on what it is batched with.
-                chunk = chunk + [chunk[-1]] * (self.gen_batch - n)
-            out = self.backend.generate_codes([p for p, _ in chunk], [s for _, s in chunk],
-                                              guidance=self.guidance, temperature=self.temperature)
-            images.extend(self.backend.decode_codes(out.codes[:n]))
-        result, pos = [], 0
+        # One request's images per call, padded to one shape (kit.batching): no image depends on
+        # the requests it is asked with, and a compiled decoding step sees a single batch shape.
+        result = []
         for r in requests:
-            result.append(images[pos:pos + r.n_images])
-            pos += r.n_images
+            prompt = self._gen_prompt(concept, state, r.prompt)
+            seeds = [image_seed(r.seed, r.key, i) for i in range(r.n_images)]
+            images = []
+            for call, n in padded_calls(seeds, call_size(self.gen_batch, len(seeds))):
+                out = self.backend.generate_codes([prompt] * len(call), call, guidance=self.guidance,
+                                                  temperature=self.temperature)
+                images.extend(self.backend.decode_codes(out.codes[:n]))
+            result.append(images)
         return result
 
 

@@ -1,0 +1,1 @@
+"""What every method adapter needs, in one public place (see docs/writing-a-method.md)."""
