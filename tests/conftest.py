@@ -1,19 +1,18 @@
-"""Shared test helpers: the real command line in a subprocess, and plugin packages made on the fly."""
+"""Shared test helpers: the real command line in a subprocess (in-process: unifybench.testing.cli), and
+plugin packages made on the fly."""
 from __future__ import annotations
 
-import contextlib
-import io
-import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from unifybench.testing import Ran, cli, only_run_dir, read_results  # noqa: F401 - the tests' helpers
 
 # Tests never download: tiny random-init models are built from configs in code.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -39,41 +38,6 @@ def run_cli(*args: str, pythonpath: list[Path] | None = None, cwd: Path | None =
     """Run `python -m unifybench ARGS` as a user would, capturing its output."""
     return subprocess.run([sys.executable, "-m", "unifybench", *args], capture_output=True, text=True,
                           env=cli_env(pythonpath), cwd=cwd or REPO, timeout=timeout)
-
-
-@dataclass
-class Ran:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-def cli(*args: str, pythonpath: list[Path] | None = None, cwd: Path | None = None) -> Ran:
-    """`unifybench ARGS` in this process: the same code path as the console script (``cli.main``),
-    without paying torch's import for every call. Use :func:`run_cli` where a run must be killed or
-    needs an environment of its own."""
-    from unifybench.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    saved_path, saved_cwd, saved_modules = list(sys.path), os.getcwd(), set(sys.modules)
-    roots = [str(Path(p).resolve()) for p in pythonpath or []]
-    try:
-        sys.path[:0] = roots
-        if cwd is not None:
-            os.chdir(cwd)
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                code = main(list(args))
-            except SystemExit as exc:  # argparse's own errors
-                code = exc.code if isinstance(exc.code, int) else 2
-    finally:
-        sys.path[:] = saved_path
-        os.chdir(saved_cwd)
-        for name in set(sys.modules) - saved_modules:  # plugins of this call: the next may reuse a name
-            file = getattr(sys.modules[name], "__file__", None) or ""
-            if any(file.startswith(root) for root in roots):
-                del sys.modules[name]
-    return Ran(code, out.getvalue(), err.getvalue())
 
 
 def make_plugin(root: Path, dist_name: str, module_name: str, source: str, methods: dict[str, str]) -> Path:
@@ -107,16 +71,6 @@ def kill_once(command: list[str], env: dict, folder: Path, pattern: str, timeout
         os.killpg(proc.pid, signal.SIGKILL)
     finally:
         proc.wait()
-
-
-def read_results(run_dir: Path) -> dict:
-    return json.loads((run_dir / "results.json").read_text())
-
-
-def only_run_dir(out: Path) -> Path:
-    dirs = [p for p in out.iterdir() if p.is_dir()]
-    assert len(dirs) == 1, dirs
-    return dirs[0]
 
 
 @pytest.fixture

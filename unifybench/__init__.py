@@ -11,10 +11,12 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 
-def evaluate(method: str, *, bench: str = "mini", tasks=None, concepts=None, out="runs", seed: int = 0,
+def evaluate(method, *, bench: str = "mini", tasks=None, concepts=None, out="runs", seed: int = 0,
              method_args: dict | None = None, judge=None, verbose: bool = False, **options) -> dict:
     """Personalize, predict and score ``method`` as ``unifybench run`` does, and return the run's
-    ``results.json`` as a dict, with ``run_dir`` (the run directory's path) added.
+    ``results.json`` as a dict, with ``run_dir`` (the run directory's path) added. ``method`` is a
+    registered name or a :class:`unifybench.methods.Method` subclass (no install needed: how a
+    plugin is tested before it is packaged).
 
     ``tasks`` and ``concepts`` are lists (default: all); ``method_args`` the ``--method-arg`` pairs;
     ``judge`` a spec such as ``"openai:gpt-4o"`` or a :class:`unifybench.scoring.judges.JudgeConfig`;
@@ -30,14 +32,19 @@ def evaluate(method: str, *, bench: str = "mini", tasks=None, concepts=None, out
 
     known = {f.name for f in fields(RunSpec)} - {"method", "bench", "tasks", "concepts", "seed", "method_args",
                                                  "judge"}
+    method_class = method if isinstance(method, type) else None
+    if method_class is None and not isinstance(method, str):
+        raise BenchError(f"expected a method name or a Method subclass, got {type(method).__name__}",
+                         where="unifybench.evaluate")
     unknown = sorted(set(options) - known)
     if unknown:
         raise BenchError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}",
                          where="unifybench.evaluate")
-    spec = RunSpec(method=method, bench=str(bench), seed=seed, concepts=list(concepts) if concepts else None,
+    spec = RunSpec(method=getattr(method, "name", "") if method_class else method, bench=str(bench), seed=seed,
+                   concepts=list(concepts) if concepts else None,
                    method_args={str(k): str(v) for k, v in (method_args or {}).items()},
                    judge=JudgeConfig(spec=judge, seed=seed) if isinstance(judge, str) else judge, **options)
     if tasks is not None:
         spec.tasks = list(tasks)
-    outcome = run(spec, out, verbose=verbose)
+    outcome = run(spec, out, verbose=verbose, method_class=method_class)
     return {**outcome.results, "run_dir": str(outcome.run_dir)}

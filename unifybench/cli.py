@@ -143,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="at most N items and prompts per concept and task (a partial run; default: all)")
     run.add_argument("--method-arg", action="append", default=[], metavar="KEY=VALUE",
                      help="an argument of the method (repeatable; `unifybench methods` lists them)")
+    run.add_argument("--resume-changed-code", action="store_true",
+                     help="add predictions to a run directory although the method's code changed since its "
+                          "predictions were made (refused otherwise; recorded in run.json)")
     run.add_argument("--json", action="store_true", help="print results.json instead of a table")
     _verbosity(run)
     judge = run.add_argument_group("judge (open answers and attribute-reasoning images; see README 'Judges')")
@@ -162,7 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     judge.add_argument("--judge-cache", default=None,
                        help="SQLite file of judge replies (default: judge_cache.sqlite in the run directory)")
 
-    command("methods", "list the registered methods, their tasks and their --method-arg arguments")
+    methods = command("methods", "list the registered methods, their tasks and their --method-arg arguments "
+                                 "(type, default, range, help)")
+    methods.add_argument("name", nargs="?", default=None, help="one method (default: every one)")
 
     score = command("score-images", "score a folder of generated images against reference photos "
                                     "(CLIP-I, CLIP-T, DINO; no method or benchmark)")
@@ -246,35 +251,70 @@ def cmd_data_check(args) -> int:
     return 0
 
 
+def argument_table(name: str, cls):
+    """A method's ``--method-arg`` arguments as one rich table: key, type, default, help (with the
+    accepted range), all read from its one declaration (kit.args.Arg)."""
+    from rich.table import Table
+
+    from .kit.args import declared
+
+    table = Table(title=f"{name}: --method-arg KEY=VALUE", title_justify="left", box=None, padding=(0, 2))
+    for column in ("key", "type", "default", "what"):
+        table.add_column(column, no_wrap=column == "key", style="bold" if column == "key" else None)
+    for key, arg in declared(cls.arguments).items():
+        accepted = arg.range_text()
+        table.add_row(key, arg.type_name, arg.default_text(), arg.help + (f" ({accepted})" if accepted else ""))
+    return table
+
+
 def cmd_methods(args) -> int:
     from rich.table import Table
 
-    from .methods import load_method_class, registered_methods
+    from .methods import providers, resolve_method
 
     console = _console()
+    found = providers()
+    if args.name is not None and args.name not in found:
+        resolve_method(args.name)  # the unknown-method line, with every known name
     overview = Table(title="methods")
-    for column in ("name", "tasks", "source"):
+    for column in ("name", "tasks", "provided by"):
         overview.add_column(column)
-    arguments: list[tuple[str, dict[str, str]]] = []
-    for name, target in registered_methods().items():
+    described = []
+    for name in ([args.name] if args.name else found):
         try:
-            cls = load_method_class(name)
+            cls, provider = resolve_method(name)
         except BenchError as exc:
-            overview.add_row(name, f"cannot load: {exc.message}", target, style="red")
+            overview.add_row(name, f"cannot load: {exc.message}", found[name][0].target, style="red")
             continue
-        overview.add_row(name, ", ".join(t for t in TASKS if t in cls.tasks), target)
+        overview.add_row(name, ", ".join(t for t in TASKS if t in cls.tasks),
+                         f"{provider.distribution or '?'} {provider.version or ''} ({provider.target})")
         if cls.arguments:
-            arguments.append((name, cls.arguments))
+            described.append((name, cls))
     console.print(overview)
-    for name, args_of in arguments:
-        table = Table(title=f"{name}: --method-arg KEY=VALUE", title_justify="left", show_header=False,
-                      box=None, padding=(0, 2))
-        table.add_column("key", no_wrap=True, style="bold")
-        table.add_column("what")
-        for key, text in args_of.items():
-            table.add_row(key, text)
-        console.print(table)
+    for name, cls in described:
+        console.print(argument_table(name, cls))
     return 0
+
+
+def _method_help(argv: list[str]) -> str | None:
+    """``unifybench run --method M --help``: M's arguments after the options, or None."""
+    if not argv or argv[0] != "run" or not ({"-h", "--help"} & set(argv)):
+        return None
+    name = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--method"), None)
+    name = name or next((a.split("=", 1)[1] for a in argv if a.startswith("--method=")), None)
+    if name is None:
+        return None
+    from .methods import resolve_method
+
+    try:
+        cls, _ = resolve_method(name)
+    except BenchError as exc:
+        return exc.one_line()
+    out = io.StringIO()
+    from rich.console import Console
+
+    Console(file=out, width=120, highlight=False).print(argument_table(name, cls))
+    return out.getvalue()
 
 
 def cmd_run(args) -> int:
@@ -296,6 +336,7 @@ def cmd_run(args) -> int:
         limit=args.limit,
         method_args=_parse_method_args(args.method_arg),
         judge=_judge_config(args),
+        resume_changed_code=args.resume_changed_code,
     )
     outcome = run(spec, args.out, console=_console(stderr=args.json, quiet=args.quiet), verbose=args.verbose)
     if args.json:
@@ -344,7 +385,7 @@ def write_output(path: Path, text: str) -> None:
 def cmd_score_images(args) -> int:
     from .scoring.fidelity import score_folders
 
-    from .runner import progress_bars
+    from .progress import progress_bars
 
     with progress_bars(_console(stderr=True, quiet=args.quiet)) as progress:
         bar = progress.add_task("scoring images", total=None)
@@ -405,6 +446,9 @@ COMMANDS = {"run": cmd_run, "methods": cmd_methods, "data": cmd_data_check, "lea
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    method_help = _method_help(sys.argv[1:] if argv is None else list(argv))
+    if method_help:
+        parser._subparsers._group_actions[0].choices["run"].epilog = method_help
     try:
         args = parser.parse_args(argv)
     except BenchError as exc:  # raised by argument type converters

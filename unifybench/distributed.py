@@ -171,6 +171,31 @@ def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"
 
 
+def begin(rank: Rank, problem: BaseException | None, run_dir: Path | None) -> "Attempt | SoloAttempt":
+    """Where a rank's launch starts, once its checks ran (``problem``: what stopped it, or None): a
+    plain run (one rank) has no one to meet; a rank of a launch meets the others (:func:`rendezvous`)."""
+    if not rank.active:
+        if problem is not None:
+            raise problem
+        return SoloAttempt()
+    return Attempt(run_dir, rendezvous(rank, problem), rank)
+
+
+class SoloAttempt:
+    """A plain run: the one-rank case, with no other rank to wait for, fail with or hear from."""
+
+    def close(self) -> None: ...
+    def done(self, concepts: list[str]) -> None: ...
+    def failed(self, line: str) -> None: ...
+    def stop_if_another_failed(self) -> None: ...
+    def wait_for_all(self, poll_s: float = 1.0, on_wait=None) -> None: ...
+
+    def save_method_details(self, details: dict) -> None: ...
+
+    def method_details(self, earlier: bool) -> dict | None:
+        return None
+
+
 class Attempt:
     """The completion files of one launch of the ranks in a run directory, and this rank's heartbeat."""
 
@@ -206,6 +231,19 @@ class Attempt:
 
     def failed(self, line: str) -> None:
         _write(self.folder / f"failed.{self.rank.rank}.txt", line + "\n")
+
+    def save_method_details(self, details: dict) -> None:
+        """A rank other than 0 hands rank 0 the method's description (run.json's method_details)."""
+        _write(self.folder / f"method.{self.rank.rank}.json", json.dumps(details))
+
+    def method_details(self, earlier: bool) -> dict | None:
+        """The description a rank saved in this launch (the lowest rank's), or with ``earlier`` the
+        newest of an earlier launch in the same run directory; None when there is none."""
+        this_launch = sorted(self.folder.glob("method.*.json"), key=lambda path: int(path.name.split(".")[1]))
+        found = this_launch[:1]
+        if not found and earlier:
+            found = sorted(self.folder.parent.glob("*/method.*.json"), key=lambda path: path.stat().st_mtime)[-1:]
+        return json.loads(found[0].read_text(encoding="utf-8")) if found else None
 
     # ------------------------------------------------------------------ the others
     def first_failure(self) -> tuple[int, str] | None:

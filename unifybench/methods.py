@@ -1,24 +1,28 @@
-"""The Method interface, the registry and the built-in reference methods.
+"""The Method interface and the registry.
 
 A method personalizes on one concept's training data, answers batches of questions and draws
 batches of prompts. It sees requests only, never a ground-truth answer. Methods register under the
-entry-point group ``unifybench.methods`` as lazy ``module:Class`` targets, imported only when selected.
+entry-point group ``unifybench.methods`` as lazy ``module:Class`` targets, imported only when
+selected; the built-in reference rows live in :mod:`unifybench.builtin_methods` and are registered
+the same way. docs/writing-a-method.md is the guide.
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
-import random
 import re
+import sys
 from dataclasses import dataclass
 from importlib import import_module
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, ClassVar, ContextManager, Sequence
+from typing import Any, ClassVar, ContextManager, Mapping, Sequence
 
 from PIL import Image
 
 from .errors import BenchError
+from .kit.args import Arg, Arguments, parse_arguments
 from .records import TASKS, Concept
 
 ENTRY_POINT_GROUP = "unifybench.methods"
@@ -60,66 +64,85 @@ GeneratedImage = Image.Image | Path
 
 
 class Method:
-    """Base class of every method adapter.
+    """Base class of every method adapter (docs/writing-a-method.md is the guide).
 
-    Subclasses set ``name``, ``tasks`` and ``arguments`` (the ``--method-arg`` keys they accept,
-    with a one-line help each) and override what their tasks need.
+    A subclass sets ``name``, ``tasks`` and ``arguments`` (``{key: Arg(...)}``, see
+    :mod:`unifybench.kit.args`), and overrides what its tasks need. The runner owns the lifecycle:
+    for each concept it calls :meth:`personalize` once (or :meth:`load_state` when a previous run
+    finished it), enters :meth:`activate`, then asks :meth:`answer` and :meth:`generate` in batches.
+    A method never calls its own lifecycle steps.
     """
 
     name: ClassVar[str] = ""
     tasks: ClassVar[frozenset[str]] = frozenset()
-    arguments: ClassVar[dict[str, str]] = {}
-    needs_personalization: ClassVar[bool] = False
+    arguments: ClassVar[dict[str, Arg]] = {}
 
-    def __init__(self, args: dict[str, str] | None = None, *, seed: int = 0, device: str = "cpu",
+    def __init__(self, args: Mapping[str, str] | Arguments | None = None, *, seed: int = 0, device: str = "cpu",
                  batch_size: int = 8):
-        args = dict(args or {})
-        self.check_argument_names(args)
-        self.args = args
+        parsed = args if isinstance(args, Arguments) else type(self).parse_arguments(args or {})
+        self.args: Arguments = parsed
+        if cls_is_legacy(type(self)):  # help strings, the form before Arg: the given strings, as then
+            self.args = {k: parsed[k] for k in parsed.given}  # type: ignore[assignment]
         self.seed = seed
         self.device = device
         self.batch_size = batch_size
 
+    # ------------------------------------------------------------------ checks before anything is made
     @classmethod
-    def check_argument_names(cls, args: dict[str, str]) -> None:
-        unknown = sorted(set(args) - set(cls.arguments))
-        if unknown:
-            accepted = ", ".join(sorted(cls.arguments)) or "none"
-            raise BenchError(f"unknown argument(s) {', '.join(unknown)}; accepted: {accepted}",
-                             where=f"method {cls.name}")
+    def parse_arguments(cls, raw: Mapping[str, str]) -> Arguments:
+        """The ``--method-arg`` strings parsed against :attr:`arguments`, then :meth:`check_arguments`."""
+        args = parse_arguments(cls.arguments, raw, cls.name)
+        cls.check_arguments(args)
+        return args
 
     @classmethod
-    def validate_arguments(cls, args: dict[str, str]) -> None:
-        """Refuse bad ``--method-arg`` values before anything is made; must be cheap (load nothing).
-        The default checks the names; an adapter that parses values overrides it."""
-        cls.check_argument_names(args)
+    def check_arguments(cls, args: Arguments) -> None:
+        """Rules between arguments (``epoch`` needs ``checkpoint``): raise a BenchError naming the
+        argument. Cheap: load nothing."""
 
     @classmethod
-    def check_concepts(cls, args: dict[str, str], concepts: Sequence[Concept]) -> None:
-        """Refuse, before anything is made, concepts this method cannot run on with these arguments
-        (a BenchError naming the concept); cheap, like :meth:`validate_arguments`. Default: any."""
+    def check_run(cls, args: Arguments, concepts: Sequence[Concept], tasks: Sequence[str]) -> None:
+        """Refuse concepts or tasks this method cannot run with these arguments (a BenchError naming
+        them); cheap. Called before the run directory is made."""
 
+    @classmethod
+    def check_available(cls, args: Arguments) -> None:
+        """Refuse, in seconds, a run whose model cannot be loaded here (``kit.models.check_available``).
+        Called before the run directory is made; may look in the cache or ask the hub, never load."""
+
+    @classmethod
+    def personalizes(cls) -> bool:
+        """Whether the runner personalizes each concept: the method overrides :meth:`personalize`."""
+        return cls.personalize is not Method.personalize
+
+    # ------------------------------------------------------------------ the lifecycle
     def progress(self, what: str, done: int, total: int) -> None:
         """Called by a method while it personalizes (``"stage 2 epoch 3/20"``, 23, 61): the runner
         replaces it with one that moves the terminal's progress bar. Default: nothing."""
 
     def describe(self) -> dict[str, Any]:
-        """What made this method's predictions (checkpoints, dtypes), recorded in run.json."""
+        """What made this method's predictions (checkpoints, dtypes, what an Auto default chose),
+        recorded in run.json's ``method_details``."""
         return {}
 
     def personalize(self, concept: Concept, state_dir: Path) -> Any:
-        """Learn the concept from its training data, saving what is needed to ``state_dir``."""
+        """Learn the concept, saving what :meth:`load_state` needs into ``state_dir``; return the
+        state :meth:`activate`, :meth:`answer` and :meth:`generate` receive. The runner calls it
+        once per concept; when a run was interrupted inside it, it is called again on the same
+        ``state_dir``, and may continue from what it saved there (epochs done). Overriding it is
+        what makes a method personalized; override :meth:`load_state` with it."""
         return None
 
     def load_state(self, concept: Concept, state_dir: Path) -> Any:
-        """Reload what :meth:`personalize` saved for this concept."""
+        """The state of a concept that :meth:`personalize` finished in an earlier run, from ``state_dir``."""
         return None
 
     def activate(self, concept: Concept, state: Any) -> ContextManager:
         """A context in which ``concept`` is the one the method answers and draws: what it learned
         (new tokens, adapters) exists inside and nowhere else. The runner predicts each concept
         inside its own ``activate``; on leaving it the method must be as it was before, so that a
-        concept's predictions never depend on which concepts came before it."""
+        concept's predictions never depend on which concepts came before it. :class:`ConceptLayers`
+        gives the guard every adapter with layers needs."""
         return contextlib.nullcontext()
 
     def isolation_fingerprint(self) -> str | None:
@@ -136,26 +159,48 @@ class Method:
         """``n_images`` images (PIL images or existing files) per request; ``None`` if it has none."""
         raise NotImplementedError
 
+    # ------------------------------------------------------------------ speed hooks (optional)
+    # ``python -m unifybench.bench generation|personalize --method NAME`` runs any method that offers them.
+    @classmethod
+    def bench_arguments(cls, device_type: str, given: Mapping[str, str]) -> dict[str, str]:
+        """``--method-arg`` defaults of the speed benchmarks on ``device_type`` ("cpu", "cuda"), given
+        what the user set (``given``): e.g. a tiny model on the CPU, full-size random weights on CUDA."""
+        return {}
+
+    def bench_generation(self, options) -> dict | None:
+        """``python -m unifybench.bench generation``: time the method's generation against a baseline
+        on the same weights, in this process (``unifybench.bench.common.timed``), and return a JSON-able
+        dict: ``baseline``, ``ours``, their throughputs, ``ratio``, and ``ok`` (False when the two
+        disagree). ``options``: the benchmark's parsed options (``batch``, ``steps``, ``repeats``, ...)."""
+        raise NotImplementedError
+
+    def bench_personalize_costs(self, state_dir: Path) -> dict:
+        """``python -m unifybench.bench personalize``: per stage, what the finished personalization in
+        ``state_dir`` recorded (steps, seconds, first and last loss). Default: nothing beyond the total."""
+        return {}
+
 
 # ----------------------------------------------------------------------------- registry
 
 BUILTIN_METHODS: dict[str, str] = {
-    "real-images": "unifybench.methods:RealImages",
-    "always-yes": "unifybench.methods:AlwaysYes",
-    "random-answer": "unifybench.methods:RandomAnswer",
-    "precomputed": "unifybench.methods:Precomputed",
+    "real-images": "unifybench.builtin_methods:RealImages",
+    "always-yes": "unifybench.builtin_methods:AlwaysYes",
+    "random-answer": "unifybench.builtin_methods:RandomAnswer",
+    "precomputed": "unifybench.builtin_methods:Precomputed",
 }
 
 
-# ----------------------------------------------------------------------------- --method-arg values
-# One parser per kind, so that every adapter says the same thing about the same mistake.
+def cls_is_legacy(cls) -> bool:
+    """A method whose ``arguments`` are plain help strings (declared before typed ``Arg``s)."""
+    return bool(cls.arguments) and all(isinstance(v, str) for v in cls.arguments.values())
 
 
 class ConceptLayers:
     """``activate`` for adapters whose concept adds something to a shared base model (token rows,
-    LoRA layers): :meth:`concept_layers` is entered once per concept, and a nested ``activate`` of
-    the same concept (``generate`` inside the runner's block) adds nothing twice. Mix in before
-    :class:`Method`."""
+    LoRA layers): :meth:`concept_layers` is entered once per concept, by the runner. Activating a
+    second concept inside the first, or predicting outside any activation (:meth:`require_active`),
+    is a programming error and raises, so a forgotten step cannot silently predict with the base
+    model. Mix in before :class:`Method`."""
 
     _active_concept: str | None = None
 
@@ -164,11 +209,9 @@ class ConceptLayers:
 
     @contextlib.contextmanager
     def activate(self, concept, state):
-        if self._active_concept == concept.name:  # already active (the harness activated it)
-            yield
-            return
         if self._active_concept is not None:
-            raise RuntimeError(f"concept {self._active_concept} is still active while {concept.name} is activated")
+            raise RuntimeError(f"{concept.name} activated while {self._active_concept} is still active: the runner "
+                               f"enters activate once per concept, a method never does")
         with self.concept_layers(concept, state):
             self._active_concept = concept.name
             try:
@@ -176,234 +219,150 @@ class ConceptLayers:
             finally:
                 self._active_concept = None
 
-
-def float_arg(args: dict, key: str, default: float) -> float:
-    try:
-        return float(args.get(key, default))
-    except ValueError as exc:
-        raise BenchError(f"expected a number, got {args[key]!r}", where=f"--method-arg {key}") from exc
-
-
-def int_arg(args: dict, key: str, default: int | None) -> int | None:
-    """A count: an integer >= 0."""
-    if key not in args:
-        return default
-    try:
-        value = int(args[key])
-    except ValueError as exc:
-        raise BenchError(f"expected an integer, got {args[key]!r}", where=f"--method-arg {key}") from exc
-    if value < 0:
-        raise BenchError(f"must be >= 0, got {value}", where=f"--method-arg {key}")
-    return value
+    def require_active(self, concept: Concept) -> None:
+        """Call first in ``answer`` and ``generate``."""
+        if self._active_concept != concept.name:
+            raise RuntimeError(f"{type(self).__name__} asked about {concept.name} outside activate({concept.name}); "
+                               f"predict inside `with method.activate(concept, state):` (unifybench.testing.predict)")
 
 
-def flag_arg(args: dict, key: str, default: bool) -> bool:
-    value = str(args.get(key, default)).strip().lower()
-    if value not in ("true", "false", "1", "0", "yes", "no"):
-        raise BenchError(f"expected true or false, got {args[key]!r}", where=f"--method-arg {key}")
-    return value in ("true", "1", "yes")
+@dataclass(frozen=True)
+class Provider:
+    """Who provides a method: the ``module:Class`` target and the distribution (pip package) that
+    registered it, with its version; recorded in run.json."""
+
+    target: str
+    distribution: str | None
+    version: str | None
+
+    def as_dict(self) -> dict:
+        return {"target": self.target, "distribution": self.distribution, "version": self.version}
+
+
+def _norm(dist: str | None) -> str:
+    return re.sub(r"[-_.]+", "-", (dist or "").lower())
+
+
+def providers() -> dict[str, list[Provider]]:
+    """Every method name and who registers it: the built-ins (this package), then each installed
+    distribution's ``unifybench.methods`` entry points. One distribution found twice on the path
+    counts once; two distributions under one name are both listed (and refused when selected)."""
+    from . import __version__
+
+    found = {name: [Provider(target, "unifybench", __version__)] for name, target in BUILTIN_METHODS.items()}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        dist = getattr(ep, "dist", None)
+        provider = Provider(ep.value, dist.name if dist else None, dist.version if dist else None)
+        known = found.setdefault(ep.name, [])
+        if not any(_norm(p.distribution) == _norm(provider.distribution) for p in known):
+            known.append(provider)
+    return found
 
 
 def registered_methods() -> dict[str, str]:
     """Method name -> ``module:Class`` target, built-ins first, then installed plugins."""
-    targets = dict(BUILTIN_METHODS)
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        targets.setdefault(ep.name, ep.value)
-    return targets
+    return {name: found[0].target for name, found in providers().items()}
 
 
 def load_method_class(name: str) -> type[Method]:
-    targets = registered_methods()
-    if name not in targets:
-        raise BenchError(f"unknown method {name!r}; known: {', '.join(sorted(targets))}",
-                         where="--method")
-    target = targets[name]
-    module_name, _, attr = target.partition(":")
+    cls, _ = resolve_method(name)
+    return cls
+
+
+def resolve_method(method: "str | type[Method]") -> tuple[type[Method], Provider]:
+    """The class of a registered method name (or a Method subclass given as is, as
+    ``unifybench.evaluate`` and the test kit take it) and who provides it; bad ones are one line."""
+    if isinstance(method, type):
+        provider = Provider(f"{method.__module__}:{method.__qualname__}", *_distribution_of(method.__module__))
+        return _checked(method, method.__qualname__, provider.target), provider
+    found = providers()
+    if method not in found:
+        raise BenchError(f"unknown method {method!r}; known: {', '.join(sorted(found))}", where="--method")
+    if len(found[method]) > 1:
+        who = " and ".join(f"{p.distribution or 'an unnamed distribution'} ({p.target})" for p in found[method])
+        raise BenchError(f"registered twice, by {who}; uninstall one of them", where=f"method {method}")
+    provider = found[method][0]
+    module_name, _, attr = provider.target.partition(":")
     try:
         obj = import_module(module_name)
         for part in attr.split("."):
             obj = getattr(obj, part)
     except (ImportError, AttributeError) as exc:
-        raise BenchError(f"cannot import {target} ({exc})", where=f"method {name}") from exc
+        raise BenchError(f"cannot import {provider.target} ({exc})", where=f"method {method}") from exc
+    return _checked(obj, method, provider.target), provider
+
+
+def _checked(obj, name: str, target: str) -> type[Method]:
+    where = f"method {name}"
     if not (isinstance(obj, type) and issubclass(obj, Method)):
-        raise BenchError(f"{target} is not a unifybench Method subclass", where=f"method {name}")
+        raise BenchError(f"{target} is not a unifybench Method subclass", where=where)
+    if not obj.name:
+        raise BenchError(f"{target} has no name (set the class attribute name)", where=where)
     unknown = set(obj.tasks) - set(TASKS)
     if unknown:
-        raise BenchError(f"declares unknown tasks {sorted(unknown)}", where=f"method {name}")
+        raise BenchError(f"declares unknown tasks {sorted(unknown)}", where=where)
+    overrides = {step: getattr(obj, step) is not getattr(Method, step) for step in ("personalize", "load_state")}
+    if overrides["personalize"] != overrides["load_state"]:
+        has, lacks = ("personalize", "load_state") if overrides["personalize"] else ("load_state", "personalize")
+        raise BenchError(f"{target} overrides {has} but not {lacks}: a personalized method needs both (a resumed "
+                         f"run reloads what personalize saved)", where=where)
+    declared_flag = getattr(obj, "needs_personalization", None)
+    if declared_flag is not None and bool(declared_flag) != obj.personalizes():
+        raise BenchError(f"{target} says needs_personalization = {declared_flag} but "
+                         f"{'overrides' if obj.personalizes() else 'does not override'} personalize; the runner "
+                         f"personalizes exactly the methods that override it: remove needs_personalization",
+                         where=where)
     return obj
 
 
-# ----------------------------------------------------------------------------- built-ins
+def _distribution_of(module: str) -> tuple[str | None, str | None]:
+    from importlib.metadata import packages_distributions, version
+
+    names = packages_distributions().get(module.split(".")[0]) or []
+    if not names:
+        return None, None
+    try:
+        return names[0], version(names[0])
+    except Exception:  # noqa: BLE001 - metadata without a version
+        return names[0], None
 
 
-def _request_rng(seed: int, request: AnswerRequest | GenRequest) -> random.Random:
-    """A generator that depends only on the seed and the request, so resumed runs agree."""
-    return random.Random(f"{seed}/{request.key}")
+def method_code(cls: type) -> dict:
+    """A content hash of the method's source: every ``.py`` file of the top-level package that
+    defines it (an adapter package folder), or its module's file alone when that module is a single
+    file or part of ``unifybench`` itself (the built-ins). Recorded in run.json; a resume into a run
+    directory made by other code is refused (``--resume-changed-code`` overrides)."""
+    module = sys.modules.get(cls.__module__)
+    top_name = cls.__module__.split(".")[0]
+    top = sys.modules.get(top_name)
+    if top is not None and hasattr(top, "__path__") and top_name != "unifybench":
+        roots = [Path(p) for p in top.__path__]
+        files = sorted({f for root in roots for f in root.rglob("*.py") if "__pycache__" not in f.parts})
+        base = roots[0]
+        package = top_name
+    else:
+        file = getattr(module, "__file__", None)
+        if not file:
+            return {"package": cls.__module__, "sha256": None, "files": {}}
+        files, base, package = [Path(file)], Path(file).parent, cls.__module__
+    per_file = {}
+    for f in files:
+        try:
+            rel = f.relative_to(base).as_posix()
+        except ValueError:
+            rel = f.as_posix()
+        per_file[rel] = hashlib.sha256(f.read_bytes()).hexdigest()[:16]
+    total = hashlib.sha256(json.dumps(per_file, sort_keys=True).encode()).hexdigest()[:16]
+    return {"package": package, "sha256": total, "files": per_file}
 
 
-class RealImages(Method):
-    """DreamBooth's upper-bound row: 'generates' held-out real photos of the concept."""
-
-    name = "real-images"
-    tasks = frozenset({"gen"})
-
-    def generate(self, concept, state, requests):
-        photos = concept.heldout_images
-        if not photos:
-            raise BenchError("concept has no real photos to return", where=f"concept {concept.name}")
-        out = []
-        for req in requests:
-            # Start each prompt at a different photo so every held-out photo is used evenly.
-            start = req.index * req.n_images
-            out.append([photos[(start + i) % len(photos)] for i in range(req.n_images)])
-        return out
+def code_changes(recorded: dict, current: dict) -> str:
+    """What differs between two :func:`method_code` records, for a one-line message."""
+    old, new = recorded.get("files") or {}, current.get("files") or {}
+    changed = sorted(f for f in old.keys() & new.keys() if old[f] != new[f])
+    added, removed = sorted(new.keys() - old.keys()), sorted(old.keys() - new.keys())
+    parts = [f"{label} {', '.join(names[:4])}{' ...' if len(names) > 4 else ''}"
+             for label, names in (("changed", changed), ("added", added), ("removed", removed)) if names]
+    return "; ".join(parts) or f"sha256 {recorded.get('sha256')} -> {current.get('sha256')}"
 
 
-class AlwaysYes(Method):
-    """The floor for recognition's negatives: replies "Yes." to everything."""
-
-    name = "always-yes"
-    tasks = frozenset({"rec", "vqa", "text_only", "choice"})
-
-    def answer(self, concept, state, requests):
-        return ["Yes." for _ in requests]
-
-
-class RandomAnswer(Method):
-    """The chance floor: a seeded coin for yes/no, a seeded option letter, shuffled words otherwise."""
-
-    name = "random-answer"
-    tasks = frozenset({"rec", "vqa", "text_only", "choice"})
-
-    def answer(self, concept, state, requests):
-        replies = []
-        for req in requests:
-            rng = _request_rng(self.seed, req)
-            if req.task == "rec":
-                replies.append(rng.choice(["Yes.", "No."]))
-            elif req.task == "choice":
-                letters = [letter for letter, _ in req.options] or ["A", "B", "C", "D"]
-                replies.append(rng.choice(letters))
-            else:
-                words = req.question.split()
-                rng.shuffle(words)
-                replies.append(" ".join(words))
-        return replies
-
-
-def normalized_name(text: str) -> str:
-    """Lower-case letters and digits only: how folder names are matched to prompts."""
-    return re.sub(r"[^a-z0-9]+", "", text.lower())
-
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
-# Placeholders other codebases write where the concept goes: DreamBooth's and UniCTokens' "sks".
-CONCEPT_PLACEHOLDERS = ("<sks>", "sks")
-
-
-def folder_key(name: str, token: str) -> str:
-    """A folder name as it is compared with prompts: a run of learned tokens written before the
-    concept's token (``<token_0>…<token_23> <bo>``) stands for the token alone; then letters and
-    digits only."""
-    collapsed = re.sub(r"(?:<[^<>\s]+>\s*)+?" + re.escape(token), token, name) if token else name
-    return normalized_name(collapsed)
-
-
-def prompt_keys(prompt: str, concept: Concept, index: int) -> set[str]:
-    """Every folder key a prompt may be saved under: the concept named by its token, its bare name or
-    a placeholder (``a <sks> in the jungle``, the reference's layout), with or without a run's
-    ``NNN_`` index prefix."""
-    names = {concept.token, concept.name, *CONCEPT_PLACEHOLDERS}
-    keys = {normalized_name(prompt.replace(concept.token, n)) for n in names} if concept.token in prompt \
-        else {normalized_name(prompt)}
-    return keys | {f"{index:03d}{k}" for k in keys}
-
-
-class Precomputed(Method):
-    """Scores predictions made elsewhere.
-
-    ``answers=FILE``: JSONL of ``{"concept", "index", "answer"}`` (index = position in the
-    concept's test items). ``images=DIR``: ``<concept>/.../<prompt>/<i>.png``, where the prompt
-    folder names the concept by ``<sks>``, its token, its bare name, or learned tokens followed by
-    its token: the UniCTokens layout (``gen_saved/``), or a UnifyBench run's ``images/`` folder.
-    ``attr_images=DIR``: the same for attribute-reasoning prompts (UniCTokens: ``t2i_saved/``;
-    default: ``images``).
-    """
-
-    name = "precomputed"
-    tasks = frozenset(TASKS)
-    arguments = {
-        "answers": "JSONL of {concept, index, answer} made elsewhere",
-        "images": "folder of generated images, <concept>/.../<prompt>/<i>.png",
-        "attr_images": "folder of attribute-reasoning images, same layout (default: images)",
-    }
-
-    def __init__(self, args=None, **kwargs):
-        super().__init__(args, **kwargs)
-        self._answers: dict[tuple[str, int], str] | None = None
-        self._image_dirs: dict[tuple[str, str], dict[str, list[Path]]] = {}
-
-    def _load_answers(self) -> dict[tuple[str, int], str]:
-        if self._answers is None:
-            path = Path(self.args.get("answers", ""))
-            if "answers" not in self.args:
-                raise BenchError("needs --method-arg answers=FILE for understanding tasks",
-                                 where="method precomputed")
-            if not path.is_file():
-                raise BenchError("answers file not found", path)
-            answers: dict[tuple[str, int], str] = {}
-            for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                    key = (str(row["concept"]), int(row["index"]))
-                    answers[key] = str(row["answer"])
-                except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-                    raise BenchError(f"bad answer line ({exc.__class__.__name__}: {exc})", path,
-                                     f"line {line_no}") from exc
-            self._answers = answers
-        return self._answers
-
-    def answer(self, concept, state, requests):
-        answers = self._load_answers()
-        return [answers.get((req.concept, req.index)) for req in requests]
-
-    def _images_root(self, task: str) -> tuple[str, Path]:
-        arg = "attr_images" if task == "attr_gen" and "attr_images" in self.args else "images"
-        if arg not in self.args:
-            raise BenchError("needs --method-arg images=DIR for generation tasks", where="method precomputed")
-        root = Path(self.args[arg])
-        if not root.is_dir():
-            raise BenchError("images folder not found", root, f"--method-arg {arg}")
-        return arg, root
-
-    def _prompt_dirs(self, concept: Concept, task: str) -> dict[str, list[Path]]:
-        """Folder key -> folders holding images under DIR/<concept> (every folder of that key)."""
-        arg, root = self._images_root(task)
-        if (arg, concept.name) not in self._image_dirs:
-            found: dict[str, list[Path]] = {}
-            base = root / concept.name
-            if base.is_dir():
-                for d in sorted(p for p in base.rglob("*") if p.is_dir()):
-                    if any(f.suffix.lower() in IMAGE_SUFFIXES for f in d.iterdir() if f.is_file()):
-                        found.setdefault(folder_key(d.name, concept.token), []).append(d)
-            self._image_dirs[(arg, concept.name)] = found
-        return self._image_dirs[(arg, concept.name)]
-
-    def generate(self, concept, state, requests):
-        out: list[list[GeneratedImage] | None] = []
-        for req in requests:
-            dirs = self._prompt_dirs(concept, req.task)
-            folders = sorted({d for k in prompt_keys(req.prompt, concept, req.index) for d in dirs.get(k, [])})
-            if len(folders) > 1:
-                shown = ", ".join(str(f) for f in folders[:4]) + (" ..." if len(folders) > 4 else "")
-                raise BenchError(f"{len(folders)} folders match the prompt {req.prompt!r}: {shown}; point "
-                                 f"images= at one checkpoint's folder", where=f"method precomputed, concept {concept.name}")
-            if not folders:
-                out.append(None)
-                continue
-            images = sorted((p for p in folders[0].iterdir() if p.suffix.lower() in IMAGE_SUFFIXES),
-                            key=lambda p: (len(p.stem), p.stem))
-            out.append(images[: req.n_images] if len(images) >= req.n_images else None)
-        return out

@@ -19,7 +19,7 @@ import pandas as pd
 from .errors import BenchError
 from .metrics import DIRECTIONS, column_order, is_reason
 from .pages import esc, page
-from .runner import BACKBONES_UNUSED, RANDOM_INIT_LABEL
+from .record import BACKBONES_UNUSED, RANDOM_INIT_LABEL
 
 PUBLISHED_CSV = Path(__file__).resolve().parent / "data" / "published.csv"
 GROUP_FIELDS = ("benchmark", "protocol", "backbones", "judge", "limit")

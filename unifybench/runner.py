@@ -1,35 +1,40 @@
 """Predict into a resumable run directory, then score from it.
 
-The two phases meet only in the run directory (``store.py``): scoring reads what prediction
-wrote, so scores can be recomputed without the model, and a rerun of the same command redoes
-nothing that finished. When every prediction already exists the method is not even constructed.
+The two phases meet only in the run directory (``store.py``): scoring (``scoring/phase.py``)
+reads what prediction wrote, so scores can be recomputed without the model, and a rerun of the
+same command redoes nothing that finished. When every prediction already exists the method is not
+even constructed.
+
+The runner owns a method's lifecycle: for each concept it personalizes once (one marker,
+``state/<concept>/.done``, says it finished; otherwise ``personalize`` is called again on the same
+folder and may continue from what it saved), reloads a finished concept with ``load_state``,
+enters ``activate``, and asks ``answer`` and ``generate`` in batches cut from the concept's whole
+request list. A plain run is the one-rank case of a ``torchrun`` launch (:mod:`.distributed`).
 """
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import json
-import platform
-import subprocess
-import time
-from dataclasses import asdict, dataclass, field
-from importlib.metadata import PackageNotFoundError, version
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import distributed, record
 from .devices import check_device
 from .errors import BenchError
 from .logs import run_log
-from .methods import GenRequest, Method, load_method_class
-from .records import GEN_KINDS, QA_KINDS, Benchmark
-from .metrics import OPTIONAL_METRICS, TASK_METRICS, ScoringContext, Why, aggregate
+from .methods import GenRequest, Method, Provider, method_code, resolve_method
+from .metrics import Why
+from .progress import null_console, progress_bars
+from .record import BACKBONES_UNUSED, RANDOM_INIT_LABEL
+from .records import GEN_KINDS, QA_KINDS, TASKS, Benchmark
 from .scoring.judges import JudgeConfig
+from .scoring.phase import score_run
 from .seeding import seeded
-from . import distributed
-from .store import RunStore, prepare_out_dir, read_jsonl, run_dir_lock, write_json_atomic, write_jsonl_atomic
+from .store import RunStore, prepare_out_dir, run_dir_lock
 from .tasks import Work, build_requests
 
-RANDOM_INIT_LABEL = "random-init weights: plumbing and speed only, not a result"
-BACKBONES_UNUSED = "not used"
+__all__ = ["RunSpec", "RunOutcome", "run", "check_spec", "RANDOM_INIT_LABEL", "BACKBONES_UNUSED"]
 
 
 @dataclass
@@ -50,40 +55,14 @@ class RunSpec:
     method_args: dict[str, str] = field(default_factory=dict)
     # Scoring only: recorded in run.json, not part of the run directory's hash (scoring/judges.py).
     judge: JudgeConfig | None = None
+    # Add predictions to a run directory whose recorded method code differs (recorded in run.json).
+    resume_changed_code: bool = False
 
 
 @dataclass
 class RunOutcome:
     run_dir: Path
     results: dict
-
-
-def _null_console():
-    from rich.console import Console
-
-    return Console(quiet=True)
-
-
-def _versions() -> dict[str, str | None]:
-    found = {}
-    for package in ("unifybench", "torch", "torchvision", "transformers", "open_clip_torch", "pillow", "openai",
-                    "pandas"):
-        try:
-            found[package] = version(package)
-        except PackageNotFoundError:
-            found[package] = None
-    found["python"] = platform.python_version()
-    return found
-
-
-def _git_commit() -> str | None:
-    source = Path(__file__).resolve().parent
-    try:
-        out = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
 
 
 def resolve_backbones(kind: str, console, *, device: str = "cpu", seed: int = 0, clip_model: str = "ViT-B-32"):
@@ -113,17 +92,18 @@ def _select_concepts(bench: Benchmark, wanted: list[str] | None) -> list[str]:
     unknown = [c for c in wanted if c not in names]
     if unknown:
         raise BenchError(f"unknown concept(s) {', '.join(unknown)}; known: {', '.join(names)}", where="--concepts")
-    return wanted
+    return list(dict.fromkeys(wanted))  # each once, in the order given (the run directory hashes the set)
 
 
 def check_spec(spec: RunSpec) -> None:
-    """Numbers and lists a run cannot start with: one line each, before anything is read or made."""
+    """Numbers and lists a run cannot start with: one line each, before anything is read or made.
+    Tasks are kept once each, in the canonical order: the order given changes nothing."""
     if not spec.tasks:
-        raise BenchError("no tasks given; choose from " + ", ".join(QA_KINDS + GEN_KINDS), where="--tasks")
-    unknown = [t for t in spec.tasks if t not in QA_KINDS + GEN_KINDS]
+        raise BenchError("no tasks given; choose from " + ", ".join(TASKS), where="--tasks")
+    unknown = [t for t in spec.tasks if t not in TASKS]
     if unknown:
-        raise BenchError(f"unknown task(s) {', '.join(unknown)}; known: {', '.join(QA_KINDS + GEN_KINDS)}",
-                         where="--tasks")
+        raise BenchError(f"unknown task(s) {', '.join(unknown)}; known: {', '.join(TASKS)}", where="--tasks")
+    spec.tasks = [t for t in TASKS if t in spec.tasks]
     for value, flag in ((spec.batch_size, "--batch-size"), (spec.images_per_prompt, "--images-per-prompt")):
         if value < 1:
             raise BenchError(f"must be at least 1, got {value}", where=flag)
@@ -133,38 +113,16 @@ def check_spec(spec: RunSpec) -> None:
         raise BenchError("no concepts given", where="--concepts")
 
 
-def run(spec: RunSpec, out_root: Path, console=None, verbose: bool = False) -> RunOutcome:
-    """Personalize, predict and score one specification; everything that can be refused is refused
-    before the run directory is made or the method constructed. Log lines go to
-    ``<run_dir>/log.txt`` (and to stderr too when ``verbose``)."""
-    console = console or _null_console()
-    rank = distributed.from_env()
-    if rank.active:
-        return _run_ranked(rank, spec, out_root, console, verbose)
-    p = _prepare(spec, out_root, rank, console, spec.device)
-    # Every rank's lock too: no plain run while a rank of a torchrun launch still works here.
-    with run_dir_lock(p.run_dir, also_existing=".lock.rank*"), run_log(p.run_dir, verbose):
-        store = RunStore(p.run_dir)
-        run_json = _write_run_json(p.run_dir, spec, p.identity, p.bench, p.backbones)
-        console.print(f"run directory: {p.run_dir}")
-
-        def described(details: dict) -> None:  # recorded before predicting: an interrupted run has it too
-            run_json["method_details"] = details
-            write_json_atomic(p.run_dir / "run.json", run_json)
-
-        _predict_pending(p, spec, store, console, described)
-        store.merge_rank_files()  # what an interrupted torchrun run left, now one file
-        results = score_run(p.bench, p.work, store, spec, p.backbones, p.skipped, console, p.loaded_backbones)
-    return RunOutcome(p.run_dir, results)
-
-
 @dataclass
 class _Prepared:
     """What a run is, checked and derived before its run directory is touched."""
     run_dir: Path
     bench: Benchmark
     work: dict[str, list[Work]]
-    method_cls: type
+    method_cls: type[Method]
+    method_args: object  # kit.args.Arguments
+    provider: Provider
+    code: dict
     identity: dict
     backbones: str
     loaded_backbones: object
@@ -172,23 +130,27 @@ class _Prepared:
     device: str
 
 
-def _prepare(spec: RunSpec, out_root: Path, rank: distributed.Rank, console, device: str) -> _Prepared:
-    """``device``: this process's (under torchrun, cuda:LOCAL_RANK for --device cuda)."""
+def _prepare(spec: RunSpec, out_root: Path, rank: distributed.Rank, console, device: str,
+             method_class: type[Method] | None) -> _Prepared:
+    """Everything that can be refused, refused before the run directory exists. ``device``: this
+    process's (under torchrun, cuda:LOCAL_RANK for --device cuda)."""
     from .data import load_benchmark
     from .data.common import validate_images
 
     check_spec(spec)
     check_device(spec.device)
-    method_cls = load_method_class(spec.method)
-    method_cls.validate_arguments(spec.method_args)
+    method_cls, provider = resolve_method(method_class or spec.method)
+    spec.method = method_cls.name
+    method_args = method_cls.parse_arguments(spec.method_args)
     if spec.judge is not None:
         spec.judge.validate()
     prepare_out_dir(out_root, "--out", create=False)  # made with the run directory, once all is checked
     bench = load_benchmark(spec.bench, spec.format)
     concepts = _select_concepts(bench, spec.concepts)
-    method_cls.check_concepts(spec.method_args, [bench.concept(name) for name in concepts])
 
     supported = [t for t in spec.tasks if t in method_cls.tasks]
+    method_cls.check_run(method_args, [bench.concept(name) for name in concepts], supported)
+    method_cls.check_available(method_args)
     skipped = {t: Why.unsupported(spec.method, t) for t in spec.tasks if t not in method_cls.tasks}
     if skipped:
         console.print(f"skipping {', '.join(skipped)}: method {spec.method} does not support them")
@@ -207,32 +169,118 @@ def _prepare(spec: RunSpec, out_root: Path, rank: distributed.Rank, console, dev
         else:
             backbones = spec.backbones
 
-    # What the predictions depend on names the run directory; scoring settings (backbones, the
-    # judge) do not, so changing them rescores the same predictions.
+    # What the predictions depend on names the run directory: the method and its parsed arguments
+    # (every default filled), the benchmark's content and the request set. Scoring settings
+    # (backbones, the judge) do not, so changing them rescores the same predictions. The method's
+    # code is recorded in run.json and checked on resume instead (record.check_same_code).
     identity = {
-        "method": spec.method, "method_args": dict(sorted(spec.method_args.items())),
+        "method": spec.method, "method_args": method_args.to_json(),
         "bench": {"name": bench.name, "format": bench.format, "fingerprint": bench.fingerprint()},
-        "tasks": spec.tasks, "concepts": concepts, "seed": spec.seed, "protocol": spec.protocol,
+        "tasks": spec.tasks, "concepts": sorted(concepts), "seed": spec.seed, "protocol": spec.protocol,
         "images_per_prompt": spec.images_per_prompt, "limit": spec.limit,
     }
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
     run_dir = Path(out_root) / f"{spec.method}__{bench.name}__{digest}"
-    return _Prepared(run_dir, bench, work, method_cls, identity, backbones, loaded_backbones, skipped, device)
+    return _Prepared(run_dir, bench, work, method_cls, method_args, provider, method_code(method_cls), identity,
+                     backbones, loaded_backbones, skipped, device)
 
 
-def _predict_pending(p: _Prepared, spec: RunSpec, store: RunStore, console, described,
-                     work: dict[str, list[Work]] | None = None, before_concept=None) -> None:
-    """Construct the method and predict what ``store`` lacks of ``work`` (default: the whole run's),
-    after handing the method's description to ``described``; when nothing is pending the method is
-    never loaded."""
-    work = p.work if work is None else work
+def run(spec: RunSpec, out_root: Path, console=None, verbose: bool = False,
+        method_class: type[Method] | None = None) -> RunOutcome:
+    """Personalize, predict and score one specification. Everything that can be refused is refused
+    before the run directory is made or the method constructed. Under torchrun each rank predicts
+    its share of the concepts and rank 0 scores; a plain run is the one-rank case. Log lines go to
+    ``<run_dir>/log.txt`` (and to stderr too when ``verbose``). ``method_class``: a Method subclass
+    to run instead of looking ``spec.method`` up in the registry."""
+    console = console or null_console()
+    rank = distributed.from_env()
+    with contextlib.ExitStack() as held:
+        problem = p = store = previous = code_note = None
+        try:
+            device = distributed.check_rank_device(rank, spec.device)
+            p = _prepare(spec, out_root, rank, console, device, method_class)
+            # A plain run also holds every rank's lock a launch left: none while a rank still works here.
+            held.enter_context(run_dir_lock(p.run_dir, rank.lock_name(),
+                                            also_existing=None if rank.active else ".lock.rank*"))
+            store = RunStore(p.run_dir, rank=rank.rank if rank.active else None)
+            previous = record.read_previous(p.run_dir)
+            if any(w.request.key not in store for ws in p.work.values() for w in ws):
+                code_note = record.check_same_code(previous, p.code, spec.resume_changed_code, p.run_dir)
+        except Exception as exc:  # under torchrun every rank learns of it at the rendezvous, and stops there
+            if not rank.active:
+                raise
+            problem = exc
+        attempt = distributed.begin(rank, problem, p.run_dir if p else None)
+        held.callback(attempt.close)
+        shares = distributed.shard(concept_weights(p.bench, p.work, p.method_cls.personalizes()), rank.world)
+        mine = {name: ws for name, ws in p.work.items() if name in set(shares[rank.rank])}
+        held.enter_context(run_log(p.run_dir, verbose, rank.log_name()))
+        console.print(f"run directory: {p.run_dir}" +
+                      (f" ({rank.label()}: {', '.join(mine) or 'no concepts'})" if rank.active else ""))
+
+        def write_record(details: dict | None) -> dict:
+            return record.write(p.run_dir, spec, p.identity, p.bench, p.backbones, previous=previous,
+                                provider=p.provider.as_dict(), method_code=p.code, method_details=details,
+                                resumed_with_changed_code=code_note)
+
+        try:
+            run_json = write_record(None) if rank.is_main else None
+            # The method's description is recorded before it predicts: an interrupted run has it too.
+            details = _predict_pending(p, spec, store, console, mine,
+                                       described=write_record if rank.is_main else attempt.save_method_details,
+                                       before_concept=lambda name: attempt.stop_if_another_failed())
+            attempt.done(list(mine))
+            if not rank.is_main:
+                console.print(f"{rank.label()} done; rank 0 scores the run")
+                return RunOutcome(p.run_dir, {})
+            attempt.wait_for_all(on_wait=_once_per_set(console))
+        except distributed.OtherRankFailed:
+            raise  # that rank wrote its failure and printed it
+        except BenchError as exc:
+            attempt.failed(distributed.one_line(exc))
+            if rank.active:
+                raise BenchError(exc.one_line(), where=rank.label()) from exc
+            raise
+        except Exception as exc:
+            attempt.failed(distributed.one_line(exc))
+            raise
+        if details is None:  # another rank loaded the method, in this launch or an earlier one
+            details = attempt.method_details(earlier=not run_json["method_details"])
+            if details is not None:
+                write_record(details)
+            else:
+                details = run_json["method_details"]
+        store = RunStore(p.run_dir)
+        store.merge_rank_files()  # every rank's predictions (also what an interrupted launch left) in one file
+        results = score_run(p.bench, p.work, store, spec, p.backbones, p.skipped, console, details,
+                            p.identity["method_args"], p.loaded_backbones)
+    return RunOutcome(p.run_dir, results)
+
+
+def _once_per_set(console):
+    said = set()
+
+    def say_who_is_missing(missing: list[int]) -> None:
+        if tuple(missing) not in said:
+            said.add(tuple(missing))
+            console.print(f"waiting for rank(s) {', '.join(map(str, missing))} to finish their concepts")
+    return say_who_is_missing
+
+
+def _predict_pending(p: _Prepared, spec: RunSpec, store: RunStore, console, work: dict[str, list[Work]],
+                     described, before_concept=None) -> dict | None:
+    """Construct the method and predict what ``store`` lacks of ``work``, after handing the method's
+    description to ``described``; returns that description, or None when nothing was pending (the
+    method is then never loaded)."""
     n_pending = sum(1 for ws in work.values() for w in ws if w.request.key not in store)
     if not n_pending:
         console.print("every prediction exists: the method is not loaded")
-        return
-    method = p.method_cls(spec.method_args, seed=spec.seed, device=p.device, batch_size=spec.batch_size)
-    described(method.describe())
+        return None
+    method = p.method_cls(p.method_args, seed=spec.seed, device=p.device, batch_size=spec.batch_size)
+    details = method.describe()
+    described(details)
     _predict(method, p.bench, work, store, spec, console, before_concept)
+    return details
 
 
 def concept_weights(bench: Benchmark, work: dict[str, list[Work]], trains: bool) -> dict[str, float]:
@@ -246,64 +294,6 @@ def concept_weights(bench: Benchmark, work: dict[str, list[Work]], trains: bool)
     return weights
 
 
-def _run_ranked(rank: distributed.Rank, spec: RunSpec, out_root: Path, console, verbose: bool) -> RunOutcome:
-    """One rank of a torchrun launch (see :mod:`.distributed`): its checks and lock, the meeting of
-    the ranks, its concepts, then, on rank 0, the wait for the others and the scoring of everything."""
-    with contextlib.ExitStack() as held:
-        problem = None
-        try:
-            device = distributed.check_rank_device(rank, spec.device)
-            p = _prepare(spec, out_root, rank, console, device)
-            held.enter_context(run_dir_lock(p.run_dir, rank.lock_name()))
-        except Exception as exc:  # every rank learns of it at the rendezvous, and stops there
-            problem = exc
-        attempt_id = distributed.rendezvous(rank, problem)
-        shares = distributed.shard(concept_weights(p.bench, p.work, p.method_cls.needs_personalization), rank.world)
-        mine = {name: ws for name, ws in p.work.items() if name in set(shares[rank.rank])}
-        held.enter_context(run_log(p.run_dir, verbose, rank.log_name()))
-        attempt = distributed.Attempt(p.run_dir, attempt_id, rank)
-        held.callback(attempt.close)
-        console.print(f"run directory: {p.run_dir} ({rank.label()}: {', '.join(mine) or 'no concepts'})")
-        try:
-            run_json = _write_run_json(p.run_dir, spec, p.identity, p.bench, p.backbones) if rank.is_main else None
-            store = RunStore(p.run_dir, rank=rank.rank)
-            _predict_pending(p, spec, store, console,
-                             lambda details: write_json_atomic(attempt.folder / f"method.{rank.rank}.json", details),
-                             work=mine, before_concept=lambda name: attempt.stop_if_another_failed())
-            attempt.done(list(mine))
-            if not rank.is_main:
-                console.print(f"{rank.label()} done; rank 0 scores the run")
-                return RunOutcome(p.run_dir, {})
-            said = set()
-
-            def say_who_is_missing(missing: list[int]) -> None:  # once per set of ranks still working
-                if tuple(missing) not in said:
-                    said.add(tuple(missing))
-                    console.print(f"waiting for rank(s) {', '.join(map(str, missing))} to finish their concepts")
-
-            attempt.wait_for_all(on_wait=say_who_is_missing)
-        except distributed.OtherRankFailed:
-            raise  # that rank wrote its failure and printed it
-        except BenchError as exc:
-            attempt.failed(distributed.one_line(exc))
-            raise BenchError(exc.one_line(), where=rank.label()) from exc
-        except Exception as exc:
-            attempt.failed(distributed.one_line(exc))
-            raise
-        # Rank 0, everyone done: the method's description from whichever rank loaded it, in this
-        # launch or (when everything was predicted before it) an earlier one.
-        this_launch = sorted(attempt.folder.glob("method.*.json"), key=lambda path: int(path.name.split(".")[1]))
-        earlier = sorted((p.run_dir / "ranks").glob("*/method.*.json"), key=lambda path: path.stat().st_mtime)
-        source = this_launch[0] if this_launch else (earlier[-1] if earlier and not run_json["method_details"] else None)
-        if source is not None:
-            run_json["method_details"] = json.loads(source.read_text(encoding="utf-8"))
-            write_json_atomic(p.run_dir / "run.json", run_json)
-        store = RunStore(p.run_dir)
-        store.merge_rank_files()
-        results = score_run(p.bench, p.work, store, spec, p.backbones, p.skipped, console, p.loaded_backbones)
-    return RunOutcome(p.run_dir, results)
-
-
 def _images_used(bench: Benchmark, work: dict[str, list[Work]], method_cls) -> list[Path]:
     """Every benchmark image the run will open: its items' images, and each concept's photos
     (training photos for personalization, references for scoring, held-out photos a method may draw)."""
@@ -311,63 +301,14 @@ def _images_used(bench: Benchmark, work: dict[str, list[Work]], method_cls) -> l
     for name, ws in work.items():
         concept = bench.concept(name)
         paths += [w.record.image for w in ws if w.request.task in QA_KINDS and w.record.image is not None]
-        if method_cls.needs_personalization:
+        if method_cls.personalizes():
             paths += list(concept.train_images) + list(concept.cropped_train_images)
         if any(w.request.task in GEN_KINDS for w in ws):
             paths += list(concept.reference_images) + list(concept.test_images)
     return paths
 
 
-def _write_run_json(run_dir: Path, spec: RunSpec, identity: dict, bench: Benchmark, backbones: str) -> dict:
-    path = run_dir / "run.json"
-    previous = json.loads(path.read_text()) if path.exists() else {}
-    run_json = {
-        "spec": asdict(spec),
-        "identity": identity,
-        "benchmark": {"name": bench.name, "format": bench.format, "root": str(bench.root),
-                      "fingerprint": identity["bench"]["fingerprint"],
-                      **({"source": bench.source} if bench.source else {})},
-        "dtype": "bfloat16" if spec.device.startswith("cuda") else "float32",
-        "backbones": {"kind": backbones, **_backbone_names(backbones, spec.clip_model)},
-        "versions": _versions(),
-        "git_commit": _git_commit(),
-        "created": previous.get("created", time.strftime("%Y-%m-%dT%H:%M:%S%z")),
-        "method_details": previous.get("method_details", {}),
-    }
-    write_json_atomic(path, run_json)
-    return run_json
-
-
-def _clip_model(kind: str, clip_model: str) -> str | None:
-    """The CLIP architecture a run's scores use: None without backbones, "tiny" for the test models."""
-    if kind == BACKBONES_UNUSED:
-        return None
-    return "tiny" if kind == "tiny" else clip_model
-
-
-def _backbone_names(kind: str, clip_model: str = "ViT-B-32") -> dict[str, str]:
-    """The checkpoints a backbone kind stands for, written into run.json before any is loaded."""
-    arch, _, patch = clip_model.rpartition("-")  # open_clip's ViT-B-32 is OpenAI's ViT-B/32
-    clip = f"OpenAI CLIP {arch}/{patch} (open_clip {clip_model}, pretrained=openai)"
-    dino = "facebook/dino-vits16 ([CLS] of the last layer)"
-    if kind == BACKBONES_UNUSED:
-        return {}
-    names = {"clip_model": _clip_model(kind, clip_model)}
-    if kind == "random":
-        return {**names, "clip": f"{clip} architecture, random init (seeded)",
-                "dino": f"{dino} architecture, random init (seeded)"}
-    if kind == "tiny":
-        return {**names, "clip": "tiny CLIP config, random init (tests)", "dino": "tiny ViT config, random init (tests)"}
-    return {**names, "clip": clip, "dino": dino}
-
-
-def progress_bars(console):
-    """Bars that move on a terminal; elsewhere (a log file, a pipe, CI) nothing: a bar drawn once at
-    the end says nothing that the results do not."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=console, transient=False, disable=not console.is_terminal)
+# ----------------------------------------------------------------------------- prediction phase
 
 
 def _predict(method: Method, bench: Benchmark, work: dict[str, list[Work]], store: RunStore,
@@ -379,8 +320,9 @@ def _predict(method: Method, bench: Benchmark, work: dict[str, list[Work]], stor
     resumed run cuts the same batches and re-asks a partly finished one, keeping what was stored),
     and the method's isolation fingerprint must be the same after the concept as before it."""
     concepts = [c for c, ws in work.items() if any(w.request.key not in store for w in ws)]
+    personalizes = method.personalizes()
     with progress_bars(console) as progress:
-        bar_p = progress.add_task("personalizing", total=len(concepts)) if method.needs_personalization else None
+        bar_p = progress.add_task("personalizing", total=len(concepts)) if personalizes else None
         steps = progress.add_task("", total=1, visible=False)  # the concept being personalized, step by step
         bar = progress.add_task("predicting", total=sum(1 for c in concepts for w in work[c]
                                                         if w.request.key not in store))
@@ -392,7 +334,7 @@ def _predict(method: Method, bench: Benchmark, work: dict[str, list[Work]], stor
             method.progress = lambda what, done, total, name=name: progress.update(
                 steps, description=f"  {name}: {what}", completed=done, total=max(total, 1), visible=True)
             with seeded(spec.seed, name, "personalize"):
-                state = _personalized(method, concept, store)
+                state = _personalized(method, concept, store) if personalizes else None
             progress.update(steps, visible=False)
             if bar_p is not None:
                 progress.advance(bar_p)
@@ -431,7 +373,8 @@ def _predicted(method: Method, call, concept, state, works: list[Work], size: in
     """``(batch, todo, outputs)`` for each batch of ``works`` with something left to predict: the
     whole batch is asked (so its composition never depends on what a previous run finished),
     under a global random state seeded by the concept and the batch."""
-    for batch in _batches(works, size):
+    for start in range(0, len(works), size):
+        batch = works[start:start + size]
         todo = [w for w in batch if w.request.key not in store]
         if not todo:
             continue
@@ -441,17 +384,18 @@ def _predicted(method: Method, call, concept, state, works: list[Work], size: in
         yield batch, todo, outputs
 
 
+DONE_MARKER = ".done"
+
+
 def _personalized(method: Method, concept, store: RunStore):
-    """The concept's state: personalized now, or reloaded from what a previous run saved."""
-    if not method.needs_personalization:
-        return None
+    """The concept's state: reloaded when an earlier run finished personalizing it (its marker),
+    else personalized now (again on the same folder, when an earlier run was interrupted inside)."""
     state_dir = store.state_dir(concept.name)
-    done_marker = state_dir / ".done"
-    if done_marker.exists():
+    if (state_dir / DONE_MARKER).exists():
         return method.load_state(concept, state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     state = method.personalize(concept, state_dir)
-    done_marker.touch()
+    (state_dir / DONE_MARKER).touch()
     return state
 
 
@@ -459,235 +403,3 @@ def _check_count(method: Method, outputs: list, batch: list) -> None:
     if not isinstance(outputs, list) or len(outputs) != len(batch):
         raise BenchError(f"returned {len(outputs) if isinstance(outputs, list) else type(outputs).__name__} "
                          f"results for {len(batch)} requests", where=f"method {method.name}")
-
-
-def _batches(items: list, size: int):
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
-
-
-# ----------------------------------------------------------------------------- scoring phase
-
-
-def _find_missing(work: dict[str, list[Work]], store: RunStore) -> list[str]:
-    missing = []
-    for ws in work.values():
-        for w in ws:
-            record = store.predictions.get(w.request.key)
-            if record is None and w.purpose == "identity":
-                continue  # face identity then says "not scored: no images for the identity prompt"
-            if record is None:
-                missing.append(f"{w.request.key}: no prediction")
-            elif w.request.task in GEN_KINDS:
-                for rel in record.get("images", []):
-                    if not (store.run_dir / rel).is_file():
-                        missing.append(f"{w.request.key}: image {rel} not found")
-    return missing
-
-
-def score_run(bench: Benchmark, work: dict[str, list[Work]], store: RunStore, spec: RunSpec,
-              backbones: str, skipped: dict[str, str], console, loaded_backbones=None) -> dict:
-    """Every scorer writes its per-sample rows into ``scores.jsonl``; ``results.json`` is then
-    aggregated from that file alone (:func:`unifybench.metrics.aggregate`)."""
-    missing = _find_missing(work, store)
-    if missing:
-        listing = store.run_dir / "missing.txt"
-        listing.write_text("\n".join(missing) + "\n", encoding="utf-8")
-        shown = "; ".join(missing[:5]) + (f"; ... ({len(missing)} in all)" if len(missing) > 5 else "")
-        raise BenchError(f"cannot score: {len(missing)} prediction(s) missing or unreadable: {shown} "
-                         f"(full list in {listing})", store.predictions_path)
-
-    tasks_run = [t for t in spec.tasks if t not in skipped]
-    context = ScoringContext(
-        protocol=spec.protocol,
-        requested={c: [t for t in tasks_run if any(w.request.task == t for w in ws)] for c, ws in work.items()},
-        humans={c: bench.concept(c).identity_prompt for c in work if bench.concept(c).kind == "human"},
-        judge=spec.judge is not None)
-    rows = _answer_rows(work, store, tasks_run, spec.protocol)
-    backbone_info: dict | None = None
-    gen_tasks = [t for t in tasks_run if t in GEN_KINDS]
-    if "gen" in gen_tasks:
-        from .scoring.encoders import load_backbones
-        from .scoring.fidelity import FidelityScorer
-
-        fidelity_protocol = "reference" if spec.protocol == "reference" else "dreambooth"
-        if loaded_backbones is None:
-            loaded_backbones = load_backbones(backbones, device=spec.device, seed=spec.seed,
-                                              clip_name=spec.clip_model)
-        scorer = FidelityScorer(loaded_backbones, protocol=fidelity_protocol, batch_size=max(spec.batch_size, 32),
-                                device=spec.device)
-        backbone_info = scorer.describe()
-        gen_works = {name: [w for w in ws if w.request.task == "gen"] for name, ws in work.items()}
-        gen_works = {name: ws for name, ws in gen_works.items() if ws}
-        n_images = sum(len(store.predictions[w.request.key]["images"]) for ws in gen_works.values() for w in ws
-                       if w.purpose != "identity")
-        with progress_bars(console) as progress:
-            bar = progress.add_task("scoring images", total=n_images)
-            # Every concept's images in one stream through the pipeline (scoring/pipeline.py).
-            rows += _fidelity_rows(scorer, bench, gen_works, store, lambda n: progress.advance(bar, n))
-        face_rows, face_backend, context.face_unavailable = _face_rows(bench, gen_works, store, backbones, spec,
-                                                                       console)
-        rows += face_rows
-        if face_backend:
-            backbone_info["face"] = face_backend
-
-    judge_info = None
-    if spec.judge is not None:
-        from .scoring.judges import judge_rows
-
-        judge_tasks = [t for t in tasks_run if t in ("vqa", "text_only", "attr_gen")]
-        judged, judge_info = judge_rows(bench, work, store, config=spec.judge, protocol=spec.protocol,
-                                        tasks=judge_tasks, device=spec.device, batch_size=spec.batch_size,
-                                        console=console)
-        rows += judged
-
-    scores_path = store.run_dir / "scores.jsonl"
-    write_jsonl_atomic(scores_path, rows)
-    overall, per_concept = aggregate(read_jsonl(scores_path), context, tasks_run)
-    for task, reason in skipped.items():
-        overall[task] = {m: reason for m in TASK_METRICS[task] if (task, m) not in OPTIONAL_METRICS}
-    method_details = _method_details(store.run_dir)
-    random_scores = ("every score" if method_details.get("random_init") else
-                     "generation scores" if backbones in ("random", "tiny") and gen_tasks_scored(overall) else None)
-    results = {
-        "run": store.run_dir.name,
-        "method": spec.method,
-        "method_args": spec.method_args,
-        "method_details": method_details,
-        "bench": {"name": bench.name, "format": bench.format},
-        "protocol": spec.protocol,
-        "limit": spec.limit,
-        "backbones": {"kind": backbones, **_backbone_names(backbones, spec.clip_model)},
-        "generation_scoring": backbone_info or "not used",
-        # Which numbers come from random weights: all of them (the method's model), or generation's.
-        "label": f"{random_scores}: {RANDOM_INIT_LABEL}" if random_scores else None,
-        "seed": spec.seed,
-        "judge": judge_info,
-        "tasks": {t: overall[t] for t in spec.tasks if t in overall},
-        "concepts": per_concept,
-    }
-    write_json_atomic(store.run_dir / "results.json", results)
-    _print_summary(results, console)
-    return results
-
-
-def _method_details(run_dir: Path) -> dict:
-    """What the method said made its predictions (run.json's ``method_details``: base model, backend)."""
-    try:
-        return json.loads((run_dir / "run.json").read_text(encoding="utf-8")).get("method_details") or {}
-    except (OSError, ValueError):
-        return {}
-
-
-def gen_tasks_scored(overall: dict) -> bool:
-    return any(isinstance(v, float) for t in GEN_KINDS for v in overall.get(t, {}).values())
-
-
-def _answer_rows(work: dict[str, list[Work]], store: RunStore, tasks: list[str], protocol: str) -> list[dict]:
-    """One row per understanding item: the reply as the method gave it, and the protocol's scores."""
-    from .scoring.answers import answer_sample
-
-    answer_protocol = "reference" if protocol == "reference" else "default"
-    rows = []
-    for name, ws in work.items():
-        for w in ws:
-            if w.request.task not in QA_KINDS or w.request.task not in tasks:
-                continue
-            item, reply = w.record, store.predictions[w.request.key]["answer"]
-            truth = item.answer_as_written if answer_protocol == "reference" else item.answer
-            rows.append({"scorer": "answer", "task": item.kind, "concept": name, "key": w.request.key,
-                         "index": item.index, "question": item.question, "truth": truth, "reply": reply,
-                         **answer_sample(item, reply, answer_protocol)})
-    return rows
-
-
-def _image_rows(task_work: list[Work], store: RunStore) -> list[dict]:
-    rows = []
-    for w in task_work:
-        for rel in store.predictions[w.request.key]["images"]:
-            rows.append({"task": w.request.task, "concept": w.request.concept, "key": w.request.key,
-                         "index": w.request.index, "image": rel})
-    return rows
-
-
-def _fidelity_rows(scorer, bench: Benchmark, task_works: dict[str, list[Work]], store: RunStore,
-                   progress=None) -> list[dict]:
-    """One row per generated image of the plain prompts: CLIP-I and DINO against the concept's
-    references, CLIP-T against the class prompt (identity-prompt images are for faces only)."""
-    groups, rows_of = [], []
-    for name, ws in task_works.items():
-        ws = [w for w in ws if w.purpose != "identity"]
-        rows = []
-        for w in ws:
-            rows.extend({"scorer": "fidelity", **r, "prompt": w.record.prompt} for r in _image_rows([w], store))
-        refs = bench.concept(name).reference_images
-        if rows and not refs:
-            raise BenchError("concept has no reference photos to compare against", where=f"concept {name}")
-        texts = []
-        for w in ws:
-            texts.extend([w.record.class_prompt] * len(store.predictions[w.request.key]["images"]))
-        groups.append((list(refs), [store.run_dir / r["image"] for r in rows], texts))
-        rows_of.append(rows)
-    out = []
-    for rows, scores in zip(rows_of, scorer.score_many(groups, progress=progress)):
-        for i, row in enumerate(rows):
-            for metric in ("clip_i", "clip_t", "dino"):
-                row[metric] = scores[metric][i]
-        out.extend(rows)
-    return out
-
-
-def _face_rows(bench: Benchmark, task_works: dict[str, list[Work]], store: RunStore, backbones: str,
-               spec: RunSpec, console) -> tuple[list[dict], dict | None, str | None]:
-    """Face identity of the human concepts (scoring/face.py): ``(rows, backend description, why the
-    backend is unavailable)``. Rows: one per identity-prompt image (``face_sim``, ``face_found``)
-    and one per reference photo (``face_found``), so every count is computed from rows."""
-    humans = [n for n in task_works if bench.concept(n).kind == "human"]
-    if not humans:
-        return [], None, None
-    from .scoring.face import FaceScorer, load_face_backend
-
-    try:
-        face = FaceScorer(load_face_backend(backbones, device=spec.device, seed=spec.seed),
-                          batch_size=max(spec.batch_size, 32))
-    except BenchError as exc:
-        console.print(f"[yellow]face identity not scored: {exc.message}[/yellow]")
-        return [], None, exc.message
-    rows: list[dict] = []
-    for name in humans:
-        concept = bench.concept(name)
-        done = [w for w in task_works[name] if w.purpose == "identity" and w.request.key in store.predictions]
-        if not done:
-            continue
-        images = _image_rows(done, store)
-        refs = list(concept.reference_images)
-        scores = face.score(refs, [store.run_dir / r["image"] for r in images])
-        for row, sim, found in zip(images, scores["face_sim"], scores["face_found"]):
-            rows.append({"scorer": "face", **row, "purpose": "identity", "face_sim": sim, "face_found": found})
-        for ref, found in zip(refs, scores["ref_face_found"]):
-            rows.append({"scorer": "face", "task": "gen", "concept": name, "key": f"gen/{name}/reference",
-                         "purpose": "reference", "image": str(ref), "face_found": found})
-    return rows, face.describe(), None
-
-
-def _format_value(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    if isinstance(value, int):
-        return str(value)
-    return str(value)
-
-
-def _print_summary(results: dict, console) -> None:
-    from rich.table import Table
-
-    table = Table(title=f"{results['method']} on {results['bench']['name']} (protocol {results['protocol']})")
-    table.add_column("task")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for task, metrics in results["tasks"].items():
-        for metric, value in metrics.items():
-            table.add_row(task, metric, _format_value(value))
-    console.print(table)
-    if results.get("label"):
-        console.print(f"[yellow]{results['label']}[/yellow]")

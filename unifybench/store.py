@@ -24,35 +24,17 @@ import shutil
 import socket
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable
 
 from PIL import Image
 
 from .errors import BenchError
+from .kit.files import atomic_write, write_jsonl_atomic
 
 
 def safe_filename(text: str, max_len: int = 80) -> str:
     """A file-name-safe form of a prompt: letters, digits, '-', '_' and '.', at most max_len long."""
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._")
     return name[:max_len] or "_"
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON through a temporary file and a rename, so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(obj, fh, indent=2, sort_keys=False)
-        fh.write("\n")
-    os.replace(tmp, path)
-
-
-def write_jsonl_atomic(path: Path, rows: Iterable[dict]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row) + "\n")
-    os.replace(tmp, path)
 
 
 def prepare_out_dir(path: Path, what: str, *, create: bool = True) -> Path:
@@ -201,17 +183,13 @@ class RunStore:
         written = []
         for i, image in enumerate(images):
             if isinstance(image, Image.Image):
-                target = folder / f"{i}.png"
-                tmp = folder / f".{i}.png.tmp"
-                image.save(tmp, format="PNG")
+                target = atomic_write(folder / f"{i}.png", lambda tmp: image.save(tmp, format="PNG"))
             else:
                 source = Path(image)
                 if not source.is_file():
                     raise BenchError("generated image not found", source)
-                target = folder / f"{i}{source.suffix.lower()}"
-                tmp = folder / f".{i}{source.suffix.lower()}.tmp"
-                shutil.copyfile(source, tmp)
-            os.replace(tmp, target)
+                target = atomic_write(folder / f"{i}{source.suffix.lower()}",
+                                      lambda tmp: shutil.copyfile(source, tmp))
             written.append(target.relative_to(self.run_dir).as_posix())
         return written
 

@@ -42,7 +42,8 @@ def build_requests(bench: Benchmark, tasks: list[str], concepts: list[str], *, s
             if task in QA_KINDS:
                 items = limited([it for it in bench.items.get(name, []) if it.kind == task], limit)
                 for it in items:
-                    req = AnswerRequest(concept=name, task=task, index=it.index, question=it.question,
+                    req = AnswerRequest(concept=name, task=task, index=it.index,
+                                        question=question_with_options(it.question, it.options),
                                         image=it.image, options=it.options)
                     concept_work.append(Work(req, it))
             elif task in GEN_KINDS:
@@ -55,6 +56,17 @@ def build_requests(bench: Benchmark, tasks: list[str], concepts: list[str], *, s
                     concept_work.extend(identity_work(bench, name, seed=seed, images_per_prompt=images_per_prompt))
         work[name] = concept_work
     return work
+
+
+def question_with_options(question: str, options: tuple[tuple[str, str], ...]) -> str:
+    """A multiple-choice question as every method receives it, whatever the format wrote: with its
+    options, one per line as ``A. text``. UnifyBench writes them into the question already (kept as
+    written); Yo'LLaVA keeps them apart (appended here). ``AnswerRequest.options`` holds them too."""
+    from .data.common import parse_options
+
+    if not options or parse_options(question):
+        return question
+    return question.rstrip() + "\n" + "\n".join(f"{letter}. {text}" for letter, text in options)
 
 
 def limited(items: list[QAItem], limit: int | None) -> list[QAItem]:

@@ -30,7 +30,10 @@ mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
   || { echo "cannot install the carried wheels (run tools/device/fetch_wheels.sh here first)"; exit 3; }
-export PYTHONPATH=/tmp/site:$PWD:$PWD/methods/unictokens:$PWD/methods/yollava:$PWD/methods/diffusion
+# The benchmarks find methods through the registry (entry points): install this tree, adapters included.
+"$PY" -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --target /tmp/site . \
+  || { echo "cannot install this tree (setuptools missing?)"; exit 3; }
+export PYTHONPATH=/tmp/site
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
   "$PY" -c "import sys, torch, torchvision, transformers, open_clip; print('python', sys.version.split()[0], \
 'torch', torch.__version__, 'torchvision', torchvision.__version__, 'transformers', transformers.__version__, \

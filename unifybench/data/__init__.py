@@ -15,7 +15,7 @@ from ..records import QA_KINDS, Benchmark
 from . import hub
 from .common import validate_images
 from .dreambench import find_prompts_file, read_dreambench
-from .unifybench_format import read_unifybench
+from .native import read_unifybench  # the UnifyBench (UniCTokens) layout
 from .yollava import find_qa_files, read_yollava
 
 __all__ = ["FORMATS", "MINI_BENCH_PATH", "check_benchmark", "detect_format", "generation_prompts",

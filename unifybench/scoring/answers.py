@@ -210,3 +210,20 @@ SAMPLE_SCORERS = {"rec": recognition_sample, "choice": choice_sample, "vqa": ope
 def answer_sample(item: QAItem, reply: str, protocol: str = "default") -> dict:
     """The row of scores of one understanding item, whatever its task."""
     return SAMPLE_SCORERS[item.kind](item, reply, protocol)
+
+
+def answer_rows(work, store, tasks: list[str], protocol: str) -> list[dict]:
+    """scores.jsonl's rows of the understanding tasks: one per item, the reply as the method gave
+    it and the protocol's scores (``work``: the run's requests per concept, :mod:`unifybench.tasks`)."""
+    answer_protocol = "reference" if protocol == "reference" else "default"
+    rows = []
+    for name, ws in work.items():
+        for w in ws:
+            if w.request.task not in tasks or w.request.task not in ("rec", "vqa", "text_only", "choice"):
+                continue
+            item, reply = w.record, store.predictions[w.request.key]["answer"]
+            truth = item.answer_as_written if answer_protocol == "reference" else item.answer
+            rows.append({"scorer": "answer", "task": item.kind, "concept": name, "key": w.request.key,
+                         "index": item.index, "question": item.question, "truth": truth, "reply": reply,
+                         **answer_sample(item, reply, answer_protocol)})
+    return rows

@@ -200,3 +200,35 @@ class FaceScorer:
         return {"face": self.backend.name,
                 "pairing": "mean cosine over all reference x generated pairs with a face found in both",
                 "images": "generated for the concept's identity prompt (\"A photo of <c>.\")"}
+
+
+def face_rows(bench, task_works: dict, store, backbones: str, device: str, seed: int, batch_size: int,
+              console) -> tuple[list[dict], dict | None, str | None]:
+    """scores.jsonl's rows of face identity for the human concepts: ``(rows, backend description,
+    why the backend is unavailable)``. Rows: one per identity-prompt image (``face_sim``,
+    ``face_found``) and one per reference photo (``face_found``), so every count comes from rows."""
+    from .fidelity import image_rows
+
+    humans = [n for n in task_works if bench.concept(n).kind == "human"]
+    if not humans:
+        return [], None, None
+    try:
+        face = FaceScorer(load_face_backend(backbones, device=device, seed=seed), batch_size=max(batch_size, 32))
+    except BenchError as exc:
+        console.print(f"[yellow]face identity not scored: {exc.message}[/yellow]")
+        return [], None, exc.message
+    rows: list[dict] = []
+    for name in humans:
+        concept = bench.concept(name)
+        done = [w for w in task_works[name] if w.purpose == "identity" and w.request.key in store.predictions]
+        if not done:
+            continue
+        images = image_rows(done, store)
+        refs = list(concept.reference_images)
+        scores = face.score(refs, [store.run_dir / r["image"] for r in images])
+        for row, sim, found in zip(images, scores["face_sim"], scores["face_found"]):
+            rows.append({"scorer": "face", **row, "purpose": "identity", "face_sim": sim, "face_found": found})
+        for ref, found in zip(refs, scores["ref_face_found"]):
+            rows.append({"scorer": "face", "task": "gen", "concept": name, "key": f"gen/{name}/reference",
+                         "purpose": "reference", "image": str(ref), "face_found": found})
+    return rows, face.describe(), None

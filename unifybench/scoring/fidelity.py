@@ -441,3 +441,40 @@ def score_folders(refs_dir: str | Path, gens_dir: str | Path, *, backbones: str 
     if backbones != "default":
         out["label"] = "random-init weights: plumbing and speed only, not a result"
     return out
+
+
+def image_rows(task_work, store) -> list[dict]:
+    """One row per stored image of the given requests (task, concept, key, index, image)."""
+    rows = []
+    for w in task_work:
+        for rel in store.predictions[w.request.key]["images"]:
+            rows.append({"task": w.request.task, "concept": w.request.concept, "key": w.request.key,
+                         "index": w.request.index, "image": rel})
+    return rows
+
+
+def fidelity_rows(scorer: FidelityScorer, bench, task_works: dict, store, progress=None) -> list[dict]:
+    """scores.jsonl's rows of generation: one per generated image of the plain prompts, CLIP-I and
+    DINO against the concept's references, CLIP-T against the class prompt (identity-prompt images
+    are for faces only). Every concept's images go through the pipeline as one stream."""
+    groups, rows_of = [], []
+    for name, ws in task_works.items():
+        ws = [w for w in ws if w.purpose != "identity"]
+        rows = []
+        for w in ws:
+            rows.extend({"scorer": "fidelity", **r, "prompt": w.record.prompt} for r in image_rows([w], store))
+        refs = bench.concept(name).reference_images
+        if rows and not refs:
+            raise BenchError("concept has no reference photos to compare against", where=f"concept {name}")
+        texts = []
+        for w in ws:
+            texts.extend([w.record.class_prompt] * len(store.predictions[w.request.key]["images"]))
+        groups.append((list(refs), [store.run_dir / r["image"] for r in rows], texts))
+        rows_of.append(rows)
+    out = []
+    for rows, scores in zip(rows_of, scorer.score_many(groups, progress=progress)):
+        for i, row in enumerate(rows):
+            for metric in ("clip_i", "clip_t", "dino"):
+                row[metric] = scores[metric][i]
+        out.extend(rows)
+    return out

@@ -7,8 +7,6 @@ The training loops are ours, on diffusers' components, following the recipes of 
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import random
 import re
 import time
@@ -21,7 +19,11 @@ from unifybench.data.common import concept_phrase
 from unifybench.errors import BenchError
 from unifybench.kit.batching import call_size, padded_calls
 from unifybench.logs import get_logger
-from unifybench.methods import ConceptLayers, Method, flag_arg, float_arg, int_arg
+from unifybench.kit.args import Arg, Auto
+from unifybench.kit.checkpoints import concept_folder, has_file
+from unifybench.kit.files import atomic_write, read_json, write_json_atomic
+from unifybench.kit.models import check_available, on_cuda, shared, torch_dtype
+from unifybench.methods import ConceptLayers, Method
 from unifybench.records import Concept
 from unifybench.seeding import derive_seed, image_seed
 
@@ -43,68 +45,55 @@ LORA_FILE = "pytorch_lora_weights.safetensors"
 EMBEDS_FILES = ("learned_embeds.safetensors", "learned_embeds_2.safetensors")  # text encoder 1, 2 (SDXL)
 
 _ARGS = {
-    "model": "a diffusers Stable Diffusion pipeline: hub name or local folder (default "
-             "stable-diffusion-v1-5/stable-diffusion-v1-5; SDXL: stabilityai/stable-diffusion-xl-base-1.0), or "
-             "'tiny' (the tiny random-init pipeline of diffusers' tests, built in code) or 'random' (SD 1.5's "
-             "architecture, random weights: cost only)",
-    "dtype": "weights: bfloat16, float16 (sampling only) or float32 (default bfloat16 on CUDA, float32 on CPU)",
-    "scheduler": f"sampler: {', '.join(SCHEDULERS)} (default ddim), built from the model's scheduler config",
-    "steps": "sampling steps (default 50)",
-    "guidance": "classifier-free guidance scale (default 7.5)",
-    "gen_batch": "images per pipeline call, always this many (short batches are padded and the padding "
-                 "discarded), so that no image depends on what it is drawn with (default 8 on CUDA, 4 on CPU)",
+    "model": Arg(str, DEFAULT_MODEL, "a diffusers Stable Diffusion pipeline: hub name or local folder "
+                 "(SDXL: stabilityai/stable-diffusion-xl-base-1.0), or 'tiny' / 'tiny-xl' (the tiny random-init "
+                 "pipelines of diffusers' tests, built in code) or 'random' (SD 1.5's architecture, random "
+                 "weights: cost only)"),
+    "dtype": Arg(str, Auto("bfloat16 on CUDA, float32 on CPU"), "weights (float16: sampling-only methods)",
+                 choices=("bfloat16", "float16", "float32")),
+    "scheduler": Arg(str, "ddim", "sampler, built from the model's scheduler config", choices=tuple(SCHEDULERS)),
+    "steps": Arg(int, 50, "sampling steps", low=1),
+    "guidance": Arg(float, 7.5, "classifier-free guidance scale", low=0),
+    "gen_batch": Arg(int, Auto("8 on CUDA, 4 on CPU"), "most images of one request per pipeline call (a call "
+                     "never mixes requests, so no image depends on what it is drawn with)", low=1),
 }
 _TI_ARGS = {
-    "train_steps": "optimizer steps (default 3000, as the diffusers README)",
-    "lr": "base learning rate (default 5e-4; scaled by train_batch x accumulation with scale_lr: 2e-3)",
-    "scale_lr": "true (default): lr x train_batch x accumulation, as --scale_lr",
-    "train_batch": "images per forward pass (default 1)",
-    "accumulation": "gradient accumulation steps (default 4)",
-    "weight_decay": "AdamW weight decay (default 1e-2)",
-    "flip_p": "horizontal flip probability of a training image (default 0.5)",
-    "initializer": "word whose embedding starts the placeholder (default: the concept's class noun; when that "
-                   "is not one token, the mean of its tokens' embeddings)",
-    "embeds": "folder of embeddings trained elsewhere: DIR/<concept>/learned_embeds.safetensors (and "
-              "learned_embeds_2.safetensors for SDXL), loaded with diffusers' load_textual_inversion",
+    "train_steps": Arg(int, 3000, "optimizer steps (the diffusers README's)", low=1),
+    "lr": Arg(float, 5e-4, "base learning rate, scaled by train_batch x accumulation when scale_lr", above=0),
+    "scale_lr": Arg(bool, True, "lr x train_batch x accumulation, as the script's --scale_lr"),
+    "train_batch": Arg(int, 1, "images per forward pass", low=1),
+    "accumulation": Arg(int, 4, "gradient accumulation steps", low=1),
+    "weight_decay": Arg(float, 1e-2, "AdamW weight decay", low=0),
+    "flip_p": Arg(float, 0.5, "horizontal flip probability of a training image", low=0, high=1),
+    "initializer": Arg(str, Auto("the concept's class noun"), "word whose embedding starts the placeholder "
+                       "(the mean of its tokens' embeddings when it is several tokens)"),
+    "embeds": Arg(Path, None, "folder of embeddings trained elsewhere: DIR/<concept>/learned_embeds.safetensors "
+                  "(and learned_embeds_2.safetensors for SDXL), loaded with diffusers' load_textual_inversion",
+                  exists="dir"),
 }
 _LORA_ARGS = {
-    "train_steps": "optimizer steps (default 500, as the diffusers README)",
-    "lr": "AdamW learning rate (default 1e-4)",
-    "rank": "LoRA rank, alpha = rank (default 4)",
-    "train_batch": "instance images per step (default 1)",
-    "weight_decay": "AdamW weight decay (default 1e-2)",
-    "identifier": "the rare word of the instance phrase '<identifier> <class noun>' (default sks); 'token' "
-                  "uses the benchmark's concept token",
-    "prior": "true: prior preservation with class images the base model draws once per class (default false)",
-    "class_images": "class images for prior preservation (default 100, the script's default)",
-    "prior_weight": "weight of the prior loss (default 1.0)",
-    "lora": "folder of LoRAs trained elsewhere: DIR/<concept>/pytorch_lora_weights.safetensors, loaded with "
-            "diffusers' load_lora_weights",
+    "train_steps": Arg(int, 500, "optimizer steps (the diffusers README's)", low=1),
+    "lr": Arg(float, 1e-4, "AdamW learning rate", above=0),
+    "rank": Arg(int, 4, "LoRA rank; alpha = rank", low=1),
+    "train_batch": Arg(int, 1, "instance images per step", low=1),
+    "weight_decay": Arg(float, 1e-2, "AdamW weight decay", low=0),
+    "identifier": Arg(str, "sks", "the rare word of the instance phrase '<identifier> <class noun>'; 'token' "
+                      "uses the benchmark's concept token"),
+    "prior": Arg(bool, False, "prior preservation with class images the base model draws once per class"),
+    "class_images": Arg(int, 100, "class images for prior preservation (the script's)", low=1),
+    "prior_weight": Arg(float, 1.0, "weight of the prior loss", low=0),
+    "lora": Arg(Path, None, "folder of LoRAs trained elsewhere: DIR/<concept>/pytorch_lora_weights.safetensors, "
+                "loaded with diffusers' load_lora_weights", exists="dir"),
 }
 
-_HOSTS: dict[tuple, SDHost] = {}
 _LOG = get_logger("method.diffusion")
 
 
 def get_host(model: str, device: str, seed: int, dtype: str | None, scheduler: str) -> SDHost:
-    key = (model, device, dtype, scheduler, seed if model in RANDOM_MODELS else None)
-    if key not in _HOSTS:
-        _HOSTS[key] = SDHost(model, device=device, seed=seed, dtype=getattr(torch, dtype) if dtype else None,
-                             scheduler=scheduler)
-    return _HOSTS[key]
-
-
-def _per_concept_dir(root: Path, concept: Concept, filename: str) -> Path:
-    """``DIR/<concept>/`` (or ``DIR/<token>/``); ``DIR`` itself only when it holds one concept's
-    file and no subfolders, so that a folder of several concepts never lends one concept's file
-    to another that lacks its own."""
-    for base in (root / concept.name, root / concept.token):
-        if (base / filename).is_file():
-            return base
-    if (root / filename).is_file() and not any(p.is_dir() for p in root.iterdir()):
-        return root
-    raise BenchError(f"no {filename} for concept {concept.name!r} (looked in DIR/{concept.name}/ and "
-                     f"DIR/{concept.token}/; DIR/{filename} is used only when DIR has no subfolders)", root)
+    """One pipeline per (model, device, dtype, scheduler) in a process: concepts share the weights."""
+    return shared(("sd", model, device, dtype, scheduler, seed if model in RANDOM_MODELS else None),
+                  lambda: SDHost(model, device=device, seed=seed, dtype=torch_dtype(dtype, device) if dtype else None,
+                                 scheduler=scheduler))
 
 
 class _DiffusionMethod(ConceptLayers, Method):
@@ -115,24 +104,23 @@ class _DiffusionMethod(ConceptLayers, Method):
     def __init__(self, args=None, **kwargs):
         super().__init__(args, **kwargs)
         a = self.args
-        self.model_name = a.get("model", DEFAULT_MODEL)
-        self.dtype = a.get("dtype")
-        allowed = ("bfloat16", "float32") if self.trains else ("bfloat16", "float16", "float32")
-        if self.dtype not in (None,) + allowed:
-            raise BenchError(f"expected {' or '.join(allowed)}, got {self.dtype!r}", where="--method-arg dtype")
-        self.scheduler = a.get("scheduler", "ddim")
-        if self.scheduler not in SCHEDULERS:
-            raise BenchError(f"expected one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}",
-                             where="--method-arg scheduler")
-        self.steps = int_arg(a, "steps", 50) or 1
-        self.guidance = float_arg(a, "guidance", 7.5)
-        default_batch = 8 if str(self.device).startswith("cuda") else 4
-        self.gen_batch = int_arg(a, "gen_batch", default_batch) or 1
+        self.model_name = a.model
+        self.dtype = a.dtype
+        self.scheduler = a.scheduler
+        self.steps = a.steps
+        self.guidance = a.guidance
+        self.gen_batch = a.gen_batch or (8 if on_cuda(self.device) else 4)
         self._host: SDHost | None = None
 
     @classmethod
-    def validate_arguments(cls, args):
-        cls(args)
+    def check_arguments(cls, args):
+        if cls.trains and args.dtype == "float16":
+            raise BenchError("expected bfloat16 or float32 for a method that trains (no loss scaling), got "
+                             "'float16'", where="--method-arg dtype")
+
+    @classmethod
+    def check_available(cls, args):
+        check_available(args.model, builtins=tuple(RANDOM_MODELS), what="Stable Diffusion pipeline")
 
     @property
     def host(self) -> SDHost:
@@ -149,6 +137,17 @@ class _DiffusionMethod(ConceptLayers, Method):
     def isolation_fingerprint(self):
         return self.host.fingerprint()
 
+    # ------------------------------------------------------------------ speed hooks
+    @classmethod
+    def bench_arguments(cls, device_type, given):
+        # A method that trains is personalized for one step: sampling does not cost more after more.
+        return {"model": "random" if device_type == "cuda" else "tiny", **({"train_steps": "1"} if cls.trains else {})}
+
+    def bench_generation(self, options):
+        from .speed import bench_generation
+
+        return bench_generation(self, options)
+
     # Subclasses: how a prompt names the concept, and what exists while it is active.
     def _prompt(self, concept: Concept, state, prompt: str) -> str:
         raise NotImplementedError
@@ -157,13 +156,13 @@ class _DiffusionMethod(ConceptLayers, Method):
         return contextlib.nullcontext()
 
     def generate(self, concept, state, requests):
-        with self.activate(concept, state):
-            total, done, out = sum(r.n_images for r in requests), 0, []
-            for r in requests:
-                prompt = self._prompt(concept, state, r.prompt)
-                out.append(self.draw(prompt, [image_seed(r.seed, r.key, i) for i in range(r.n_images)]))
-                done += r.n_images
-                self.progress("drawing", done, total)
+        self.require_active(concept)
+        total, done, out = sum(r.n_images for r in requests), 0, []
+        for r in requests:
+            prompt = self._prompt(concept, state, r.prompt)
+            out.append(self.draw(prompt, [image_seed(r.seed, r.key, i) for i in range(r.n_images)]))
+            done += r.n_images
+            self.progress("drawing", done, total)
         return out
 
     def draw(self, prompt: str, seeds: list[int], size: int | None = None, **sampling) -> list:
@@ -196,17 +195,11 @@ def _training_photos(concept: Concept) -> list[Path]:
     return list(concept.train_images)
 
 
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-    except ValueError:
-        return None
+def _finished(path: Path) -> bool:
+    """Whether a training's record says it finished (an interrupted run may have finished training
+    and saved its files, but not told the runner)."""
+    meta = read_json(path)
+    return isinstance(meta, dict) and bool(meta.get("finished"))
 
 
 def _resize_square(image, size: int, resample):
@@ -217,27 +210,18 @@ class TextualInversion(_DiffusionMethod):
     """Textual inversion: one new embedding row per text encoder, for the concept's token."""
 
     name = "textual-inversion"
-    needs_personalization = True
     trains = True
     arguments = {**_ARGS, **_TI_ARGS}
 
     def __init__(self, args=None, **kwargs):
         super().__init__(args, **kwargs)
         a = self.args
-        self.train_steps = int_arg(a, "train_steps", 3000) or 1
-        self.train_batch = int_arg(a, "train_batch", 1) or 1
-        self.accumulation = int_arg(a, "accumulation", 4) or 1
-        self.base_lr = float_arg(a, "lr", 5e-4)
-        self.scale_lr = flag_arg(a, "scale_lr", True)
+        self.train_steps, self.train_batch, self.accumulation = a.train_steps, a.train_batch, a.accumulation
+        self.base_lr, self.scale_lr = a.lr, a.scale_lr
         self.lr = self.base_lr * (self.train_batch * self.accumulation if self.scale_lr else 1)
-        self.weight_decay = float_arg(a, "weight_decay", 1e-2)
-        self.flip_p = float_arg(a, "flip_p", 0.5)
-        if not 0 <= self.flip_p <= 1:
-            raise BenchError(f"must be between 0 and 1, got {self.flip_p:g}", where="--method-arg flip_p")
-        self.initializer = a.get("initializer")
-        self.embeds = Path(a["embeds"]) if "embeds" in a else None
-        if self.embeds is not None and not self.embeds.is_dir():
-            raise BenchError("embeddings folder not found", self.embeds)
+        self.weight_decay, self.flip_p = a.weight_decay, a.flip_p
+        self.initializer = a.initializer
+        self.embeds = a.embeds
 
     def describe(self):
         d = super().describe()
@@ -297,25 +281,26 @@ class TextualInversion(_DiffusionMethod):
     def personalize(self, concept, state_dir):
         state_dir = Path(state_dir)
         if self.embeds is not None:
-            base = _per_concept_dir(self.embeds, concept, EMBEDS_FILES[0])
-            if self.host.xl and not (base / EMBEDS_FILES[1]).is_file():
-                raise BenchError(f"SDXL needs {EMBEDS_FILES[1]} too (the second text encoder's row)", base)
-            return {"embeds_dir": base}
-        meta = _read_json(state_dir / "textual_inversion.json")
-        if meta and meta.get("finished"):
-            return self.load_state(concept, state_dir)
-        return {"rows": self._train(concept, state_dir), "embeds_dir": None}
+            return {"embeds_dir": self._embeds_folder(concept)}
+        if not _finished(state_dir / "textual_inversion.json"):
+            self._train(concept, state_dir)
+        return self._saved(concept, state_dir)
 
     def load_state(self, concept, state_dir):
         if self.embeds is not None:
-            return self.personalize(concept, state_dir)
-        state_dir = Path(state_dir)
-        meta = _read_json(state_dir / "textual_inversion.json")
-        if not meta or not meta.get("finished"):
-            return self.personalize(concept, state_dir)
+            return {"embeds_dir": self._embeds_folder(concept)}
+        return self._saved(concept, Path(state_dir))
+
+    def _embeds_folder(self, concept: Concept) -> Path:
+        base = concept_folder(self.embeds, concept, has_file(EMBEDS_FILES[0]), EMBEDS_FILES[0])
+        if self.host.xl and not (base / EMBEDS_FILES[1]).is_file():
+            raise BenchError(f"SDXL needs {EMBEDS_FILES[1]} too (the second text encoder's row)", base)
+        return base
+
+    def _saved(self, concept: Concept, state_dir: Path) -> dict:
         return {"rows": [{"embed": t} for t in load_embeds(state_dir, concept.token, self.host)], "embeds_dir": None}
 
-    def _train(self, concept: Concept, state_dir: Path) -> list[dict]:
+    def _train(self, concept: Concept, state_dir: Path) -> None:
         from PIL import Image, ImageOps
 
         host = self.host
@@ -367,13 +352,12 @@ class TextualInversion(_DiffusionMethod):
                 for e, dt in zip(encoders, dtypes):
                     e.to(dt)
         save_embeds(state_dir, concept.token, [r["embed"] for r in rows])
-        _write_json(state_dir / "textual_inversion.json", {
+        write_json_atomic(state_dir / "textual_inversion.json", {
             "format": "diffusers learned_embeds.safetensors", "placeholder": concept.token,
             "initializer": init_how, "train_args": self.describe()["train_args"], "base_model": self.model_name,
             "photos": len(photos), "loss_first": losses[0], "loss_last": losses[-1],
             "loss_mean_last_100": sum(losses[-100:]) / len(losses[-100:]), "steps": len(losses),
             "seconds": round(time.time() - start, 3), "finished": True})
-        return [{"embed": r["embed"]} for r in rows]
 
 
 def save_embeds(folder: Path, token: str, rows: list[torch.Tensor]) -> None:
@@ -381,11 +365,9 @@ def save_embeds(folder: Path, token: str, rows: list[torch.Tensor]) -> None:
     ``learned_embeds_2.safetensors`` for SDXL's second text encoder)."""
     from safetensors.torch import save_file
 
-    folder.mkdir(parents=True, exist_ok=True)
     for row, filename in zip(rows, EMBEDS_FILES):
-        tmp = folder / f".{filename}.tmp"
-        save_file({token: row.detach().float().cpu().contiguous()}, str(tmp), metadata={"format": "pt"})
-        os.replace(tmp, folder / filename)
+        tensor = row.detach().float().cpu().contiguous()
+        atomic_write(folder / filename, lambda tmp: save_file({token: tensor}, str(tmp), metadata={"format": "pt"}))
 
 
 def load_embeds(folder: Path, token: str, host: SDHost) -> list[torch.Tensor]:
@@ -410,27 +392,22 @@ class DreamBoothLoRA(_DiffusionMethod):
     """DreamBooth with LoRA on the UNet's attention projections (peft), prior preservation optional."""
 
     name = "dreambooth-lora"
-    needs_personalization = True
     trains = True
     arguments = {**_ARGS, **_LORA_ARGS}
 
     def __init__(self, args=None, **kwargs):
         super().__init__(args, **kwargs)
         a = self.args
-        self.train_steps = int_arg(a, "train_steps", 500) or 1
-        self.lr = float_arg(a, "lr", 1e-4)
-        self.rank = int_arg(a, "rank", 4) or 1
-        self.train_batch = int_arg(a, "train_batch", 1) or 1
-        self.weight_decay = float_arg(a, "weight_decay", 1e-2)
-        self.identifier = a.get("identifier", "sks").strip()
-        if not self.identifier:
+        self.train_steps, self.lr, self.rank, self.train_batch = a.train_steps, a.lr, a.rank, a.train_batch
+        self.weight_decay, self.identifier = a.weight_decay, a.identifier.strip()
+        self.prior, self.class_images, self.prior_weight = a.prior, a.class_images, a.prior_weight
+        self.lora = a.lora
+
+    @classmethod
+    def check_arguments(cls, args):
+        super().check_arguments(args)
+        if not args.identifier.strip():
             raise BenchError("must not be empty", where="--method-arg identifier")
-        self.prior = flag_arg(a, "prior", False)
-        self.class_images = int_arg(a, "class_images", 100) or 1
-        self.prior_weight = float_arg(a, "prior_weight", 1.0)
-        self.lora = Path(a["lora"]) if "lora" in a else None
-        if self.lora is not None and not self.lora.is_dir():
-            raise BenchError("LoRA folder not found", self.lora)
 
     def describe(self):
         d = super().describe()
@@ -464,15 +441,17 @@ class DreamBoothLoRA(_DiffusionMethod):
     # ------------------------------------------------------------------ personalization
     def personalize(self, concept, state_dir):
         state_dir = Path(state_dir)
-        if self.lora is not None:
-            return {"lora_dir": _per_concept_dir(self.lora, concept, LORA_FILE)}
-        meta = _read_json(state_dir / "dreambooth_lora.json")
-        if not (meta and meta.get("finished") and (state_dir / LORA_FILE).is_file()):
+        if self.lora is None and not (_finished(state_dir / "dreambooth_lora.json") and (state_dir / LORA_FILE).is_file()):
             self._train(concept, state_dir)
-        return {"lora_dir": state_dir}
+        return self._lora_state(concept, state_dir)
 
     def load_state(self, concept, state_dir):
-        return self.personalize(concept, state_dir)
+        return self._lora_state(concept, Path(state_dir))
+
+    def _lora_state(self, concept: Concept, state_dir: Path) -> dict:
+        if self.lora is not None:
+            return {"lora_dir": concept_folder(self.lora, concept, has_file(LORA_FILE), LORA_FILE)}
+        return {"lora_dir": state_dir}
 
     def _crops(self, image, draws: torch.Generator) -> torch.Tensor:
         """The script's transform: torchvision's ``Resize(resolution, BILINEAR)`` (shorter side to the
@@ -547,7 +526,7 @@ class DreamBoothLoRA(_DiffusionMethod):
             save_lora(host, state_dir, {k: v.detach().float().cpu().contiguous() for k, v in layers.items()})
         finally:
             unet.unload_lora()  # the original modules back: nothing of this concept stays
-        _write_json(state_dir / "dreambooth_lora.json", {
+        write_json_atomic(state_dir / "dreambooth_lora.json", {
             "format": f"diffusers {LORA_FILE}", "instance_prompt": instance_prompt,
             "class_prompt": class_prompt if self.prior else None, "targets": targets,
             "train_args": self.describe()["train_args"], "base_model": self.model_name, "photos": len(photos),
@@ -577,9 +556,7 @@ class DreamBoothLoRA(_DiffusionMethod):
                                scheduler=self.host.model_scheduler)
             for i, image in zip(call, images):
                 if not files[i].is_file():
-                    tmp = folder / f".{i}.png.tmp"
-                    image.save(tmp, format="PNG")
-                    os.replace(tmp, files[i])
+                    atomic_write(files[i], lambda tmp: image.save(tmp, format="PNG"))
             self.progress("class images", n, len(calls))
         return files
 
@@ -591,8 +568,5 @@ def _adapter(concept: Concept) -> str:
 def save_lora(host: SDHost, folder: Path, unet_layers: dict[str, torch.Tensor]) -> None:
     """``pytorch_lora_weights.safetensors`` through the pipeline class's own ``save_lora_weights``
     (keys ``unet.…``), written to a temporary name and renamed."""
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = f".{LORA_FILE}.tmp"
-    type(host.pipe).save_lora_weights(save_directory=str(folder), unet_lora_layers=unet_layers, weight_name=tmp,
-                                      safe_serialization=True)
-    os.replace(folder / tmp, folder / LORA_FILE)
+    atomic_write(folder / LORA_FILE, lambda tmp: type(host.pipe).save_lora_weights(
+        save_directory=str(tmp.parent), unet_lora_layers=unet_layers, weight_name=tmp.name, safe_serialization=True))

@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import contextlib
-import json
 from pathlib import Path
-from typing import Any
+
 
 import torch
 
@@ -12,12 +11,18 @@ from unifybench import newrows
 from unifybench.errors import BenchError
 from unifybench.kit.batching import call_size, padded_calls
 from unifybench.logs import get_logger
-from unifybench.methods import ConceptLayers, Method, flag_arg, float_arg, int_arg
+from unifybench.kit.args import Arg, Auto, Derived
+from unifybench.kit.checkpoints import concept_folder
+from unifybench.kit.files import write_json_atomic
+from unifybench.kit.models import check_available, on_cuda, shared
+from unifybench.methods import ConceptLayers, Method
 from unifybench.records import TASKS, Concept
 from unifybench.data.common import concept_phrase
 from unifybench.seeding import image_seed
 
 from .backend import TextExample
+from .magvit import DEFAULT_VQ
+from .showo_backend import DEFAULT_TOKENIZER
 from .stages import (TRANSITION_RULES, ConceptData, Personalizer, TokenGroups, TrainConfig, checkpoint_epochs,
                      load_rows, read_meta)
 
@@ -28,73 +33,100 @@ BACKEND_DEFAULTS = {
 }
 RANDOM_MODELS = {"showo": "random", "janus": "random-1b"}
 
+_SHOWO_ONLY = ("vq_model", "tokenizer", "llm_config", "steps")
+_STAGES = TrainConfig()  # the authors' settings: the defaults below are read from it
+
+
+def _by_backend(index: int, what: str) -> Derived:
+    """A default that depends on the backend, read from BACKEND_DEFAULTS."""
+    return Derived(lambda a: BACKEND_DEFAULTS[a.backend][index],
+                   ", ".join(f"{BACKEND_DEFAULTS[b][index]} on {b}" for b in BACKEND_DEFAULTS) + what)
+
+
+def _showo_only(value, text: str) -> Derived:
+    return Derived(lambda a: value if a.backend == "showo" else None, f"{text} on showo")
+
+
+def _per_stage(values: tuple) -> str:
+    return "the authors' " + ", ".join(f"{v:g}" for v in values) + " for stages 1, 2, 3"
+
+
 _COMMON_ARGS = {
-    "backend": "the unified model: showo (default: Show-o, the paper's backbone) or janus (Janus-Pro)",
-    "model": "base model: a hub name or local folder in the hub's layout (default showlab/show-o-512x512 on "
-             "showo, deepseek-community/Janus-Pro-1B on janus), 'tiny' (a tiny random-init model built in "
-             "code: tests, smoke runs), or 'random' on showo / 'random-1b' on janus (full-size, random init: "
-             "speed only)",
-    "vq_model": "showo: MAGVIT-v2, a hub name or local folder (default showlab/magvitv2)",
-    "tokenizer": "showo: the Phi tokenizer, a hub name or local folder (default microsoft/phi-1_5)",
-    "llm_config": "showo: a folder with the Phi config.json of a Show-o of other sizes (default: Phi-1.5's, "
-                  "or the sizes the model folder's config.json names)",
-    "steps": "showo: MaskGIT steps per image (default 50)",
-    "guidance": "classifier-free guidance scale for image generation (default 5.0)",
-    "temperature": "sampling temperature for image codes (default 1.0)",
-    "max_new_tokens": "longest text reply in tokens (default 100 on showo, as the authors' eval; 64 on janus)",
-    "gen_batch": "most images of one request drawn in one call (default 32 on CUDA, 4 on CPU)",
-    "dtype": "model weights: bfloat16 or float32 (default bfloat16 on CUDA, float32 on CPU)",
+    "backend": Arg(str, "showo", "the unified model: showo (Show-o, the paper's backbone) or janus (Janus-Pro)",
+                   choices=tuple(BACKEND_DEFAULTS)),
+    "model": Arg(str, _by_backend(0, ""), "base model: a hub name or local folder in the hub's layout, 'tiny' (a "
+                 "tiny random-init model built in code: tests, smoke runs), or 'random' on showo / 'random-1b' on "
+                 "janus (full-size, random init: speed only)"),
+    "vq_model": Arg(str, _showo_only(DEFAULT_VQ, DEFAULT_VQ), "showo: MAGVIT-v2, a hub name or local folder"),
+    "tokenizer": Arg(str, _showo_only(DEFAULT_TOKENIZER, DEFAULT_TOKENIZER),
+                     "showo: the Phi tokenizer, a hub name or local folder"),
+    "llm_config": Arg(Path, Auto("Phi-1.5's sizes, or those the model folder's config.json names"),
+                      "showo: a folder with the Phi config.json of a Show-o of other sizes", exists="dir"),
+    "steps": Arg(int, _showo_only(50, "50"), "showo: MaskGIT steps per image", low=1),
+    "guidance": Arg(float, 5.0, "classifier-free guidance scale for image generation", low=0),
+    "temperature": Arg(float, 1.0, "sampling temperature for image codes", above=0),
+    "max_new_tokens": Arg(int, _by_backend(1, " (showo: the authors' eval)"), "longest text reply in tokens",
+                          low=1),
+    "gen_batch": Arg(int, Auto("32 on CUDA, 4 on CPU"), "most images of one request drawn in one call (a call never "
+                     "mixes requests, so no image depends on what it is requested with)", low=1),
+    "dtype": Arg(str, Auto("bfloat16 on CUDA, float32 on CPU"), "model weights (MAGVIT-v2 stays float32)",
+                 choices=("bfloat16", "float32")),
 }
 
 _TRAIN_ARGS = {
-    "checkpoint": "folder of public-format rows (epoch_<N>_embed.pt, ...) to load instead of training, such "
-                  "as the authors' saves/<concept>/<name>/; per concept DIR/<concept>/ or DIR itself",
-    "epoch": "which epoch of checkpoint=DIR to load (default: the highest)",
-    "lr": "AdamW learning rate (default 1e-3)",
-    "weight_decay": "AdamW weight decay of every stage (default: the authors' 1e-4, 1e-3, 1e-3)",
-    "epochs": "epochs of every stage (default 20); epochs_stage1/2/3 override one stage",
-    "epochs_stage1": "epochs of stage 1 (default 20)",
-    "epochs_stage2": "epochs of stage 2 (default 20)",
-    "epochs_stage3": "epochs of stage 3 (default 20)",
-    "stage2_init_epoch": "stage 1 epoch that stage 2 starts from (default 15; clamped to stage 1's epochs)",
-    "image_weight": "weight of the image-token loss in stages 2 and 3 (default 0.8)",
-    "text_weight": "weight of the text loss in stages 2 and 3 (default 0.2)",
-    "train_batch": "examples per optimizer step in every stage (default: the authors' 4, 1, 1)",
-    "augment": "stages 2 and 3 draw the authors' random crop and flip of the generation photos each epoch "
-               "(true/false; default true; Show-o only)",
-    "kmeans_seed": "seed of the k-means initialisations (default 0)",
-    "transition_images": "images generated for the transition (default 20 on showo, as the authors; 8 on janus)",
-    "transition_rule": "how the transition picks uncertain positions: late_change (the paper's: where the "
-                       "MaskGIT prediction at transition_step differs from the final code; showo's default) or "
-                       "lowest_prob (the least probable codes; janus's default, the only one autoregressive "
-                       "decoding supports)",
-    "transition_step": "late_change: the MaskGIT step compared with the final codes (default 35)",
-    "transition_fraction": "lowest_prob: share of each image's positions taken as least sure (default 0.25)",
-    "face_init": "human concepts' generation-token init from the face identity embedding: auto (default: "
-                 "InsightFace when the face extra is installed, else k-means), off, or random/tiny (stand-ins, tests)",
+    "checkpoint": Arg(Path, None, "folder of public-format rows (epoch_<N>_embed.pt, ...) to load instead of "
+                      "training, such as the authors' saves/<concept>/<name>/; per concept DIR/<concept>/ or DIR "
+                      "itself, each optionally with stage3/, stage2/, stage1/", exists="dir"),
+    "epoch": Arg(int, Auto("the highest found"), "which epoch of checkpoint=DIR to load", low=0),
+    "lr": Arg(float, _STAGES.lr, "AdamW learning rate", above=0),
+    "weight_decay": Arg(float, Derived(lambda a: _STAGES.weight_decay, _per_stage(_STAGES.weight_decay)),
+                        "AdamW weight decay of every stage", low=0),
+    "epochs": Arg(int, _STAGES.epochs_stage1, "epochs of every stage; epochs_stage1/2/3 override one stage", low=1),
+    "epochs_stage1": Arg(int, Derived(lambda a: a.epochs, "epochs"), "epochs of stage 1", low=1),
+    "epochs_stage2": Arg(int, Derived(lambda a: a.epochs, "epochs"), "epochs of stage 2", low=1),
+    "epochs_stage3": Arg(int, Derived(lambda a: a.epochs, "epochs"), "epochs of stage 3", low=1),
+    "stage2_init_epoch": Arg(int, _STAGES.stage2_init_epoch, "stage 1 epoch that stage 2 starts from (clamped to "
+                             "stage 1's epochs)", low=0),
+    "image_weight": Arg(float, _STAGES.image_weight, "weight of the image-token loss in stages 2 and 3", low=0),
+    "text_weight": Arg(float, _STAGES.text_weight, "weight of the text loss in stages 2 and 3", low=0),
+    "train_batch": Arg(int, Derived(lambda a: _STAGES.train_batch, _per_stage(_STAGES.train_batch)),
+                       "examples per optimizer step in every stage", low=1),
+    "augment": Arg(bool, _STAGES.augment, "stages 2 and 3 draw the authors' random crop and flip of the generation "
+                   "photos each epoch (Show-o only)"),
+    "kmeans_seed": Arg(int, _STAGES.kmeans_seed, "seed of the k-means initialisations", low=0),
+    "transition_images": Arg(int, _by_backend(3, " (showo: the authors')"), "images generated for the transition",
+                             low=1),
+    "transition_rule": Arg(str, _by_backend(2, ""), "how the transition picks uncertain positions: late_change (the "
+                           "paper's: where the MaskGIT prediction at transition_step differs from the final code) or "
+                           "lowest_prob (the least probable codes, the only one autoregressive decoding supports)",
+                           choices=tuple(TRANSITION_RULES)),
+    "transition_step": Arg(int, _STAGES.transition_step, "late_change: the MaskGIT step compared with the final codes",
+                           low=1),
+    "transition_fraction": Arg(float, _STAGES.transition_fraction, "lowest_prob: share of each image's positions "
+                               "taken as least sure", above=0, high=1),
+    "face_init": Arg(str, "auto", "human concepts' generation-token init from the face identity embedding: auto "
+                     "(InsightFace when the face extra is installed, else k-means), off, or random/tiny (stand-ins, "
+                     "tests)", choices=("auto", "off", "default", "random", "tiny")),
 }
 
-_BACKENDS: dict[tuple, Any] = {}
 _LOG = get_logger("method.unictokens")
 
 
 def get_backend(backend: str, model: str, device: str, seed: int, dtype: str | None = None, **extra):
     """One backend per (backend, model, its files, device, dtype) in a process: concepts share the weights."""
-    if dtype not in (None, "bfloat16", "float32"):
-        raise BenchError(f"expected bfloat16 or float32, got {dtype!r}", where="--method-arg dtype")
     random_init = model in ("tiny", RANDOM_MODELS[backend])
-    key = (backend, model, tuple(sorted(extra.items())), device, dtype, seed if random_init else None)
-    if key not in _BACKENDS:
+    key = ("unictokens", backend, model, tuple(sorted(extra.items())), device, dtype, seed if random_init else None)
+
+    def load():
         torch_dtype = getattr(torch, dtype) if dtype else None
         if backend == "showo":
             from .showo_backend import ShowoBackend
 
-            _BACKENDS[key] = ShowoBackend(model, device=device, seed=seed, dtype=torch_dtype, **extra)
-        else:
-            from .janus_backend import JanusBackend
+            return ShowoBackend(model, device=device, seed=seed, dtype=torch_dtype, **extra)
+        from .janus_backend import JanusBackend
 
-            _BACKENDS[key] = JanusBackend(model, device=device, seed=seed, dtype=torch_dtype)
-    return _BACKENDS[key]
+        return JanusBackend(model, device=device, seed=seed, dtype=torch_dtype)
+    return shared(key, load)
 
 
 class _UnifiedMethod(ConceptLayers, Method):
@@ -102,44 +134,50 @@ class _UnifiedMethod(ConceptLayers, Method):
 
     def __init__(self, args=None, **kwargs):
         super().__init__(args, **kwargs)
-        self.backend_name = self.args.get("backend", "showo")
-        if self.backend_name not in BACKEND_DEFAULTS:
-            raise BenchError(f"unknown backend {self.backend_name!r} (showo or janus)", where="--method-arg backend")
-        default_model, default_reply, _, _ = BACKEND_DEFAULTS[self.backend_name]
-        self.model_name = self.args.get("model", default_model)
-        self.backend_extra: dict = {}
-        for key in ("vq_model", "tokenizer", "llm_config"):
-            if key in self.args:
-                if self.backend_name != "showo":
-                    raise BenchError("only the showo backend takes it", where=f"--method-arg {key}")
-                self.backend_extra[key] = self.args[key]
-        if "steps" in self.args:
-            if self.backend_name != "showo":
-                raise BenchError("only the showo backend takes it", where="--method-arg steps")
-            self.backend_extra["steps"] = int_arg(self.args, "steps", 50) or 1
-        self.guidance = float_arg(self.args, "guidance", 5.0)
-        self.temperature = float_arg(self.args, "temperature", 1.0)
-        self.max_new_tokens = int_arg(self.args, "max_new_tokens", default_reply) or 1
-        self.gen_batch = int_arg(self.args, "gen_batch", None) or (32 if str(self.device).startswith("cuda") else 4)
-        if self.args.get("dtype", "bfloat16") not in ("bfloat16", "float32"):
-            raise BenchError(f"expected bfloat16 or float32, got {self.args['dtype']!r}", where="--method-arg dtype")
+        a = self.args
+        self.backend_name, self.model_name = a.backend, a.model
+        self.backend_extra: dict = {k: (str(a[k]) if k == "llm_config" else a[k]) for k in _SHOWO_ONLY
+                                    if a[k] is not None}
+        self.guidance, self.temperature, self.max_new_tokens = a.guidance, a.temperature, a.max_new_tokens
+        self.gen_batch = a.gen_batch or (32 if on_cuda(self.device) else 4)
         self._backend = None
 
     @classmethod
-    def validate_arguments(cls, args):
-        cls(args)  # parsing every value loads nothing: the model loads on first use
+    def check_arguments(cls, args):
+        for key in _SHOWO_ONLY:
+            if key in args.given and args.backend != "showo":
+                raise BenchError("only the showo backend takes it", where=f"--method-arg {key}")
+
+    @classmethod
+    def check_available(cls, args):
+        builtins = ("tiny", RANDOM_MODELS[args.backend])
+        check_available(args.model, builtins=builtins, what=f"{args.backend} model")
+        if args.backend == "showo" and args.model not in builtins:
+            check_available(args.vq_model, argument="vq_model", what="MAGVIT-v2")
+            check_available(args.tokenizer, argument="tokenizer", what="tokenizer")
 
     @property
     def backend(self):
         if self._backend is None:
             self._backend = get_backend(self.backend_name, self.model_name, self.device, self.seed,
-                                        self.args.get("dtype"), **self.backend_extra)
+                                        self.args.dtype, **self.backend_extra)
         return self._backend
 
     def describe(self):
         return {"base_model": self.model_name, "backend_name": self.backend_name,
                 "random_init": self.model_name in ("tiny", RANDOM_MODELS[self.backend_name]),
-                "backend": self.backend.describe()}
+                "backend": self.backend.describe(), "gen_batch": self.gen_batch}
+
+    # ------------------------------------------------------------------ speed hooks
+    @classmethod
+    def bench_arguments(cls, device_type, given):
+        backend = given.get("backend", "showo")
+        return {"model": RANDOM_MODELS.get(backend, "random") if device_type == "cuda" else "tiny"}
+
+    def bench_generation(self, options):
+        from .speed import bench_janus, bench_showo
+
+        return bench_showo(self, options) if self.backend_name == "showo" else bench_janus(self, options)
 
     # Subclasses say how the concept is named in questions and prompts.
     def _question(self, concept: Concept, state, question: str) -> str:
@@ -156,21 +194,15 @@ class _UnifiedMethod(ConceptLayers, Method):
         return newrows.fingerprint(self.backend)
 
     def answer(self, concept, state, requests):
-        with self.activate(concept, state):
-            return self._answer(concept, state, requests)
-
-    def generate(self, concept, state, requests):
-        with self.activate(concept, state):
-            return self._generate(concept, state, requests)
-
-    def _answer(self, concept, state, requests):
+        self.require_active(concept)
         examples = [TextExample(self._question(concept, state, r.question), r.image) for r in requests]
         replies: list[str | None] = []
         for i in range(0, len(examples), self.batch_size):
             replies.extend(self.backend.answer(examples[i:i + self.batch_size], self.max_new_tokens))
         return replies
 
-    def _generate(self, concept, state, requests):
+    def generate(self, concept, state, requests):
+        self.require_active(concept)
         # One request's images per call, padded to one shape (kit.batching): no image depends on
         # the requests it is asked with, and a compiled decoding step sees a single batch shape.
         result = []
@@ -210,45 +242,29 @@ class UniCTokens(_UnifiedMethod):
     """UniCTokens (three-stage unified concept tokens) on Show-o (default) or Janus; see methods/unictokens/README.md."""
 
     name = "unictokens"
-    needs_personalization = True
     arguments = {**_COMMON_ARGS, **_TRAIN_ARGS}
 
     def __init__(self, args=None, **kwargs):
         super().__init__(args, **kwargs)
         a = self.args
-        epochs = int_arg(a, "epochs", 20)
-        _, _, default_rule, default_images = BACKEND_DEFAULTS[self.backend_name]
-        defaults = TrainConfig()
-        wd = (float_arg(a, "weight_decay", 0.0),) * 3 if "weight_decay" in a else defaults.weight_decay
-        batch = ((int_arg(a, "train_batch", 1) or 1),) * 3 if "train_batch" in a else defaults.train_batch
+        per_stage = lambda v: tuple(v) if isinstance(v, (tuple, list)) else (v,) * 3  # noqa: E731
         self.cfg = TrainConfig(
-            lr=float_arg(a, "lr", 1e-3), weight_decay=wd,
-            epochs_stage1=int_arg(a, "epochs_stage1", epochs), epochs_stage2=int_arg(a, "epochs_stage2", epochs),
-            epochs_stage3=int_arg(a, "epochs_stage3", epochs), stage2_init_epoch=int_arg(a, "stage2_init_epoch", 15),
-            image_weight=float_arg(a, "image_weight", 0.8), text_weight=float_arg(a, "text_weight", 0.2),
-            train_batch=batch, augment=flag_arg(a, "augment", True), kmeans_seed=int_arg(a, "kmeans_seed", 0),
-            transition_images=int_arg(a, "transition_images", default_images) or 1,
-            transition_rule=a.get("transition_rule", default_rule),
-            transition_step=int_arg(a, "transition_step", 35) or 1,
-            transition_fraction=float_arg(a, "transition_fraction", 0.25),
-            guidance=self.guidance, temperature=self.temperature, seed=self.seed)
-        if min(self.cfg.epochs_stage1, self.cfg.epochs_stage2, self.cfg.epochs_stage3) < 1:
-            raise BenchError("every stage needs at least 1 epoch", where="--method-arg epochs")
-        if self.cfg.transition_rule not in TRANSITION_RULES:
-            raise BenchError(f"unknown rule {self.cfg.transition_rule!r} (known: {', '.join(TRANSITION_RULES)})",
-                             where="--method-arg transition_rule")
-        if self.cfg.transition_rule == "late_change" and self.backend_name != "showo":
+            lr=a.lr, weight_decay=per_stage(a.weight_decay), epochs_stage1=a.epochs_stage1,
+            epochs_stage2=a.epochs_stage2, epochs_stage3=a.epochs_stage3, stage2_init_epoch=a.stage2_init_epoch,
+            image_weight=a.image_weight, text_weight=a.text_weight, train_batch=per_stage(a.train_batch),
+            augment=a.augment, kmeans_seed=a.kmeans_seed, transition_images=a.transition_images,
+            transition_rule=a.transition_rule, transition_step=a.transition_step,
+            transition_fraction=a.transition_fraction, guidance=self.guidance, temperature=self.temperature,
+            seed=self.seed)
+        self.checkpoint, self.epoch, self.face_init = a.checkpoint, a.epoch, a.face_init
+
+    @classmethod
+    def check_arguments(cls, args):
+        super().check_arguments(args)
+        if args.transition_rule == "late_change" and args.backend != "showo":
             raise BenchError("late_change needs an iterative (MaskGIT) sampler: backend=showo; janus uses "
                              "lowest_prob", where="--method-arg transition_rule")
-        self.checkpoint = Path(a["checkpoint"]) if "checkpoint" in a else None
-        if self.checkpoint is not None and not self.checkpoint.is_dir():
-            raise BenchError("checkpoint folder not found", self.checkpoint)
-        self.face_init = a.get("face_init", "auto")
-        if self.face_init not in ("auto", "off", "default", "random", "tiny"):
-            raise BenchError(f"expected auto, off, default, random or tiny, got {self.face_init!r}",
-                             where="--method-arg face_init")
-        self.epoch = int_arg(a, "epoch", None)
-        if self.epoch is not None and self.checkpoint is None:
+        if args.epoch is not None and args.checkpoint is None:
             raise BenchError("epoch=N needs checkpoint=DIR", where="--method-arg epoch")
 
     def describe(self):
@@ -308,32 +324,34 @@ class UniCTokens(_UnifiedMethod):
         return mean / mean.norm().clamp(min=1e-8), f"{backend.name}; {len(found)} of {len(concept.train_images)} photos"
 
     def _from_checkpoint(self, concept: Concept) -> dict:
-        candidates = [self.checkpoint / concept.name, self.checkpoint / concept.token, self.checkpoint]
-        for base in candidates:
-            if not base.is_dir():
-                continue
-            for folder in (base / "stage3", base / "stage2", base / "stage1", base):
-                if folder.is_dir() and checkpoint_epochs(folder):
-                    rows, epoch = load_rows(folder, self.epoch, self.backend.hidden_size)
-                    meta = read_meta(folder) or {}
-                    made_on = meta.get("base_model", "unknown (no unictokens.json: e.g. the authors' Show-o files)")
-                    if made_on != self.model_name:
-                        self._log(f"checkpoint {folder} was trained on base model {made_on}, loading it onto "
-                                  f"{self.model_name}: the widths fit, but rows only mean something on the model "
-                                  f"that trained them")
-                    return {"rows": rows, "source": str(folder), "epoch": epoch, "base_model": made_on}
-        raise BenchError(f"no epoch_<N>_embed.pt files for concept {concept.name!r} "
-                         f"(looked in DIR/{concept.name}/, DIR/{concept.token}/ and DIR)", self.checkpoint)
+        stages = ("stage3", "stage2", "stage1")
+
+        def rows_in(folder: Path) -> Path | None:
+            for sub in [folder / s for s in stages] + [folder]:
+                if sub.is_dir() and checkpoint_epochs(sub):
+                    return sub
+            return None
+
+        base = concept_folder(self.checkpoint, concept, lambda f: rows_in(f) is not None, "epoch_<N>_embed.pt files",
+                              layout_subfolders=stages)
+        folder = rows_in(base)
+        rows, epoch = load_rows(folder, self.epoch, self.backend.hidden_size)
+        meta = read_meta(folder) or {}
+        made_on = meta.get("base_model", "unknown (no unictokens.json: e.g. the authors' Show-o files)")
+        if made_on != self.model_name:
+            self._log(f"checkpoint {folder} was trained on base model {made_on}, loading it onto "
+                      f"{self.model_name}: the widths fit, but rows only mean something on the model "
+                      f"that trained them")
+        return {"rows": rows, "source": str(folder), "epoch": epoch, "base_model": made_on}
 
     def personalize(self, concept, state_dir):
         if self.checkpoint is not None:
             loaded = self._from_checkpoint(concept)
-            state = self._state(concept, loaded["rows"])
-            Path(state_dir).mkdir(parents=True, exist_ok=True)
-            (Path(state_dir) / "checkpoint.json").write_text(json.dumps(
-                {"source": loaded["source"], "epoch": loaded["epoch"], "rows": len(loaded["rows"]["embed"]),
-                 "trained_on": loaded["base_model"], "loaded_onto": self.model_name}))
-            return state
+            write_json_atomic(Path(state_dir) / "checkpoint.json", {
+                "source": loaded["source"], "epoch": loaded["epoch"], "rows": len(loaded["rows"]["embed"]),
+                "trained_on": loaded["base_model"], "loaded_onto": self.model_name})
+            return self._state(concept, loaded["rows"])
+        # Stages an interrupted run finished are skipped (their unictokens.json says finished).
         pers = Personalizer(self.backend, self.cfg, self.model_name, log=self._log, progress=self.progress)
         groups, rows = pers.run(self.concept_data(concept), Path(state_dir))
         return self._state(concept, rows)
@@ -342,11 +360,13 @@ class UniCTokens(_UnifiedMethod):
         if self.checkpoint is not None:
             return self._state(concept, self._from_checkpoint(concept)["rows"])
         folder = Path(state_dir) / "stage3"
-        meta = read_meta(folder)
-        if not meta or not meta.get("finished"):  # marked done but incomplete: finish the stages
-            return self.personalize(concept, state_dir)
-        rows, _ = load_rows(folder, meta.get("epochs"), self.backend.hidden_size)
+        rows, _ = load_rows(folder, (read_meta(folder) or {}).get("epochs"), self.backend.hidden_size)
         return self._state(concept, rows)
+
+    def bench_personalize_costs(self, state_dir):
+        from .speed import stage_costs
+
+        return stage_costs(Path(state_dir))
 
     def _state(self, concept: Concept, rows: dict[str, torch.Tensor]) -> dict:
         return {"groups": TokenGroups(concept.token), "rows": rows, "n_rows": rows["embed"].shape[0]}

@@ -21,7 +21,11 @@ import torch
 from unifybench import newrows
 from unifybench.errors import BenchError
 from unifybench.logs import get_logger
-from unifybench.methods import ConceptLayers, Method, flag_arg, float_arg, int_arg
+from unifybench.kit.args import Arg, Auto
+from unifybench.kit.checkpoints import concept_folder
+from unifybench.kit.files import atomic_write, read_json, write_json_atomic
+from unifybench.kit.models import check_available, shared, torch_dtype
+from unifybench.methods import ConceptLayers, Method
 from unifybench.records import Concept
 from unifybench.seeding import derive_seed
 
@@ -58,43 +62,42 @@ NEGATIVE_ANSWERS = [
 ]
 
 _ARGS = {
-    "model": "LLaVA in transformers format: a hub name or local folder (default llava-hf/llava-1.5-13b-hf), or "
-             "'tiny' (a tiny random-init LLaVA built in code: tests, smoke runs)",
-    "dtype": "model weights: bfloat16 or float32 (default bfloat16 on CUDA, float32 on CPU)",
-    "max_new_tokens": "longest reply in tokens (default 512, as the authors' scripts)",
-    "temperature": "0 (default): greedy; > 0 samples at that temperature, each request from its own seed "
-                   "(0.2 reproduces the authors' sampling)",
-    "rec_prompt": "recognition items: 'authors' (default: their test question, 'Can you see <c> in this photo? "
-                  "Answer with a single word or phrase.') or 'bench' (the benchmark's own question)",
+    "model": Arg(str, DEFAULT_MODEL, "LLaVA in transformers format: a hub name or local folder, or 'tiny' (a tiny "
+                 "random-init LLaVA built in code: tests, smoke runs)"),
+    "dtype": Arg(str, Auto("bfloat16 on CUDA, float32 on CPU"), "model weights", choices=("bfloat16", "float32")),
+    "max_new_tokens": Arg(int, 512, "longest reply in tokens (the authors' scripts')", low=1),
+    "temperature": Arg(float, 0.0, "0: greedy; > 0 samples at that temperature, each request from its own seed "
+                       "(0.2 reproduces the authors' sampling)", low=0),
+    "rec_prompt": Arg(str, "authors", "recognition items: 'authors' (their test question, 'Can you see <c> in this "
+                      "photo? Answer with a single word or phrase.') or 'bench' (the benchmark's own question)",
+                      choices=("authors", "bench")),
 }
 _TRAIN_ARGS = {
-    "epochs": "training epochs (default 15, as train.sh)",
-    "lr": "AdamW learning rate (default 1e-3)",
-    "weight_decay": "AdamW weight decay (default 1e-2)",
-    "train_batch": "examples per optimizer step (default 1, as the authors)",
-    "flip_p": "probability of a horizontal flip of each training image (default 0.5)",
-    "latent_tokens": "latent tokens after <c> (default 16)",
-    "positives_per_photo": "recognition questions asked of each training photo (default 10)",
-    "max_hard": "hard negatives at most (default 100: negative_example/ or retrieved ones)",
-    "max_easy": "easy negatives at most (default 100: random images, then other concepts' photos)",
-    "best_epoch": "true: keep the epoch of highest training recognition accuracy after epoch 4 (the "
-                  "authors' 'best' rule; costs one recognition pass per epoch); false (default): the last",
-    "checkpoint": "folder of Yo'LLaVA rows to load instead of training: <epoch>-token.pt and <epoch>-lmhead.pt "
-                  "(the authors' files), per concept DIR/<concept>/, DIR/<token>/ or DIR",
-    "epoch": "which epoch of checkpoint=DIR to load: a number or 'best' (default: the highest number)",
+    "epochs": Arg(int, 15, "training epochs (train.sh's)", low=1),
+    "lr": Arg(float, 1e-3, "AdamW learning rate", above=0),
+    "weight_decay": Arg(float, 1e-2, "AdamW weight decay", low=0),
+    "train_batch": Arg(int, 1, "examples per optimizer step (the authors')", low=1),
+    "flip_p": Arg(float, 0.5, "probability of a horizontal flip of each training image", low=0, high=1),
+    "latent_tokens": Arg(int, N_LATENT, "latent tokens after <c>", low=0),
+    "positives_per_photo": Arg(int, 10, "recognition questions asked of each training photo", low=1),
+    "max_hard": Arg(int, 100, "hard negatives at most (negative_example/ or retrieved ones)", low=0),
+    "max_easy": Arg(int, 100, "easy negatives at most (random images, then other concepts' photos)", low=0),
+    "best_epoch": Arg(bool, False, "true: keep the epoch of highest training recognition accuracy after epoch 4 "
+                      "(the authors' 'best' rule; one recognition pass per epoch); false: the last"),
+    "checkpoint": Arg(Path, None, "folder of Yo'LLaVA rows to load instead of training: <epoch>-token.pt and "
+                      "<epoch>-lmhead.pt (the authors' files), per concept DIR/<concept>/, DIR/<token>/ or DIR",
+                      exists="dir"),
+    "epoch": Arg(str, Auto("the highest numbered epoch"), "which epoch of checkpoint=DIR to load: a number or "
+                 "'best'"),
 }
 
-_HOSTS: dict[tuple, LlavaHost] = {}
 _LOG = get_logger("method.yollava")
 
 
 def get_host(model: str, device: str, seed: int, dtype: str | None) -> LlavaHost:
-    if dtype not in (None, "bfloat16", "float32"):
-        raise BenchError(f"expected bfloat16 or float32, got {dtype!r}", where="--method-arg dtype")
-    key = (model, device, dtype, seed if model == "tiny" else None)
-    if key not in _HOSTS:
-        _HOSTS[key] = LlavaHost(model, device=device, seed=seed, dtype=getattr(torch, dtype) if dtype else None)
-    return _HOSTS[key]
+    """One LLaVA per (model, device, dtype) in a process: concepts share the weights."""
+    return shared(("llava", model, device, dtype, seed if model == "tiny" else None),
+                  lambda: LlavaHost(model, device=device, seed=seed, dtype=torch_dtype(dtype, device) if dtype else None))
 
 
 def request_seed(seed: int, key: str) -> int:
@@ -108,26 +111,18 @@ class _LlavaMethod(ConceptLayers, Method):
     def __init__(self, args=None, **kwargs):
         super().__init__(args, **kwargs)
         a = self.args
-        self.model_name = a.get("model", DEFAULT_MODEL)
-        self.max_new_tokens = int_arg(a, "max_new_tokens", 512) or 1
-        self.temperature = float_arg(a, "temperature", 0.0)
-        if self.temperature < 0:
-            raise BenchError(f"must be >= 0, got {self.temperature:g}", where="--method-arg temperature")
-        self.rec_prompt = a.get("rec_prompt", "authors")
-        if self.rec_prompt not in ("authors", "bench"):
-            raise BenchError(f"expected authors or bench, got {self.rec_prompt!r}", where="--method-arg rec_prompt")
-        if a.get("dtype", "bfloat16") not in ("bfloat16", "float32"):
-            raise BenchError(f"expected bfloat16 or float32, got {a['dtype']!r}", where="--method-arg dtype")
+        self.model_name, self.max_new_tokens, self.temperature = a.model, a.max_new_tokens, a.temperature
+        self.rec_prompt = a.rec_prompt
         self._host: LlavaHost | None = None
 
     @classmethod
-    def validate_arguments(cls, args):
-        cls(args)  # parses every value; the model loads on first use
+    def check_available(cls, args):
+        check_available(args.model, builtins=("tiny",), what="LLaVA checkpoint")
 
     @property
     def host(self) -> LlavaHost:
         if self._host is None:
-            self._host = get_host(self.model_name, self.device, self.seed, self.args.get("dtype"))
+            self._host = get_host(self.model_name, self.device, self.seed, self.args.dtype)
         return self._host
 
     def describe(self):
@@ -151,14 +146,14 @@ class _LlavaMethod(ConceptLayers, Method):
         return request.question
 
     def answer(self, concept, state, requests):
-        with self.activate(concept, state):
-            examples = [(self._user_text(concept, state, r), r.image) for r in requests]
-            replies: list[str | None] = []
-            for i in range(0, len(examples), self.batch_size):
-                chunk = requests[i:i + self.batch_size]
-                replies += self.host.answer(examples[i:i + self.batch_size], self.max_new_tokens, self.temperature,
-                                            [request_seed(self.seed, r.key) for r in chunk])
-            return replies
+        self.require_active(concept)
+        examples = [(self._user_text(concept, state, r), r.image) for r in requests]
+        replies: list[str | None] = []
+        for i in range(0, len(examples), self.batch_size):
+            chunk = requests[i:i + self.batch_size]
+            replies += self.host.answer(examples[i:i + self.batch_size], self.max_new_tokens, self.temperature,
+                                        [request_seed(self.seed, r.key) for r in chunk])
+        return replies
 
 
 class LLaVA(_LlavaMethod):
@@ -174,20 +169,20 @@ class LLaVAPrompt(_LlavaMethod):
     """The base model with the concept's text description in place of the token (the "+ prompt" row)."""
 
     name = "llava-prompt"
-    arguments = {**_ARGS, "descriptions": "a JSON file {concept: description} used instead of the benchmark's "
-                                          "(needed where a layout has none, as Yo'LLaVA's)"}
+    arguments = {**_ARGS, "descriptions": Arg(Path, None, "a JSON file {concept: description} used instead of the "
+                                                      "benchmark's (needed where a layout has none, as Yo'LLaVA's)",
+                                              exists="file")}
 
     def __init__(self, args=None, **kwargs):
         super().__init__(args, **kwargs)
         self.descriptions = _read_descriptions(self.args)
 
     @classmethod
-    def validate_arguments(cls, args):
-        super().validate_arguments(args)
+    def check_arguments(cls, args):
         _read_descriptions(args)
 
     @classmethod
-    def check_concepts(cls, args, concepts):
+    def check_run(cls, args, concepts, tasks):
         given = _read_descriptions(args)
         bare = [c.name for c in concepts if not (given.get(c.name) or c.description).strip()]
         if bare:
@@ -197,8 +192,8 @@ class LLaVAPrompt(_LlavaMethod):
                              where=f"method {cls.name}")
 
     def describe(self):
-        given = self.args.get("descriptions")
-        source = {"file": given, "sha256": hashlib.sha256(Path(given).read_bytes()).hexdigest()} if given else "benchmark"
+        given = self.args.descriptions
+        source = {"file": str(given), "sha256": hashlib.sha256(given.read_bytes()).hexdigest()} if given else "benchmark"
         return {**super().describe(), "descriptions": source}
 
     def _user_text(self, concept, state, request):
@@ -208,10 +203,10 @@ class LLaVAPrompt(_LlavaMethod):
         return f"{description.strip()} {self._question(concept, request)}".strip()
 
 
-def _read_descriptions(args: dict) -> dict[str, str]:
-    if "descriptions" not in args:
+def _read_descriptions(args) -> dict[str, str]:
+    if args.descriptions is None:
         return {}
-    path = Path(args["descriptions"])
+    path = args.descriptions
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -227,33 +222,22 @@ class YoLLaVA(_LlavaMethod):
     """Yo'LLaVA: <c> + 16 latent tokens learned on LLaVA-1.5 (methods/yollava/README.md)."""
 
     name = "yollava"
-    needs_personalization = True
     arguments = {**_ARGS, **_TRAIN_ARGS}
 
     def __init__(self, args=None, **kwargs):
         super().__init__(args, **kwargs)
         a = self.args
-        self.epochs = int_arg(a, "epochs", 15)
-        if self.epochs < 1:
-            raise BenchError("needs at least 1 epoch", where="--method-arg epochs")
-        self.lr = float_arg(a, "lr", 1e-3)
-        self.weight_decay = float_arg(a, "weight_decay", 1e-2)
-        self.train_batch = int_arg(a, "train_batch", 1) or 1
-        self.flip_p = float_arg(a, "flip_p", 0.5)
-        if not 0 <= self.flip_p <= 1:
-            raise BenchError(f"must be between 0 and 1, got {self.flip_p:g}", where="--method-arg flip_p")
-        self.n_latent = int_arg(a, "latent_tokens", N_LATENT)
-        self.positives_per_photo = int_arg(a, "positives_per_photo", 10) or 1
-        self.max_hard = int_arg(a, "max_hard", 100)
-        self.max_easy = int_arg(a, "max_easy", 100)
-        self.best_epoch = flag_arg(a, "best_epoch", False)
-        self.checkpoint = Path(a["checkpoint"]) if "checkpoint" in a else None
-        if self.checkpoint is not None and not self.checkpoint.is_dir():
-            raise BenchError("checkpoint folder not found", self.checkpoint)
-        self.epoch = a.get("epoch")
-        if self.epoch is not None and self.epoch != "best":
-            self.epoch = str(int_arg(a, "epoch", 0))
-        if self.epoch is not None and self.checkpoint is None:
+        self.epochs, self.lr, self.weight_decay, self.train_batch = a.epochs, a.lr, a.weight_decay, a.train_batch
+        self.flip_p, self.n_latent, self.positives_per_photo = a.flip_p, a.latent_tokens, a.positives_per_photo
+        self.max_hard, self.max_easy, self.best_epoch = a.max_hard, a.max_easy, a.best_epoch
+        self.checkpoint = a.checkpoint
+        self.epoch = None if a.epoch is None else a.epoch if a.epoch == "best" else str(int(a.epoch))
+
+    @classmethod
+    def check_arguments(cls, args):
+        if args.epoch is not None and args.epoch != "best" and not args.epoch.strip().isdigit():
+            raise BenchError(f"expected a number or 'best', got {args.epoch!r}", where="--method-arg epoch")
+        if args.epoch is not None and args.checkpoint is None:
             raise BenchError("epoch=N needs checkpoint=DIR", where="--method-arg epoch")
 
     def describe(self):
@@ -322,24 +306,39 @@ class YoLLaVA(_LlavaMethod):
     # ------------------------------------------------------------------ personalization
     def personalize(self, concept, state_dir):
         state_dir = Path(state_dir)
-        state_dir.mkdir(parents=True, exist_ok=True)
         if self.checkpoint is not None:
             rows, source, epoch = self._from_checkpoint(concept)
-            (state_dir / "checkpoint.json").write_text(json.dumps({"source": source, "epoch": epoch,
-                                                                   "rows": len(rows["embed"])}))
+            write_json_atomic(state_dir / "checkpoint.json", {"source": source, "epoch": epoch,
+                                                              "rows": len(rows["embed"])})
             return {"rows": rows}
         meta = _read_meta(state_dir)
-        if meta and meta.get("finished"):
-            return self.load_state(concept, state_dir)
-        return {"rows": self._train(concept, state_dir)}
+        if not (meta and meta.get("finished")):  # an interrupted training resumes after its last epoch
+            self._train(concept, state_dir)
+        return self._saved(concept, state_dir)
 
     def load_state(self, concept, state_dir):
         if self.checkpoint is not None:
             return {"rows": self._from_checkpoint(concept)[0]}
-        meta = _read_meta(Path(state_dir))
-        if not meta or not meta.get("finished"):  # interrupted: resume from its last finished epoch
-            return self.personalize(concept, state_dir)
-        return {"rows": load_yollava_rows(Path(state_dir), str(meta["selected_epoch"]), self.host.hidden_size,
+        return self._saved(concept, Path(state_dir))
+
+    # ------------------------------------------------------------------ speed hooks
+    @classmethod
+    def bench_arguments(cls, device_type, given):
+        return {"model": "tiny"}  # a 13B LLaVA with random weights would measure nothing worth its memory
+
+    def bench_personalize_costs(self, state_dir):
+        meta = _read_meta(Path(state_dir)) or {}
+        losses = meta.get("losses") or []
+        steps = sum(e["steps"] for e in losses)
+        return {"train": {"epochs": len(losses), "steps": steps, "seconds": meta.get("seconds"),
+                          "loss_first_epoch": round(losses[0]["loss"], 4) if losses else None,
+                          "loss_last_epoch": round(losses[-1]["loss"], 4) if losses else None,
+                          "seconds_per_step": round(meta["seconds"] / steps, 4) if steps else None,
+                          "training_set": meta.get("training_set")}}
+
+    def _saved(self, concept: Concept, state_dir: Path) -> dict:
+        meta = _read_meta(state_dir) or {}
+        return {"rows": load_yollava_rows(state_dir, str(meta.get("selected_epoch")), self.host.hidden_size,
                                           len(self.tokens(concept)))[0]}
 
     def _init_rows(self, concept: Concept) -> dict[str, torch.Tensor]:
@@ -351,7 +350,7 @@ class YoLLaVA(_LlavaMethod):
         return {"embed": torch.randn(n, d, generator=g) * std, "head_weight": torch.randn(n, d, generator=g) * std,
                 "head_bias": torch.zeros(n)}
 
-    def _train(self, concept: Concept, state_dir: Path) -> dict[str, torch.Tensor]:
+    def _train(self, concept: Concept, state_dir: Path) -> None:
         host = self.host
         examples, counts = self.training_set(concept)
         prompt = self.concept_prompt(concept, training=True)
@@ -410,7 +409,6 @@ class YoLLaVA(_LlavaMethod):
             "losses": losses, "recognition_checks": checks, "best_epoch": best[1], "selected_epoch": selected,
             "seconds": round(time.time() - start, 3), "finished": True})
         (state_dir / RESUME_FILE).unlink(missing_ok=True)  # finished: the epoch files are the record
-        return load_yollava_rows(state_dir, selected, host.hidden_size, len(ids))[0]
 
     @torch.no_grad()
     def _recognition_check(self, concept: Concept, examples) -> dict:
@@ -429,16 +427,12 @@ class YoLLaVA(_LlavaMethod):
                 "weighted": sum(rates) / len(rates) if rates else 0.0}
 
     def _from_checkpoint(self, concept: Concept) -> tuple[dict, str, str]:
-        n = len(self.tokens(concept))
-        for base in (self.checkpoint / concept.name, self.checkpoint / concept.token, self.checkpoint):
-            epochs = yollava_epochs(base) if base.is_dir() else []
-            if epochs:
-                numbered = [e for e in epochs if e != "best"]
-                epoch = self.epoch or (str(max(numbered)) if numbered else "best")
-                rows, used = load_yollava_rows(base, epoch, self.host.hidden_size, n)
-                return rows, str(base), used
-        raise BenchError(f"no <epoch>-token.pt files for concept {concept.name!r} (looked in DIR/{concept.name}/, "
-                         f"DIR/{concept.token}/ and DIR)", self.checkpoint)
+        base = concept_folder(self.checkpoint, concept, lambda folder: bool(yollava_epochs(folder)),
+                              "<epoch>-token.pt files")
+        numbered = [e for e in yollava_epochs(base) if e != "best"]
+        epoch = self.epoch or (str(max(numbered)) if numbered else "best")
+        rows, used = load_yollava_rows(base, epoch, self.host.hidden_size, len(self.tokens(concept)))
+        return rows, str(base), used
 
 
 # ----------------------------------------------------------------------------- the authors' files
@@ -447,13 +441,9 @@ class YoLLaVA(_LlavaMethod):
 def save_yollava_rows(folder: Path, epoch: str, rows: dict[str, torch.Tensor]) -> None:
     """``<epoch>-token.pt`` (input-embedding rows) and ``<epoch>-lmhead.pt`` (head rows), float32
     ``[1 + latent, d]`` in token order, as the authors' script saves them (epochs counted from 0)."""
-    import os
-
-    folder.mkdir(parents=True, exist_ok=True)
     for key, suffix in (("embed", "token"), ("head_weight", "lmhead")):
-        tmp = folder / f".{epoch}-{suffix}.pt.tmp"
-        torch.save(rows[key].detach().float().cpu().contiguous(), tmp)
-        os.replace(tmp, folder / f"{epoch}-{suffix}.pt")
+        tensor = rows[key].detach().float().cpu().contiguous()
+        atomic_write(folder / f"{epoch}-{suffix}.pt", lambda tmp: torch.save(tensor, tmp))
 
 
 def yollava_epochs(folder: Path) -> list:
@@ -492,11 +482,7 @@ RESUME_FILE = "resume.pt"
 def _write_resume(folder: Path, state: dict) -> None:
     """After each epoch: the trained rows' masters, AdamW's moments, the shuffling and flipping
     generators and the log so far, so that an interrupted concept continues bit for bit."""
-    import os
-
-    tmp = folder / f".{RESUME_FILE}.tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, folder / RESUME_FILE)
+    atomic_write(folder / RESUME_FILE, lambda tmp: torch.save(state, tmp))
 
 
 def _read_resume(folder: Path, key: dict) -> dict | None:
@@ -515,16 +501,9 @@ def _read_resume(folder: Path, key: dict) -> dict | None:
 
 
 def _read_meta(folder: Path) -> dict | None:
-    path = folder / "yollava.json"
-    try:
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-    except ValueError:
-        return None
+    meta = read_json(folder / "yollava.json")
+    return meta if isinstance(meta, dict) else None
 
 
 def _write_meta(folder: Path, data: dict) -> None:
-    import os
-
-    tmp = folder / ".yollava.json.tmp"
-    tmp.write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
-    os.replace(tmp, folder / "yollava.json")
+    write_json_atomic(folder / "yollava.json", data)

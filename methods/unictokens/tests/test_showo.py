@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import cli, only_run_dir, read_results
+from unifybench.testing import cli, only_run_dir, read_results, predict
 
 from unifybench.errors import BenchError
 from unifybench_unictokens.backend import TextExample
@@ -28,7 +28,9 @@ def backend():
 
 @pytest.fixture(scope="module")
 def photos():
-    root = Path(__file__).resolve().parents[1] / "unifybench" / "data" / "mini" / "concept" / "test"
+    from unifybench.data import MINI_BENCH_PATH
+
+    root = MINI_BENCH_PATH / "concept" / "test"
     return sorted(root.rglob("*.jpg"))[:3]
 
 
@@ -267,8 +269,8 @@ def test_the_authors_published_bo_checkpoint_loads_on_a_show_o_of_their_width(tm
         method._question(concept, state, "Q?")
     from unifybench.methods import AnswerRequest, GenRequest
 
-    reply = method.answer(concept, state, [AnswerRequest("dog", "rec", 0, "Is <dog> here?", concept.test_images[0])])
-    images = method.generate(concept, state, [GenRequest("dog", "gen", 0, "a <dog> on the beach", 1, 0)])
+    reply = predict(method, concept, state, [AnswerRequest("dog", "rec", 0, "Is <dog> here?", concept.test_images[0])])
+    images = predict(method, concept, state, [GenRequest("dog", "gen", 0, "a <dog> on the beach", 1, 0)])
     assert isinstance(reply[0], str) and images[0][0].size == (16, 16)
 
 

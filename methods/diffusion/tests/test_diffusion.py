@@ -10,7 +10,7 @@ import json
 import pytest
 import torch
 
-from conftest import cli, only_run_dir, read_results
+from unifybench.testing import cli, only_run_dir, predict, read_results
 from unifybench.data import load_benchmark
 from unifybench.errors import BenchError
 from unifybench.methods import GenRequest
@@ -86,16 +86,16 @@ def test_the_saved_embedding_loads_through_load_textual_inversion_and_draws_the_
     state = trained.personalize(concept, tmp_path / "runs" / "dog")
     saved = load_file(str(tmp_path / "runs" / "dog" / EMBEDS_FILES[0]))
     assert list(saved) == ["<dog>"] and torch.equal(saved["<dog>"], state["rows"][0]["embed"])
-    ours = trained.generate(concept, state, _requests("dog"))
+    ours = predict(trained, concept, state, _requests("dog"))
 
     external = TextualInversion({**SAMPLE, "embeds": str(tmp_path / "runs")}, seed=0)
     fingerprint = external.isolation_fingerprint()
     loaded_state = external.personalize(concept, tmp_path / "state")
-    theirs = external.generate(concept, loaded_state, _requests("dog"))
+    theirs = predict(external, concept, loaded_state, _requests("dog"))
     assert _bytes(ours) == _bytes(theirs)
     assert external.isolation_fingerprint() == fingerprint  # diffusers' loader undone after the concept
     base = SDPrompt(SAMPLE, seed=0)
-    plain = base.generate(concept, None, [GenRequest("dog", "gen", 0, "A photo of <dog>.", 2, 7)])
+    plain = predict(base, concept, None, [GenRequest("dog", "gen", 0, "A photo of <dog>.", 2, 7)])
     assert _bytes(plain)[0] != _bytes(ours)[0]  # the learned row is what the prompt used
 
     with pytest.raises(BenchError, match="no learned_embeds.safetensors for concept 'cat'"):
@@ -129,9 +129,9 @@ def test_lora_weights_round_trip_through_load_lora_weights_and_the_base_comes_ba
     assert meta["instance_prompt"] == "a photo of sks cat" and meta["train_args"]["rank"] == 4
     assert set(meta["targets"]) == {"to_k", "to_q", "to_v", "to_out.0"}  # the tiny UNet has no add_*_proj
 
-    ours = method.generate(concept, state, _requests("cat", n=2))
+    ours = predict(method, concept, state, _requests("cat", n=2))
     external = DreamBoothLoRA({**SAMPLE, "lora": str(tmp_path / "runs")}, seed=0)
-    theirs = external.generate(concept, external.personalize(concept, tmp_path / "s"), _requests("cat", n=2))
+    theirs = predict(external, concept, external.personalize(concept, tmp_path / "s"), _requests("cat", n=2))
     assert _bytes(ours) == _bytes(theirs)
     assert method._prompt(concept, state, "<cat> on the beach.") == "sks cat on the beach."
 
@@ -156,10 +156,10 @@ def test_images_are_the_same_whatever_the_requests_are_batched_with(bench):
     method = SDPrompt({**SAMPLE, "gen_batch": "4"}, seed=0)
     concept = bench.concept("dog")
     requests = _requests("dog", n=3, n_images=2)
-    together = method.generate(concept, None, requests)
-    alone = [method.generate(concept, None, [r])[0] for r in requests]
+    together = predict(method, concept, None, requests)
+    alone = [predict(method, concept, None, [r])[0] for r in requests]
     assert _bytes(together) == _bytes(alone)
-    reversed_ = method.generate(concept, None, requests[::-1])[::-1]
+    reversed_ = predict(method, concept, None, requests[::-1])[::-1]
     assert _bytes(together) == _bytes(reversed_)
     seeds = [[im.tobytes() for im in g] for g in together]
     assert len({b for g in seeds for b in g}) == 6  # every image its own seed
@@ -180,7 +180,7 @@ def test_every_pipeline_call_holds_one_request_in_fixed_slots(bench, monkeypatch
     monkeypatch.setattr(method.host, "generate", recording)
     concept = bench.concept("dog")
     requests = [*_requests("dog", n=2, n_images=2), GenRequest("dog", "gen", 5, "<dog> in snow.", 6, 7)]
-    method.generate(concept, None, requests)
+    predict(method, concept, None, requests)
     want = []
     for r in requests:
         seeds = [image_seed(r.seed, r.key, i) for i in range(r.n_images)]
@@ -215,7 +215,7 @@ def test_templates_and_defaults_are_the_diffusers_readme_recipes():
     ("textual-inversion", "dtype=float16", "expected bfloat16 or float32"),
     ("sd-prompt", "scheduler=fast", "expected one of ddim"),
     ("dreambooth-lora", "prior=perhaps", "expected true or false"),
-    ("textual-inversion", "embeds=/nowhere", "embeddings folder not found"),
+    ("textual-inversion", "embeds=/nowhere", "/nowhere [--method-arg embeds]: folder not found"),
 ])
 def test_bad_arguments_are_one_line(tmp_path, method, value, message):
     ran = cli("run", "--method", method, "--method-arg", "model=tiny", "--method-arg", value,
@@ -268,14 +268,14 @@ def test_sdxl_textual_inversion_trains_both_text_encoders_and_its_files_load_bac
         assert not torch.equal(trained["embed"], start["embed"])  # both encoders' rows learned
     files = [load_file(str(tmp_path / "runs" / "dog" / f)) for f in EMBEDS_FILES]
     assert [list(f) for f in files] == [["<dog>"], ["<dog>"]]
-    ours = method.generate(concept, state, _requests("dog", n=1))
+    ours = predict(method, concept, state, _requests("dog", n=1))
     external = TextualInversion({k: v for k, v in xl.items() if "train" not in k and k != "accumulation"}
                                 | {"embeds": str(tmp_path / "runs")}, seed=0)
-    theirs = external.generate(concept, external.personalize(concept, tmp_path / "s"), _requests("dog", n=1))
+    theirs = predict(external, concept, external.personalize(concept, tmp_path / "s"), _requests("dog", n=1))
     assert _bytes(ours) == _bytes(theirs) and method.isolation_fingerprint() == fingerprint
     lora = DreamBoothLoRA({"model": "tiny-xl", "steps": "2", "gen_batch": "2", "train_steps": "1"}, seed=0)
     lora_state = lora.personalize(concept, tmp_path / "lora")
-    assert lora.generate(concept, lora_state, _requests("dog", n=1)) and lora.isolation_fingerprint() == fingerprint
+    assert predict(lora, concept, lora_state, _requests("dog", n=1)) and lora.isolation_fingerprint() == fingerprint
 
 
 @pytest.mark.parametrize("method", ["sd-prompt", "textual-inversion", "dreambooth-lora"])
@@ -296,27 +296,6 @@ def test_generation_bench_prices_the_fixed_slots_against_packed_calls(capsys):
                  "--steps", "2"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["images_per_request"] == 2 and result["packed_images_per_s"] > 0 and result["fixed_slots_cost"] > 0
-
-
-def test_files_trained_elsewhere_are_found_per_concept_and_never_lent_to_another(tmp_path):
-    from unifybench.records import Concept
-    from unifybench_diffusion.method import _per_concept_dir
-
-    dog = Concept(name="dog", token="<dog>", class_noun="dog")
-    single = tmp_path / "single"
-    single.mkdir()
-    (single / LORA_FILE).write_bytes(b"one concept's")
-    assert _per_concept_dir(single, dog, LORA_FILE) == single
-
-    several = tmp_path / "several"
-    (several / "cat").mkdir(parents=True)
-    (several / "cat" / LORA_FILE).write_bytes(b"cat's")
-    (several / LORA_FILE).write_bytes(b"a stray file")
-    with pytest.raises(BenchError, match="no pytorch_lora_weights.safetensors for concept 'dog'"):
-        _per_concept_dir(several, dog, LORA_FILE)
-    (several / "<dog>").mkdir()
-    (several / "<dog>" / LORA_FILE).write_bytes(b"dog's")
-    assert _per_concept_dir(several, dog, LORA_FILE) == several / "<dog>"
 
 
 def test_dreambooth_crops_are_torchvisions_bilinear_resize_then_a_crop():
@@ -344,5 +323,5 @@ def test_a_local_folder_in_diffusers_layout_draws_what_the_same_weights_draw(ben
     assert local.describe()["base_model"] == str(tmp_path / "sd") and local.describe()["random_init"] is False
     request = [GenRequest("dog", "gen", 0, "A photo of <dog> on a beach.", 2, 7)]
     concept = bench.concept("dog")
-    drawn, expected = local.generate(concept, None, request)[0], tiny.generate(concept, None, request)[0]
+    drawn, expected = predict(local, concept, None, request)[0], predict(tiny, concept, None, request)[0]
     assert [im.tobytes() for im in drawn] == [im.tobytes() for im in expected]

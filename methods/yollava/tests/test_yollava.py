@@ -9,8 +9,8 @@ import json
 import pytest
 import torch
 
-from _data_fixtures import make_unifybench, make_yollava, photo, write_json
-from conftest import cli, only_run_dir, read_results
+from unifybench.testing.benches import make_unifybench, make_yollava, photo, write_json
+from unifybench.testing import cli, only_run_dir, read_results, predict
 from unifybench import newrows
 from unifybench.data import load_benchmark
 from unifybench.errors import BenchError
@@ -114,7 +114,7 @@ def test_the_recognition_prompt_is_the_authors_text(bench, monkeypatch):
     monkeypatch.setattr(method.host, "answer", lambda examples, *a, **k: seen.extend(examples) or ["Yes"] * len(examples))
     request = AnswerRequest("bo", "rec", 0, "Is <bo> in this image?", concept.test_images[0])
     state = {"rows": method._init_rows(concept)}
-    assert method.answer(concept, state, [request]) == ["Yes"]
+    assert predict(method, concept, state, [request]) == ["Yes"]
     (user, image), = seen
     latent = "".join(f"<token{i}>" for i in range(16))
     assert user == f"<bo> is {latent} Can you see <bo> in this photo? Answer with a single word or phrase."
@@ -248,7 +248,7 @@ def test_an_interrupted_concept_resumes_after_its_last_epoch_bit_for_bit(bench, 
     again = YoLLaVA(args, seed=5)
     epochs_run = []
     again.progress = lambda what, done, total: epochs_run.append(what)
-    rows = again.load_state(concept, tmp_path / "resumed")["rows"]  # as the runner reloads a state folder
+    rows = again.personalize(concept, tmp_path / "resumed")["rows"]  # as the runner resumes an unfinished one
     assert set(epochs_run) == {"epoch 3/3"}  # epochs 1 and 2 were not trained again
     assert all(torch.equal(rows[k], whole[k]) for k in whole)
     meta_whole, meta = (json.loads((tmp_path / d / "yollava.json").read_text()) for d in ("whole", "resumed"))
@@ -301,7 +301,7 @@ def test_the_authors_files_load_with_checkpoint_dir_and_bad_ones_are_one_line(be
     (tmp_path / "ckpt" / "bo" / "14-token.pt").write_bytes(b"not a tensor")
     with pytest.raises(BenchError, match="cannot load"):
         load_yollava_rows(tmp_path / "ckpt" / "bo", "14", width, 17)
-    with pytest.raises(BenchError, match="checkpoint folder not found"):
+    with pytest.raises(BenchError, match=r"\[--method-arg checkpoint\]: folder not found"):
         YoLLaVA({**FAST, "checkpoint": str(tmp_path / "nowhere")})
 
 
@@ -310,19 +310,19 @@ def test_sampling_is_seeded_per_request_and_independent_of_batching(bench):
     requests = [AnswerRequest("bo", "vqa", i, f"What is {i}?", concept.test_images[i % 2]) for i in range(3)]
     one = LLaVA({**BASE, "temperature": "0.9", "max_new_tokens": "6"}, seed=1, batch_size=1)
     three = LLaVA({**BASE, "temperature": "0.9", "max_new_tokens": "6"}, seed=1, batch_size=3)
-    alone = one.answer(concept, None, requests[2:])
-    together = three.answer(concept, None, requests)
+    alone = predict(one, concept, None, requests[2:])
+    together = predict(three, concept, None, requests)
     assert together[2] == alone[0]
-    greedy = LLaVA({**BASE, "max_new_tokens": "6"}, seed=1, batch_size=3).answer(concept, None, requests)
-    assert greedy == LLaVA({**BASE, "max_new_tokens": "6"}, seed=1, batch_size=1).answer(concept, None, requests)
+    greedy = predict(LLaVA({**BASE, "max_new_tokens": "6"}, seed=1, batch_size=3), concept, None, requests)
+    assert greedy == predict(LLaVA({**BASE, "max_new_tokens": "6"}, seed=1, batch_size=1), concept, None, requests)
 
 
-@pytest.mark.parametrize("value, message", [("epochs=0", "needs at least 1 epoch"),
-                                            ("rec_prompt=mine", "expected authors or bench"),
+@pytest.mark.parametrize("value, message", [("epochs=0", "expected an integer >= 1, got '0'"),
+                                            ("rec_prompt=mine", "expected one of authors, bench"),
                                             ("best_epoch=maybe", "expected true or false"),
                                             ("epoch=3", "epoch=N needs checkpoint=DIR"),
-                                            ("flip_p=2", "must be between 0 and 1"),
-                                            ("temperature=-1", "must be >= 0"),
+                                            ("flip_p=2", "expected a number >= 0, <= 1"),
+                                            ("temperature=-1", "expected a number >= 0"),
                                             ("max_hard=few", "expected an integer")])
 def test_bad_arguments_are_one_line_before_anything_runs(tmp_path, value, message):
     ran = cli("run", "--method", "yollava", "--method-arg", "model=tiny", "--method-arg", value,
@@ -395,7 +395,7 @@ def test_llava_prompt_puts_the_given_description_before_the_question(bench, tmp_
         "<bo> is a small dog. What is <bo> wearing?")
     (tmp_path / "bad.json").write_text('["not an object"]')
     with pytest.raises(BenchError, match="expected a JSON object"):
-        LLaVAPrompt.validate_arguments({"descriptions": str(tmp_path / "bad.json")})
+        LLaVAPrompt.parse_arguments({"descriptions": str(tmp_path / "bad.json")})
 
 
 def test_personalize_bench_times_yollava(capsys):

@@ -10,7 +10,7 @@ import torch
 
 from unifybench.seeding import image_seed
 
-from conftest import only_run_dir, read_results, cli
+from unifybench.testing import only_run_dir, read_results, cli, predict
 
 from unifybench.data import load_benchmark
 from unifybench.errors import BenchError
@@ -161,15 +161,15 @@ def test_checkpoint_mismatch_is_one_line_error(trained, tmp_path):
 def test_answers_and_images_are_batched_and_seeded(trained):
     method, concept, state = trained["method"], trained["concept"], trained["state"]
     reqs = [AnswerRequest("dog", "rec", i, "Is <dog> in this image?", concept.test_images[i % 2]) for i in range(3)]
-    replies = method.answer(concept, state, reqs)
+    replies = predict(method, concept, state, reqs)
     assert len(replies) == 3 and all(isinstance(r, str) for r in replies)
     a = GenRequest("dog", "gen", 0, "a <dog> in the jungle", 2, 0)
     b = GenRequest("dog", "gen", 1, "a <dog> on the beach", 3, 0)
-    both = method.generate(concept, state, [a, b])
-    alone = method.generate(concept, state, [b])
+    both = predict(method, concept, state, [a, b])
+    alone = predict(method, concept, state, [b])
     assert [len(x) for x in both] == [2, 3]
     assert [im.tobytes() for im in both[1]] == [im.tobytes() for im in alone[0]]  # independent of batching
-    other_seed = method.generate(concept, state, [GenRequest("dog", "gen", 1, "a <dog> on the beach", 3, 1)])
+    other_seed = predict(method, concept, state, [GenRequest("dog", "gen", 1, "a <dog> on the beach", 3, 1)])
     assert [im.tobytes() for im in other_seed[0]] != [im.tobytes() for im in alone[0]]
     assert method._gen_prompt(concept, state, "a <dog> in the jungle").startswith("a <token_0>")
 
@@ -188,7 +188,7 @@ def test_every_decoding_call_holds_one_request_in_fixed_slots(trained, monkeypat
     monkeypatch.setattr(method.backend, "generate_codes", recording)
     monkeypatch.setattr(method, "gen_batch", 2)
     reqs = [GenRequest("dog", "gen", 0, "a <dog> in the jungle", 3, 0), GenRequest("dog", "gen", 1, "a <dog>", 1, 0)]
-    method.generate(concept, state, reqs)
+    predict(method, concept, state, reqs)
     s0 = [image_seed(0, reqs[0].key, i) for i in range(3)]
     assert calls == [s0[:2], [s0[2], s0[2]], [image_seed(0, reqs[1].key, 0)]]
 
@@ -210,7 +210,7 @@ def test_text_prompt_baseline_names_the_concept_by_its_description(bench):
     q = method._question(concept, None, "Is <dog> in this image?")
     assert "<dog>" not in q and q.startswith("dog is a")
     assert "<dog>" not in method._gen_prompt(concept, None, "a <dog> in the jungle")
-    out = method.generate(concept, None, [GenRequest("dog", "gen", 0, "a <dog> in the jungle", 1, 0)])
+    out = predict(method, concept, None, [GenRequest("dog", "gen", 0, "a <dog> in the jungle", 1, 0)])
     assert len(out[0]) == 1
 
 
@@ -310,7 +310,7 @@ def test_cache_keyword_follows_the_transformers_version():
 
 
 def test_stage_costs_read_what_each_stage_recorded(trained):
-    from unifybench.bench.personalize import stage_costs
+    from unifybench_unictokens.speed import stage_costs
 
     costs = stage_costs(trained["state_dir"])
     assert list(costs) == ["stage1", "stage2", "transition", "stage3"]
@@ -327,15 +327,15 @@ def test_personalize_bench_runs_from_the_command_line():
     import subprocess
     import sys
 
-    cmd = [sys.executable, "-m", "unifybench.bench", "personalize", "--backend", "janus", "--model", "tiny",
-           "--epochs", "1", "--device", "cpu"]
+    cmd = [sys.executable, "-m", "unifybench.bench", "personalize", "--method", "unictokens", "--backend", "janus",
+           "--model", "tiny", "--epochs", "1", "--device", "cpu"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["random_init"] and result["concept"] == "<dog>"
     assert set(result["stages"]) == {"stage1", "stage2", "transition", "stage3"}
     assert [result["stages"][s]["steps"] for s in ("stage1", "stage2", "stage3")] == [1, 4, 4]
-    assert result["backend"] == "janus"
+    assert result["method"] == "unictokens" and result["model"] == "tiny"
     assert sum(s["seconds"] for s in result["stages"].values()) <= result["total_s"] + 0.01
 
     bad = subprocess.run(cmd + ["--concept", "unicorn"], capture_output=True, text=True, timeout=300)
@@ -436,7 +436,7 @@ def test_a_local_janus_folder_loads_like_the_model_it_was_saved_from(tmp_path):
 def test_cli_run_on_yollava_text_only_questions(tmp_path):
     """Yo'LLaVA's text-only multiple choice has no image: with --batch-size 1 a batch holds no image
     at all, which crashed transformers 5.24's generate() before the backend left pixel_values out."""
-    from _data_fixtures import make_yollava
+    from unifybench.testing.benches import make_yollava
 
     bench = make_yollava(tmp_path / "yollava")
     proc = cli("run", "--method", "unictokens", "--method-arg", "backend=janus", "--method-arg", "model=tiny", "--method-arg", "epochs=1",

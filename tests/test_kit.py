@@ -1,0 +1,302 @@
+"""The method kit: arguments declared once (and the run directory hashed over their parsed values),
+the method's code in the run's identity, the registry, the lifecycle's one owner, and the shared
+checkpoint rule."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from conftest import cli, make_plugin, only_run_dir
+from unifybench.errors import BenchError
+from unifybench.kit.args import Arg, Auto, Derived, parse_arguments
+from unifybench.methods import Method, providers, registered_methods, resolve_method
+
+THRESHOLD = '''
+from unifybench.errors import BenchError
+from unifybench.kit.args import Arg
+from unifybench.methods import Method
+
+class Threshold(Method):
+    name = "threshold"
+    tasks = frozenset({"rec"})
+    arguments = {"threshold": Arg(float, DEFAULT, "similarity above which the answer is yes", low=0, high=1),
+                 "fail_on": Arg(str, None, "a concept whose questions raise (tests)")}
+
+    def answer(self, concept, state, requests):
+        if concept.name == self.args.fail_on:
+            raise BenchError("stopped on purpose", where="concept " + concept.name)
+        return ["Yes." if self.args.threshold < 0.875 else "No." for r in requests]
+'''
+
+
+def threshold_plugin(root: Path, default: str = "0.85", extra: str = "") -> Path:
+    return make_plugin(root, "threshold-plugin", "threshold_method", THRESHOLD.replace("DEFAULT", default) + extra,
+                       {"threshold": "threshold_method:Threshold"})
+
+
+def run(plugin: Path, out: Path, *args: str):
+    return cli("run", "--method", "threshold", "--tasks", "rec", "--concepts", "dog,cat", "--limit", "2",
+               "--out", str(out), *args, pythonpath=[plugin])
+
+
+# ----------------------------------------------------------------------------- arguments
+
+
+def test_equal_values_and_the_default_share_one_run_directory_and_a_changed_default_makes_another(tmp_path):
+    plugin = threshold_plugin(tmp_path / "plugin")
+    out = tmp_path / "runs"
+    for given in ([], ["--method-arg", "threshold=0.85"], ["--method-arg", "threshold=0.850"],
+                  ["--method-arg", "threshold= 8.5e-1"]):
+        ran = run(plugin, out, *given)
+        assert ran.returncode == 0, ran.stderr
+    run_dir = only_run_dir(out)
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["identity"]["method_args"] == {"fail_on": None, "threshold": 0.85}
+    assert record["spec"]["method_args"] == {"fail_on": None, "threshold": 0.85}
+
+    changed = threshold_plugin(tmp_path / "plugin2", default="0.9")
+    assert run(changed, out).returncode == 0
+    assert len([p for p in out.iterdir() if p.is_dir()]) == 2  # the new default is another run
+
+
+@pytest.mark.parametrize("value, message", [
+    ("threshold=abc", "expected a number >= 0, <= 1, got 'abc'"),
+    ("threshold=1.5", "expected a number >= 0, <= 1, got '1.5'"),
+    ("threshold=nan", "expected a finite number"),
+    ("threshold=inf", "expected a finite number"),
+    ("treshold=0.5", "unknown argument(s) treshold; accepted: fail_on, threshold"),
+])
+def test_bad_values_are_one_line_naming_the_argument_before_anything_is_made(tmp_path, value, message):
+    ran = run(threshold_plugin(tmp_path / "plugin"), tmp_path / "runs", "--method-arg", value)
+    assert ran.returncode == 2 and message in ran.stderr and len(ran.stderr.strip().splitlines()) == 1, ran.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_parsing_reads_each_type_and_fills_every_default():
+    spec = {"n": Arg(int, 3, "count", low=1), "x": Arg(float, 0.5, "weight", above=0), "flag": Arg(bool, False, "on"),
+            "word": Arg(str, "a", "choice", choices=("a", "b")), "where": Arg(Path, None, "a file"),
+            "dtype": Arg(str, Auto("bfloat16 on CUDA"), "weights", choices=("bfloat16", "float32")),
+            "twice": Arg(int, Derived(lambda a: 2 * a.n, "twice n"), "derived")}
+    args = parse_arguments(spec, {"n": " 4 ", "flag": "YES", "where": "~/x", "dtype": "auto"})
+    assert args.to_json() == {"dtype": None, "flag": True, "n": 4, "twice": 8, "where": str(Path("~/x").expanduser()),
+                              "word": "a", "x": 0.5}
+    assert args.given == {"n", "flag", "where", "dtype"}
+    assert parse_arguments(spec, {"twice": "5"}).twice == 5
+    for bad, text in (({"n": "0"}, "expected an integer >= 1"), ({"n": "1.5"}, "expected an integer"),
+                      ({"x": "0"}, "expected a number > 0"), ({"flag": "maybe"}, "expected true or false"),
+                      ({"word": "c"}, "expected one of a, b"), ({"where": ""}, "expected a path")):
+        with pytest.raises(BenchError, match=text):
+            parse_arguments(spec, bad)
+    with pytest.raises(AttributeError, match="no argument 'm'"):
+        _ = args.m
+    assert math.isclose(parse_arguments(spec, {"x": "1e-3"}).x, 0.001)
+
+
+def test_no_built_in_argument_help_restates_its_default_and_every_default_is_declared():
+    for name in registered_methods():
+        cls, _ = resolve_method(name)
+        for key, arg in cls.arguments.items():
+            assert isinstance(arg, Arg), f"{name}.{key} is not declared with Arg"
+            assert "(default" not in arg.help.lower() and "default:" not in arg.help.lower(), (name, key, arg.help)
+        cls.parse_arguments({})  # every default parses together (the Derived ones too)
+
+
+def test_methods_and_run_help_show_types_defaults_and_ranges(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    listed = cli("methods", "textual-inversion")
+    assert listed.returncode == 0
+    line = next(ln for ln in listed.stdout.splitlines() if ln.strip().startswith("flip_p"))
+    assert "float" in line and "0.5" in line and ">= 0, <= 1" in line
+    helped = cli("run", "--method", "dreambooth-lora", "--help")
+    assert helped.returncode == 0 and "dreambooth-lora: --method-arg KEY=VALUE" in helped.stdout
+    assert any(ln.strip().startswith("train_steps") and "500" in ln for ln in helped.stdout.splitlines())
+    assert cli("methods", "nonesuch").returncode == 2
+
+
+# ----------------------------------------------------------------------------- the method's code
+
+
+def test_a_resume_into_predictions_of_other_code_is_refused_in_one_line_unless_asked(tmp_path):
+    plugin = threshold_plugin(tmp_path / "plugin")
+    out = tmp_path / "runs"
+    stopped = run(plugin, out, "--method-arg", "fail_on=cat")  # dog predicted, then cat fails
+    assert stopped.returncode != 0
+    run_dir = only_run_dir(out)
+    recorded = json.loads((run_dir / "run.json").read_text())
+    assert recorded["method_code"]["files"] and recorded["method_provider"]["distribution"] == "threshold-plugin"
+
+    module = plugin / "threshold_method.py"
+    module.write_text(module.read_text().replace('raise BenchError("stopped on purpose", where="concept " + concept.name)',
+                                                 "pass"))
+    refused = run(plugin, out, "--method-arg", "fail_on=cat")
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
+    assert "method's code changed since predictions were made here" in refused.stderr
+    assert "changed threshold_method.py" in refused.stderr and "--resume-changed-code" in refused.stderr
+
+    resumed = run(plugin, out, "--method-arg", "fail_on=cat", "--resume-changed-code")
+    assert resumed.returncode == 0, resumed.stderr
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["resumed_with_changed_code"][0]["changes"] == "changed threshold_method.py"
+    assert record["method_code"]["sha256"] != recorded["method_code"]["sha256"]
+
+    module.write_text(module.read_text() + "\n# another edit\n")  # every prediction exists: scoring only
+    assert run(plugin, out, "--method-arg", "fail_on=cat").returncode == 0
+
+
+# ----------------------------------------------------------------------------- the registry
+
+
+def test_a_second_plugin_under_one_name_is_refused_naming_both_packages(tmp_path):
+    source = "from unifybench.builtin_methods import AlwaysYes\nclass Twin(AlwaysYes):\n    name = 'twin'\n"
+    alpha = make_plugin(tmp_path / "a", "alpha-plugin", "alpha_twin", source, {"twin": "alpha_twin:Twin"})
+    beta = make_plugin(tmp_path / "b", "beta-plugin", "beta_twin", source, {"twin": "beta_twin:Twin",
+                                                                            "always-yes": "beta_twin:Twin"})
+    for method in ("twin", "always-yes"):
+        ran = cli("run", "--method", method, "--tasks", "rec", "--out", str(tmp_path / "runs"), pythonpath=[alpha, beta])
+        assert ran.returncode == 2 and len(ran.stderr.strip().splitlines()) == 1, ran.stderr
+        assert "registered twice" in ran.stderr and "beta-plugin" in ran.stderr
+    assert "alpha-plugin" in cli("run", "--method", "twin", "--out", str(tmp_path / "r"),
+                                 pythonpath=[alpha, beta]).stderr
+    assert not (tmp_path / "runs").exists()
+    alone = cli("run", "--method", "twin", "--tasks", "rec", "--limit", "1", "--out", str(tmp_path / "ok"),
+                pythonpath=[alpha])
+    assert alone.returncode == 0, alone.stderr
+    record = json.loads((only_run_dir(tmp_path / "ok") / "run.json").read_text())
+    assert record["method_provider"] == {"target": "alpha_twin:Twin", "distribution": "alpha-plugin", "version": "0.1"}
+
+
+def test_the_built_in_adapters_are_registered_by_this_package_alone():
+    found = providers()
+    for name in ("unictokens", "yollava", "textual-inversion", "real-images"):
+        assert [p.distribution for p in found[name]] == ["unifybench"], found[name]
+
+
+# ----------------------------------------------------------------------------- the lifecycle
+
+
+class _Half(Method):
+    name = "half"
+    tasks = frozenset({"rec"})
+
+    def personalize(self, concept, state_dir):
+        return {}
+
+
+class _Flagged(Method):
+    name = "flagged"
+    tasks = frozenset({"rec"})
+    needs_personalization = True  # the attribute of old: nothing is overridden, so it would never run
+
+
+def test_a_lifecycle_mismatch_is_refused_not_run_silently(tmp_path):
+    import unifybench
+
+    with pytest.raises(BenchError, match="overrides personalize but not load_state"):
+        unifybench.evaluate(_Half, out=tmp_path / "runs")
+    with pytest.raises(BenchError, match="needs_personalization = True but does not override personalize"):
+        unifybench.evaluate(_Flagged, out=tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()
+
+
+class _Counting(Method):
+    """Personalizes, and counts who calls which step."""
+    name = "counting"
+    tasks = frozenset({"rec"})
+    calls: list = []
+
+    def personalize(self, concept, state_dir):
+        self.calls.append(("personalize", concept.name))
+        (Path(state_dir) / "learned.json").write_text(json.dumps({"concept": concept.name}))
+        return {"concept": concept.name}
+
+    def load_state(self, concept, state_dir):
+        self.calls.append(("load_state", concept.name))
+        return json.loads((Path(state_dir) / "learned.json").read_text())
+
+    def answer(self, concept, state, requests):
+        assert state == {"concept": concept.name}
+        return ["Yes." for _ in requests]
+
+
+def test_the_runner_alone_personalizes_once_and_reloads_a_finished_concept(tmp_path):
+    import unifybench
+
+    _Counting.calls = []
+    first = unifybench.evaluate(_Counting, tasks=["rec"], concepts=["dog", "cat"], limit=1, out=tmp_path / "runs")
+    assert _Counting.calls == [("personalize", "dog"), ("personalize", "cat")]
+    run_dir = Path(first["run_dir"])
+    assert sorted(p.parent.name for p in run_dir.glob("state/*/.done")) == ["cat", "dog"]
+    (run_dir / "predictions.jsonl").unlink()
+    unifybench.evaluate(_Counting, tasks=["rec"], concepts=["dog", "cat"], limit=1, out=tmp_path / "runs")
+    assert _Counting.calls[2:] == [("load_state", "dog"), ("load_state", "cat")]
+
+
+def test_predicting_outside_activate_or_activating_twice_raises():
+    from unifybench.data import load_benchmark
+    from unifybench.methods import AnswerRequest, ConceptLayers
+
+    class Layered(ConceptLayers, Method):
+        name = "layered"
+        tasks = frozenset({"rec"})
+
+        def answer(self, concept, state, requests):
+            self.require_active(concept)
+            return ["Yes." for _ in requests]
+
+    bench = load_benchmark("mini")
+    dog, cat = bench.concept("dog"), bench.concept("cat")
+    method = Layered()
+    request = [AnswerRequest("dog", "rec", 0, "Is <dog> here?", None)]
+    with pytest.raises(RuntimeError, match="outside activate"):
+        method.answer(dog, None, request)
+    with method.activate(dog, None):
+        assert method.answer(dog, None, request) == ["Yes."]
+        with pytest.raises(RuntimeError, match="still active"):
+            with method.activate(cat, None):
+                pass
+
+
+def test_evaluate_takes_a_method_class_and_records_where_it_comes_from(tmp_path):
+    import unifybench
+
+    class Shy(Method):
+        name = "shy"
+        tasks = frozenset({"rec"})
+
+        def answer(self, concept, state, requests):
+            return ["No." for _ in requests]
+
+    results = unifybench.evaluate(Shy, tasks=["rec"], concepts=["dog"], limit=2, out=tmp_path / "runs")
+    assert results["tasks"]["rec"]["neg_acc"] == 1.0
+    record = json.loads((Path(results["run_dir"]) / "run.json").read_text())
+    assert record["method_provider"]["target"].endswith(":test_evaluate_takes_a_method_class_and_records_where_it_comes_from.<locals>.Shy")
+    assert record["method_code"]["files"] == {"test_kit.py": record["method_code"]["files"]["test_kit.py"]}
+
+
+# ----------------------------------------------------------------------------- the checkpoint rule
+
+
+def test_files_trained_elsewhere_are_found_per_concept_and_never_lent_to_another(tmp_path):
+    from unifybench.kit.checkpoints import concept_folder, has_file
+    from unifybench.records import Concept
+
+    dog = Concept(name="dog", token="<dog>", class_noun="dog")
+    single = tmp_path / "single"
+    (single / "stage3").mkdir(parents=True)
+    (single / "w.bin").write_bytes(b"one concept's")
+    with pytest.raises(BenchError, match="also the subfolder"):  # stage3/ is not this layout's
+        concept_folder(single, dog, has_file("w.bin"), "w.bin")
+    assert concept_folder(single, dog, has_file("w.bin"), "w.bin", layout_subfolders=("stage3",)) == single
+
+    several = tmp_path / "several"
+    (several / "cat").mkdir(parents=True)
+    (several / "cat" / "w.bin").write_bytes(b"cat's")
+    (several / "w.bin").write_bytes(b"a stray file")
+    with pytest.raises(BenchError, match="no w.bin for concept 'dog'"):
+        concept_folder(several, dog, has_file("w.bin"), "w.bin")
+    (several / "<dog>").mkdir()
+    (several / "<dog>" / "w.bin").write_bytes(b"dog's")
+    assert concept_folder(several, dog, has_file("w.bin"), "w.bin") == several / "<dog>"

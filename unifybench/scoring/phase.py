@@ -1,0 +1,144 @@
+"""The scoring phase: the run directory's predictions -> ``scores.jsonl`` -> ``results.json``.
+
+Every scorer builds its per-sample rows beside its own code (``answers.answer_rows``,
+``fidelity.fidelity_rows``, ``face.face_rows``, ``judges.judge_rows``); ``results.json`` is then
+aggregated from ``scores.jsonl`` alone (:func:`unifybench.metrics.aggregate`). It never calls a
+method, and takes the method's description as a value (``method_details``).
+"""
+from __future__ import annotations
+
+from ..errors import BenchError
+from ..kit.files import write_json_atomic, write_jsonl_atomic
+from ..metrics import OPTIONAL_METRICS, TASK_METRICS, ScoringContext, aggregate
+from ..progress import progress_bars
+from ..record import RANDOM_INIT_LABEL, backbone_names
+from ..records import GEN_KINDS
+from ..store import read_jsonl
+
+
+def find_missing(work: dict, store) -> list[str]:
+    missing = []
+    for ws in work.values():
+        for w in ws:
+            record = store.predictions.get(w.request.key)
+            if record is None and w.purpose == "identity":
+                continue  # face identity then says "not scored: no images for the identity prompt"
+            if record is None:
+                missing.append(f"{w.request.key}: no prediction")
+            elif w.request.task in GEN_KINDS:
+                for rel in record.get("images", []):
+                    if not (store.run_dir / rel).is_file():
+                        missing.append(f"{w.request.key}: image {rel} not found")
+    return missing
+
+
+def gen_tasks_scored(overall: dict) -> bool:
+    return any(isinstance(v, float) for t in GEN_KINDS for v in overall.get(t, {}).values())
+
+
+def score_run(bench, work: dict, store, spec, backbones: str, skipped: dict[str, str], console,
+              method_details: dict, method_args: dict, loaded_backbones=None) -> dict:
+    """Score every prediction of ``work`` and write ``scores.jsonl`` and ``results.json``.
+    ``method_args``: the parsed arguments, every default filled (the given ones label the run)."""
+    missing = find_missing(work, store)
+    if missing:
+        listing = store.run_dir / "missing.txt"
+        listing.write_text("\n".join(missing) + "\n", encoding="utf-8")
+        shown = "; ".join(missing[:5]) + (f"; ... ({len(missing)} in all)" if len(missing) > 5 else "")
+        raise BenchError(f"cannot score: {len(missing)} prediction(s) missing or unreadable: {shown} "
+                         f"(full list in {listing})", store.predictions_path)
+
+    tasks_run = [t for t in spec.tasks if t not in skipped]
+    context = ScoringContext(
+        protocol=spec.protocol,
+        requested={c: [t for t in tasks_run if any(w.request.task == t for w in ws)] for c, ws in work.items()},
+        humans={c: bench.concept(c).identity_prompt for c in work if bench.concept(c).kind == "human"},
+        judge=spec.judge is not None)
+    from .answers import answer_rows
+
+    rows = answer_rows(work, store, tasks_run, spec.protocol)
+    backbone_info: dict | None = None
+    if "gen" in tasks_run:
+        from .encoders import load_backbones
+        from .face import face_rows
+        from .fidelity import FidelityScorer, fidelity_rows
+
+        fidelity_protocol = "reference" if spec.protocol == "reference" else "dreambooth"
+        if loaded_backbones is None:
+            loaded_backbones = load_backbones(backbones, device=spec.device, seed=spec.seed,
+                                              clip_name=spec.clip_model)
+        scorer = FidelityScorer(loaded_backbones, protocol=fidelity_protocol, batch_size=max(spec.batch_size, 32),
+                                device=spec.device)
+        backbone_info = scorer.describe()
+        gen_works = {name: [w for w in ws if w.request.task == "gen"] for name, ws in work.items()}
+        gen_works = {name: ws for name, ws in gen_works.items() if ws}
+        n_images = sum(len(store.predictions[w.request.key]["images"]) for ws in gen_works.values() for w in ws
+                       if w.purpose != "identity")
+        with progress_bars(console) as progress:
+            bar = progress.add_task("scoring images", total=n_images)
+            rows += fidelity_rows(scorer, bench, gen_works, store, lambda n: progress.advance(bar, n))
+        faces, face_backend, context.face_unavailable = face_rows(bench, gen_works, store, backbones, spec.device,
+                                                                  spec.seed, spec.batch_size, console)
+        rows += faces
+        if face_backend:
+            backbone_info["face"] = face_backend
+
+    judge_info = None
+    if spec.judge is not None:
+        from .judges import judge_rows
+
+        judge_tasks = [t for t in tasks_run if t in ("vqa", "text_only", "attr_gen")]
+        judged, judge_info = judge_rows(bench, work, store, config=spec.judge, protocol=spec.protocol,
+                                        tasks=judge_tasks, device=spec.device, batch_size=spec.batch_size,
+                                        console=console)
+        rows += judged
+
+    scores_path = store.run_dir / "scores.jsonl"
+    write_jsonl_atomic(scores_path, rows)
+    overall, per_concept = aggregate(read_jsonl(scores_path), context, tasks_run)
+    for task, reason in skipped.items():
+        overall[task] = {m: reason for m in TASK_METRICS[task] if (task, m) not in OPTIONAL_METRICS}
+    random_scores = ("every score" if method_details.get("random_init") else
+                     "generation scores" if backbones in ("random", "tiny") and gen_tasks_scored(overall) else None)
+    results = {
+        "run": store.run_dir.name,
+        "method": spec.method,
+        # The arguments given, as parsed (0.850 reads 0.85): they label the run in the leaderboard.
+        "method_args": {k: method_args[k] for k in sorted(spec.method_args) if k in method_args},
+        "method_details": method_details,
+        "bench": {"name": bench.name, "format": bench.format},
+        "protocol": spec.protocol,
+        "limit": spec.limit,
+        "backbones": {"kind": backbones, **backbone_names(backbones, spec.clip_model)},
+        "generation_scoring": backbone_info or "not used",
+        # Which numbers come from random weights: all of them (the method's model), or generation's.
+        "label": f"{random_scores}: {RANDOM_INIT_LABEL}" if random_scores else None,
+        "seed": spec.seed,
+        "judge": judge_info,
+        "tasks": {t: overall[t] for t in spec.tasks if t in overall},
+        "concepts": per_concept,
+    }
+    write_json_atomic(store.run_dir / "results.json", results)
+    print_summary(results, console)
+    return results
+
+
+def format_value(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def print_summary(results: dict, console) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{results['method']} on {results['bench']['name']} (protocol {results['protocol']})")
+    table.add_column("task")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for task, metrics in results["tasks"].items():
+        for metric, value in metrics.items():
+            table.add_row(task, metric, format_value(value))
+    console.print(table)
+    if results.get("label"):
+        console.print(f"[yellow]{results['label']}[/yellow]")
