@@ -99,6 +99,25 @@ def test_the_language_model_has_show_o_s_names_and_a_saved_model_loads_from_its_
         ShowoBackend(str(folders["model"]), vq_model=str(folders["vq_model"]), tokenizer=str(folders["tokenizer"]))
 
 
+def test_a_show_o_folder_sets_the_image_size_and_a_misfit_names_llm_config(backend, tmp_path):
+    folders = backend.save(tmp_path / "saved")
+    config_file = folders["model"] / "config.json"
+    config = json.loads(config_file.read_text())
+    n = backend.tokens_per_image
+    config["num_vq_tokens"] = 4 * n  # a Show-o whose images have four times the codes: twice the side
+    config_file.write_text(json.dumps(config))
+    loaded = ShowoBackend(str(folders["model"]), vq_model=str(folders["vq_model"]), tokenizer=str(folders["tokenizer"]))
+    assert loaded.tokens_per_image == 4 * n and loaded.image_size == 2 * backend.image_size
+    config["num_vq_tokens"] = n + 1
+    config_file.write_text(json.dumps(config))
+    with pytest.raises(BenchError, match="not a square number"):
+        ShowoBackend(str(folders["model"]), vq_model=str(folders["vq_model"]), tokenizer=str(folders["tokenizer"]))
+    del config["llm_config"], config["num_vq_tokens"]  # Phi-1.5's sizes assumed: the tiny weights do not fit
+    config_file.write_text(json.dumps(config))
+    with pytest.raises(BenchError, match=r"weights do not fit.*--method-arg llm_config=DIR"):
+        ShowoBackend(str(folders["model"]), vq_model=str(folders["vq_model"]), tokenizer=str(folders["tokenizer"]))
+
+
 # ------------------------------------------------------------------ the authors' id layout
 
 def test_new_tokens_give_the_logits_of_the_authors_insertion_at_the_first_image_id(backend, photos):
@@ -145,6 +164,15 @@ def test_new_tokens_give_the_logits_of_the_authors_insertion_at_the_first_image_
 
 # ------------------------------------------------------------------ understanding
 
+def test_understanding_runs_one_forward_per_token_it_uses(backend, photos, monkeypatch):
+    calls = []
+    forward = backend.model.forward
+    monkeypatch.setattr(backend.model, "forward", lambda *a, **kw: calls.append(1) or forward(*a, **kw))
+    monkeypatch.setattr(backend, "eos", -1)  # no reply ends early
+    backend.answer([TextExample("What is it?", photos[0])], max_new_tokens=5)
+    assert len(calls) == 5  # the prompt's, then one for each of tokens 2-5: none after the last
+
+
 def test_understanding_with_the_cache_gives_the_tokens_of_the_cache_less_loop(backend, photos):
     examples = [TextExample("Is it here?", photos[0]), TextExample("What colour is the wall behind it, and why?",
                                                                      photos[1]),
@@ -157,6 +185,56 @@ def test_understanding_with_the_cache_gives_the_tokens_of_the_cache_less_loop(ba
 
 # ------------------------------------------------------------------ MaskGIT
 
+def authors_mask_len(num_vq_tokens: int, step: int, timesteps: int) -> int:
+    """Transcribed from showlab/Show-o: models/sampling.py ``cosine_schedule`` and the mask length of
+    ``Showo.t2i_generate`` (models/modeling_showo.py), in float32 as there."""
+    def cosine_schedule(t):
+        return torch.cos(t * math.pi * 0.5)
+
+    ratio = 1.0 * (step + 1) / timesteps
+    mask_ratio = cosine_schedule(torch.tensor(ratio))
+    return int((num_vq_tokens * mask_ratio).floor())
+
+
+def test_the_mask_count_is_the_authors_float32_schedule_for_every_step_count_to_200():
+    from unifybench_unictokens.showo_backend import masked_count
+
+    differs_in_float64 = set()
+    for steps in range(1, 201):
+        for step in range(steps):
+            theirs = authors_mask_len(1024, step, steps)
+            assert masked_count(1024, step, steps) == theirs, (steps, step)
+            if step < steps - 1 and math.floor(1024 * math.cos(math.pi / 2 * ((step + 1) / steps))) != theirs:
+                differs_in_float64.add(steps)
+    assert 18 in differs_in_float64 and len(differs_in_float64) == 67  # what the float64 formula got wrong
+
+
+def test_the_generation_photos_are_the_authors_transform_crop_then_a_quarter_mirrored(backend, photos):
+    """pdata.image_transform(crop_augmentation=True) of arctanxarc/UniCTokens, transcribed with the
+    same torchvision calls and the global generator seeded as ours: the same pixels, bit for bit."""
+    from PIL import Image
+    from torchvision import transforms
+
+    def authors_image_transform(image, resolution):
+        resolution_to_resize = int(resolution * 1.1)
+        image = transforms.Resize(resolution_to_resize, interpolation=transforms.InterpolationMode.BICUBIC)(image)
+        image = transforms.RandomCrop(size=(resolution, resolution))(image)
+        image = transforms.ToTensor()(image)
+        if torch.rand(1) < 0.5:
+            image = transforms.RandomHorizontalFlip()(image)
+        return transforms.Normalize(mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5], inplace=True)(image)
+
+    size = backend.image_size
+    for seed in range(24):
+        with Image.open(photos[seed % len(photos)]) as im:
+            pil = im.convert("RGB")
+        ours = backend._pixels([pil], augment=torch.Generator().manual_seed(seed))[0]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            theirs = authors_image_transform(pil, size)
+        assert torch.equal(ours, theirs), seed
+
+
 def test_maskgit_follows_the_schedule_never_remasks_and_is_seeded_per_image(backend):
     prompts = ["a dog on the beach", "a red clock", "a cat in the jungle"]
     seeds = [11, 12, 13]
@@ -167,7 +245,7 @@ def test_maskgit_follows_the_schedule_never_remasks_and_is_seeded_per_image(back
     assert len(trace) == steps
     unknown = torch.full((3,), n)
     for t, masked in enumerate(trace):
-        expected = torch.clamp(unknown - 1, max=math.floor(n * math.cos(math.pi / 2 * (t + 1) / steps))).clamp(min=1)
+        expected = torch.clamp(unknown - 1, max=authors_mask_len(n, t, steps)).clamp(min=1)
         assert torch.equal(masked.sum(1), expected), t
         if t:
             assert not (masked & ~trace[t - 1]).any(), t  # a fixed token is never masked again

@@ -148,9 +148,9 @@ def load_tokenizer(name: str, local_only: bool):
 
 
 def load_showo_lm(name: str, *, llm_config: str | None, local_only: bool, dtype):
-    """The language model from a Show-o folder or hub name: ``config.json`` (``vocab_size``; the Phi
-    sizes under ``llm_config`` where a folder carries them, else ``llm_config=DIR``, else Phi-1.5's)
-    and the weights with the ``showo.`` prefix, loaded strictly."""
+    """The language model from a Show-o folder or hub name, and the folder's ``config.json``:
+    ``vocab_size``; the Phi sizes under ``llm_config`` where a folder carries them, else
+    ``llm_config=DIR``, else Phi-1.5's; the weights with the ``showo.`` prefix, loaded strictly."""
     from transformers import PhiConfig, PhiForCausalLM
 
     folder = Path(name) if Path(name).is_dir() else hub_snapshot(name, "model", local_only)
@@ -176,14 +176,40 @@ def load_showo_lm(name: str, *, llm_config: str | None, local_only: bool, dtype)
     if others:
         raise BenchError(f"weights outside the language model ({len(others)}, e.g. {others[0]})", folder,
                          "--method-arg model")
-    load_strict(lm, stripped, "--method-arg model", folder)
-    return lm.to(dtype)
+    try:
+        load_strict(lm, stripped, "--method-arg model", folder)
+    except BenchError as exc:
+        if sizes is None:  # Phi-1.5's sizes were assumed: the likeliest cause, and its remedy
+            raise BenchError(f"{exc.message}; a Show-o of other sizes needs its Phi config: --method-arg "
+                             f"llm_config=DIR (a folder with that config.json)", exc.path, exc.where) from None
+        raise
+    return lm.to(dtype), config
+
+
+def fit_image_size(vq, num_vq_tokens, source) -> None:
+    """A Show-o says how many codes an image has (``num_vq_tokens``: 1024 at 512 px, 256 at 256 px);
+    MAGVIT-v2's convolutions take any size, so the images are resized to the side that gives them."""
+    if num_vq_tokens is None:
+        return
+    side = math.isqrt(int(num_vq_tokens))
+    if side * side != int(num_vq_tokens):
+        raise BenchError(f"num_vq_tokens {num_vq_tokens} is not a square number of codes", source,
+                         "--method-arg model")
+    vq.config.image_size = side * 2 ** (len(vq.config.encoder_ch_mult) - 1)
 
 
 def _local_only() -> bool:
     from unifybench.scoring.encoders import _offline, hub_reachable
 
     return _offline() or not hub_reachable()
+
+
+def masked_count(n: int, step: int, steps: int) -> int:
+    """Positions left masked after MaskGIT step ``step`` of ``steps``, as ``Showo.t2i_generate``
+    computes it: ``(num_vq_tokens * cosine_schedule(torch.tensor(ratio))).floor()`` in float32 (in
+    float64 it differs by one at 67 of the step counts 1-200, Show-o's 18 among them)."""
+    ratio = 1.0 * (step + 1) / steps
+    return int((n * torch.cos(torch.tensor(ratio) * math.pi * 0.5)).floor())
 
 
 class ShowoBackend(UnifiedBackend):
@@ -205,9 +231,10 @@ class ShowoBackend(UnifiedBackend):
         else:
             local_only = _local_only()
             tok, text_vocab = load_tokenizer(tokenizer, local_only)
-            lm = load_showo_lm(model_name, llm_config=llm_config, local_only=local_only, dtype=self.dtype)
+            lm, config = load_showo_lm(model_name, llm_config=llm_config, local_only=local_only, dtype=self.dtype)
             vq = load_magvit(vq_model, local_only=local_only)
             max_text = MAX_TEXT_LEN
+            fit_image_size(vq, config.get("num_vq_tokens"), model_name)
         self.model = lm.to(self.device, self.dtype).eval()
         self.vq = vq.to(self.device, torch.float32).eval()  # float32 always: codes are signs of its output
         for p in list(self.model.parameters()) + list(self.vq.parameters()):
@@ -269,7 +296,7 @@ class ShowoBackend(UnifiedBackend):
     # ------------------------------------------------------------------ images
     def _pixels(self, images, augment: torch.Generator | None = None) -> torch.Tensor:
         """[-1, 1] pixels: resize the shortest side to the image size (bicubic), centre-crop; with
-        ``augment``, as the authors' generation data: resize to 1.1x, a random crop, a coin-flip mirror.
+        ``augment``, as the authors' generation data: resize to 1.1x, a random crop, a mirror (p 0.25).
         ``None`` is the black placeholder the reference uses for text-only questions."""
         from torchvision.transforms import InterpolationMode
         from torchvision.transforms.v2 import functional as TF
@@ -288,9 +315,12 @@ class ShowoBackend(UnifiedBackend):
                 top = int(torch.randint(0, pil.height - size + 1, (1,), generator=augment))
                 left = int(torch.randint(0, pil.width - size + 1, (1,), generator=augment))
                 pil = TF.crop(pil, top, left, size, size)
-                if float(torch.rand((), generator=augment)) < 0.5:
+                # The authors' pdata.image_transform: `if torch.rand(1) < 0.5:` a RandomHorizontalFlip()
+                # (a second coin): a photo is mirrored with probability 0.25, the draws in that order.
+                if float(torch.rand((), generator=augment)) < 0.5 and float(torch.rand((), generator=augment)) < 0.5:
                     pil = TF.horizontal_flip(pil)
-            out.append(TF.to_dtype(TF.pil_to_tensor(pil), torch.float32, scale=True) * 2 - 1)
+            # ToTensor (divides by 255) then Normalize(0.5, 0.5), as the authors' transform.
+            out.append((TF.pil_to_tensor(pil).to(torch.float32).div(255) - 0.5) / 0.5)
         return torch.stack(out).to(self.device)
 
     @torch.no_grad()
@@ -455,12 +485,12 @@ class ShowoBackend(UnifiedBackend):
         last = positions[:, -1]
         replies: list[list[int]] = [[] for _ in range(b)]
         done = torch.zeros(b, dtype=torch.bool, device=self.device)
-        for _ in range(max_new_tokens):
+        for step in range(max_new_tokens):
             token = logits.float().argmax(-1)  # the reference's top-k 1 filter, then a draw: the argmax
             for i in (~done).nonzero().flatten().tolist():
                 replies[i].append(int(token[i]))
             done |= token == self.eos
-            if bool(done.all()):
+            if bool(done.all()) or step == max_new_tokens - 1:  # no forward for a token never used
                 break
             visible = torch.cat([visible, torch.ones((b, 1), dtype=torch.bool, device=self.device)], 1)
             last = last + 1
@@ -537,8 +567,7 @@ class ShowoBackend(UnifiedBackend):
             unknown = current < 0
             sampled = torch.where(unknown, sampled, current)
             ratio = (step + 1) / steps
-            mask_len = math.floor(n * math.cos(math.pi / 2 * ratio))
-            mask_len = torch.clamp(unknown.sum(-1, keepdim=True) - 1, max=mask_len).clamp(min=1)
+            mask_len = torch.clamp(unknown.sum(-1, keepdim=True) - 1, max=masked_count(n, step, steps)).clamp(min=1)
             selected = probs.gather(-1, sampled[..., None]).squeeze(-1)
             confidence_p = torch.where(unknown, selected, torch.finfo(torch.float32).max)
             temp = temp * (1.0 - ratio)  # re-assigned every step, as the reference does: it compounds
