@@ -224,3 +224,22 @@ def test_correct_option():
     assert correct_option("cat.", opts) == "B"
     assert correct_option("A dog", opts) is None
     assert correct_option("C", opts) is None
+
+
+def test_a_choice_request_carries_its_options_in_its_question_on_every_format(tmp_path):
+    """Yo'LLaVA keeps the options apart from the question; every method must still be asked them,
+    in one form: the UnifyBench question as written, the Yo'LLaVA one with `A. text` lines and
+    LLaVA-1.5's instruction (llava/eval/model_vqa_mmbench.py) appended."""
+    from unifybench.tasks import build_requests
+
+    yollava = load_benchmark(make_yollava(tmp_path / "yl"))
+    request = next(w.request for w in build_requests(yollava, ["choice"], ["bo"], seed=0, images_per_prompt=1,
+                                                     limit=None)["bo"])
+    assert request.question == ("What animal does <bo> resemble?\nA. Cat\nB. Dog\n"
+                                "Answer with the option's letter from the given choices directly.")
+    assert request.options == (("A", "Cat"), ("B", "Dog"))
+    native = load_benchmark(make_unifybench(tmp_path / "ub"))
+    written = [it for it in native.items["bo"] if it.kind == "choice"]
+    asked = [w.request for w in build_requests(native, ["choice"], ["bo"], seed=0, images_per_prompt=1,
+                                               limit=None)["bo"]]
+    assert [r.question for r in asked] == [it.question for it in written] and all(r.options for r in asked)

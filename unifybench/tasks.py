@@ -61,12 +61,19 @@ def build_requests(bench: Benchmark, tasks: list[str], concepts: list[str], *, s
 def question_with_options(question: str, options: tuple[tuple[str, str], ...]) -> str:
     """A multiple-choice question as every method receives it, whatever the format wrote: with its
     options, one per line as ``A. text``. UnifyBench writes them into the question already (kept as
-    written); Yo'LLaVA keeps them apart (appended here). ``AnswerRequest.options`` holds them too."""
+    written); Yo'LLaVA keeps them apart: appended here, then LLaVA-1.5's instruction to answer with
+    the letter. ``AnswerRequest.options`` holds them too."""
     from .data.common import parse_options
 
     if not options or parse_options(question):
         return question
-    return question.rstrip() + "\n" + "\n".join(f"{letter}. {text}" for letter, text in options)
+    lines = "\n".join(f"{letter}. {text}" for letter, text in options)
+    return f"{question.rstrip()}\n{lines}\n{CHOICE_INSTRUCTION}"
+
+
+# LLaVA-1.5's multiple-choice instruction (llava/eval/model_vqa_mmbench.py), for questions whose
+# format keeps the options apart (Yo'LLaVA's): UnifyBench's own questions end with one of theirs.
+CHOICE_INSTRUCTION = "Answer with the option's letter from the given choices directly."
 
 
 def limited(items: list[QAItem], limit: int | None) -> list[QAItem]:

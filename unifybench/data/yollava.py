@@ -163,7 +163,11 @@ def read_yollava(root: Path, name: str) -> Benchmark:
                     out.append(QAItem(s, len(out), "rec", question, "No.", p, raw_type="rec"))
         items[s] = out
     attach_negatives(concepts, [])
-    for c in concepts:  # a subject's own random photos first, then the other subjects' training photos
-        c.easy_negatives = random_negatives[c.name] + c.easy_negatives
+    for c in concepts:
+        # The authors' composition where their training folder lists random photos: those alone.
+        # Other subjects' photos are the identities of the recognition test's negatives, which they
+        # never trained on. Without the folder, the other subjects' training photos stand in.
+        if random_negatives[c.name]:
+            c.easy_negatives = random_negatives[c.name]
     return Benchmark(name=name, format="yollava", root=root, concepts=concepts, items=items,
                      prompts={c.name: [] for c in concepts})

@@ -125,6 +125,9 @@ def test_the_recognition_prompt_is_the_authors_text(bench, monkeypatch):
     # The benchmark's own question on request, and non-recognition items keep theirs.
     assert YoLLaVA({**FAST, "rec_prompt": "bench"}, seed=0)._user_text(concept, state, request) == \
         f"<bo> is {latent} Is <bo> in this image?"
+    # Other questions as test-sks-qa.py: the concept prompt keeps its full stop.
+    vqa = AnswerRequest("bo", "vqa", 1, "What is <bo> wearing?", concept.test_images[0])
+    assert method._user_text(concept, state, vqa) == f"<bo> is {latent}. What is <bo> wearing?"
     # The reference rows: the token alone, and the description in its place before the question.
     assert LLaVA(BASE)._user_text(concept, state, request) == \
         "Can you see <bo> in this photo? Answer with a single word or phrase."
@@ -166,7 +169,7 @@ def test_the_training_set_is_the_authors_mixture_and_is_recorded(bench, tmp_path
     assert counts == {"positives": 15, "positive_photos": 3, "hard_negatives": 3, "hard_available": 3,
                       "easy_negatives": 4, "easy_available": 4, "text_only": 2, "image_conversations_skipped": 1,
                       "total": 24}
-    # Limits as the authors' (100 and 100), smaller on request, drawn from the seed and the concept.
+    # Every hard negative and 100 easy ones by default, fewer on request, drawn from the seed and the concept.
     few = YoLLaVA({**FAST, "max_hard": "1", "max_easy": "2"}, seed=0).training_set(concept)[1]
     assert (few["hard_negatives"], few["easy_negatives"]) == (1, 2)
     assert method.training_set(concept) == (examples, counts)
@@ -197,19 +200,48 @@ def test_the_authors_training_folder_gives_hard_and_random_negatives_and_text_on
     bench = load_benchmark(root)
     bo = bench.concept("bo")
     assert bo.hard_negatives == [folder / "laion" / f"{i}.png" for i in range(3)]
-    assert bo.easy_negatives == [root / "training_data" / "cc12m_images" / "random-images" / "7.png",
-                                 *bench.concept("mam").train_images]
+    # The authors' random photos alone: no other subject's photo (mam has no list: its stand-in).
+    assert bo.easy_negatives == [root / "training_data" / "cc12m_images" / "random-images" / "7.png"]
+    assert bench.concept("mam").easy_negatives == bench.concept("bo").train_images
     examples, counts = YoLLaVA(FAST, seed=0).training_set(bo)
     assert [(q, a) for q, image, a in examples if image is None] == [
         ("What color is <bo>?", "<bo> is brown and white."), ("What size is <bo>?", "<bo> appears to be small."),
         ("What color is <bo>?", "<bo> is brown.")]  # trained without their photo, as --text_only
-    assert (counts["hard_negatives"], counts["easy_negatives"], counts["text_only"]) == (3, 3, 3)
+    assert (counts["hard_negatives"], counts["easy_negatives"], counts["text_only"]) == (3, 1, 3)
     assert bench.concept("mam").training_conversations == [] and bench.concept("mam").hard_negatives == []
 
     (folder / "text-only-conversation.json").write_text('{"./data/train/bo/3.png": [{"Human": 1}]}')
     with pytest.raises(BenchError) as exc:
         load_benchmark(root)
     assert exc.value.path.endswith("text-only-conversation.json") and "turn 0" in exc.value.one_line()
+
+
+def test_the_authors_bo_folder_gives_their_negatives_and_text_only_part(tmp_path):
+    """Their example_training_data/bo/ as the repository lists it (WisconsinAIVision/YoLLaVA): 115 LAION
+    photos in laion/, 99 random images named by recognition_negative-cc12m.json, 40 text-only turns
+    over 4 photos in text-only-conversation.json. dataset.py with --recog_only --text_only
+    --random_image trains on exactly those negatives and that text-only part."""
+    root = make_yollava(tmp_path / "yl")
+    folder = root / "example_training_data" / "bo"
+    no = [{"Human": "Is <bo> in this photo?", "AI": "No, <bo> is not in this photo."}]
+    for i in range(115):
+        photo(folder / "laion" / f"{100000 + i}.png", size=8)
+    randoms = {}
+    for i in range(99):
+        photo(root / "example_training_data" / "random-images" / f"{i}.png", size=8)
+        randoms[f"./example_training_data/random-images/{i}.png"] = no
+    write_json(folder / "recognition_negative-cc12m.json", randoms)
+    write_json(folder / "text-only-conversation.json", {
+        f"./data/train/bo/{k}.png": [{"Human": f"Question {k}.{t} about <sks>?", "AI": f"Answer {k}.{t}."}
+                                     for t in range(10)] for k in range(4)})
+    bench = load_benchmark(root)
+    bo = bench.concept("bo")
+    examples, counts = YoLLaVA(FAST, seed=0).training_set(bo)
+    assert (counts["hard_negatives"], counts["easy_negatives"], counts["text_only"]) == (115, 99, 40)
+    others = {p for c in bench.concepts if c.name != "bo" for p in c.train_images + c.test_images}
+    negatives = {image for _, image, a in examples if image is not None and image not in set(bo.train_images)}
+    assert not negatives & others and len(negatives) == 214
+    assert {p.parent.name for p in negatives} == {"laion", "random-images"}
 
 
 def test_epochs_are_saved_in_the_authors_files_and_a_finished_state_is_reloaded(bench, tmp_path):

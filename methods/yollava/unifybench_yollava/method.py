@@ -80,7 +80,8 @@ _TRAIN_ARGS = {
     "flip_p": Arg(float, 0.5, "probability of a horizontal flip of each training image", low=0, high=1),
     "latent_tokens": Arg(int, N_LATENT, "latent tokens after <c>", low=0),
     "positives_per_photo": Arg(int, 10, "recognition questions asked of each training photo", low=1),
-    "max_hard": Arg(int, 100, "hard negatives at most (negative_example/ or retrieved ones)", low=0),
+    "max_hard": Arg(int, None, "hard negatives at most (negative_example/ or retrieved ones; none: all of "
+                    "them, as the authors: 115 for bo)", low=0),
     "max_easy": Arg(int, 100, "easy negatives at most (random images, then other concepts' photos)", low=0),
     "best_epoch": Arg(bool, False, "true: keep the epoch of highest training recognition accuracy after epoch 4 "
                       "(the authors' 'best' rule; one recognition pass per epoch); false: the last"),
@@ -253,14 +254,16 @@ class YoLLaVA(_LlavaMethod):
     def tokens(self, concept: Concept) -> list[str]:
         return [concept.token] + [f"<token{i}>" for i in range(self.n_latent)]
 
-    def concept_prompt(self, concept: Concept, training: bool) -> str:
-        """``<c> is <token0>…<token15>.`` (training; the test script drops the final full stop)."""
+    def concept_prompt(self, concept: Concept, full_stop: bool = True) -> str:
+        """``<c> is <token0>…<token15>.`` as training and test-sks-qa.py write it; the recognition
+        test (test-sks-acc.py) drops the final full stop."""
         tokens = self.tokens(concept)
         text = f"{tokens[0]} is {''.join(tokens[1:])}"
-        return text + "." if training else text
+        return text + "." if full_stop else text
 
     def _user_text(self, concept, state, request):
-        return f"{self.concept_prompt(concept, training=False)} {self._question(concept, request)}"
+        prompt = self.concept_prompt(concept, full_stop=request.task != "rec")
+        return f"{prompt} {self._question(concept, request)}"
 
     def concept_layers(self, concept, state):
         return newrows.NewTokens(self.host, self.tokens(concept), state["rows"])
@@ -284,7 +287,8 @@ class YoLLaVA(_LlavaMethod):
             pool = sorted(dict.fromkeys(pool))
             return rng.sample(pool, limit) if len(pool) > limit else pool
 
-        hard = negatives(concept.hard_negatives, self.max_hard)
+        hard = negatives(concept.hard_negatives, len(concept.hard_negatives) if self.max_hard is None
+                         else self.max_hard)
         easy = negatives([p for p in concept.easy_negatives if p not in set(hard)], self.max_easy)
         for photo in hard + easy:
             examples.append((rng.choice(NEGATIVE_QUESTIONS).format(c=c), photo, rng.choice(NEGATIVE_ANSWERS).format(c=c)))
@@ -353,7 +357,7 @@ class YoLLaVA(_LlavaMethod):
     def _train(self, concept: Concept, state_dir: Path) -> None:
         host = self.host
         examples, counts = self.training_set(concept)
-        prompt = self.concept_prompt(concept, training=True)
+        prompt = self.concept_prompt(concept)
         init = self._init_rows(concept)
         rng = random.Random(f"{self.seed}/{concept.name}/order")
         flips = torch.Generator().manual_seed(derive_seed(self.seed, concept.name, "flips"))
@@ -416,7 +420,7 @@ class YoLLaVA(_LlavaMethod):
         reply 'Yes' or 'No' compared with whether the image is the concept."""
         positives = set(concept.train_images)
         images = list(dict.fromkeys(img for _, img, _ in examples if img is not None))
-        user = f"{self.concept_prompt(concept, training=True)} {CHECK_QUESTION.format(c=concept.token)}"
+        user = f"{self.concept_prompt(concept)} {CHECK_QUESTION.format(c=concept.token)}"
         replies = []
         for i in range(0, len(images), self.batch_size):
             replies += self.host.answer([(user, im) for im in images[i:i + self.batch_size]], 8)
