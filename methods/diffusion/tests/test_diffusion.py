@@ -298,21 +298,55 @@ def test_generation_bench_prices_the_fixed_slots_against_packed_calls(capsys):
     assert result["images_per_request"] == 2 and result["packed_images_per_s"] > 0 and result["fixed_slots_cost"] > 0
 
 
-def test_dreambooth_crops_are_torchvisions_bilinear_resize_then_a_crop():
-    """The script's transform, Resize(resolution, BILINEAR) + RandomCrop, computed by torchvision."""
+def test_dreambooth_crops_are_the_scripts_exif_transposed_lanczos_resize_then_a_crop(tmp_path):
+    """train_dreambooth_lora.py (diffusers 0.42): exif_transpose on opening, then Compose([Resize(size,
+    LANCZOS), RandomCrop(size), ToTensor(), Normalize([0.5], [0.5])]), computed by torchvision."""
     from PIL import Image
+    from PIL.ImageOps import exif_transpose
     from torchvision import transforms
+
+    from unifybench_diffusion.sd import open_image
 
     method = DreamBoothLoRA(LORA, seed=0)
     res = method.host.resolution
-    for size in [(3 * res + 7, 2 * res + 1), (res + 1, 4 * res - 3)]:
-        photo = Image.fromarray(torch.randint(0, 256, (size[1], size[0], 3), dtype=torch.uint8).numpy())
-        resized = transforms.Resize(res, interpolation=transforms.InterpolationMode.BILINEAR)(photo)
-        ours = method._crops(photo, torch.Generator().manual_seed(3))
-        expected = transforms.ToTensor()(resized) * 2 - 1  # ToTensor + Normalize([0.5], [0.5])
+    for size, orientation in [((3 * res + 7, 2 * res + 1), 6), ((res + 1, 4 * res - 3), 1)]:
+        path = tmp_path / f"{orientation}.jpg"
+        exif = Image.Exif()
+        exif[0x0112] = orientation  # 6: the camera was turned; the photo is shown rotated by 90 degrees
+        Image.fromarray(torch.randint(0, 256, (size[1], size[0], 3), dtype=torch.uint8).numpy()).save(path, exif=exif)
+        ours = method._crops(open_image(path, exif_transpose=True), torch.Generator().manual_seed(3))
+        upright = exif_transpose(Image.open(path)).convert("RGB")
+        resized = transforms.Resize(res, interpolation=transforms.InterpolationMode.LANCZOS)(upright)
+        expected = transforms.Normalize([0.5], [0.5])(transforms.ToTensor()(resized))
         crops = [expected[:, top:top + res, left:left + res] for top in range(expected.shape[1] - res + 1)
                  for left in range(expected.shape[2] - res + 1)]
-        assert any(torch.allclose(ours, crop, atol=1e-6) for crop in crops)
+        assert any(torch.allclose(ours, crop, atol=1e-6) for crop in crops), orientation
+
+
+def test_dreambench_prompts_are_the_protocols_and_name_the_class_once():
+    """DreamBench's prompts are 'a {0} {1} in the jungle'.format(unique_token, class_token); our
+    DreamBench reader writes them 'a <c> dog in the jungle' (the concept's token for {0})."""
+    from unifybench.data.dreambench import _fill
+    from unifybench.records import Concept
+
+    dog = Concept(name="dog", token="<dog>", class_noun="dog", description="<dog> is a fluffy corgi.")
+    lora, zero_shot = DreamBoothLoRA(LORA), SDPrompt(SAMPLE)
+    for template in ("a {0} {1} in the jungle", "a red {0} {1}", "a {0} {1} with a city in the background"):
+        asked = _fill(template, dog.token, dog.class_noun)
+        assert lora._prompt(dog, None, asked) == template.format("sks", "dog")
+        assert " dog dog" not in zero_shot._prompt(dog, None, asked)
+    assert lora._prompt(dog, None, "a <dog> in the jungle") == "a sks dog in the jungle"  # UnifyBench's form
+
+
+def test_sd_prompt_shortens_a_long_description_and_keeps_the_scene(bench):
+    import dataclasses
+
+    method = SDPrompt(SAMPLE)
+    long = "<dog> is a " + " ".join(["very"] * 120) + " fluffy dog."
+    concept = dataclasses.replace(bench.concept("dog"), description=long)
+    prompt = method._prompt(concept, None, "a <dog> in the jungle")
+    assert prompt.startswith("a very very") and prompt.endswith("in the jungle")
+    assert len(method.host.pipe.tokenizer(prompt).input_ids) <= method.host.pipe.tokenizer.model_max_length
 
 
 def test_a_local_folder_in_diffusers_layout_draws_what_the_same_weights_draw(bench, tmp_path):

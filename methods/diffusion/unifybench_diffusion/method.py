@@ -182,11 +182,26 @@ class SDPrompt(_DiffusionMethod):
     name = "sd-prompt"
 
     def _prompt(self, concept, state, prompt):
-        phrase = concept_phrase(concept)  # "a fluffy corgi ...": it brings its own article
+        words = concept_phrase(concept).split()  # "a fluffy corgi ...": it brings its own article
+        composed = self._with_phrase(concept, prompt, " ".join(words))
+        # CLIP reads 77 tokens and drops the rest, which would be the scene ("... in the jungle"):
+        # the description gives up its last words instead, until the whole prompt fits.
+        limit = self.host.pipe.tokenizer.model_max_length
+        while len(words) > 2 and len(self.host.pipe.tokenizer(composed).input_ids) > limit:
+            words = words[:-1]
+            composed = self._with_phrase(concept, prompt, " ".join(words))
+        if len(words) < len(concept_phrase(concept).split()):
+            _LOG.info(f"description shortened to fit {limit} CLIP tokens with the scene: {composed!r}")
+        return composed
+
+    @staticmethod
+    def _with_phrase(concept, prompt: str, phrase: str) -> str:
         if not re.search(rf"\b{re.escape(concept.class_noun)}\b", phrase, flags=re.IGNORECASE):
             phrase = f"{phrase}, a {concept.class_noun},"  # named by its class noun too, as CLIP-T names it
-        prompt = re.sub(rf"\b(?:an?|the)\s+{re.escape(concept.token)}", phrase, prompt, flags=re.IGNORECASE)
-        return " ".join(prompt.replace(concept.token, phrase).split())
+        # DreamBench writes "a <c> dog": the phrase already names the class, so it takes both words.
+        subject = rf"{re.escape(concept.token)}(?:\s+{re.escape(concept.class_noun)}\b)?"
+        prompt = re.sub(rf"\b(?:an?|the)\s+{subject}", lambda _: phrase, prompt, flags=re.IGNORECASE)
+        return " ".join(re.sub(subject, lambda _: phrase, prompt).split())
 
 
 def _training_photos(concept: Concept) -> list[Path]:
@@ -418,7 +433,7 @@ class DreamBoothLoRA(_DiffusionMethod):
             "schedule": "constant", "identifier": self.identifier, "prior": self.prior,
             "class_images": self.class_images if self.prior else None,
             "prior_weight": self.prior_weight if self.prior else None, "resolution": self.host.resolution,
-            "crop": "random", "resize": "bilinear"}
+            "crop": "random", "resize": "lanczos", "exif_transpose": True}
         d["lora"] = str(self.lora) if self.lora else None
         return d
 
@@ -427,7 +442,10 @@ class DreamBoothLoRA(_DiffusionMethod):
         return f"{word} {concept.class_noun}".strip()
 
     def _prompt(self, concept, state, prompt):
-        return " ".join(prompt.replace(concept.token, self.instance_phrase(concept)).split())
+        # "<c>" or DreamBench's "<c> dog" (its 'a {0} {1} in the jungle') becomes "sks dog": exactly
+        # the protocol's 'a {0} {1} in the jungle'.format('sks', 'dog').
+        subject = rf"{re.escape(concept.token)}(?:\s+{re.escape(concept.class_noun)}\b)?"
+        return " ".join(re.sub(subject, lambda _: self.instance_phrase(concept), prompt).split())
 
     @contextlib.contextmanager
     def concept_layers(self, concept, state):
@@ -454,15 +472,14 @@ class DreamBoothLoRA(_DiffusionMethod):
         return {"lora_dir": state_dir}
 
     def _crops(self, image, draws: torch.Generator) -> torch.Tensor:
-        """The script's transform: torchvision's ``Resize(resolution, BILINEAR)`` (shorter side to the
-        resolution, the longer one truncated as torchvision does), then a random crop of it."""
-        from PIL import Image
+        """The script's transform as of diffusers 0.42 (``train_dreambooth_lora.py``): the photo
+        EXIF-transposed when opened (``_training_photos``), torchvision's ``Resize(resolution,
+        LANCZOS)`` (its ``--image_interpolation_mode`` default since diffusers PR #11421), then a
+        random crop."""
+        from torchvision import transforms
 
         res = self.host.resolution
-        w, h = image.size
-        short, long = min(w, h), max(w, h)
-        long = int(res * long / short)
-        im = image.resize((res, long) if w <= h else (long, res), resample=Image.BILINEAR)
+        im = transforms.Resize(res, interpolation=transforms.InterpolationMode.LANCZOS)(image)
         left = int(torch.randint(0, im.size[0] - res + 1, (), generator=draws))
         top = int(torch.randint(0, im.size[1] - res + 1, (), generator=draws))
         return self.host.pixels(im.crop((left, top, left + res, top + res)))
@@ -473,8 +490,8 @@ class DreamBoothLoRA(_DiffusionMethod):
         from diffusers.utils import convert_state_dict_to_diffusers
 
         host, unet = self.host, self.host.pipe.unet
-        photos = [open_image(p) for p in _training_photos(concept)]
-        class_photos = ([open_image(p) for p in self.class_image_files(concept, state_dir.parent)]
+        photos = [open_image(p, exif_transpose=True) for p in _training_photos(concept)]
+        class_photos = ([open_image(p, exif_transpose=True) for p in self.class_image_files(concept, state_dir.parent)]
                         if self.prior else [])
         instance_prompt = f"a photo of {self.instance_phrase(concept)}"
         class_prompt = f"a photo of {concept.class_noun}"

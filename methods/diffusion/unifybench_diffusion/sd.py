@@ -387,9 +387,13 @@ def _bit_checksum(t: torch.Tensor) -> str:
     return f"{int(bits.sum())}:{int((bits * weights).sum())}"
 
 
-def open_image(path) -> Image.Image:
+def open_image(path, exif_transpose: bool = False) -> Image.Image:
+    """RGB; with ``exif_transpose`` turned upright by its EXIF orientation first, as the DreamBooth
+    script opens its photos (``PIL.ImageOps.exif_transpose``)."""
+    from PIL import ImageOps
+
     try:
         with Image.open(path) as im:
-            return im.convert("RGB")
+            return (ImageOps.exif_transpose(im) if exif_transpose else im).convert("RGB")
     except (OSError, ValueError) as exc:
         raise BenchError(f"cannot read image ({exc})", Path(path)) from exc
