@@ -86,7 +86,8 @@ def _expected(df: pd.DataFrame) -> dict[tuple[str, str, str], float]:
     put("rec", "unparsed", rec, lambda f: float(f.parsed.isna().sum()))
     for scope in {k[0] for k in out if k[1] == "rec"}:
         sides = [out[k] for k in ((scope, "rec", "pos_acc"), (scope, "rec", "neg_acc")) if k in out]
-        out[(scope, "rec", "weighted_acc")] = sum(sides) / len(sides)
+        if len(sides) == 2:  # the mean of the two sides, only where both exist
+            out[(scope, "rec", "weighted_acc")] = sum(sides) / 2
     choice = answers[answers.task == "choice"]
     put("choice", "accuracy", choice, lambda f: f.correct.astype(float).mean())
     put("choice", "unparsed", choice, lambda f: float(f.parsed.isna().sum()))

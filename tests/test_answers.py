@@ -83,9 +83,11 @@ def test_recognition_set_both_protocols():
 
 def test_recognition_one_sided_and_empty():
     only_pos = _aggregate([(rec(0, "Yes."), "yes"), (rec(1, "Yes."), "no")], "default")
-    assert only_pos["neg_acc"] == "not scored: no negative items" and only_pos["weighted_acc"] == pytest.approx(0.5)
+    assert only_pos["neg_acc"] == "not scored: no negative items" and only_pos["pos_acc"] == pytest.approx(0.5)
+    assert only_pos["weighted_acc"] == "not scored: needs positives and negatives"
     only_neg = _aggregate([(rec(0, "No.", raw=" No. "), "No")], "default")
-    assert only_neg["pos_acc"] == "not scored: no positive items" and only_neg["weighted_acc"] == 1.0
+    assert only_neg["pos_acc"] == "not scored: no positive items" and only_neg["neg_acc"] == 1.0
+    assert only_neg["weighted_acc"] == "not scored: needs positives and negatives"
     # The reference compares the ground truth as written: " No. " is not "No.", so the item is a positive.
     ref = _aggregate([(rec(0, "No.", raw=" No. "), "No")], "reference")
     assert ref["neg_acc"] == "not scored: no negative items" and ref["pos_acc"] == 0.0

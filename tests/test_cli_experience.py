@@ -119,3 +119,12 @@ def test_evaluate_is_the_python_entry_point(tmp_path):
         unifybench.evaluate("always-yes", colour="blue", out=tmp_path)
     with pytest.raises(BenchError, match="unknown task"):
         unifybench.evaluate("always-yes", tasks=["dance"], out=tmp_path)
+
+
+def test_limit_1_keeps_one_of_each_side_and_one_side_alone_is_not_a_weighted_accuracy(tmp_path):
+    """always-yes is the recognition floor: with --limit 1 it must not score a perfect weighted_acc."""
+    ran = cli("run", "--method", "always-yes", "--tasks", "rec", "--limit", "1", "--concepts", "dog",
+              "--out", str(tmp_path / "runs"), "--json")
+    assert ran.returncode == 0, ran.stderr
+    rec = json.loads(ran.stdout)["tasks"]["rec"]
+    assert (rec["pos_acc"], rec["neg_acc"], rec["weighted_acc"]) == (1.0, 0.0, 0.5)

@@ -85,3 +85,34 @@ def test_clip_choice_reaches_the_scorer_and_rescoring_needs_no_new_predictions(t
     assert "OpenAI CLIP ViT-L/14" in results["backbones"]["clip"]
     board = build_leaderboard([out], include_published=False)
     assert "scorer backbones random (CLIP ViT-L-14)" in board
+
+
+def test_an_understanding_run_never_sits_under_a_random_init_heading(tmp_path):
+    out = tmp_path / "runs"
+    for args in (["--method", "real-images", "--backbones", "tiny", "--images-per-prompt", "1"],
+                 ["--method", "random-answer", "--tasks", "rec"]):
+        assert cli("run", *args, "--limit", "1", "--concepts", "dog", "--out", str(out)).returncode == 0
+    board = cli("leaderboard", str(out), "--no-published").stdout
+    tables = {block.splitlines()[0]: block for block in board.split("### ")[1:]}
+    random_init = [t for t in tables if "random-init" in t]
+    assert random_init and all("random-answer" not in tables[t] for t in random_init)
+    assert sum("random-answer" in block for block in tables.values()) == 1
+
+
+def test_a_column_where_every_row_ties_marks_no_row_best():
+    import pandas as pd
+
+    from unifybench.report import _best
+
+    assert _best(pd.Series([0.0, 0.0, 0.0], dtype=object), "higher") == set()
+    assert _best(pd.Series([0.5, 0.7, 0.7], dtype=object), "higher") == {1, 2}
+
+
+def test_where_a_judge_scored_open_answers_its_score_leads_char_bleu(tmp_path):
+    out = tmp_path / "runs"
+    ran = cli("run", "--method", "random-answer", "--tasks", "vqa", "--limit", "1", "--concepts", "dog",
+              "--judge", "hf:tiny", "--judge-max-tokens", "1", "--out", str(out))
+    assert ran.returncode == 0, ran.stderr
+    header = next(line for line in cli("leaderboard", str(out), "--no-published").stdout.splitlines()
+                  if line.startswith("| method"))
+    assert header.index("vqa.judge_score") < header.index("vqa.bleu")

@@ -58,11 +58,13 @@ def test_a_limit_run_never_shares_a_table_with_a_full_run(demo):
     limited = [t for t in tables if "--limit 2" in t.splitlines()[0]]
     full = [t for t in tables if "--limit" not in t.splitlines()[0]]
     assert limited and full
-    assert all("| always-yes" in t for t in limited) and any("| always-yes" in t for t in full)
+    assert any("| always-yes" in t for t in limited) and any("| always-yes" in t for t in full)
     assert not any("| random-answer" in t for t in limited)  # random-answer ran on the full bench
-    # real-images (--limit 2) and always-yes (--limit 2) share one table; the full always-yes is not in it
-    shared = [t for t in limited if "| real-images" in t]
-    assert len(shared) == 1 and shared[0].count("| always-yes") == 1
+    # real-images (--limit 2, tiny backbones) has a random-init table; always-yes (--limit 2) is not put
+    # under that heading, and the full always-yes is in no --limit table
+    scored = [t for t in limited if "| real-images" in t]
+    assert len(scored) == 1 and "random-init" in scored[0].splitlines()[0] and "| always-yes" not in scored[0]
+    assert sum(t.count("| always-yes") for t in limited) == 1
 
 
 def test_csv_metric_columns_are_numeric_with_reasons_apart(demo):

@@ -89,6 +89,7 @@ class Why:
     NO_PROMPTS = "not scored: no prompts"
     NO_POSITIVES = "not scored: no positive items"
     NO_NEGATIVES = "not scored: no negative items"
+    NEEDS_BOTH_SIDES = "not scored: needs positives and negatives"
     PARSES_NOTHING = "not scored: the reference rule matches substrings, it parses nothing"
     NOTHING_TO_JUDGE = "not scored: nothing to judge"
     NOT_HUMAN = "not scored: not a human concept"
@@ -146,11 +147,13 @@ def _rec(rows: list[dict], ctx: ScoringContext, concepts: list[str], pooled: boo
     pos = [r["correct"] for r in rows if not r["negative"]]
     neg = [r["correct"] for r in rows if r["negative"]]
     pos_acc, neg_acc = _mean(pos), _mean(neg)
-    sides = [a for a in (pos_acc, neg_acc) if a is not None]
+    # The mean of the two sides' accuracies: with one side missing it would be that side alone, and
+    # always-yes on positives only would score a perfect 1.0.
     return {
         "pos_acc": Why.NO_POSITIVES if pos_acc is None else pos_acc,
         "neg_acc": Why.NO_NEGATIVES if neg_acc is None else neg_acc,
-        "weighted_acc": _mean(sides) if sides else Why.NO_ITEMS,
+        "weighted_acc": (pos_acc + neg_acc) / 2 if pos_acc is not None and neg_acc is not None
+        else Why.NEEDS_BOTH_SIDES if rows else Why.NO_ITEMS,
         "accuracy": _mean(pos + neg) if rows else Why.NO_ITEMS,
         "unparsed": (Why.PARSES_NOTHING if ctx.protocol == "reference"
                      else sum(r["parsed"] is None for r in rows)),

@@ -169,12 +169,13 @@ def build_tables(rows: list[dict]) -> list[Table]:
     for i in frame.index[uses_backbones]:
         keys.setdefault(tuple(frame.loc[i, list(GROUP_FIELDS)]), []).append(i)
     # A run with no generation scores used no scorer backbone: it joins every table of its
-    # benchmark, protocol, judge and limit that holds runs, or a table of its own.
+    # benchmark, protocol, judge and limit that holds runs scored with real backbones, or a table of
+    # its own: never one titled random-init, which its numbers are not.
     for i in frame.index[~uses_backbones]:
         row = frame.loc[i]
         homes = [k for k, members in keys.items()
                  if (k[0], k[1], k[3], k[4]) == (row.benchmark, row.protocol, row.judge, row.limit)
-                 and not published[members].all()]
+                 and not published[members].all() and not _random_backbones(k[2])]
         for key in homes or [(row.benchmark, row.protocol, BACKBONES_UNUSED, row.judge, row.limit)]:
             keys.setdefault(key, []).insert(0, i)
     # Runs first, then published-only groups; inside a group, rows in the order given.
@@ -183,11 +184,21 @@ def build_tables(rows: list[dict]) -> list[Table]:
     tables = []
     for key, members in ordered:
         part = frame.loc[members].reset_index(drop=True)
-        present = [c for c in columns if part[c].notna().any()]
+        present = [c for c in _judge_first(columns) if part[c].notna().any()] if key[3] else \
+            [c for c in columns if part[c].notna().any()]
         metrics = [c for c in present if not part[c].dropna().map(is_reason).all()]
         unscored = {c: sorted(set(part[c].dropna())) for c in present if c not in metrics}
         tables.append(Table(_group_title(key), key, part, metrics, unscored))
     return tables
+
+
+def _judge_first(columns: list[str]) -> list[str]:
+    """Where a judge scored the open answers, its score leads each task's columns: char-BLEU rewards
+    echoing the question (random-answer's shuffled question words beat every model on it)."""
+    tasks: dict[str, list[str]] = {}
+    for c in columns:
+        tasks.setdefault(c.split(".")[0], []).append(c)
+    return [c for cols in tasks.values() for c in sorted(cols, key=lambda c: ".judge_" not in c)]
 
 
 def collect(run_dirs: list[Path], include_published: bool = True) -> tuple[list[dict], list[Path]]:
@@ -269,10 +280,11 @@ def as_csv(rows: list[dict]) -> str:
 # ----------------------------------------------------------------------------- html
 
 def _best(values: pd.Series, direction: str) -> set[int]:
-    """Row positions holding the best value of a column (ties all marked; none when fewer than two)."""
+    """Row positions holding the best value of a column (ties all marked); none when fewer than two
+    values, or when every value is the same (a column where no row is better marks no row best)."""
     numbers = {i: float(v) for i, v in enumerate(values) if isinstance(v, (int, float)) and not isinstance(v, bool)
                and not math.isnan(float(v))}
-    if len(numbers) < 2:
+    if len(numbers) < 2 or max(numbers.values()) - min(numbers.values()) < 1e-12:
         return set()
     best = max(numbers.values()) if direction == "higher" else min(numbers.values())
     return {i for i, v in numbers.items() if abs(v - best) < 1e-12}

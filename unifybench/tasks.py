@@ -78,8 +78,9 @@ CHOICE_INSTRUCTION = "Answer with the option's letter from the given choices dir
 
 def limited(items: list[QAItem], limit: int | None) -> list[QAItem]:
     """At most ``limit`` items in file order. Recognition items are taken alternately from the
-    positives and the negatives (the other side fills in when one runs out), so a ``--limit`` run
-    still scores both sides; other tasks take the first ``limit``."""
+    positives and the negatives (the other side fills in when one runs out), and at least one of
+    each where the concept has both (``--limit 1`` takes two), so a ``--limit`` run still scores
+    both sides; other tasks take the first ``limit``."""
     if limit is None or len(items) <= limit:
         return list(items)
     if not items or items[0].kind != "rec":
@@ -87,6 +88,8 @@ def limited(items: list[QAItem], limit: int | None) -> list[QAItem]:
     from .scoring.answers import is_negative
 
     sides = [[it for it in items if not is_negative(it)], [it for it in items if is_negative(it)]]
+    if all(sides):
+        limit = max(limit, 2)  # one of each at least: weighted accuracy needs both sides
     chosen: list[QAItem] = []
     turn = 0
     while len(chosen) < limit:
