@@ -128,3 +128,22 @@ def test_limit_1_keeps_one_of_each_side_and_one_side_alone_is_not_a_weighted_acc
     assert ran.returncode == 0, ran.stderr
     rec = json.loads(ran.stdout)["tasks"]["rec"]
     assert (rec["pos_acc"], rec["neg_acc"], rec["weighted_acc"]) == (1.0, 0.0, 0.5)
+
+
+def test_the_run_directory_hashes_the_sets_of_concepts_and_tasks(tmp_path):
+    out = tmp_path / "runs"
+    for concepts, tasks in (("backpack,cat,dog", "rec,choice"), ("dog,cat,backpack", "choice,rec"),
+                            ("dog,dog,cat,backpack", "choice,choice,rec")):
+        ran = cli("run", "--method", "always-yes", "--tasks", tasks, "--concepts", concepts, "--limit", "1",
+                  "--out", str(out))
+        assert ran.returncode == 0, ran.stderr
+    run_dir = only_run_dir(out)
+    rows = [json.loads(line) for line in (run_dir / "scores.jsonl").read_text().splitlines()]
+    assert len({r["key"] for r in rows}) == len(rows)  # a task given twice is scored once
+
+
+def test_precomputed_without_answers_is_refused_before_a_run_directory_exists(tmp_path):
+    ran = cli("run", "--method", "precomputed", "--tasks", "rec,gen", "--out", str(tmp_path / "runs"))
+    assert ran.returncode == 2 and len(ran.stderr.strip().splitlines()) == 1
+    assert "needs --method-arg answers=FILE for rec; images=DIR for gen" in ran.stderr
+    assert not (tmp_path / "runs").exists()
