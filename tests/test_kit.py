@@ -300,3 +300,17 @@ def test_files_trained_elsewhere_are_found_per_concept_and_never_lent_to_another
     (several / "<dog>").mkdir()
     (several / "<dog>" / "w.bin").write_bytes(b"dog's")
     assert concept_folder(several, dog, has_file("w.bin"), "w.bin") == several / "<dog>"
+
+
+@pytest.mark.parametrize("method, args, message", [
+    ("yollava", [], "LLaVA checkpoint 'llava-hf/llava-1.5-13b-hf' is not in the local Hugging Face cache and "
+                    "HF_HUB_OFFLINE is set"),
+    ("sd-prompt", ["--method-arg", "model=/nowhere/sd"], "/nowhere/sd [--method-arg model]: Stable Diffusion "
+                                                         "pipeline folder not found"),
+    ("unictokens", [], "showo model 'showlab/show-o-512x512' is not in the local Hugging Face cache"),
+])
+def test_a_model_that_cannot_be_loaded_is_refused_in_seconds_before_the_run_directory(tmp_path, method, args,
+                                                                                     message):
+    ran = cli("run", "--method", method, *args, "--out", str(tmp_path / "runs"))
+    assert ran.returncode == 2 and len(ran.stderr.strip().splitlines()) == 1 and message in ran.stderr, ran.stderr
+    assert not (tmp_path / "runs").exists()
