@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from _data_fixtures import DREAMBENCH, UNIFYBENCH_IMAGES, make_dreambench, make_unifybench, make_yollava, write_json
+from conftest import cli, cli_env
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,15 +45,19 @@ def test_valid_unifybench_prints_one_json_object(ub):
     assert proc.stdout.strip().count("\n") == 0
     assert summary == {"format": "unifybench", "concepts": 2, "images": UNIFYBENCH_IMAGES,
                        "items": {"rec": 2, "vqa": 2, "text_only": 1, "choice": 2},
+                       "rec_truths": {"yes": 1, "no": 1, "neither": 0, "reference_reads_otherwise": 0,
+                                      "examples": []},
                        "gen_prompts": 50, "attr_prompts": 3}
 
 
 def test_valid_dreambench_shared_copy():
     proc = check(DREAMBENCH)
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout) == {"format": "dreambench", "concepts": 24, "images": 127,
-                                       "items": {"rec": 0, "vqa": 0, "text_only": 0, "choice": 0},
-                                       "gen_prompts": 600, "attr_prompts": 0}
+    summary = json.loads(proc.stdout)
+    assert summary.pop("rec_truths")["yes"] == 0
+    assert summary == {"format": "dreambench", "concepts": 24, "images": 127,
+                       "items": {"rec": 0, "vqa": 0, "text_only": 0, "choice": 0},
+                       "gen_prompts": 600, "attr_prompts": 0}
 
 
 def test_valid_yollava_with_explicit_format(tmp_path):
@@ -197,3 +202,25 @@ def test_dreambench_prompt_file_without_prompt_lists(tmp_path):
     root = make_dreambench(tmp_path / "db", nested=False)
     (root / "prompts_and_classes.txt").write_text("subject_name,class\ndog,dog\ncan,can\n")
     assert_bad(check(root), "prompts_and_classes.txt", "prompt_list")
+
+
+def test_negatives_written_otherwise_are_negatives_counted_and_warned_about(ub):
+    """Issue 24: `No`, `no.` and `No, it is not.` were read as positives, and always-yes scored 1.0."""
+    def write_negatives(items):
+        negatives = [it for it in items if it["type"] == "rec" and it["conversations"][1]["value"] == "No."]
+        for it in negatives:
+            it["conversations"][1]["value"] = "No, it is not."
+        return items
+
+    _edit_items(ub, "bo", write_negatives)
+    proc = check(ub)
+    assert proc.returncode == 0, proc.stderr
+    truths = json.loads(proc.stdout)["rec_truths"]
+    assert (truths["yes"], truths["no"], truths["reference_reads_otherwise"]) == (1, 1, 1)
+    table = subprocess.run([sys.executable, "-m", "unifybench", "data", "check", str(ub)], capture_output=True,
+                           text=True, env=cli_env())
+    assert "read differently by --protocol reference" in table.stderr and "'No, it is not.'" in table.stderr
+    ran = cli("run", "--method", "always-yes", "--tasks", "rec", "--bench", str(ub), "--out", str(ub.parent / "r"),
+              "--json")
+    rec = json.loads(ran.stdout)["tasks"]["rec"]
+    assert (rec["neg_acc"], rec["weighted_acc"]) == (0.0, 0.5)

@@ -243,7 +243,17 @@ def cmd_data_check(args) -> int:
     calls = judge_calls(summary["items"], summary["attr_prompts"])
     table.add_row("judge calls (QA + 4 per attr prompt)",
                   f"{calls['open_questions']} + {calls['attr_images']} = {calls['total']}")
+    truths = summary["rec_truths"]
+    table.add_row("recognition truths: yes / no / neither", f"{truths['yes']} / {truths['no']} / {truths['neither']}")
     _console().print(table)
+    if truths["reference_reads_otherwise"]:
+        _console(stderr=True).print(
+            f"warning: {truths['reference_reads_otherwise']} recognition truth(s) are read differently by "
+            f"--protocol reference (negative only when written exactly 'No.'), e.g. "
+            f"{'; '.join(truths['examples'])}", markup=False)
+    if truths["neither"]:
+        _console(stderr=True).print(f"warning: {truths['neither']} recognition truth(s) say neither yes nor no "
+                                    f"(their first word): they are scored as positives", markup=False)
     if summary.get("source"):
         src = summary["source"]
         _console().print(f"from the hub: {src['hub']} at revision {src['revision']} ({src['path']})", markup=False)

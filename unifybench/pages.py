@@ -62,14 +62,14 @@ def page(title: str, body: str) -> str:
 
 def thumbnail_uri(path: Path, side: int = 172) -> str | None:
     """A JPEG thumbnail as a data: URI (so the page needs no other file), or None if unreadable."""
-    from PIL import Image, ImageOps
+    from .errors import BenchError
+    from .images import open_rgb
 
     try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im).convert("RGB")
-            im.thumbnail((side * 2, side * 2))  # twice the shown size: sharp on high-density screens
-            buf = io.BytesIO()
-            im.save(buf, format="JPEG", quality=82)
-    except (OSError, ValueError):
+        im = open_rgb(path, exif_transpose=True)
+    except BenchError:
         return None
+    im.thumbnail((side * 2, side * 2))  # twice the shown size: sharp on high-density screens
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=82)
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")

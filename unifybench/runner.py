@@ -31,7 +31,7 @@ from .records import GEN_KINDS, QA_KINDS, TASKS, Benchmark
 from .scoring.judges import JudgeConfig
 from .scoring.phase import score_run
 from .seeding import seeded
-from .store import RunStore, prepare_out_dir, run_dir_lock
+from .store import RunStore, check_no_links, prepare_out_dir, run_dir_lock
 from .tasks import Work, build_requests
 
 __all__ = ["RunSpec", "RunOutcome", "run", "check_spec", "RANDOM_INIT_LABEL", "BACKBONES_UNUSED"]
@@ -199,11 +199,17 @@ def run(spec: RunSpec, out_root: Path, console=None, verbose: bool = False,
         try:
             device = distributed.check_rank_device(rank, spec.device)
             p = _prepare(spec, out_root, rank, console, device, method_class)
+            check_no_links(p.run_dir)
             # A plain run also holds every rank's lock a launch left: none while a rank still works here.
             held.enter_context(run_dir_lock(p.run_dir, rank.lock_name(),
                                             also_existing=None if rank.active else ".lock.rank*"))
             store = RunStore(p.run_dir, rank=rank.rank if rank.active else None)
             previous = record.read_previous(p.run_dir)
+            if not previous and store.predictions:
+                # The record says what made the predictions (a random-init model's label among it):
+                # scoring them without it would put them in a table of real results.
+                raise BenchError("predictions without their run record (run.json is missing): what made them is "
+                                 "unknown; restore run.json or move the run directory aside", p.run_dir)
             if any(w.request.key not in store for ws in p.work.values() for w in ws):
                 code_note = record.check_same_code(previous, p.code, spec.resume_changed_code, p.run_dir)
         except Exception as exc:  # under torchrun every rank learns of it at the rendezvous, and stops there

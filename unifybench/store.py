@@ -17,6 +17,7 @@ torn last line from a kill mid-write is cut off when the store is reopened.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -76,7 +77,7 @@ def run_dir_lock(run_dir: Path, name: str = ".lock", also_existing: str | None =
     names = [name] + sorted(p.name for p in run_dir.glob(also_existing) if p.name != name) if also_existing else [name]
     with contextlib.ExitStack() as held:
         for lock_name in names:
-            handle = held.enter_context(open(run_dir / lock_name, "a+", encoding="utf-8"))  # closing releases
+            handle = held.enter_context(open_no_follow(run_dir / lock_name, "a+"))  # closing releases
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -89,6 +90,35 @@ def run_dir_lock(run_dir: Path, name: str = ".lock", also_existing: str | None =
             handle.write(f"unifybench pid {os.getpid()} on {socket.gethostname()}")
             handle.flush()
         yield
+
+
+def check_no_links(run_dir: Path) -> None:
+    """Refuse a run directory that is, or holds, a symbolic link: everything a run writes (``.lock``,
+    ``predictions.jsonl``, ``log.txt``, ``images/``, ``state/``) would follow it out of ``--out``. A
+    planted ``.lock -> FILE`` in a shared ``--out`` would otherwise truncate FILE."""
+    run_dir = Path(run_dir)
+    if run_dir.is_symlink():
+        raise BenchError("is a symbolic link; a run writes only into a real folder under --out", run_dir)
+    if not run_dir.is_dir():
+        return
+    for top, dirs, files in os.walk(run_dir):  # a linked folder is listed here, never entered
+        for name in dirs + files:
+            entry = Path(top) / name
+            if entry.is_symlink():
+                raise BenchError(f"holds a symbolic link ({entry.relative_to(run_dir)} -> {os.readlink(entry)}); a "
+                                 f"run writes only inside its own directory: remove the link", run_dir)
+
+
+def open_no_follow(path: Path, mode: str):
+    """``open(path, mode)`` for appending or locking, refusing a symbolic link at the last step."""
+    flags = {"a": os.O_WRONLY | os.O_APPEND | os.O_CREAT, "a+": os.O_RDWR | os.O_APPEND | os.O_CREAT}[mode]
+    try:
+        fd = os.open(path, flags | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise BenchError("is a symbolic link; a run writes only inside its own directory", path) from None
+        raise BenchError(f"cannot open for writing ({exc.strerror or exc.__class__.__name__})", path) from None
+    return os.fdopen(fd, mode, encoding="utf-8")
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -115,8 +145,12 @@ class RunStore:
         self.main_path = self.run_dir / "predictions.jsonl"
         self.predictions_path = self.main_path if rank is None else self.run_dir / f"predictions.rank{rank}.jsonl"
         self.predictions: dict[str, dict] = {}
+        # One rule for a key found twice, within a file or across rank files: the same record is
+        # kept once; a different one is refused (the numbers would depend on which line won).
         for path in [self.main_path, *self.rank_files()]:
-            for key, record in self._load_predictions(path).items():
+            for key, (record, where) in self._load_predictions(path).items():
+                if key in self.predictions and self.predictions[key] != record:
+                    raise BenchError(f"two different predictions for {key!r}; move one aside", path, where)
                 self.predictions.setdefault(key, record)
 
     def rank_files(self) -> list[Path]:
@@ -135,31 +169,68 @@ class RunStore:
             path.unlink()
         self.predictions_path = self.main_path
 
-    def _load_predictions(self, path: Path) -> dict[str, dict]:
+    def _load_predictions(self, path: Path) -> dict[str, tuple[dict, str]]:
         if not path.exists():
             return {}
+        if not path.is_file():
+            raise BenchError("not a file; move it aside", path)
         data = path.read_bytes()
-        records: dict[str, dict] = {}
+        records: dict[str, tuple[dict, str]] = {}
         good_end = 0
         position = 0
-        for raw in data.splitlines(keepends=True):
+        for line_no, raw in enumerate(data.splitlines(keepends=True), 1):
             line_end = position + len(raw)
             position = line_end
             if not raw.endswith(b"\n"):
                 break  # torn last line from a kill mid-write
+            where = f"line {line_no}"
             try:
-                record = json.loads(raw)
-                key = record["key"]
-            except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise BenchError(f"corrupt line ({exc.__class__.__name__}); "
-                                 f"move the file aside to start this run again", path,
-                                 f"byte {line_end - len(raw)}") from exc
-            records[key] = record
+                record = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise BenchError(f"corrupt line ({exc.__class__.__name__}); move the file aside to start this run "
+                                 f"again", path, where) from None
+            self._check_record(record, path, where)
+            key = record["key"]
+            if key in records and records[key][0] != record:
+                raise BenchError(f"two different predictions for {key!r}; move the file aside", path, where)
+            records[key] = (record, where)
             good_end = line_end
         if good_end < len(data) and path == self.predictions_path:  # only this store's own file
             with open(path, "r+b") as fh:
                 fh.truncate(good_end)
         return records
+
+    def _check_record(self, record, path: Path, where: str) -> None:
+        """A prediction line as the runner writes it: a key, and a text answer or a list of image
+        files inside this run directory (a record from elsewhere naming /etc/passwd or ../x is
+        refused, never read or shown)."""
+        if not isinstance(record, dict) or not isinstance(record.get("key"), str):
+            raise BenchError("not a prediction record (a JSON object with a text 'key')", path, where)
+        if "answer" in record:
+            if not isinstance(record["answer"], str):
+                raise BenchError(f"'answer' must be text, got {type(record['answer']).__name__}", path, where)
+        elif "images" in record:
+            images = record["images"]
+            if not isinstance(images, list) or not all(isinstance(i, str) for i in images):
+                raise BenchError("'images' must be a list of file names", path, where)
+            for rel in images:
+                self.inside(rel, path, where)
+        else:
+            raise BenchError("a prediction record has an 'answer' or 'images'", path, where)
+
+    def inside(self, rel: str, path: Path | None = None, where: str | None = None) -> Path:
+        """``run_dir / rel`` when ``rel`` is a relative path that stays inside the run directory,
+        following no link; else a BenchError."""
+        target = self.run_dir / rel
+        parts = Path(rel).parts
+        if Path(rel).is_absolute() or ".." in parts or not parts:
+            raise BenchError(f"image path {rel!r} points outside the run directory", path or self.run_dir, where)
+        probe = self.run_dir
+        for part in parts:
+            probe = probe / part
+            if probe.is_symlink():
+                raise BenchError(f"image path {rel!r} passes through a symbolic link", path or self.run_dir, where)
+        return target
 
     def __contains__(self, key: str) -> bool:
         return key in self.predictions
@@ -168,7 +239,7 @@ class RunStore:
         """Record one finished request durably; a key already present is never written twice."""
         if record["key"] in self.predictions:
             return
-        with open(self.predictions_path, "a", encoding="utf-8") as fh:
+        with open_no_follow(self.predictions_path, "a") as fh:
             fh.write(json.dumps(record) + "\n")
             fh.flush()
             os.fsync(fh.fileno())

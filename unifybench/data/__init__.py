@@ -109,9 +109,12 @@ def _validate(bench: Benchmark) -> None:
 
 def check_benchmark(path: str | Path, format: str = "auto") -> dict:
     """Load ``path`` with every image decoded and return its counts."""
+    from ..scoring.answers import recognition_truths
+
     bench = load_benchmark(str(path), format, validate_images=True)
     counts = bench.count_items()
     return {
+        "rec_truths": recognition_truths(it for items in bench.items.values() for it in items),
         "format": bench.format,
         "concepts": len(bench.concepts),
         "images": len(bench.image_files()),

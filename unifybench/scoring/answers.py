@@ -69,12 +69,28 @@ def parse_yes_no(reply: str) -> str | None:
 
 
 def is_negative(item: QAItem, protocol: str = "default") -> bool:
-    """Ground truth of a recognition item. Default: negative iff its answer, stripped, is ``No.``.
-    Reference: iff the answer as the file writes it is exactly ``No.`` (so `` No.`` is a positive)."""
+    """Ground truth of a recognition item. Default: negative iff its answer's first word says no
+    (``No.``, ``No``, ``no.``, ``No, it is not.``: :func:`parse_yes_no`). Reference: iff the answer as
+    the file writes it is exactly ``No.``, as the authors' script compares it (so `` No.``, ``No`` and
+    ``No, it is not.`` are positives there)."""
     _check_protocol(protocol)
     if protocol == "reference":
         return item.answer_as_written == REFERENCE_NEGATIVE
-    return item.answer.strip() == REFERENCE_NEGATIVE
+    return parse_yes_no(item.answer) == "no"
+
+
+def recognition_truths(items) -> dict:
+    """What a benchmark's recognition truths are: how many read yes, no or neither (by their first
+    word), and how many the reference's exact ``No.`` rule reads otherwise (``data check`` warns)."""
+    kinds = {"yes": 0, "no": 0, "neither": 0}
+    differ = []
+    for it in items:
+        if it.kind != "rec":
+            continue
+        kinds[parse_yes_no(it.answer) or "neither"] += 1
+        if is_negative(it, "default") != is_negative(it, "reference"):
+            differ.append(f"{it.concept} item {it.index}: {it.answer_as_written!r}")
+    return {**kinds, "reference_reads_otherwise": len(differ), "examples": differ[:3]}
 
 
 def recognition_sample(item: QAItem, reply: str, protocol: str = "default") -> dict:

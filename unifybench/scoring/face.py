@@ -52,7 +52,9 @@ class FaceBackend(Protocol):
 def to_rgb_array(img) -> np.ndarray:
     """A decoded image (PIL, or a uint8 [3, H, W] tensor) as an RGB uint8 [H, W, 3] array."""
     if isinstance(img, Image.Image):
-        return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+        from ..images import to_rgb
+
+        return np.asarray(to_rgb(img), dtype=np.uint8).copy()
     return img.permute(1, 2, 0).contiguous().cpu().numpy()
 
 

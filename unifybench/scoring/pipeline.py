@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from ..errors import BenchError
 
@@ -34,13 +34,11 @@ MIN_IMAGES_FOR_WORKERS = 64
 
 
 def decode_image(path: str | Path) -> Image.Image:
-    """Open an image file as RGB; an unreadable file raises BenchError naming it."""
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return im.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise BenchError(f"cannot read image: {e}", path=path) from e
+    """Open an image file as RGB (every mode by its range: :func:`unifybench.images.to_rgb`); an
+    unreadable file raises BenchError naming it."""
+    from ..images import open_rgb
+
+    return open_rgb(path)
 
 
 def default_num_workers() -> int:

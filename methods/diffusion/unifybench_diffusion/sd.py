@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
-from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -390,10 +389,6 @@ def _bit_checksum(t: torch.Tensor) -> str:
 def open_image(path, exif_transpose: bool = False) -> Image.Image:
     """RGB; with ``exif_transpose`` turned upright by its EXIF orientation first, as the DreamBooth
     script opens its photos (``PIL.ImageOps.exif_transpose``)."""
-    from PIL import ImageOps
+    from unifybench.images import open_rgb
 
-    try:
-        with Image.open(path) as im:
-            return (ImageOps.exif_transpose(im) if exif_transpose else im).convert("RGB")
-    except (OSError, ValueError) as exc:
-        raise BenchError(f"cannot read image ({exc})", Path(path)) from exc
+    return open_rgb(path, exif_transpose=exif_transpose)

@@ -28,13 +28,9 @@ from unifybench.newrows import VocabRowParam  # noqa: F401  (re-exported: backen
 
 def pil_image(image: Path | Image.Image) -> Image.Image:
     """An RGB PIL image from a path or an image; an unreadable file is one line naming it."""
-    if isinstance(image, Image.Image):
-        return image.convert("RGB")
-    try:
-        with Image.open(image) as im:
-            return im.convert("RGB")
-    except (OSError, ValueError) as exc:
-        raise BenchError(f"cannot read image ({exc})", image) from exc
+    from unifybench.images import open_rgb, to_rgb
+
+    return to_rgb(image) if isinstance(image, Image.Image) else open_rgb(image)
 
 
 @dataclass(frozen=True)

@@ -311,11 +311,10 @@ class UniCTokens(_UnifiedMethod):
             return None, f"no face module ({exc})"
         backend = load_face_backend(kind, device=self.device, seed=self.seed)
         found = []
-        for path in concept.train_images:
-            from PIL import Image
+        from unifybench.images import open_rgb
 
-            with Image.open(path) as im:
-                emb = backend.embed(to_rgb_array(im.convert("RGB")))
+        for path in concept.train_images:
+            emb = backend.embed(to_rgb_array(open_rgb(path)))
             if emb is not None:
                 found.append(torch.as_tensor(emb, dtype=torch.float32))
         if not found:

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 from unifybench.errors import BenchError
+from unifybench.images import open_rgb, to_rgb
 from unifybench.logs import quiet_transformers
 from unifybench.newrows import VocabRowParam
 
@@ -125,14 +126,7 @@ class LlavaHost:
         mean = tuple(int(255 * m) for m in (getattr(self.image_processor, "image_mean", None) or (0.5,) * 3))
         out = []
         for i, image in enumerate(images):
-            try:
-                if isinstance(image, Image.Image):
-                    im = image.convert("RGB")
-                else:
-                    with Image.open(image) as opened:
-                        im = opened.convert("RGB")
-            except (OSError, ValueError) as exc:
-                raise BenchError(f"cannot read image ({exc})", image) from exc
+            im = to_rgb(image) if isinstance(image, Image.Image) else open_rgb(image)
             w, h = im.size
             if w != h:
                 square = Image.new("RGB", (max(w, h), max(w, h)), mean)

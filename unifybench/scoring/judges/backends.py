@@ -48,13 +48,9 @@ class JudgeUnavailable(Exception):
 
 def jpeg_bytes(path: Path) -> bytes:
     """The image as a JPEG, RGB, at most IMAGE_MAX_SIDE pixels on its longer side."""
-    from PIL import Image, ImageOps
+    from ...images import open_rgb
 
-    try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im).convert("RGB")
-    except (OSError, ValueError) as exc:
-        raise BenchError(f"cannot read image for the judge ({exc.__class__.__name__})", path) from exc
+    im = open_rgb(path, exif_transpose=True, what="image for the judge")
     if max(im.size) > IMAGE_MAX_SIDE:
         im.thumbnail((IMAGE_MAX_SIDE, IMAGE_MAX_SIDE))
     buf = io.BytesIO()
