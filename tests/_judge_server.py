@@ -12,6 +12,8 @@ subprocess) talks to it over a real socket. Behaviour is set per test:
   for about one request in four, asked again or not), ``"fail"`` (always 500),
   ``"fail-on"`` (500 when the request contains ``fail_marker``, normal otherwise).
 - ``delay_s``: sleep before every answer (a slow judge, for kill-and-resume tests).
+- ``mode="trickle"``: a 200 whose body comes one byte every ``trickle_s`` seconds (each read is quick,
+  the whole reply is not: only a total deadline bounds it).
 
 Everything received is logged (``requests``: headers and parsed bodies), with the number of calls
 and the most requests ever in flight at once.
@@ -33,6 +35,7 @@ class JudgeServer:
         self.plan: list[str] = []
         self.delay_s = 0.0
         self.slow_s = 0.6
+        self.trickle_s = 1.0
         self.fail_marker = "FAIL-ME"
         self.requests: list[dict] = []
         self.answered = 0  # 200 replies with a chat completion
@@ -147,6 +150,20 @@ class JudgeServer:
                     time.sleep(server.slow_s)
                 if action == "badjson":
                     self._send(200, b"<html>oops</html>")
+                    return
+                if server.mode == "trickle":
+                    payload = json.dumps({"choices": [{"message": {"content": "Score: 1"}}]}).encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    try:
+                        for i in range(len(payload)):
+                            self.wfile.write(payload[i:i + 1])
+                            self.wfile.flush()
+                            time.sleep(server.trickle_s)
+                    except (BrokenPipeError, ConnectionResetError, OSError):
+                        pass
                     return
                 text = server.reply_text(body)
                 payload = {"id": "cmpl-test", "object": "chat.completion", "model": body.get("model"),

@@ -239,3 +239,39 @@ def test_a_failing_judge_ends_with_one_line_and_keeps_predictions_and_judgments(
         results = read_results(run_dir)
         assert results["judge"]["cache_hits"] == cached
         assert len(server.requests) - before == results["judge"]["judgments"] - cached
+
+
+def test_a_trickling_judge_is_bounded_by_the_judge_timeout_in_total(tmp_path, monkeypatch, capsys):
+    """Issue 24: --judge-timeout was a per-read timeout, so one byte a second held the run (95 s with
+    --judge-timeout 2). It now bounds each whole request."""
+    with_key(monkeypatch)
+    with JudgeServer("trickle") as server:
+        server.trickle_s = 0.5  # a 60-byte reply would take 30 s
+        start = time.monotonic()
+        ran = run_here(capsys, monkeypatch, "run", "--method", "random-answer", "--tasks", "vqa", "--concepts", "dog",
+                       "--limit", "1", "--out", str(tmp_path / "runs"),
+                       *openai_args(server, "--judge-retries", "1", "--judge-timeout", "1", "--judge-backoff", "0.01"),
+                       pythonpath=[])
+        elapsed = time.monotonic() - start
+    assert ran.returncode == 2 and "timed out after 1 s" in ran.stderr, ran.stderr
+    assert elapsed < 15, elapsed
+
+
+def test_a_judge_cache_damaged_past_its_header_is_one_line_asking_to_move_it_aside(tmp_path, monkeypatch, capsys):
+    from unifybench.scoring.judges.cache import JudgeCache, Reply
+
+    path = tmp_path / "cache.sqlite"
+    cache = JudgeCache(path)
+    for i in range(400):
+        cache.put(f"key-{i}", "judge", Reply("Score: 1 " + "x" * 200))
+    cache.close()
+    data = bytearray(path.read_bytes())
+    data[4096:4096 + 2200] = b"\xa5" * 2200  # the second page (a b-tree page header): the file still opens
+    path.write_bytes(bytes(data))
+    with_key(monkeypatch)
+    with JudgeServer() as server:
+        ran = run_here(capsys, monkeypatch, "run", "--method", "random-answer", "--tasks", "vqa", "--concepts", "dog",
+                       "--limit", "1", "--out", str(tmp_path / "runs"),
+                       *openai_args(server, "--judge-cache", str(path)), pythonpath=[])
+    assert ran.returncode == 2 and len(ran.stderr.strip().splitlines()) == 1, ran.stderr
+    assert "unusable judge cache" in ran.stderr and "move it aside" in ran.stderr and str(path) in ran.stderr

@@ -58,6 +58,32 @@ def jpeg_bytes(path: Path) -> bytes:
     return buf.getvalue()
 
 
+class _DeadlinePassed(Exception):
+    """A whole request took longer than the judge timeout."""
+
+
+def _within(seconds: float, call):
+    """``call()``, or :class:`_DeadlinePassed` once ``seconds`` have passed. The client's own timeout
+    bounds each read, not the request: a server trickling a byte a second would hold it for as
+    long as it likes. The call runs in a daemon thread, left to end on its own when abandoned."""
+    box: dict = {}
+
+    def run():
+        try:
+            box["value"] = call()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller as it was raised
+            box["error"] = exc
+
+    worker = threading.Thread(target=run, name="unifybench-judge-call", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        raise _DeadlinePassed
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
 class OpenAIBackend:
     """An OpenAI-compatible ``/chat/completions`` endpoint, ``concurrency`` calls in flight at once."""
 
@@ -118,12 +144,12 @@ class OpenAIBackend:
                 self._sleep_before_retry(attempt - 1, retry_after)
                 retry_after = None
             try:
-                completion = self._client.chat.completions.create(
+                completion = _within(self.config.timeout, lambda: self._client.chat.completions.create(
                     model=self.model, messages=messages, temperature=0, seed=self.config.seed,
-                    max_tokens=self.config.max_tokens)
+                    max_tokens=self.config.max_tokens))
                 text = completion.choices[0].message.content
                 usage = completion.usage
-            except openai.APITimeoutError:
+            except (openai.APITimeoutError, _DeadlinePassed):
                 last = f"timed out after {self.config.timeout:g} s"
                 continue
             except openai.APIConnectionError as exc:

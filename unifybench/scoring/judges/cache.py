@@ -30,21 +30,37 @@ class JudgeCache:
             self.db.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, judge TEXT NOT NULL, "
                             "template TEXT NOT NULL, reply TEXT NOT NULL, prompt_tokens INTEGER, "
                             "completion_tokens INTEGER, created TEXT)")
-        except sqlite3.DatabaseError as exc:
-            raise BenchError(f"unusable judge cache ({exc}); move it aside to start afresh", self.path) from exc
+            # A file damaged past its header opens fine and fails at the first read: check it now.
+            verdict = self.db.execute("PRAGMA quick_check").fetchone()[0]
+            if verdict != "ok":
+                raise sqlite3.DatabaseError(verdict)
+        except sqlite3.Error as exc:
+            raise self._unusable(exc) from None
+
+    def _unusable(self, exc: Exception) -> BenchError:
+        return BenchError(f"unusable judge cache ({exc}); move it aside to start afresh", self.path)
 
     def get(self, key: str) -> Reply | None:
-        row = self.db.execute("SELECT reply, prompt_tokens, completion_tokens FROM calls WHERE key = ?",
-                              (key,)).fetchone()
+        try:
+            row = self.db.execute("SELECT reply, prompt_tokens, completion_tokens FROM calls WHERE key = ?",
+                                  (key,)).fetchone()
+        except sqlite3.Error as exc:
+            raise self._unusable(exc) from None
         return Reply(row[0], row[1] or 0, row[2] or 0) if row else None
 
     def put(self, key: str, judge: str, reply: Reply) -> None:
-        self.db.execute("INSERT OR REPLACE INTO calls VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (key, judge, judge_prompts.TEMPLATE_VERSION, reply.text, reply.prompt_tokens,
-                         reply.completion_tokens, time.strftime("%Y-%m-%dT%H:%M:%S")))
+        try:
+            self.db.execute("INSERT OR REPLACE INTO calls VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            (key, judge, judge_prompts.TEMPLATE_VERSION, reply.text, reply.prompt_tokens,
+                             reply.completion_tokens, time.strftime("%Y-%m-%dT%H:%M:%S")))
+        except sqlite3.Error as exc:
+            raise self._unusable(exc) from None
 
     def count(self) -> int:
-        return self.db.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
+        try:
+            return self.db.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
+        except sqlite3.Error as exc:
+            raise self._unusable(exc) from None
 
     def close(self) -> None:
         self.db.close()
