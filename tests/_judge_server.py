@@ -135,6 +135,9 @@ class JudgeServer:
                     return
                 if server.delay_s:
                     time.sleep(server.delay_s)
+                if action == "401echo":  # as some proxies do: the request's headers in the error body
+                    self._send(401, json.dumps({"error": "bad key", "headers": dict(self.headers)}).encode())
+                    return
                 if action == "429":
                     self._send(429, b'{"error": "rate limited"}', {"Retry-After": "0"})
                     return

@@ -101,3 +101,125 @@ def test_predictions_without_their_run_record_are_not_rescored(tmp_path):
     (run_dir / "run.json").write_text("[1, 2]")
     ran = cli(*args)
     assert ran.returncode == 2 and "not a run record" in ran.stderr
+
+
+# ----------------------------------------------------------------------------- the machine says no
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    import errno
+
+    from unifybench.kit import files
+
+    real = Path.write_text
+
+    def full(self, text, *a, **kw):
+        if self.name.startswith(".results.json"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(self))
+        return real(self, text, *a, **kw)
+
+    monkeypatch.setattr(Path, "write_text", full)
+    out = tmp_path / "runs"
+    ran = cli("run", *QUICK, "--out", str(out))
+    assert ran.returncode == 2 and len(ran.stderr.strip().splitlines()) == 1 and "No space left" in ran.stderr
+    run_dir = only_run_dir(out)
+    assert not list(run_dir.glob("*.tmp")) and (run_dir / "predictions.jsonl").is_file()
+    monkeypatch.setattr(Path, "write_text", real)
+    assert cli("run", *QUICK, "--out", str(out)).returncode == 0  # the rerun finishes the same run
+    assert files.read_json(run_dir / "results.json")["tasks"]["rec"]["weighted_acc"] == 0.5
+
+
+def test_an_unreadable_benchmark_photo_is_one_line_naming_it(tmp_path, monkeypatch):
+    real = Path.read_bytes
+    photo = None
+
+    def denied(self):
+        nonlocal photo
+        if self.suffix == ".jpg" and "train" in self.parts and photo in (None, self):
+            photo = self
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    from unifybench import records
+
+    monkeypatch.setattr(records, "_DIGEST_CACHE", {})  # hashed in this process before: read it again
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    ran = cli("run", *QUICK, "--out", str(tmp_path / "runs"))
+    assert ran.returncode == 2 and len(ran.stderr.strip().splitlines()) == 1, ran.stderr
+    assert "cannot read (Permission denied)" in ran.stderr and str(photo) in ran.stderr
+
+
+def test_a_benchmark_folder_of_a_240_character_name_gets_a_run_directory(tmp_path):
+    import shutil
+
+    from unifybench.data import MINI_BENCH_PATH
+
+    bench = tmp_path / ("b" * 240)
+    shutil.copytree(MINI_BENCH_PATH, bench)
+    ran = cli("run", *QUICK, "--bench", str(bench), "--out", str(tmp_path / "runs"))
+    assert ran.returncode == 0, ran.stderr
+    assert len(only_run_dir(tmp_path / "runs").name) < 100
+
+
+# ----------------------------------------------------------------------------- careless numbers and names
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", *QUICK, "--judge", "hf:tiny", "--judge-timeout", "inf"], "[--judge-timeout]: expected a number > 0"),
+    (["run", *QUICK, "--judge", "hf:tiny", "--judge-timeout", "nan"], "[--judge-timeout]: expected a number > 0"),
+    (["run", *QUICK, "--judge", "hf:tiny", "--judge-retries", "1000000000"], "[--judge-retries]: expected a number"),
+    (["score-images", "--refs", ".", "--gens", ".", "--workers", "-1"], "expected an integer >= 1, <= 256, got -1"),
+    (["score-images", "--refs", ".", "--gens", ".", "--batch-size", "0"], "expected an integer >= 1"),
+    (["gallery", ".", "--images-per-prompt", "-1"], "expected an integer >= 1"),
+    (["run", *QUICK, "--out", ""], "[--out]: expected a path, got an empty value"),
+    (["run", "--method", "always-yes", "--bogus"], "unrecognized arguments: --bogus"),
+    (["run", "--method", "always-yes", "--concepts", "dog\x1b[31m"], "unknown concept(s) dog\\x1b[31m"),
+])
+def test_careless_numbers_and_names_are_one_line(tmp_path, args, message):
+    ran = cli(*args)
+    assert ran.returncode == 2 and len(ran.stderr.strip().splitlines()) == 1, ran.stderr
+    assert message in ran.stderr and "\x1b" not in ran.stderr, ran.stderr
+
+
+def test_a_judge_cache_under_a_file_and_a_key_in_the_url_are_refused(tmp_path):
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    ran = cli("run", *QUICK, "--judge", "hf:tiny", "--judge-cache", str(a_file / "cache.sqlite"))
+    assert ran.returncode == 2 and "lies under a file" in ran.stderr
+    ran = cli("run", *QUICK, "--judge", "openai:m", "--judge-base-url", "http://user:sk-SECRET@127.0.0.1:9/v1")
+    assert ran.returncode == 2 and "credentials in the URL" in ran.stderr and "sk-SECRET" not in ran.stderr
+
+
+def test_a_stray_world_size_without_torchrun_is_one_line_not_an_hours_wait(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
+    ran = cli("run", *QUICK, "--out", str(tmp_path / "runs"))
+    assert ran.returncode == 2 and "no torchrun launched this process" in ran.stderr
+
+
+def test_pages_and_tables_never_overwrite_a_runs_own_files(tmp_path):
+    run_dir = _run_dir(tmp_path)
+    before = (run_dir / "predictions.jsonl").read_bytes()
+    for args in (["gallery", str(run_dir), "--out", str(run_dir / "predictions.jsonl")],
+                 ["leaderboard", str(run_dir), "--out", str(run_dir / "results.json")]):
+        ran = cli(*args)
+        assert ran.returncode == 2 and "is a file of the run directory" in ran.stderr
+    assert (run_dir / "predictions.jsonl").read_bytes() == before
+
+
+def test_csv_cells_never_start_a_formula_and_markdown_shows_markup_as_text(tmp_path):
+    import csv
+    import io
+    import shutil
+
+    from unifybench.data import MINI_BENCH_PATH
+
+    bench = tmp_path / "=cmd|' -C calc'!A0 <b>x<b>"
+    shutil.copytree(MINI_BENCH_PATH, bench)
+    out = tmp_path / "runs"
+    assert cli("run", *QUICK, "--bench", str(bench), "--out", str(out)).returncode == 0
+    rows = list(csv.DictReader(io.StringIO(cli("leaderboard", str(out), "--format", "csv", "--no-published").stdout)))
+    assert rows[0]["benchmark"].startswith("'=") and rows[0]["limit"] == "1"
+    md = cli("leaderboard", str(out), "--no-published").stdout
+    assert "<b>" not in md and "&lt;b&gt;" in md

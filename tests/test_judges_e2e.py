@@ -275,3 +275,13 @@ def test_a_judge_cache_damaged_past_its_header_is_one_line_asking_to_move_it_asi
                        *openai_args(server, "--judge-cache", str(path)), pythonpath=[])
     assert ran.returncode == 2 and len(ran.stderr.strip().splitlines()) == 1, ran.stderr
     assert "unusable judge cache" in ran.stderr and "move it aside" in ran.stderr and str(path) in ran.stderr
+
+
+def test_a_rejected_key_echoed_by_the_server_is_never_printed(tmp_path, monkeypatch, capsys):
+    with_key(monkeypatch)
+    with JudgeServer() as server:
+        server.plan = ["401echo"]
+        ran = run_here(capsys, monkeypatch, "run", "--method", "random-answer", "--tasks", "vqa", "--concepts", "dog",
+                       "--limit", "1", "--out", str(tmp_path / "runs"), *openai_args(server), pythonpath=[])
+    assert ran.returncode == 2 and "HTTP 401" in ran.stderr and "***" in ran.stderr
+    assert FAKE_KEY not in ran.stderr

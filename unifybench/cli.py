@@ -5,6 +5,7 @@ Bad input anywhere surfaces as :class:`BenchError`, printed as one line with exi
 from __future__ import annotations
 
 import argparse
+import errno
 import io
 import json
 import os
@@ -35,6 +36,31 @@ def _parse_method_args(pairs: list[str]) -> dict[str, str]:
             raise BenchError(f"expected KEY=VALUE, got {pair!r}", where="--method-arg")
         args[key.strip()] = value
     return args
+
+
+def _path(text: str) -> Path:
+    """A path option: an empty one would mean the current folder without anyone choosing it."""
+    if not text.strip():
+        raise BenchError("expected a path, got an empty value", where="--out")
+    return Path(text)
+
+
+def _count(low: int, high: int):
+    """An integer option between ``low`` and ``high``: 0 or -1 would otherwise mean something
+    nobody asked for (the default, or nothing at all)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, <= {high}, got {value}")
+        return value
+    return parse
+
+
+# The files a run directory keeps: a page or a table written over one of them would destroy the run.
+RUN_FILES = ("run.json", "results.json", "scores.jsonl", "predictions.jsonl", "log.txt", ".lock", "missing.txt")
 
 
 def _parse_tasks(text: str) -> list[str]:
@@ -79,6 +105,19 @@ UnifyBench personalizes, predicts, scores and writes leaderboard tables.
 Bad input ends with one line naming the file and item, and exit code 2."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a mistake in the command line as one line (not the usage block) and exit 2."""
+
+    def error(self, message):
+        self.exit(EXIT_BAD_INPUT, f"unifybench: error: [{self.prog}]: {terminal_safe(message)} (see {self.prog} --help)\n")
+
+
+def terminal_safe(text: str) -> str:
+    """Text from a benchmark, a file name or a reply, safe to print: control characters (an ANSI escape
+    in a concept name) shown as escapes, never interpreted by the terminal."""
+    return "".join(ch if ch.isprintable() or ch == " " else repr(ch)[1:-1] for ch in str(text))
+
+
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """Descriptions kept as written; an option's default after its help, unless the help already
     says it or there is none to show (a flag, a required option)."""
@@ -108,9 +147,9 @@ def _verbosity(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="unifybench", description=DESCRIPTION, formatter_class=_HelpFormatter)
+    parser = _Parser(prog="unifybench", description=DESCRIPTION, formatter_class=_HelpFormatter)
     parser.add_argument("--version", action="version", version=_version())
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     def command(name: str, help_text: str, description: str | None = None) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help_text, description=textwrap.fill(description or help_text, 95),
@@ -127,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--tasks", default=",".join(TASKS), type=_parse_tasks,
                      help="comma-separated tasks (`unifybench tasks`; default: all six)")
     run.add_argument("--concepts", default=None, help="comma-separated concept names (default: all)")
-    run.add_argument("--out", default="runs", type=Path, help="folder that holds run directories")
+    run.add_argument("--out", default="runs", type=_path, help="folder that holds run directories")
     run.add_argument("--seed", default=0, type=int, help="seed of every random draw (training, sampling, judging)")
     run.add_argument("--batch-size", default=16, type=int, help="requests per method call; images per scorer batch")
     run.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
@@ -184,10 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="CLIP for CLIP-I and CLIP-T (OpenAI weights)")
     score.add_argument("--protocol", default="dreambooth", choices=["dreambooth", "reference", "mean-reference"],
                        help="preprocessing and pairing (README 'Generation scoring')")
-    score.add_argument("--batch-size", default=None, type=int, help="images per encoder batch (default: 32 on CPU, "
+    score.add_argument("--batch-size", default=None, type=_count(1, 65536), help="images per encoder batch (default: 32 on CPU, "
                                                                      "256 on CUDA)")
     score.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
-    score.add_argument("--workers", default=None, type=int, help="decode processes (default: one per core)")
+    score.add_argument("--workers", default=None, type=_count(1, 256), help="decode processes (default: one per core)")
     score.add_argument("--seed", default=0, type=int, help="seed of random/tiny backbones")
     score.add_argument("--json", action="store_true", help="print one JSON object")
     _verbosity(score)
@@ -205,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     board = command("leaderboard", "a table of methods x metrics from run directories, beside published results")
     board.add_argument("runs", nargs="*", type=Path, help="run directories or folders of them (default: runs)")
     board.add_argument("--format", default="md", choices=["md", "csv", "html"], help="output format")
-    board.add_argument("--out", type=Path, default=None, help="write to this file (default: stdout)")
+    board.add_argument("--out", type=_path, default=None, help="write to this file (default: stdout)")
     board.add_argument("--no-published", action="store_true", help="leave out the published rows")
 
     tasks = command("tasks", "list the tasks, their metrics and which direction is better")
@@ -213,9 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     gallery = command("gallery", "one self-contained HTML page of a run's samples beside their scores")
     gallery.add_argument("run_dir", type=Path, help="a scored run directory")
-    gallery.add_argument("--out", type=Path, default=None, help="the page to write (default: RUN_DIR/gallery.html)")
+    gallery.add_argument("--out", type=_path, default=None, help="the page to write (default: RUN_DIR/gallery.html)")
     gallery.add_argument("--concepts", default=None, help="comma-separated concept names (default: all)")
-    gallery.add_argument("--images-per-prompt", default=None, type=int,
+    gallery.add_argument("--images-per-prompt", default=None, type=_count(1, 1000),
                          help="at most N images shown per prompt (default: all)")
     return parser
 
@@ -380,6 +419,10 @@ def write_output(path: Path, text: str) -> None:
 
     if path.is_dir():
         raise BenchError("is a folder; give a file name", path, "--out")
+    if (path.name in RUN_FILES or path.name.startswith("predictions.")) and (path.parent / "run.json").exists():
+        raise BenchError("is a file of the run directory it lies in; write the page elsewhere", path, "--out")
+    if path.is_symlink():
+        raise BenchError("is a symbolic link; give a file name", path, "--out")
     for ancestor in path.parents:
         if ancestor.exists():
             if not ancestor.is_dir():
@@ -462,7 +505,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
     except BenchError as exc:  # raised by argument type converters
-        print(error_line(exc), file=sys.stderr)
+        print(terminal_safe(error_line(exc)), file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
         code = COMMANDS[args.command](args)
@@ -470,7 +513,16 @@ def main(argv: list[str] | None = None) -> int:
         return code
     except BenchError as exc:
         if not exc.quiet:
-            print(error_line(exc), file=sys.stderr)
+            print(terminal_safe(error_line(exc)), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as exc:
+        # The machine refused (no permission, a full disk, a name too long): one line naming the file.
+        # What finished is kept: predictions are written one by one, and every other file atomically.
+        if exc.errno not in (errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.ENAMETOOLONG, errno.EROFS):
+            raise
+        where = exc.filename or "unifybench"
+        print(terminal_safe(f"unifybench: error: {where}: {exc.strerror}; finished work is kept and a rerun "
+                            f"resumes"), file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("unifybench: interrupted; finished work is kept and a rerun resumes", file=sys.stderr)

@@ -99,6 +99,11 @@ def from_env() -> Rank:
     rank = read("RANK", 0)
     if world < 1 or not 0 <= rank < world:
         raise BenchError(f"RANK {rank} does not fit WORLD_SIZE {world}", where="environment")
+    if world > 1 and "TORCHELASTIC_RUN_ID" not in os.environ:
+        # Left over in a shell, these would have this process wait (up to an hour) for ranks that
+        # never come; torchrun (and accelerate and srun through it) always sets TORCHELASTIC_RUN_ID.
+        raise BenchError(f"WORLD_SIZE={world} is set but no torchrun launched this process (TORCHELASTIC_RUN_ID "
+                         f"is unset): unset RANK and WORLD_SIZE, or launch with torchrun", where="environment")
     return Rank(rank, world, read("LOCAL_RANK", rank))
 
 

@@ -151,8 +151,13 @@ _DIGEST_CACHE: dict[tuple[str, int, int], str] = {}
 
 def file_digest(path: Path) -> str:
     """sha256 of a file's bytes, memoised on (path, size, mtime) within a process."""
-    st = path.stat()
-    key = (str(path), st.st_size, st.st_mtime_ns)
-    if key not in _DIGEST_CACHE:
-        _DIGEST_CACHE[key] = hashlib.sha256(path.read_bytes()).hexdigest()
+    from .errors import BenchError
+
+    try:
+        st = path.stat()
+        key = (str(path), st.st_size, st.st_mtime_ns)
+        if key not in _DIGEST_CACHE:
+            _DIGEST_CACHE[key] = hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as exc:
+        raise BenchError(f"cannot read ({exc.strerror or exc.__class__.__name__})", path) from None
     return _DIGEST_CACHE[key]

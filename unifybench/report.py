@@ -235,7 +235,12 @@ def _cell(value, notes: dict[str, int]) -> str:
     if is_reason(text):
         number = notes.setdefault(text, len(notes) + 1)
         return f"n/s [{number}]"
-    return text
+    return _md_text(text)
+
+
+def _md_text(text: str) -> str:
+    """Text in a Markdown table: markup from a name (``<script>``) shown, never rendered."""
+    return esc(text).replace("|", "/")
 
 
 def as_markdown(tables: list[Table]) -> str:
@@ -243,15 +248,15 @@ def as_markdown(tables: list[Table]) -> str:
     for table in tables:
         notes: dict[str, int] = {}
         header = ["method", *table.metrics, *TRAILING]
-        lines = [f"### {table.title}", "", "| " + " | ".join(header) + " |",
+        lines = [f"### {_md_text(table.title)}", "", "| " + " | ".join(header) + " |",
                  "|" + "|".join("---" for _ in header) + "|"]
         for row in table.rows.to_dict("records"):
-            cells = [row["method"], *(_cell(row.get(m), notes) for m in table.metrics),
-                     *(str(row.get(c) or "") for c in TRAILING)]
-            lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
+            cells = [_md_text(row["method"]), *(_cell(row.get(m), notes) for m in table.metrics),
+                     *(_md_text(str(row.get(c) or "")) for c in TRAILING)]
+            lines.append("| " + " | ".join(cells) + " |")
         if notes:
             lines.append("")
-            lines.extend(f"[{n}] {text}" for text, n in notes.items())
+            lines.extend(f"[{n}] {_md_text(text)}" for text, n in notes.items())
         if table.unscored:
             lines += ["", f"No row of this table has: {table.unscored_line()}"]
         out.append("\n".join(lines))
@@ -274,7 +279,20 @@ def as_csv(rows: list[dict]) -> str:
             frame[field] = ""
     out = pd.concat([frame[list(GROUP_FIELDS) + ["method"]], numeric, frame[list(TRAILING)]], axis=1)
     out["not_scored"] = reasons
+    # --limit N as the number N (empty: every item), so pandas reads it as a number.
+    out["limit"] = out["limit"].map(lambda v: int(str(v).split()[-1]) if str(v).strip() else "")
+    for column in [*GROUP_FIELDS, "method", *TRAILING, "not_scored"]:
+        if column != "limit":
+            out[column] = out[column].map(_csv_text)
     return out.to_csv(index=False, lineterminator="\n")
+
+
+def _csv_text(value):
+    """A text cell a spreadsheet will not run: one starting with = + - @ (or a tab or carriage
+    return) gets a leading apostrophe, OWASP's advice against CSV formula injection."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
 
 
 # ----------------------------------------------------------------------------- html

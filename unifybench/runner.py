@@ -85,6 +85,12 @@ def resolve_backbones(kind: str, console, *, device: str = "cpu", seed: int = 0,
         return "random", None
 
 
+def _short(name: str, limit: int = 60) -> str:
+    """A name as a run directory shows it: file-name-safe characters, at most ``limit`` of them."""
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name).strip(".") or "_"
+    return safe[:limit]
+
+
 def _select_concepts(bench: Benchmark, wanted: list[str] | None) -> list[str]:
     names = [c.name for c in bench.concepts]
     if not wanted:
@@ -180,7 +186,9 @@ def _prepare(spec: RunSpec, out_root: Path, rank: distributed.Rank, console, dev
         "images_per_prompt": spec.images_per_prompt, "limit": spec.limit,
     }
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
-    run_dir = Path(out_root) / f"{spec.method}__{bench.name}__{digest}"
+    # The readable part is cut short (a 240-character benchmark folder name would make the name too
+    # long for the file system); the hash keeps it unique.
+    run_dir = Path(out_root) / f"{_short(spec.method)}__{_short(bench.name)}__{digest}"
     return _Prepared(run_dir, bench, work, method_cls, method_args, provider, method_code(method_cls), identity,
                      backbones, loaded_backbones, skipped, device)
 

@@ -162,6 +162,9 @@ class OpenAIBackend:
                     retry_after = exc.response.headers.get("retry-after")
                     continue
                 snippet = (exc.response.text or "")[:200].replace("\n", " ")
+                key = self.config.api_key()
+                if key:  # a server may echo the Authorization header: never print the key
+                    snippet = snippet.replace(key, "***")
                 hint = f" (is ${self.config.api_key_env} set to a valid key?)" if status in (401, 403) else ""
                 raise JudgeUnavailable(f"HTTP {status} from {self.base_url}{hint}: {snippet}") from None
             except (openai.APIResponseValidationError, ValueError, AttributeError, IndexError, TypeError):

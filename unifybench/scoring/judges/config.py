@@ -1,9 +1,11 @@
 """What picks and drives a judge: :class:`JudgeConfig` and the ``--judge`` spec (the key is never part of it)."""
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from ...errors import BenchError
@@ -50,20 +52,46 @@ class JudgeConfig:
         for name in ("concurrency", "max_tokens", "samples"):
             if getattr(self, name) < 1:
                 raise BenchError("must be at least 1", where=f"--judge-{name.replace('_', '-')}")
-        if self.timeout <= 0 or self.retries < 0 or self.backoff < 0:
-            raise BenchError("timeout must be > 0, retries and backoff >= 0", where="--judge-timeout/-retries/-backoff")
+        for name, value, low, high in (("timeout", self.timeout, 0, 3600), ("backoff", self.backoff, 0, 600),
+                                       ("retries", self.retries, 0, 100), ("concurrency", self.concurrency, 1, 256),
+                                       ("max-tokens", self.max_tokens, 1, 32768), ("samples", self.samples, 1, 64)):
+            if not math.isfinite(value) or not low <= value <= high or (name == "timeout" and value == 0):
+                bound = f"> 0, <= {high}" if name == "timeout" else f">= {low}, <= {high}"
+                raise BenchError(f"expected a number {bound}, got {value!r}", where=f"--judge-{name}")
+        if self.cache is not None:
+            cache = Path(self.cache)
+            for parent in cache.parents:
+                if parent.exists():
+                    if not parent.is_dir():
+                        raise BenchError(f"lies under a file ({parent})", cache, "--judge-cache")
+                    break
+            if cache.is_dir():
+                raise BenchError("is a folder; give a file name", cache, "--judge-cache")
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.api_key_env or ""):
             raise BenchError(f"not an environment variable name: {self.api_key_env!r}", where="--judge-api-key-env")
         if backend == "openai":
             url = urlsplit(self.base_url or DEFAULT_BASE_URL)
             if url.scheme not in ("http", "https") or not url.hostname:
-                raise BenchError(f"expected an http(s) URL, got {self.base_url!r}", where="--judge-base-url")
+                raise BenchError(f"expected an http(s) URL, got {redact_url(self.base_url)!r}", where="--judge-base-url")
+            if url.username or url.password:  # a key in the URL would be recorded everywhere the URL is
+                raise BenchError(f"credentials in the URL ({redact_url(self.base_url)}): give the key through "
+                                 f"${self.api_key_env} instead", where="--judge-base-url")
             if self.base_url is None and not self.api_key():
                 raise BenchError(f"${self.api_key_env} is not set: export your key, or name another variable "
                                  f"with --judge-api-key-env, or give --judge-base-url of a server that needs none",
                                  where=f"--judge {self.spec}")
         elif self.base_url:
             raise BenchError("only the openai backend takes a base URL", where="--judge-base-url")
+
+
+def redact_url(url: str | None) -> str | None:
+    """``url`` with any ``user:password@`` replaced by ``***@``."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    if not (parts.username or parts.password):
+        return url
+    return parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]).geturl()
 
 
 def parse_judge_spec(text: str) -> tuple[str, str]:
