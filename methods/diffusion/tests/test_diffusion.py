@@ -359,3 +359,25 @@ def test_a_local_folder_in_diffusers_layout_draws_what_the_same_weights_draw(ben
     concept = bench.concept("dog")
     drawn, expected = predict(local, concept, None, request)[0], predict(tiny, concept, None, request)[0]
     assert [im.tobytes() for im in drawn] == [im.tobytes() for im in expected]
+
+
+@pytest.mark.parametrize("method, arg, filename", [("textual-inversion", "embeds", "learned_embeds.safetensors"),
+                                                   ("dreambooth-lora", "lora", "pytorch_lora_weights.safetensors")])
+def test_garbage_files_trained_elsewhere_are_refused_before_anything_is_made(tmp_path, method, arg, filename):
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "trained" / "dog"
+    folder.mkdir(parents=True)
+    cases = [(b"#!/bin/sh\nrm -rf /\n", "not a safetensors file"),
+             ({"weight": torch.zeros(3, 4, 5)}, "expected one float embedding" if arg == "embeds" else "diffusers' naming"),
+             ({"unet.x.lora.down.weight": torch.zeros(2, dtype=torch.int32)},
+              "expected one float embedding" if arg == "embeds" else "not a float matrix")]
+    for content, message in cases:
+        if isinstance(content, bytes):
+            (folder / filename).write_bytes(content)
+        else:
+            save_file(content, str(folder / filename))
+        ran = cli("run", "--method", method, "--method-arg", "model=tiny", "--method-arg", f"{arg}={folder.parent}",
+                  "--concepts", "dog", "--tasks", "gen", "--out", str(tmp_path / "runs"))
+        assert ran.returncode == 2 and message in ran.stderr and len(ran.stderr.strip().splitlines()) == 1, ran.stderr
+        assert str(folder / filename) in ran.stderr and not (tmp_path / "runs").exists()

@@ -210,6 +210,23 @@ def _training_photos(concept: Concept) -> list[Path]:
     return list(concept.train_images)
 
 
+def read_header(path: Path, what: str) -> dict[str, tuple[str, list[int]]]:
+    """``{name: (dtype, shape)}`` of a safetensors file, read from its header without loading it; a
+    file that is not one (a payload or text named .safetensors) is one line naming it."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: (str(f.get_slice(k).get_dtype()), list(f.get_slice(k).get_shape())) for k in f.keys()}
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types for any bad file
+        raise BenchError(f"not a safetensors file of {what} ({exc.__class__.__name__})", path) from None
+
+
+_FLOATS = ("F32", "F16", "BF16", "F64")
+_LORA_SUFFIXES = ("lora.down.weight", "lora.up.weight", "lora_A.weight", "lora_B.weight", ".alpha",
+                  "lora_down.weight", "lora_up.weight")
+
+
 def _finished(path: Path) -> bool:
     """Whether a training's record says it finished (an interrupted run may have finished training
     and saved its files, but not told the runner)."""
@@ -305,6 +322,22 @@ class TextualInversion(_DiffusionMethod):
         if self.embeds is not None:
             return {"embeds_dir": self._embeds_folder(concept)}
         return self._saved(concept, Path(state_dir))
+
+    @classmethod
+    def check_run(cls, args, concepts, tasks):
+        """Embeddings trained elsewhere are found and read (their header) before anything is made."""
+        if args.embeds is None:
+            return
+        for concept in concepts:
+            base = concept_folder(args.embeds, concept, has_file(EMBEDS_FILES[0]), EMBEDS_FILES[0])
+            for filename in EMBEDS_FILES:
+                if not (base / filename).is_file():
+                    continue
+                header = read_header(base / filename, "textual-inversion embeddings")
+                shapes = list(header.values())
+                if len(header) != 1 or shapes[0][0] not in _FLOATS or len(shapes[0][1]) != 2 or shapes[0][1][0] != 1:
+                    raise BenchError(f"expected one float embedding of shape [1, width], found "
+                                     f"{ {k: v[1] for k, v in header.items()} }", base / filename)
 
     def _embeds_folder(self, concept: Concept) -> Path:
         base = concept_folder(self.embeds, concept, has_file(EMBEDS_FILES[0]), EMBEDS_FILES[0])
@@ -465,6 +498,23 @@ class DreamBoothLoRA(_DiffusionMethod):
 
     def load_state(self, concept, state_dir):
         return self._lora_state(concept, Path(state_dir))
+
+    @classmethod
+    def check_run(cls, args, concepts, tasks):
+        """LoRAs trained elsewhere are found and read (their header) before anything is made."""
+        if args.lora is None:
+            return
+        for concept in concepts:
+            path = concept_folder(args.lora, concept, has_file(LORA_FILE), LORA_FILE) / LORA_FILE
+            header = read_header(path, "LoRA weights")
+            foreign = [k for k in header if not k.endswith(_LORA_SUFFIXES)]
+            if not header or foreign:
+                raise BenchError(f"not LoRA weights in diffusers' naming ({len(foreign)} other key(s), e.g. "
+                                 f"{foreign[0] if foreign else 'none at all'})", path)
+            flat = [k for k, (dtype, shape) in header.items() if dtype not in _FLOATS or
+                    (not k.endswith(".alpha") and len(shape) not in (2, 4))]
+            if flat:
+                raise BenchError(f"LoRA weight {flat[0]} is not a float matrix", path)
 
     def _lora_state(self, concept: Concept, state_dir: Path) -> dict:
         if self.lora is not None:
