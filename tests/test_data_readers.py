@@ -31,6 +31,7 @@ def test_dreambench_shared_copy_counts():
                                   capture_output=True, text=True, check=True).stdout)
     assert n_photos == 127
     summary = check_benchmark(DREAMBENCH)
+    assert summary.pop("rec_truths")["no"] == 0  # DreamBench has no recognition items
     assert summary == {"format": "dreambench", "concepts": 24, "images": n_photos,
                        "items": {"rec": 0, "vqa": 0, "text_only": 0, "choice": 0},
                        "gen_prompts": 600, "attr_prompts": 0}
@@ -121,7 +122,8 @@ def test_unifybench_prompts(ub_root):
     assert [p.prompt for p in pg if p.kind == "attr_gen"] == ["A photo of <pg> on its shelf."]
     assert check_benchmark(ub_root) == {
         "format": "unifybench", "concepts": 2, "images": UNIFYBENCH_IMAGES,
-        "items": {"rec": 2, "vqa": 2, "text_only": 1, "choice": 2}, "gen_prompts": 50, "attr_prompts": 3}
+        "items": {"rec": 2, "vqa": 2, "text_only": 1, "choice": 2}, "gen_prompts": 50, "attr_prompts": 3,
+        "rec_truths": {"yes": 1, "no": 1, "neither": 0, "reference_reads_otherwise": 0, "examples": []}}
 
 
 def test_unifybench_kinds_and_optional_files(tmp_path):

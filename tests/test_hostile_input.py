@@ -223,3 +223,26 @@ def test_csv_cells_never_start_a_formula_and_markdown_shows_markup_as_text(tmp_p
     assert rows[0]["benchmark"].startswith("'=") and rows[0]["limit"] == "1"
     md = cli("leaderboard", str(out), "--no-published").stdout
     assert "<b>" not in md and "&lt;b&gt;" in md
+
+
+def test_files_outside_the_benchmark_root_are_never_read(tmp_path):
+    import shutil
+
+    from unifybench.data import MINI_BENCH_PATH
+
+    bench = tmp_path / "bench"
+    shutil.copytree(MINI_BENCH_PATH, bench)
+    outside = tmp_path / "secret.jpg"
+    photo = sorted((bench / "concept" / "train" / "dog").glob("*.jpg"))[0]
+    shutil.copy(photo, outside)
+    photo.unlink()
+    photo.symlink_to(outside)  # a training photo linked from elsewhere
+    ran = cli("data", "check", str(bench))
+    assert ran.returncode == 2 and "lies outside the benchmark's root" in ran.stderr and photo.name in ran.stderr
+    photo.unlink()
+    shutil.copy(outside, photo)
+    items = json.loads((bench / "test_data" / "dog.json").read_text())
+    items[0]["image"] = str(outside)  # an absolute path outside the root, found nowhere inside by its tail
+    (bench / "test_data" / "dog.json").write_text(json.dumps(items))
+    ran = cli("data", "check", str(bench))
+    assert ran.returncode == 2 and "not found" in ran.stderr and "secret.jpg" in ran.stderr

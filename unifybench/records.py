@@ -105,15 +105,15 @@ class Benchmark:
                 return c
         raise KeyError(name)
 
-    def image_files(self) -> set[Path]:
-        """Distinct image files the benchmark uses."""
+    def image_files(self, resolve: bool = True) -> set[Path]:
+        """Distinct image files the benchmark uses (as the readers found them, with ``resolve=False``)."""
         files: set[Path] = set(self.extra_images)
         for c in self.concepts:
             files.update(c.train_images, c.cropped_train_images, c.reference_images, c.test_images,
                          c.hard_negatives, c.easy_negatives)
         for items in self.items.values():
             files.update(it.image for it in items if it.image is not None)
-        return {p.resolve() for p in files}
+        return {p.resolve() for p in files} if resolve else set(files)
 
     def count_items(self) -> dict[str, int]:
         counts = {k: 0 for k in QA_KINDS}

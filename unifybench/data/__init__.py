@@ -98,9 +98,24 @@ def load_benchmark(spec: str | Path = "mini", format: str = "auto", validate_ima
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:  # a shape we did not foresee
         raise BenchError(f"malformed {format} benchmark ({type(exc).__name__}: {exc})", root) from None
     bench.source = source
+    _check_inside(bench, root, source)
     if validate_images:
         _validate(bench)
     return bench
+
+
+def _check_inside(bench: Benchmark, root: Path, source: dict | None) -> None:
+    """Refuse a benchmark whose files lie outside its root (a training photo linked from elsewhere):
+    reading it would read, and score against, files nobody shipped with it. A hub snapshot's files
+    are links into the same cache repository's blobs, which belong to it."""
+    allowed = [root.resolve()]
+    if source is not None:
+        allowed += [p.resolve() for p in root.resolve().parents if p.name.startswith("datasets--")][:1]
+    for path in sorted(bench.image_files(resolve=False)):
+        real = Path(path).resolve()
+        if not any(real.is_relative_to(a) for a in allowed):
+            raise BenchError(f"lies outside the benchmark's root ({real}); a benchmark is read only from its own "
+                             f"folder: copy the file in", path)
 
 
 def _validate(bench: Benchmark) -> None:

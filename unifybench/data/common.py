@@ -72,15 +72,16 @@ def list_dirs(folder: Path) -> list[Path]:
 def resolve_image(raw: Any, root: Path) -> Path | None:
     """Find the file an item's image path means, or None.
 
-    Tried in order: the path as given (absolute paths only), relative to ``root``, then by its
-    tail under ``root``: progressively shorter suffixes of its parts, down to two parts
-    (``concept/test/bo/3.png``, ``test/bo/3.png``, ``bo/3.png``; ``random_images/17.png``).
+    Tried in order: the path as given (absolute paths inside ``root`` only), relative to ``root``,
+    then by its tail under ``root``: progressively shorter suffixes of its parts, down to two parts
+    (``concept/test/bo/3.png``, ``test/bo/3.png``, ``bo/3.png``; ``random_images/17.png``). A file
+    outside ``root`` is never used: a benchmark reads only what it ships.
     """
     if not isinstance(raw, str) or not raw.strip():
         return None
     raw = raw.strip().replace("\\", "/")
     p = Path(raw)
-    if p.is_absolute() and p.is_file():
+    if p.is_absolute() and p.is_file() and p.resolve().is_relative_to(root.resolve()):
         return p
     if not p.is_absolute():
         cand = root / p
