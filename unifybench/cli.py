@@ -182,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="at most N items and prompts per concept and task (a partial run; default: all)")
     run.add_argument("--method-arg", action="append", default=[], metavar="KEY=VALUE",
                      help="an argument of the method (repeatable; `unifybench methods` lists them)")
+    run.add_argument("--bootstrap", default=1000, type=_count(0, 100000),
+                     help="resamples of the 95%% interval of every mean (hierarchical bootstrap over concepts, then "
+                          "items; README 'Uncertainty'); 0: no intervals")
     run.add_argument("--resume-changed-code", action="store_true",
                      help="add predictions to a run directory although the method's code changed since its "
                           "predictions were made (refused otherwise; recorded in run.json)")
@@ -386,6 +389,7 @@ def cmd_run(args) -> int:
         method_args=_parse_method_args(args.method_arg),
         judge=_judge_config(args),
         resume_changed_code=args.resume_changed_code,
+        bootstrap=args.bootstrap,
     )
     outcome = run(spec, args.out, console=_console(stderr=args.json, quiet=args.quiet), verbose=args.verbose)
     if args.json:
@@ -515,15 +519,6 @@ def main(argv: list[str] | None = None) -> int:
         if not exc.quiet:
             print(terminal_safe(error_line(exc)), file=sys.stderr)
         return EXIT_BAD_INPUT
-    except OSError as exc:
-        # The machine refused (no permission, a full disk, a name too long): one line naming the file.
-        # What finished is kept: predictions are written one by one, and every other file atomically.
-        if exc.errno not in (errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.ENAMETOOLONG, errno.EROFS):
-            raise
-        where = exc.filename or "unifybench"
-        print(terminal_safe(f"unifybench: error: {where}: {exc.strerror}; finished work is kept and a rerun "
-                            f"resumes"), file=sys.stderr)
-        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("unifybench: interrupted; finished work is kept and a rerun resumes", file=sys.stderr)
         return 130
@@ -536,6 +531,15 @@ def main(argv: list[str] | None = None) -> int:
             pass  # stdout is not a file descriptor (captured): nothing will flush it at exit
         print("unifybench: error: [stdout]: the reader closed the pipe before all output was written",
               file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as exc:
+        # The machine refused (no permission, a full disk, a name too long): one line naming the file.
+        # What finished is kept: predictions are written one by one, and every other file atomically.
+        if exc.errno not in (errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.ENAMETOOLONG, errno.EROFS):
+            raise
+        where = exc.filename or "unifybench"
+        print(terminal_safe(f"unifybench: error: {where}: {exc.strerror}; finished work is kept and a rerun "
+                            f"resumes"), file=sys.stderr)
         return EXIT_BAD_INPUT
 
 

@@ -278,3 +278,84 @@ def aggregate(rows: Iterable[dict], ctx: ScoringContext, tasks: list[str]) -> tu
         for c in concepts:
             per_concept[c][task] = AGGREGATORS[task](by_concept[c], ctx, [c], False)
     return overall, per_concept
+
+
+# ----------------------------------------------------------------------------- intervals
+# Each mean of the aggregators above as the items it averages (uncertainty.Samples), so that its
+# bootstrap interval resamples exactly what the mean is made of; :func:`aggregate_intervals` checks
+# that the samples give the aggregators' own number before it trusts them.
+
+
+def _samples(task: str, metric: str, rows: list[dict]):
+    """The Samples parts of ``task.metric`` from per-sample rows, or None (a count: no interval)."""
+    from .uncertainty import Samples
+
+    def ratio(selected, num, den=lambda r: 1.0, combine="pooled"):
+        s = Samples(combine=combine)
+        for r in selected:
+            s.add(r["concept"], num(r), den(r))
+        return s.frozen()
+
+    if task == "rec":
+        answered = _of(rows, "answer", "rec")
+        pos = ratio(answered, lambda r: float(r["correct"] and not r["negative"]), lambda r: float(not r["negative"]))
+        neg = ratio(answered, lambda r: float(r["correct"] and r["negative"]), lambda r: float(r["negative"]))
+        return {"pos_acc": [pos], "neg_acc": [neg], "weighted_acc": [pos, neg],
+                "accuracy": [ratio(answered, lambda r: float(r["correct"]))]}.get(metric)
+    if task == "choice" and metric == "accuracy":
+        return [ratio(_of(rows, "answer", "choice"), lambda r: float(r["correct"]))]
+    if task in ("vqa", "text_only") and metric == "bleu":
+        return [ratio(_of(rows, "answer", task), lambda r: r["bleu"])]
+    if task in ("vqa", "text_only") and metric == "judge_score":
+        judged = _of(rows, "judge", task)
+        return [ratio(judged, lambda r: r["judge_score"] if r["judge_parsed"] else 0.0,
+                      lambda r: float(r["judge_parsed"]))]
+    if task == "gen" and metric in ("clip_i", "clip_t", "dino"):
+        return [ratio([r for r in _of(rows, "fidelity", "gen") if r.get(metric) is not None], lambda r: r[metric])]
+    if task == "gen" and metric == "face_sim":
+        faces = [r for r in _of(rows, "face", "gen") if r["purpose"] == "identity" and r.get("face_sim") is not None]
+        return [ratio(faces, lambda r: r["face_sim"])]
+    if task == "attr_gen" and metric == "attr_score":  # a mean per prompt, then per concept, then over concepts
+        prompts: dict[tuple[str, str], list[float]] = {}
+        for r in _of(rows, "judge", "attr_gen"):
+            if r["judge_parsed"]:
+                prompts.setdefault((r["concept"], r["key"]), []).append(r["judge_score"])
+        s = Samples(combine="concept_mean")
+        for (concept, _), scores in prompts.items():
+            s.add(concept, sum(scores) / len(scores))
+        return [s.frozen()]
+    return None
+
+
+def aggregate_intervals(rows: Iterable[dict], ctx: ScoringContext, tasks: list[str], overall: dict,
+                        per_concept: dict, seed: int, resamples: int) -> tuple[dict, dict]:
+    """``(intervals, concept_intervals)``: for every mean of ``overall`` the hierarchical bootstrap
+    interval (:mod:`unifybench.uncertainty`), and per concept the interval over its items."""
+    from .uncertainty import interval
+
+    rows = list(rows)
+    intervals: dict[str, dict] = {}
+    per: dict[str, dict] = {c: {} for c in per_concept}
+    if resamples < 1:
+        return intervals, per
+    for task in tasks:
+        concepts = [c for c, ts in ctx.requested.items() if task in ts]
+        scoped = [r for r in rows if r["concept"] in set(concepts)]
+        for metric, value in overall.get(task, {}).items():
+            parts = _samples(task, metric, scoped) if isinstance(value, float) else None
+            if not parts:
+                continue
+            estimate = sum(p.estimate() for p in parts) / len(parts)
+            if abs(estimate - value) > 1e-9:  # the samples must be what the mean is made of
+                raise RuntimeError(f"{task}.{metric}: bootstrap samples give {estimate}, the aggregate {value}")
+            found = interval(parts, seed, resamples)
+            if found:
+                intervals.setdefault(task, {})[metric] = found
+            for c in concepts:
+                if not isinstance(per_concept.get(c, {}).get(task, {}).get(metric), float):
+                    continue
+                own = [p.__class__({c: p.num[c]}, {c: p.den[c]}, p.combine) for p in parts if c in p.num]
+                found = interval(own, seed, resamples, resample_concepts=False) if len(own) == len(parts) else None
+                if found:
+                    per[c].setdefault(task, {})[metric] = found
+    return intervals, per

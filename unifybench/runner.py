@@ -57,6 +57,8 @@ class RunSpec:
     judge: JudgeConfig | None = None
     # Add predictions to a run directory whose recorded method code differs (recorded in run.json).
     resume_changed_code: bool = False
+    # Scoring only: bootstrap resamples of every interval (0: none).
+    bootstrap: int = 1000
 
 
 @dataclass

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from ..errors import BenchError
 from ..kit.files import write_json_atomic, write_jsonl_atomic
-from ..metrics import OPTIONAL_METRICS, TASK_METRICS, ScoringContext, aggregate
+from ..metrics import OPTIONAL_METRICS, TASK_METRICS, ScoringContext, aggregate, aggregate_intervals
 from ..progress import progress_bars
 from ..record import RANDOM_INIT_LABEL, backbone_names
 from ..records import GEN_KINDS
 from ..store import read_jsonl
+from ..uncertainty import LEVEL, METHOD
 
 
 def find_missing(work: dict, store) -> list[str]:
@@ -95,7 +96,10 @@ def score_run(bench, work: dict, store, spec, backbones: str, skipped: dict[str,
 
     scores_path = store.run_dir / "scores.jsonl"
     write_jsonl_atomic(scores_path, rows)
-    overall, per_concept = aggregate(read_jsonl(scores_path), context, tasks_run)
+    scored = read_jsonl(scores_path)
+    overall, per_concept = aggregate(scored, context, tasks_run)
+    intervals, concept_intervals = aggregate_intervals(scored, context, tasks_run, overall, per_concept, spec.seed,
+                                                       spec.bootstrap)
     for task, reason in skipped.items():
         overall[task] = {m: reason for m in TASK_METRICS[task] if (task, m) not in OPTIONAL_METRICS}
     random_scores = ("every score" if method_details.get("random_init") else
@@ -117,6 +121,11 @@ def score_run(bench, work: dict, store, spec, backbones: str, skipped: dict[str,
         "judge": judge_info,
         "tasks": {t: overall[t] for t in spec.tasks if t in overall},
         "concepts": per_concept,
+        # 95% intervals of every mean (uncertainty.py); per concept, over that concept's items alone.
+        "bootstrap": {"resamples": spec.bootstrap, "seed": spec.seed, "level": LEVEL, "method": METHOD}
+        if spec.bootstrap else None,
+        "intervals": intervals,
+        "concept_intervals": concept_intervals,
     }
     write_json_atomic(store.run_dir / "results.json", results)
     print_summary(results, console)

@@ -1,0 +1,86 @@
+"""Intervals and paired comparisons (unifybench/uncertainty.py) against independent computations:
+scipy.stats.bootstrap (percentile) and scipy.stats.permutation_test on the same rows."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from conftest import cli, only_run_dir
+from unifybench.uncertainty import Samples, interval, paired
+
+
+def _one_item_per_concept(values) -> Samples:
+    s = Samples()
+    for i, v in enumerate(values):
+        s.add(f"c{i:02d}", v)
+    return s.frozen()
+
+
+def test_with_one_item_per_concept_the_interval_is_scipys_percentile_bootstrap():
+    rng = np.random.default_rng(1)
+    values = rng.normal(0.7, 0.1, size=20)
+    ours = interval([_one_item_per_concept(values)], seed=3, resamples=20000)
+    theirs = stats.bootstrap((values,), np.mean, confidence_level=0.95, method="percentile", n_resamples=20000,
+                             random_state=4).confidence_interval
+    assert ours["lo"] == pytest.approx(theirs.low, abs=0.004) and ours["hi"] == pytest.approx(theirs.high, abs=0.004)
+    assert ours["concepts"] == 20 and ours["items"] == 20 and "note" not in ours
+
+
+def test_inside_one_concept_the_interval_resamples_its_items_as_scipy_does():
+    values = np.random.default_rng(2).uniform(size=40)
+    s = Samples()
+    for v in values:
+        s.add("only", v)
+    ours = interval([s.frozen()], seed=5, resamples=20000, resample_concepts=False)
+    theirs = stats.bootstrap((values,), np.mean, method="percentile", n_resamples=20000,
+                             random_state=6).confidence_interval
+    assert ours["lo"] == pytest.approx(theirs.low, abs=0.005) and ours["hi"] == pytest.approx(theirs.high, abs=0.005)
+
+
+def test_concepts_come_first_a_concept_with_many_items_does_not_narrow_the_interval():
+    """Two concepts far apart, many items each: resampling items alone would give a narrow interval;
+    the concepts' disagreement must show, and few concepts say so."""
+    s = Samples()
+    for concept, centre in (("a", 0.2), ("b", 0.8)):
+        for v in np.random.default_rng(0).normal(centre, 0.01, size=200):
+            s.add(concept, v)
+    found = interval([s.frozen()], seed=0, resamples=4000)
+    assert found["lo"] < 0.25 and found["hi"] > 0.75 and "only 2 concept(s)" in found["note"]
+
+
+def test_a_paired_comparison_is_scipys_paired_bootstrap_and_permutation_test():
+    rng = np.random.default_rng(7)
+    a = rng.normal(0.6, 0.1, size=10)
+    b = a - rng.normal(0.05, 0.05, size=10)
+    found = paired([_one_item_per_concept(a)], [_one_item_per_concept(b)], seed=8, resamples=20000,
+                   permutations=20000)
+    assert found["diff"] == pytest.approx(np.mean(a - b))
+    ci = stats.bootstrap((a, b), lambda x, y: np.mean(x - y), paired=True, method="percentile", n_resamples=20000,
+                         random_state=9).confidence_interval
+    assert found["lo"] == pytest.approx(ci.low, abs=0.005) and found["hi"] == pytest.approx(ci.high, abs=0.005)
+    exact = stats.permutation_test((a, b), lambda x, y: np.mean(x - y), permutation_type="samples",
+                                   alternative="two-sided", n_resamples=np.inf).pvalue
+    assert found["p"] == pytest.approx(exact, abs=0.004)
+
+
+def test_every_mean_of_a_run_has_an_interval_around_it_and_bootstrap_0_turns_them_off(tmp_path):
+    out = tmp_path / "runs"
+    ran = cli("run", "--method", "random-answer", "--tasks", "rec,vqa,choice", "--out", str(out), "--json")
+    assert ran.returncode == 0, ran.stderr
+    results = json.loads(ran.stdout)
+    assert results["bootstrap"]["resamples"] == 1000 and results["bootstrap"]["level"] == 0.95
+    for task, metrics in results["tasks"].items():
+        for metric, value in metrics.items():
+            if isinstance(value, float):
+                found = results["intervals"][task][metric]
+                assert found["lo"] - 1e-9 <= value <= found["hi"] + 1e-9, (task, metric)
+    dog = results["concept_intervals"]["dog"]["rec"]["accuracy"]
+    assert dog["concepts"] == 1 and dog["lo"] <= results["concepts"]["dog"]["rec"]["accuracy"] <= dog["hi"]
+    again = cli("run", "--method", "random-answer", "--tasks", "rec,vqa,choice", "--out", str(out), "--json")
+    assert json.loads(again.stdout)["intervals"] == results["intervals"]  # seeded: the same every time
+    off = cli("run", "--method", "random-answer", "--tasks", "rec,vqa,choice", "--out", str(out), "--json",
+              "--bootstrap", "0")
+    assert json.loads(off.stdout)["intervals"] == {} and only_run_dir(out)  # rescored in the same directory
