@@ -84,3 +84,38 @@ def test_every_mean_of_a_run_has_an_interval_around_it_and_bootstrap_0_turns_the
     off = cli("run", "--method", "random-answer", "--tasks", "rec,vqa,choice", "--out", str(out), "--json",
               "--bootstrap", "0")
     assert json.loads(off.stdout)["intervals"] == {} and only_run_dir(out)  # rescored in the same directory
+
+
+def test_compare_through_the_command_line_is_scipys_paired_bootstrap_and_permutation_test(tmp_path):
+    out = tmp_path / "runs"
+    for seed in ("0", "1"):  # random-answer's shuffled words differ with the seed: one vqa item per concept
+        ran = cli("run", "--method", "random-answer", "--tasks", "vqa", "--limit", "1", "--seed", seed, "--out", str(out))
+        assert ran.returncode == 0, ran.stderr
+    runs = sorted(p for p in out.iterdir() if p.is_dir())
+    runs.sort(key=lambda p: json.loads((p / "run.json").read_text())["spec"]["seed"])
+    table = cli("compare", *map(str, runs), "--format", "json", "--bootstrap", "20000")
+    assert table.returncode == 0, table.stderr
+    row = next(r for r in json.loads(table.stdout) if r["metric"] == "vqa.bleu")
+
+    def bleu(run):
+        rows = [json.loads(line) for line in (run / "scores.jsonl").read_text().splitlines()]
+        return {r["concept"]: r["bleu"] for r in rows if r["task"] == "vqa"}
+
+    a, b = bleu(runs[0]), bleu(runs[1])
+    x, y = np.array([a[c] for c in sorted(a)]), np.array([b[c] for c in sorted(a)])
+    assert row["diff"] == pytest.approx(np.mean(x - y)) and row["concepts"] == len(x) == 6
+    ci = stats.bootstrap((x, y), lambda u, v: np.mean(u - v), paired=True, method="percentile", n_resamples=20000,
+                         random_state=1).confidence_interval
+    assert row["lo"] == pytest.approx(ci.low, abs=0.01) and row["hi"] == pytest.approx(ci.high, abs=0.01)
+    exact = stats.permutation_test((x, y), lambda u, v: np.mean(u - v), permutation_type="samples",
+                                   n_resamples=np.inf).pvalue
+    assert row["p"] == pytest.approx(exact, abs=0.01)
+
+
+def test_compare_refuses_runs_that_a_table_would_keep_apart(tmp_path):
+    out = tmp_path / "runs"
+    for extra in ([], ["--protocol", "reference"]):
+        assert cli("run", "--method", "always-yes", "--tasks", "rec", "--limit", "1", "--out", str(out),
+                   *extra).returncode == 0
+    ran = cli("compare", *map(str, sorted(p for p in out.iterdir() if p.is_dir())))
+    assert ran.returncode == 2 and "differ in protocol" in ran.stderr and len(ran.stderr.strip().splitlines()) == 1

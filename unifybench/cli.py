@@ -207,6 +207,16 @@ def build_parser() -> argparse.ArgumentParser:
     judge.add_argument("--judge-cache", default=None,
                        help="SQLite file of judge replies (default: judge_cache.sqlite in the run directory)")
 
+    comp = command("compare", "the paired difference of runs on the same benchmark, with its interval and p-value",
+                   "Compare the first run directory with each of the others: per metric, A - B over the concepts "
+                   "and items both scored, a 95% hierarchical bootstrap interval and a paired permutation p-value. "
+                   "Refused when the runs differ in benchmark content, protocol, scorer backbones, judge or --limit.")
+    comp.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="run directories; the first is A")
+    comp.add_argument("--format", default="md", choices=["md", "csv", "json"])
+    comp.add_argument("--bootstrap", default=1000, type=_count(100, 100000), help="bootstrap resamples")
+    comp.add_argument("--seed", default=0, type=int, help="seed of the resamples and permutations")
+    comp.add_argument("--out", type=_path, default=None, help="write to this file (default: stdout)")
+
     methods = command("methods", "list the registered methods, their tasks and their --method-arg arguments "
                                  "(type, default, range, help)")
     methods.add_argument("name", nargs="?", default=None, help="one method (default: every one)")
@@ -397,6 +407,18 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from .compare import as_table, compare
+
+    text = as_table(compare(args.runs, args.bootstrap, args.seed), args.format)
+    if args.out:
+        write_output(args.out, text)
+        _console(stderr=True).print(f"wrote {args.out}", markup=False)
+    else:
+        print(text, end="")
+    return 0
+
+
 def cmd_leaderboard(args) -> int:
     from .report import as_csv, as_html, as_markdown, build_tables, collect
 
@@ -497,7 +519,7 @@ def cmd_gallery(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "methods": cmd_methods, "data": cmd_data_check, "leaderboard": cmd_leaderboard,
+COMMANDS = {"run": cmd_run, "compare": cmd_compare, "methods": cmd_methods, "data": cmd_data_check, "leaderboard": cmd_leaderboard,
             "score-images": cmd_score_images, "tasks": cmd_tasks, "gallery": cmd_gallery}
 
 

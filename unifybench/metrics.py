@@ -286,14 +286,14 @@ def aggregate(rows: Iterable[dict], ctx: ScoringContext, tasks: list[str]) -> tu
 # that the samples give the aggregators' own number before it trusts them.
 
 
-def _samples(task: str, metric: str, rows: list[dict]):
+def samples(task: str, metric: str, rows: list[dict]):
     """The Samples parts of ``task.metric`` from per-sample rows, or None (a count: no interval)."""
     from .uncertainty import Samples
 
     def ratio(selected, num, den=lambda r: 1.0, combine="pooled"):
         s = Samples(combine=combine)
-        for r in selected:
-            s.add(r["concept"], num(r), den(r))
+        for r in selected:  # an item is its request, and for an image the file it is
+            s.add(r["concept"], num(r), den(r), (r["key"], r.get("image")))
         return s.frozen()
 
     if task == "rec":
@@ -321,8 +321,8 @@ def _samples(task: str, metric: str, rows: list[dict]):
             if r["judge_parsed"]:
                 prompts.setdefault((r["concept"], r["key"]), []).append(r["judge_score"])
         s = Samples(combine="concept_mean")
-        for (concept, _), scores in prompts.items():
-            s.add(concept, sum(scores) / len(scores))
+        for (concept, key), scores in prompts.items():
+            s.add(concept, sum(scores) / len(scores), item=(key, None))
         return [s.frozen()]
     return None
 
@@ -342,7 +342,7 @@ def aggregate_intervals(rows: Iterable[dict], ctx: ScoringContext, tasks: list[s
         concepts = [c for c, ts in ctx.requested.items() if task in ts]
         scoped = [r for r in rows if r["concept"] in set(concepts)]
         for metric, value in overall.get(task, {}).items():
-            parts = _samples(task, metric, scoped) if isinstance(value, float) else None
+            parts = samples(task, metric, scoped) if isinstance(value, float) else None
             if not parts:
                 continue
             estimate = sum(p.estimate() for p in parts) / len(parts)
@@ -354,7 +354,7 @@ def aggregate_intervals(rows: Iterable[dict], ctx: ScoringContext, tasks: list[s
             for c in concepts:
                 if not isinstance(per_concept.get(c, {}).get(task, {}).get(metric), float):
                     continue
-                own = [p.__class__({c: p.num[c]}, {c: p.den[c]}, p.combine) for p in parts if c in p.num]
+                own = [p.only(c) for p in parts if c in p.num]
                 found = interval(own, seed, resamples, resample_concepts=False) if len(own) == len(parts) else None
                 if found:
                     per[c].setdefault(task, {})[metric] = found

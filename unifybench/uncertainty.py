@@ -39,16 +39,34 @@ class Samples:
     num: dict[str, np.ndarray] = field(default_factory=dict)
     den: dict[str, np.ndarray] = field(default_factory=dict)
     combine: str = "pooled"
+    ids: dict[str, list] = field(default_factory=dict)  # what each item is, to pair two runs' items
 
-    def add(self, concept: str, num: float, den: float = 1.0) -> None:
+    def add(self, concept: str, num: float, den: float = 1.0, item=None) -> None:
         self.num.setdefault(concept, [])
         self.den.setdefault(concept, [])
+        self.ids.setdefault(concept, [])
         self.num[concept].append(float(num))
         self.den[concept].append(float(den))
+        self.ids[concept].append(item)
 
     def frozen(self) -> "Samples":
         return Samples({c: np.asarray(v, dtype=np.float64) for c, v in self.num.items()},
-                       {c: np.asarray(v, dtype=np.float64) for c, v in self.den.items()}, self.combine)
+                       {c: np.asarray(v, dtype=np.float64) for c, v in self.den.items()}, self.combine,
+                       {c: list(v) for c, v in self.ids.items()})
+
+    def only(self, concept: str) -> "Samples":
+        return Samples({concept: self.num[concept]}, {concept: self.den[concept]}, self.combine,
+                       {concept: self.ids.get(concept, [])})
+
+    def aligned(self, order: dict[str, list]) -> "Samples":
+        """The items named by ``order`` ({concept: [item id, ...]}), in that order."""
+        out = Samples(combine=self.combine)
+        for concept, wanted in order.items():
+            where = {item: i for i, item in enumerate(self.ids[concept])}
+            index = [where[item] for item in wanted]
+            out.num[concept], out.den[concept] = self.num[concept][index], self.den[concept][index]
+            out.ids[concept] = list(wanted)
+        return out
 
     def estimate(self) -> float | None:
         concepts = [c for c in self.num if self.den[c].sum() > 0]

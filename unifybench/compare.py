@@ -1,0 +1,108 @@
+"""``unifybench compare RUN_A RUN_B [...]``: how much, and how surely, one run differs from another.
+
+For every metric both runs scored, the paired difference A − B over the concepts and items both
+runs have (an item is a request, and for generation each image file), its 95% interval from the
+hierarchical bootstrap of :mod:`unifybench.uncertainty`, and a permutation p-value that swaps A and
+B concept by concept. Runs are compared only where a table would put them side by side: the same
+benchmark content, protocol, scorer backbones, judge and ``--limit``; otherwise one line says which
+differs.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from .errors import BenchError
+from .metrics import samples
+from .store import read_jsonl
+from .uncertainty import DEFAULT_RESAMPLES, paired
+
+# What must be equal for two runs' numbers to be compared (what keeps them out of one table).
+SAME = ("benchmark content", "protocol", "scorer backbones", "judge", "limit")
+
+
+def _load(run_dir: Path) -> dict:
+    run_dir = Path(run_dir)
+    for name in ("run.json", "results.json", "scores.jsonl"):
+        if not (run_dir / name).is_file():
+            raise BenchError(f"not a scored run directory (no {name})", run_dir)
+    try:
+        record = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+        results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+        facts = {
+            "benchmark content": record["identity"]["bench"]["fingerprint"],
+            "protocol": results["protocol"],
+            "scorer backbones": (results["backbones"]["kind"], results["backbones"].get("clip_model")),
+            "judge": (results.get("judge") or {}).get("judge"),
+            "limit": results.get("limit"),
+        }
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BenchError(f"unreadable run record ({exc.__class__.__name__}: {exc})", run_dir) from None
+    return {"dir": run_dir, "results": results, "facts": facts, "rows": read_jsonl(run_dir / "scores.jsonl"),
+            "seed": record.get("spec", {}).get("seed", 0)}
+
+
+def _label(run: dict) -> str:
+    results = run["results"]
+    args = ", ".join(f"{k}={v}" for k, v in sorted((results.get("method_args") or {}).items()))
+    return results["method"] + (f" ({args})" if args else "") + f" [{run['dir'].name}]"
+
+
+def compare(run_dirs: list[Path], resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> list[dict]:
+    """One row per (other run, metric): the first run against each of the others."""
+    if len(run_dirs) < 2:
+        raise BenchError("give at least two run directories", where="compare")
+    runs = [_load(d) for d in run_dirs]
+    base = runs[0]
+    out = []
+    for other in runs[1:]:
+        differ = [f for f in SAME if base["facts"][f] != other["facts"][f]]
+        if differ:
+            detail = "; ".join(f"{base['facts'][f]} vs {other['facts'][f]}" for f in differ)
+            raise BenchError(f"{base['dir'].name} and {other['dir'].name} differ in {', '.join(differ)} ({detail}): "
+                             f"their numbers do not compare", where="compare")
+        for task, metrics in base["results"]["tasks"].items():
+            for metric, value in metrics.items():
+                theirs = other["results"]["tasks"].get(task, {}).get(metric)
+                if not isinstance(value, float) or not isinstance(theirs, float):
+                    continue
+                parts_a, parts_b = samples(task, metric, base["rows"]), samples(task, metric, other["rows"])
+                if not parts_a or not parts_b:
+                    continue
+                shared = {c: [i for i in parts_a[0].ids[c] if i in set(parts_b[0].ids[c])]
+                          for c in parts_a[0].ids if c in parts_b[0].ids}
+                shared = {c: ids for c, ids in shared.items() if ids}
+                if not shared:
+                    continue
+                found = paired([p.aligned(shared) for p in parts_a], [p.aligned(shared) for p in parts_b],
+                               seed, resamples)
+                if found is None:
+                    continue
+                out.append({"a": _label(base), "b": _label(other), "metric": f"{task}.{metric}",
+                            "mean_a": sum(p.aligned(shared).estimate() for p in parts_a) / len(parts_a),
+                            "mean_b": sum(p.aligned(shared).estimate() for p in parts_b) / len(parts_b),
+                            **found})
+    return out
+
+
+def as_table(rows: list[dict], fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(rows, indent=2) + "\n"
+    frame = pd.DataFrame(rows, columns=["a", "b", "metric", "mean_a", "mean_b", "diff", "lo", "hi", "p", "concepts",
+                                        "items", "note"])
+    if fmt == "csv":
+        return frame.to_csv(index=False, lineterminator="\n")
+    lines = []
+    for (a, b), part in frame.groupby(["a", "b"], sort=False):
+        lines += [f"### A = {a}; B = {b}", "", "| metric | A | B | A − B | 95% interval | p | concepts | items |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in part.to_dict("records"):
+            note = f" ({r['note']})" if isinstance(r.get("note"), str) else ""
+            lines.append(f"| {r['metric']} | {r['mean_a']:.3f} | {r['mean_b']:.3f} | {r['diff']:+.3f} | "
+                         f"[{r['lo']:+.3f}, {r['hi']:+.3f}] | {r['p']:.3f} | {r['concepts']}{note} | {r['items']} |")
+        lines.append("")
+    lines.append("A − B over the concepts and items both runs scored; interval: hierarchical percentile bootstrap "
+                 "(concepts, then items); p: permutation test swapping A and B concept by concept.")
+    return "\n".join(lines) + "\n"
