@@ -4,6 +4,8 @@ from __future__ import annotations
 import csv
 import io
 
+import pytest
+
 from conftest import cli, only_run_dir
 
 
@@ -116,3 +118,45 @@ def test_where_a_judge_scored_open_answers_its_score_leads_char_bleu(tmp_path):
     header = next(line for line in cli("leaderboard", str(out), "--no-published").stdout.splitlines()
                   if line.startswith("| method"))
     assert header.index("vqa.judge_score") < header.index("vqa.bleu")
+
+
+def test_seeds_run_apart_and_sit_in_one_row_with_their_spread(tmp_path):
+    import json
+
+    out = tmp_path / "runs"
+    ran = cli("run", "--method", "random-answer", "--tasks", "rec", "--seeds", "0,1,2", "--out", str(out), "--json")
+    assert ran.returncode == 0, ran.stderr
+    results = json.loads(ran.stdout)
+    assert [r["seed"] for r in results] == [0, 1, 2] and len({r["run"] for r in results}) == 3
+    values = [r["tasks"]["rec"]["accuracy"] for r in results]
+    rows = list(csv.DictReader(io.StringIO(cli("leaderboard", str(out), "--format", "csv", "--no-published").stdout)))
+    assert len(rows) == 1 and rows[0]["seeds"] == "3" and "seeds 0, 1, 2" in rows[0]["source"]
+    import statistics
+    assert float(rows[0]["rec.accuracy"]) == pytest.approx(statistics.mean(values))
+    assert float(rows[0]["rec.accuracy_sd"]) == pytest.approx(statistics.stdev(values))
+    md = cli("leaderboard", str(out), "--no-published").stdout
+    assert f"(sd {statistics.stdev(values):.3f}, 3 seeds)" in md
+
+
+def test_intervals_show_in_every_format_and_a_tie_within_them_is_marked_best(tmp_path):
+    import json
+
+    out = tmp_path / "runs"
+    for method in ("always-yes", "random-answer"):
+        assert cli("run", "--method", method, "--tasks", "rec", "--out", str(out)).returncode == 0
+    runs = {json.loads((p / "results.json").read_text())["method"]: json.loads((p / "results.json").read_text())
+            for p in out.iterdir()}
+    rows = {r["method"]: r for r in csv.DictReader(io.StringIO(
+        cli("leaderboard", str(out), "--format", "csv", "--no-published").stdout))}
+    ci = runs["random-answer"]["intervals"]["rec"]["weighted_acc"]
+    assert float(rows["random-answer"]["rec.weighted_acc_lo"]) == pytest.approx(ci["lo"])
+    assert float(rows["random-answer"]["rec.weighted_acc_hi"]) == pytest.approx(ci["hi"])
+    md = cli("leaderboard", str(out), "--no-published").stdout
+    assert f"± {(ci['hi'] - ci['lo']) / 2:.3f}" in md
+    page = tmp_path / "board.html"
+    assert cli("leaderboard", str(out), "--format", "html", "--out", str(page)).returncode == 0
+    html = page.read_text()
+    # always-yes's weighted accuracy is 0.5 exactly; random-answer's interval holds 0.5: both are best
+    always = runs["always-yes"]["tasks"]["rec"]["weighted_acc"]
+    randoms = runs["random-answer"]["tasks"]["rec"]["weighted_acc"]
+    assert ci["lo"] <= always <= ci["hi"] and "★ 0.500" in html and f"★ {randoms:.3f}" in html

@@ -63,6 +63,16 @@ def _count(low: int, high: int):
 RUN_FILES = ("run.json", "results.json", "scores.jsonl", "predictions.jsonl", "log.txt", ".lock", "missing.txt")
 
 
+def _seed_list(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"expected distinct seeds, got {text!r}")
+    return seeds
+
+
 def _parse_tasks(text: str) -> list[str]:
     tasks = [t.strip() for t in text.split(",") if t.strip()]
     unknown = [t for t in tasks if t not in TASKS]
@@ -167,7 +177,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="comma-separated tasks (`unifybench tasks`; default: all six)")
     run.add_argument("--concepts", default=None, help="comma-separated concept names (default: all)")
     run.add_argument("--out", default="runs", type=_path, help="folder that holds run directories")
-    run.add_argument("--seed", default=0, type=int, help="seed of every random draw (training, sampling, judging)")
+    seeds = run.add_mutually_exclusive_group()
+    seeds.add_argument("--seed", default=0, type=int, help="seed of every random draw (training, sampling, judging)")
+    seeds.add_argument("--seeds", default=None, type=_seed_list, metavar="S,S,...",
+                       help="run once per seed, each in its own run directory (the leaderboard shows their mean and "
+                            "spread as one row)")
     run.add_argument("--batch-size", default=16, type=int, help="requests per method call; images per scorer batch")
     run.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
     run.add_argument("--backbones", default="default", choices=["default", "auto", "random", "tiny"],
@@ -401,9 +415,14 @@ def cmd_run(args) -> int:
         resume_changed_code=args.resume_changed_code,
         bootstrap=args.bootstrap,
     )
-    outcome = run(spec, args.out, console=_console(stderr=args.json, quiet=args.quiet), verbose=args.verbose)
+    outcomes = []
+    for seed in args.seeds or [args.seed]:  # each seed a run of its own: each resumes on its own
+        spec.seed = seed
+        if spec.judge is not None and args.judge_seed is None:
+            spec.judge.seed = seed
+        outcomes.append(run(spec, args.out, console=_console(stderr=args.json, quiet=args.quiet), verbose=args.verbose))
     if args.json:
-        print(json.dumps(outcome.results, indent=2))
+        print(json.dumps(outcomes[0].results if len(outcomes) == 1 else [o.results for o in outcomes], indent=2))
     return 0
 
 

@@ -22,6 +22,8 @@ from .pages import esc, page
 from .record import BACKBONES_UNUSED, RANDOM_INIT_LABEL
 
 PUBLISHED_CSV = Path(__file__).resolve().parent / "data" / "published.csv"
+INTERVAL_NOTE = ("± half the 95% interval (hierarchical bootstrap over concepts, then items); sd: the spread "
+                 "between seeds of runs that differ only in --seed; published rows report no interval.")
 GROUP_FIELDS = ("benchmark", "protocol", "backbones", "judge", "limit")
 TRAILING = ("source", "confidence")
 
@@ -82,6 +84,10 @@ def _run_row(results_path: Path) -> dict:
             for metric, value in metrics.items():
                 row[f"{task}.{metric}"] = value
         concepts = results.get("concepts") or {}
+        row["_intervals"] = {f"{t}.{m}": (ci["lo"], ci["hi"]) for t, ms in (results.get("intervals") or {}).items()
+                             for m, ci in ms.items()}
+        row["_concept_intervals"] = results.get("concept_intervals") or {}
+        row["_seed"] = results.get("seed")
     except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise BenchError(f"unreadable results ({exc.__class__.__name__}: {exc})", results_path) from exc
     row["source"] = f"run {results_path.parent.name}"
@@ -201,9 +207,38 @@ def _judge_first(columns: list[str]) -> list[str]:
     return [c for cols in tasks.values() for c in sorted(cols, key=lambda c: ".judge_" not in c)]
 
 
+def seed_groups(rows: list[dict]) -> list[dict]:
+    """Runs that differ only in ``--seed`` as one row: each metric's mean over the seeds, the spread
+    between seeds (``_sd``, the sample standard deviation) and their number (``_seeds``). A seed moves
+    a trained method's numbers as much as a method change can, so one seed's row says too little."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault((*(row.get(f, "") for f in GROUP_FIELDS), row["method"]), []).append(row)
+    out = []
+    for members in groups.values():
+        seeds = {m.get("_seed") for m in members}
+        if len(members) < 2 or len(seeds) != len(members) or str(members[0]["method"]).endswith("[published]"):
+            out += members
+            continue
+        row = {k: v for k, v in members[0].items() if not k.startswith("_") and "." not in k}
+        row["_seeds"], row["_sd"], row["_intervals"], row["_concepts"] = len(members), {}, {}, {}
+        row["source"] = f"{len(members)} runs, seeds {', '.join(str(m['_seed']) for m in sorted(members, key=lambda m: m['_seed']))}"
+        for metric in {k for m in members for k in m if "." in k}:
+            values = [m.get(metric) for m in members]
+            if all(isinstance(v, float) for v in values):
+                row[metric] = float(pd.Series(values).mean())
+                row["_sd"][metric] = float(pd.Series(values).std(ddof=1))
+            elif all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+                row[metric] = sum(values)
+            else:
+                row[metric] = next((v for v in values if isinstance(v, str)), values[0])
+        out.append(row)
+    return out
+
+
 def collect(run_dirs: list[Path], include_published: bool = True) -> tuple[list[dict], list[Path]]:
     found = find_runs(run_dirs)
-    rows = [_run_row(p) for p in found.results]
+    rows = seed_groups([_run_row(p) for p in found.results])
     if include_published:
         rows += published_rows()
     if not rows:
@@ -221,6 +256,19 @@ def build_leaderboard(run_dirs: list[Path], fmt: str = "md", include_published: 
 
 
 # ----------------------------------------------------------------------------- markdown
+
+def _dict(value) -> dict:
+    """A row's dict field; pandas fills a row without one (a published row) with NaN."""
+    return value if isinstance(value, dict) else {}
+
+
+def _spread(row: dict, metric: str) -> str:
+    """What follows a value: ``± h`` (half its 95% interval) or, for a group of seeds, their spread."""
+    if metric in _dict(row.get("_sd")):
+        return f" (sd {row['_sd'][metric]:.3f}, {int(row['_seeds'])} seeds)"
+    ci = _dict(row.get("_intervals")).get(metric)
+    return f" ± {(ci[1] - ci[0]) / 2:.3f}" if ci else ""
+
 
 def _cell(value, notes: dict[str, int]) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -251,7 +299,9 @@ def as_markdown(tables: list[Table]) -> str:
         lines = [f"### {_md_text(table.title)}", "", "| " + " | ".join(header) + " |",
                  "|" + "|".join("---" for _ in header) + "|"]
         for row in table.rows.to_dict("records"):
-            cells = [_md_text(row["method"]), *(_cell(row.get(m), notes) for m in table.metrics),
+            cells = [_md_text(row["method"]),
+                     *(_cell(row.get(m), notes) + (_spread(row, m) if isinstance(row.get(m), float) else "")
+                       for m in table.metrics),
                      *(_md_text(str(row.get(c) or "")) for c in TRAILING)]
             lines.append("| " + " | ".join(cells) + " |")
         if notes:
@@ -259,6 +309,7 @@ def as_markdown(tables: list[Table]) -> str:
             lines.extend(f"[{n}] {_md_text(text)}" for text, n in notes.items())
         if table.unscored:
             lines += ["", f"No row of this table has: {table.unscored_line()}"]
+        lines += ["", INTERVAL_NOTE]
         out.append("\n".join(lines))
     return "\n\n".join(out) + "\n"
 
@@ -277,7 +328,16 @@ def as_csv(rows: list[dict]) -> str:
     for field in GROUP_FIELDS:
         if field not in frame:
             frame[field] = ""
+    bounds = {}
+    for m in metrics:
+        bounds[m] = numeric[m]
+        for suffix, pick in (("lo", 0), ("hi", 1)):
+            bounds[f"{m}_{suffix}"] = [_dict(r.get("_intervals")).get(m, (None, None))[pick] for r in rows]
+        bounds[f"{m}_sd"] = [_dict(r.get("_sd")).get(m) for r in rows]
+    numeric = pd.DataFrame(bounds).apply(pd.to_numeric, errors="coerce")
+    numeric = numeric.loc[:, [c for c in numeric if not c.endswith("_sd") or numeric[c].notna().any()]]
     out = pd.concat([frame[list(GROUP_FIELDS) + ["method"]], numeric, frame[list(TRAILING)]], axis=1)
+    out["seeds"] = [r.get("_seeds", 1) if not str(r["method"]).endswith("[published]") else "" for r in rows]
     out["not_scored"] = reasons
     # --limit N as the number N (empty: every item), so pandas reads it as a number.
     out["limit"] = out["limit"].map(lambda v: int(str(v).split()[-1]) if str(v).strip() else "")
@@ -296,6 +356,19 @@ def _csv_text(value):
 
 
 # ----------------------------------------------------------------------------- html
+
+def _best_overlapping(values: list, intervals: list, direction: str) -> set[int]:
+    """The rows marked best: the best value's, and every row whose 95% interval overlaps the best
+    row's interval (a tie within the uncertainty is a tie). No mark when every value is the same."""
+    best = _best(pd.Series(values, dtype=object), direction)
+    if not best:
+        return best
+    top = intervals[min(best)]
+    if top is None:
+        return best
+    return best | {i for i, ci in enumerate(intervals)
+                   if ci is not None and isinstance(values[i], float) and ci[0] <= top[1] and top[0] <= ci[1]}
+
 
 def _best(values: pd.Series, direction: str) -> set[int]:
     """Row positions holding the best value of a column (ties all marked); none when fewer than two
@@ -331,7 +404,7 @@ def _header(metrics: list[str]) -> str:
 
 
 def _metric_cells(values: list, metrics: list[str], best: dict[str, set[int]], position: int,
-                  notes: dict[str, int]) -> str:
+                  notes: dict[str, int], row: dict | None = None) -> str:
     cells, previous = [], None
     for m, value in zip(metrics, values):
         task = m.split(".")[0]
@@ -345,7 +418,9 @@ def _metric_cells(values: list, metrics: list[str], best: dict[str, set[int]], p
         elif position in best.get(m, ()):
             classes.append("best")
             text = f"★ {text}"
-        cells.append(f"<td class='{' '.join(classes)}'{title}>{esc(text)}</td>")
+        extra = esc(_spread(row, m).strip()) if row is not None and isinstance(value, float) else ""
+        extra = f"<span class='ci'>{extra}</span>" if extra else ""
+        cells.append(f"<td class='{' '.join(classes)}'{title}>{esc(text)}{extra}</td>")
     return "".join(cells)
 
 
@@ -384,11 +459,12 @@ def as_html(tables: list[Table]) -> str:
     for table in tables:
         notes: dict[str, int] = {}
         records = table.rows.to_dict("records")
-        best = {m: _best(table.rows[m], DIRECTIONS.get(m, "higher")) for m in table.metrics}
+        best = {m: _best_overlapping([r.get(m) for r in records], [_dict(r.get("_intervals")).get(m) for r in records],
+                                     DIRECTIONS.get(m, "higher")) for m in table.metrics}
         body = []
         for position, row in enumerate(records):
             published = str(row["method"]).endswith("[published]")
-            cells = _metric_cells([row.get(m) for m in table.metrics], table.metrics, best, position, notes)
+            cells = _metric_cells([row.get(m) for m in table.metrics], table.metrics, best, position, notes, row)
             trailing = "".join(f"<td class='text'>{esc(row.get(c) or '')}</td>" for c in TRAILING)
             body.append(f"<tr class='{'published' if published else 'run'}'>"
                         f"<td class='method'>{esc(row['method'])}</td>{cells}{trailing}</tr>")
@@ -405,6 +481,9 @@ def as_html(tables: list[Table]) -> str:
                         f"</table></div>{_notes_list(notes)}{unscored}{details}</section>")
     intro = ("<h1>UnifyBench leaderboard</h1><p class='muted small'>"
              f"Generated {esc(time.strftime('%Y-%m-%d %H:%M'))}. ↑ higher is better, ↓ lower is better, "
-             "★ best in its column. A table holds only rows made on the same benchmark, protocol, scorer "
-             "backbones, judge and limit. n/s: not scored (hover for why).</p>")
+             "★ best in its column, and every row whose 95% interval overlaps the best one's (a tie within "
+             "the uncertainty). ± half the 95% interval (hierarchical bootstrap over concepts, then items); "
+             "sd: the spread between seeds of runs that differ only in --seed; published rows report no "
+             "interval. A table holds only rows made on the same benchmark, protocol, scorer backbones, judge "
+             "and limit. n/s: not scored (hover for why).</p>")
     return page("UnifyBench leaderboard", intro + "\n".join(sections))
