@@ -69,6 +69,8 @@ def _image_caption(fidelity: dict | None, face: dict | None, judged: dict | None
     if fidelity:
         parts.append(f"CLIP-I {_num(fidelity.get('clip_i'))} · CLIP-T {_num(fidelity.get('clip_t'))} · "
                      f"DINO {_num(fidelity.get('dino'))}")
+        if fidelity.get("copies_reference"):
+            parts.append(f"<span class='bad'>a copy of a reference photo ({esc(fidelity['copies_reference'])})</span>")
     if face:
         parts.append("face " + (_num(face.get("face_sim")) if face.get("face_found") else "not found"))
     if judged:
@@ -90,10 +92,13 @@ def _answer_verdict(row: dict, judged: dict | None) -> str:
     return "<br>".join(parts)
 
 
-def _metrics_line(metrics: dict) -> str:
+def _metrics_line(metrics: dict, intervals: dict | None = None) -> str:
+    """A concept's numbers, each mean with its 95% interval over the concept's items."""
     shown = []
     for task, values in metrics.items():
-        nums = [f"{m} {v:.3f}" if isinstance(v, float) else f"{m} {v}" for m, v in values.items()
+        bounds = (intervals or {}).get(task, {})
+        nums = [(f"{m} {v:.3f}" + (f" [{bounds[m]['lo']:.3f}, {bounds[m]['hi']:.3f}]" if m in bounds else ""))
+                if isinstance(v, float) else f"{m} {v}" for m, v in values.items()
                 if isinstance(v, (int, float)) and not isinstance(v, bool)]
         if nums:
             shown.append(f"<b>{esc(task)}</b> " + esc(", ".join(nums)))
@@ -126,7 +131,11 @@ def build_gallery(run_dir: Path, *, concepts: list[str] | None = None, images_pe
             f"scorer backbones {esc(results.get('backbones', {}).get('kind'))} · judge "
             f"{esc((results.get('judge') or {}).get('judge') or 'none')} · seed {esc(results.get('seed'))}</p>"]
     if label:
-        head.append(f"<div class='banner'>generation scores: {esc(label)}</div>")
+        head.append(f"<div class='banner'>{esc(label)}</div>")
+    copies = ((results.get("tasks") or {}).get("gen") or {}).get("copies")
+    if isinstance(copies, int) and copies:
+        head.append(f"<div class='banner'>{copies} generated image(s) are copies of a reference photo: they are "
+                    f"scored against themselves (marked below)</div>")
     if bench_problem:
         head.append(f"<div class='banner'>reference photos and item images not shown: the benchmark "
                     f"could not be read ({esc(bench_problem)})</div>")
@@ -142,7 +151,8 @@ def build_gallery(run_dir: Path, *, concepts: list[str] | None = None, images_pe
                 concept = None
         part = [f"<section id='c-{esc(name)}'><h2>{esc(name)}"
                 + (f" <span class='muted'>{esc(concept.token)}, {esc(concept.class_noun)}</span>" if concept else "")
-                + "</h2>", _metrics_line(results.get("concepts", {}).get(name, {}))]
+                + "</h2>", _metrics_line(results.get("concepts", {}).get(name, {}),
+                                         (results.get("concept_intervals") or {}).get(name))]
         if concept is not None and concept.reference_images:
             part.append("<h3>reference photos</h3><div class='grid'>"
                         + "".join(_figure(p, esc(p.name)) for p in concept.reference_images) + "</div>")

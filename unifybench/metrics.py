@@ -52,6 +52,8 @@ METRICS: tuple[Metric, ...] = (
     Metric("gen", "face_sim", "higher", "ArcFace cosine to the reference faces (human concepts)"),
     Metric("gen", "face_missing", "lower", "identity images in which no face was found"),
     Metric("gen", "face_missing_refs", "lower", "reference photos in which no face was found"),
+    Metric("gen", "copies", "lower", "generated images that are copies of a reference photo (its bytes, or within "
+                                      "6 bits of its difference hash): they score against themselves"),
     Metric("attr_gen", "attr_score", "higher", "judge's 0 / 0.5 / 1: mean per prompt, then per concept, then overall"),
     Metric("attr_gen", "unparsed", "lower", "judge replies unreadable after one re-ask"),
 )
@@ -68,7 +70,7 @@ for _m in METRICS:
     TASK_METRICS.setdefault(_m.task, ())
     TASK_METRICS[_m.task] += (_m.name,)
 # Counts that appear only where the face scorer ran (human concepts).
-OPTIONAL_METRICS = frozenset({("gen", "face_missing"), ("gen", "face_missing_refs")})
+OPTIONAL_METRICS = frozenset({("gen", "face_missing"), ("gen", "face_missing_refs"), ("gen", "copies")})
 DIRECTIONS: dict[str, str] = {f"{m.task}.{m.name}": m.direction for m in METRICS + PUBLISHED_ONLY}
 
 
@@ -229,6 +231,8 @@ def _gen(rows: list[dict], ctx: ScoringContext, concepts: list[str], pooled: boo
             out["face_sim"] = _face_reason(concepts[0], faces, ctx)
         else:
             out["face_sim"] = "; ".join(reasons) if reasons else Why.NO_HUMANS
+    if fidelity:
+        out["copies"] = sum(bool(r.get("copies_reference")) for r in fidelity)
     if faces:
         out["face_missing"] = sum(not r["face_found"] for r in faces if r["purpose"] == "identity")
         out["face_missing_refs"] = sum(not r["face_found"] for r in faces if r["purpose"] == "reference")

@@ -75,6 +75,9 @@ def _run_row(results_path: Path) -> dict:
             # A random-init method model (model=tiny) makes random-init numbers whatever scored them:
             # never in a table of real results, and never joined to one as an understanding-only run.
             row["backbones"] = RANDOM_METHOD if backbones == BACKBONES_UNUSED else f"{RANDOM_METHOD}; {backbones}"
+        copies = (results["tasks"].get("gen") or {}).get("copies")
+        if isinstance(copies, int) and copies:  # it scores against its own reference photos: say so
+            row["method"] += f" [copies reference photos: {copies} images]"
         backend = (results.get("method_details") or {}).get("backend_name")
         if backend:  # a method that runs on several unified models: which one made these numbers
             row["method"] += f" [{backend}]"

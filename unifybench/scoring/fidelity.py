@@ -443,6 +443,39 @@ def score_folders(refs_dir: str | Path, gens_dir: str | Path, *, backbones: str 
     return out
 
 
+# A generated image this close to a reference photo is taken for a copy of it: its 64-bit
+# difference hash (dHash: the sign of each horizontal step of a 9 x 8 grey thumbnail) differs in at
+# most this many bits. Different photos of one object differ in about half of them (~32); a
+# re-encoded or slightly resized copy in a few.
+COPY_HASH_BITS = 6
+
+
+def difference_hash(path: Path) -> int:
+    from ..images import open_rgb
+
+    import numpy as np
+
+    grey = np.asarray(open_rgb(path).convert("L").resize((9, 8), Image.LANCZOS), dtype=np.int16)
+    steps = (grey[:, :-1] < grey[:, 1:]).reshape(-1)
+    return int("".join("1" if b else "0" for b in steps), 2)
+
+
+def copy_flags(references: list[Path], images: list[Path]) -> list[str | None]:
+    """Per generated image: ``"exact"`` (the bytes of a reference photo), ``"near"`` (within
+    :data:`COPY_HASH_BITS` of a reference's difference hash) or None. A method returning the photos
+    the scores compare against would otherwise beat the real-images upper bound unnoticed."""
+    ref_digests = {file_digest(Path(r)) for r in references}
+    ref_hashes = [difference_hash(Path(r)) for r in references]
+    flags = []
+    for image in images:
+        if file_digest(Path(image)) in ref_digests:
+            flags.append("exact")
+            continue
+        h = difference_hash(Path(image))
+        flags.append("near" if any(bin(h ^ r).count("1") <= COPY_HASH_BITS for r in ref_hashes) else None)
+    return flags
+
+
 def image_rows(task_work, store) -> list[dict]:
     """One row per stored image of the given requests (task, concept, key, index, image)."""
     rows = []
@@ -472,7 +505,9 @@ def fidelity_rows(scorer: FidelityScorer, bench, task_works: dict, store, progre
         groups.append((list(refs), [store.run_dir / r["image"] for r in rows], texts))
         rows_of.append(rows)
     out = []
-    for rows, scores in zip(rows_of, scorer.score_many(groups, progress=progress)):
+    for (refs, images, _), rows, scores in zip(groups, rows_of, scorer.score_many(groups, progress=progress)):
+        for row, copied in zip(rows, copy_flags(refs, images) if rows else []):
+            row["copies_reference"] = copied
         for i, row in enumerate(rows):
             for metric in ("clip_i", "clip_t", "dino"):
                 row[metric] = scores[metric][i]

@@ -1,0 +1,60 @@
+"""Generated images that copy a reference photo are flagged per image, counted, and marked in the
+leaderboard and the gallery (issue 21): they score against themselves."""
+from __future__ import annotations
+
+import json
+
+from PIL import Image
+
+from conftest import cli, make_plugin, only_run_dir
+
+COPYING = '''
+from PIL import Image
+from unifybench.methods import Method
+
+class Copying(Method):
+    """Returns the concept's reference photos: the first image as they are, the second re-encoded."""
+    name = "copying"
+    tasks = frozenset({"gen"})
+
+    def generate(self, concept, state, requests):
+        out = []
+        for r in requests:
+            ref = concept.reference_images[r.index % len(concept.reference_images)]
+            with Image.open(ref) as im:
+                near = im.convert("RGB").resize((im.width // 2, im.height // 2))
+            out.append([ref, near] + [Image.new("RGB", (64, 64), (200, 30, 30))] * (r.n_images - 2))
+        return out
+'''
+
+
+def test_copies_of_reference_photos_are_flagged_counted_and_marked(tmp_path):
+    plugin = make_plugin(tmp_path / "plugin", "copying-plugin", "copying", COPYING, {"copying": "copying:Copying"})
+    out = tmp_path / "runs"
+    ran = cli("run", "--method", "copying", "--tasks", "gen", "--concepts", "dog", "--limit", "2",
+              "--images-per-prompt", "3", "--backbones", "tiny", "--out", str(out), "--json", pythonpath=[plugin])
+    assert ran.returncode == 0, ran.stderr
+    results = json.loads(ran.stdout)
+    run_dir = only_run_dir(out)
+    rows = [json.loads(line) for line in (run_dir / "scores.jsonl").read_text().splitlines()]
+    flags = [r["copies_reference"] for r in rows if r["scorer"] == "fidelity"]
+    assert flags == ["exact", "near", None] * 2
+    assert results["tasks"]["gen"]["copies"] == 4
+    board = cli("leaderboard", str(out), "--no-published").stdout
+    assert "[copies reference photos: 4 images]" in board
+    assert cli("gallery", str(run_dir)).returncode == 0
+    page = (run_dir / "gallery.html").read_text()
+    assert "4 generated image(s) are copies of a reference photo" in page and "(exact)" in page and "(near)" in page
+
+
+def test_real_images_and_distinct_photos_are_not_copies(tmp_path):
+    ran = cli("run", "--method", "real-images", "--concepts", "dog,cat", "--limit", "2", "--backbones", "tiny",
+              "--out", str(tmp_path / "runs"), "--json")
+    assert json.loads(ran.stdout)["tasks"]["gen"]["copies"] == 0  # held-out photos, not the references
+    from unifybench.data import load_benchmark
+    from unifybench.scoring.fidelity import copy_flags
+
+    dog = load_benchmark("mini").concept("dog")
+    plain = tmp_path / "plain.png"
+    Image.new("RGB", (64, 64), (128, 128, 128)).save(plain)
+    assert copy_flags(dog.reference_images, dog.test_images + [plain]) == [None] * (len(dog.test_images) + 1)
