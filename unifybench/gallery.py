@@ -92,6 +92,12 @@ def _answer_verdict(row: dict, judged: dict | None) -> str:
     return "<br>".join(parts)
 
 
+def _clamped(text) -> str:
+    """A reply shown in four lines at most; a click on it shows it whole (no script: a details element)."""
+    text = esc(text)
+    return f"<details class='reply'><summary><div class='clamp'>{text}</div></summary></details>" if text else ""
+
+
 def _metrics_line(metrics: dict, intervals: dict | None = None) -> str:
     """A concept's numbers, each mean with its 95% interval over the concept's items."""
     shown = []
@@ -185,7 +191,7 @@ def build_gallery(run_dir: Path, *, concepts: list[str] | None = None, images_pe
                     uri = thumbnail_uri(item.image, side=64)
                     image = f"<img src='{uri}' alt='' style='width:64px;height:64px;object-fit:cover'>" if uri else ""
                 lines.append(f"<tr><td class='text'>{esc(r['task'])} #{esc(r['index'])}</td><td class='text'>{image}</td>"
-                             f"<td class='text'>{esc(r.get('question'))}</td><td class='text'>{esc(r.get('reply'))}</td>"
+                             f"<td class='text'>{esc(r.get('question'))}</td><td class='text'>{_clamped(r.get('reply'))}</td>"
                              f"<td class='text'>{esc(r.get('truth'))}</td>"
                              f"<td class='text'>{_answer_verdict(r, by_key.get(('judge', r['key'])))}</td></tr>")
             lines.append("</tbody></table></div>")

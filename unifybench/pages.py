@@ -25,7 +25,12 @@ th, td { padding: 4px 8px; border-bottom: 1px solid var(--line); white-space: no
 th { background: var(--head); font-weight: 600; position: sticky; top: 0; }
 th.task { text-align: center; border-left: 2px solid #fff; }
 td.first-of-task, th.first-of-task { border-left: 2px solid var(--line); }
-td.text, th.text { text-align: left; white-space: normal; max-width: 22em; overflow-wrap: anywhere; }
+td.text, th.text { text-align: left; white-space: normal; min-width: 10em; max-width: 22em; overflow-wrap: break-word; }
+th.text, td.nowrap { white-space: nowrap; }
+.ci { color: var(--muted); font-size: 11px; font-weight: 400; margin-left: 4px; }
+.clamp { display: -webkit-box; -webkit-line-clamp: 4; -webkit-box-orient: vertical; overflow: hidden; }
+details.reply[open] .clamp { display: block; -webkit-line-clamp: unset; }
+svg.plot { display: block; margin: 4px 0 10px; } svg.plot text { font: 11px system-ui, sans-serif; fill: var(--ink); }
 td.method, th.method { text-align: left; position: sticky; left: 0; background: #fff; z-index: 1;
                        min-width: 14em; max-width: 26em; white-space: normal; }
 th.method { background: var(--head); z-index: 2; }

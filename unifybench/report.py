@@ -448,6 +448,14 @@ def _per_concept(row: dict, metrics: list[str]) -> str:
             f"{_notes_list(notes)}</details>")
 
 
+def _text_cell(text: str) -> str:
+    """A source or confidence cell: a run directory's long name shortened to its hash, the whole name
+    on hover, so the column keeps a readable width at laptop sizes."""
+    if text.startswith("run ") and "__" in text:
+        return f"<td class='text nowrap' title='{esc(text)}'>run …{esc(text.rsplit('__', 1)[1])}</td>"
+    return f"<td class='text'>{esc(text)}</td>"
+
+
 def _notes_list(notes: dict[str, int]) -> str:
     if not notes:
         return ""
@@ -468,7 +476,7 @@ def as_html(tables: list[Table]) -> str:
         for position, row in enumerate(records):
             published = str(row["method"]).endswith("[published]")
             cells = _metric_cells([row.get(m) for m in table.metrics], table.metrics, best, position, notes, row)
-            trailing = "".join(f"<td class='text'>{esc(row.get(c) or '')}</td>" for c in TRAILING)
+            trailing = "".join(_text_cell(str(row.get(c) or "")) for c in TRAILING)
             body.append(f"<tr class='{'published' if published else 'run'}'>"
                         f"<td class='method'>{esc(row['method'])}</td>{cells}{trailing}</tr>")
         banner = (f"<div class='banner'>{esc(RANDOM_INIT_LABEL)}: {'the method model' if table.key[2].startswith(RANDOM_METHOD) else 'these scorer backbones'} "
