@@ -160,3 +160,24 @@ def test_intervals_show_in_every_format_and_a_tie_within_them_is_marked_best(tmp
     always = runs["always-yes"]["tasks"]["rec"]["weighted_acc"]
     randoms = runs["random-answer"]["tasks"]["rec"]["weighted_acc"]
     assert ci["lo"] <= always <= ci["hi"] and "★ 0.500" in html and f"★ {randoms:.3f}" in html
+
+
+def test_the_html_page_draws_each_metric_and_each_runs_concepts_with_their_intervals(tmp_path):
+    import json
+    import re
+
+    out = tmp_path / "runs"
+    for method in ("always-yes", "random-answer"):
+        assert cli("run", "--method", method, "--tasks", "rec", "--out", str(out)).returncode == 0
+    page = tmp_path / "board.html"
+    assert cli("leaderboard", str(out), "--format", "html", "--out", str(page), "--no-published").returncode == 0
+    html = page.read_text()
+    plot = re.search(r"<svg class='plot'[^>]*aria-label='rec.weighted_acc'>(.*?)</svg>", html, re.S).group(1)
+    assert plot.count("<circle") == 2 and plot.count("<line") == 2  # two runs, each with its interval
+    results = json.loads(next(p for p in out.iterdir() if p.name.startswith("random")).joinpath("results.json")
+                         .read_text())
+    ci = results["intervals"]["rec"]["weighted_acc"]
+    assert f"[{ci['lo']:.3f}, {ci['hi']:.3f}]" in plot
+    per_concept = re.search(r"aria-label='rec.weighted_acc per concept'>(.*?)</svg>", html, re.S).group(1)
+    assert per_concept.count("<circle") == len(results["concepts"])
+    assert "<script" not in html and "http" not in plot

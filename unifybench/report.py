@@ -443,9 +443,15 @@ def _per_concept(row: dict, metrics: list[str]) -> str:
     head = _header(shown).replace(f"<th class='text' rowspan='2'>{TRAILING[0]}</th>"
                                   f"<th class='text' rowspan='2'>{TRAILING[1]}</th>", "")
     head = head.replace(">method<", ">concept<", 1)
+    own = _dict(row.get("_concept_intervals"))
+    charts = "".join(dot_plot(f"{m} per concept", names, [values[c][j] for c in names],
+                              [(lambda ci: (ci["lo"], ci["hi"]) if ci else None)(
+                                  (_dict(own.get(c)).get(m.split(".")[0]) or {}).get(m.split(".", 1)[1]))
+                               for c in names], DIRECTIONS.get(m, "higher"))
+                     for j, m in enumerate(shown) if not m.endswith(("unparsed", "missing", "copies")))
     return (f"<details><summary>per concept: {esc(row['method'])} ({len(names)} concepts)</summary>"
             f"<div class='scroll'><table>{head}<tbody>{body}</tbody></table></div>"
-            f"{_notes_list(notes)}</details>")
+            f"{_notes_list(notes)}{charts}</details>")
 
 
 def _text_cell(text: str) -> str:
@@ -454,6 +460,50 @@ def _text_cell(text: str) -> str:
     if text.startswith("run ") and "__" in text:
         return f"<td class='text nowrap' title='{esc(text)}'>run …{esc(text.rsplit('__', 1)[1])}</td>"
     return f"<td class='text'>{esc(text)}</td>"
+
+
+def dot_plot(title: str, labels: list[str], values: list, intervals: list, direction: str = "higher") -> str:
+    """One metric as an inline SVG: a dot per row at its value and a line over its 95% interval, on a
+    shared axis; rows without a number are left out. Drawn here, nothing fetched when viewed."""
+    shown = [(lab, float(v), ci) for lab, v, ci in zip(labels, values, intervals)
+             if isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(float(v))]
+    if not shown:
+        return ""
+    ends = [x for _, v, ci in shown for x in ([v] + (list(ci) if ci else []))]
+    low, high = min(ends), max(ends)
+    pad = (high - low) * 0.05 or 0.05
+    low, high = low - pad, high + pad
+    left, plot, row = 230, 300, 18
+    width, height = left + plot + 60, row * len(shown) + 30
+
+    def x(v: float) -> float:
+        return left + (v - low) / (high - low) * plot
+
+    parts = [f"<svg class='plot' width='{width}' height='{height}' viewBox='0 0 {width} {height}' role='img' "
+             f"aria-label='{esc(title)}'><text x='0' y='12' font-weight='600'>{esc(title)} "
+             f"{'(higher is better)' if direction == 'higher' else '(lower is better)'}</text>"]
+    for i, (label, value, ci) in enumerate(shown):
+        y = 30 + i * row
+        short = label if len(label) <= 34 else label[:33] + "…"
+        parts.append(f"<text x='0' y='{y + 4}'><title>{esc(label)}</title>{esc(short)}</text>")
+        if ci:
+            parts.append(f"<line x1='{x(ci[0]):.1f}' x2='{x(ci[1]):.1f}' y1='{y}' y2='{y}' stroke='#5b6475' "
+                         f"stroke-width='2'/>")
+        parts.append(f"<circle cx='{x(value):.1f}' cy='{y}' r='4' fill='#1f4fb5'><title>{value:.3f}"
+                     + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "") + "</title></circle>")
+    parts.append(f"<text x='{left}' y='{height - 2}' fill='#5b6475'>{low:.2f}</text>"
+                 f"<text x='{left + plot}' y='{height - 2}' text-anchor='end' fill='#5b6475'>{high:.2f}</text></svg>")
+    return "".join(parts)
+
+
+def _plots(records: list[dict], metrics: list[str]) -> str:
+    """Per metric, the table's rows with their intervals (a group of seeds: its mean, no interval)."""
+    labels = [str(r["method"]) for r in records]
+    svgs = [dot_plot(m, labels, [r.get(m) for r in records], [_dict(r.get("_intervals")).get(m) for r in records],
+                     DIRECTIONS.get(m, "higher")) for m in metrics if not m.endswith(("unparsed", "missing", "copies"))]
+    svgs = [s for s in svgs if s]
+    return f"<details><summary>plots: each metric with its 95% intervals</summary>{''.join(svgs)}</details>" \
+        if svgs else ""
 
 
 def _notes_list(notes: dict[str, int]) -> str:
@@ -489,7 +539,8 @@ def as_html(tables: list[Table]) -> str:
         sections.append(f"<section class='{'random' if table.random_init else 'real'}'>"
                         f"<h2>{esc(table.title)}</h2>{banner}"
                         f"<div class='scroll'><table>{_header(table.metrics)}<tbody>{''.join(body)}</tbody>"
-                        f"</table></div>{_notes_list(notes)}{unscored}{details}</section>")
+                        f"</table></div>{_notes_list(notes)}{unscored}{_plots(records, table.metrics)}{details}"
+                        f"</section>")
     intro = ("<h1>UnifyBench leaderboard</h1><p class='muted small'>"
              f"Generated {esc(time.strftime('%Y-%m-%d %H:%M'))}. ↑ higher is better, ↓ lower is better, "
              "★ best in its column, and every row whose 95% interval overlaps the best one's (a tie within "
