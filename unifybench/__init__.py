@@ -12,7 +12,8 @@ __version__ = "0.1.0"
 
 
 def evaluate(method, *, bench: str = "mini", tasks=None, concepts=None, out="runs", seed: int = 0,
-             method_args: dict | None = None, judge=None, verbose: bool = False, **options) -> dict:
+             method_args: dict | None = None, judge=None, verbose: bool = False, progress: bool | None = None,
+             **options) -> dict:
     """Personalize, predict and score ``method`` as ``unifybench run`` does, and return the run's
     ``results.json`` as a dict, with ``run_dir`` (the run directory's path) added. ``method`` is a
     registered name or a :class:`unifybench.methods.Method` subclass (no install needed: how a
@@ -21,7 +22,9 @@ def evaluate(method, *, bench: str = "mini", tasks=None, concepts=None, out="run
     ``tasks`` and ``concepts`` are lists (default: all); ``method_args`` the ``--method-arg`` pairs;
     ``judge`` a spec such as ``"openai:gpt-4o"`` or a :class:`unifybench.scoring.judges.JudgeConfig`;
     ``options`` any other field of :class:`unifybench.runner.RunSpec` (``backbones``, ``protocol``,
-    ``limit``, ``batch_size``, ``device``, ``images_per_prompt``, ``clip_model``, ``format``).
+    ``limit``, ``batch_size``, ``device``, ``images_per_prompt``, ``clip_model``, ``format``,
+    ``bootstrap``, ``threads``). ``progress``: the progress bars and the results table on stderr
+    (default: when stderr is a terminal; a long personalization is otherwise silent).
     Bad input raises :class:`unifybench.errors.BenchError` (its ``one_line()`` is the CLI's message).
     """
     from dataclasses import fields
@@ -29,6 +32,8 @@ def evaluate(method, *, bench: str = "mini", tasks=None, concepts=None, out="run
     from .errors import BenchError
     from .runner import RunSpec, run
     from .scoring.judges import JudgeConfig
+
+    import sys
 
     known = {f.name for f in fields(RunSpec)} - {"method", "bench", "tasks", "concepts", "seed", "method_args",
                                                  "judge"}
@@ -46,5 +51,10 @@ def evaluate(method, *, bench: str = "mini", tasks=None, concepts=None, out="run
                    judge=JudgeConfig(spec=judge, seed=seed) if isinstance(judge, str) else judge, **options)
     if tasks is not None:
         spec.tasks = list(tasks)
-    outcome = run(spec, out, verbose=verbose, method_class=method_class)
+    console = None
+    if progress or (progress is None and sys.stderr.isatty()):
+        from rich.console import Console
+
+        console = Console(stderr=True)
+    outcome = run(spec, out, console=console, verbose=verbose, method_class=method_class)
     return {**outcome.results, "run_dir": str(outcome.run_dir)}

@@ -77,7 +77,10 @@ def _parse_tasks(text: str) -> list[str]:
     tasks = [t.strip() for t in text.split(",") if t.strip()]
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
-        raise BenchError(f"unknown task(s) {', '.join(unknown)}; known: {', '.join(TASKS)}", where="--tasks")
+        from .errors import did_you_mean
+
+        raise BenchError(f"unknown task(s) {', '.join(unknown)}; {did_you_mean(unknown[0], TASKS)}known: "
+                         f"{', '.join(TASKS)}", where="--tasks")
     return tasks
 
 
@@ -168,7 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
     run = command("run", "personalize, predict, score and write results for one method",
                   "Personalize a method on each concept, predict every task, score, and write the run "
                   "directory <out>/<method>__<bench>__<hash>/ (rerunning resumes; see README 'unifybench run').")
-    run.add_argument("--method", required=True, help="a name from `unifybench methods`")
+    run.add_argument("--config", type=Path, default=None, metavar="FILE",
+                     help="a run's specification, JSON or YAML, with the keys of run.json's 'spec' (a run.json "
+                          "itself reproduces its run); flags given beside it override its values")
+    run.add_argument("--method", help="a name from `unifybench methods` (required, here or in --config)")
     run.add_argument("--bench", default="mini", help="'mini' (bundled), a benchmark folder, or a Hugging Face "
                                                     "dataset name (owner/name[@revision]) fetched into its cache")
     run.add_argument("--format", default="auto", choices=["auto", "unifybench", "dreambench", "yollava"],
@@ -199,6 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--bootstrap", default=1000, type=_count(0, 100000),
                      help="resamples of the 95%% interval of every mean (hierarchical bootstrap over concepts, then "
                           "items; README 'Uncertainty'); 0: no intervals")
+    run.add_argument("--threads", default=None, type=_count(1, 1024),
+                     help="torch's threads (default: the free cores: this process's cores minus the load already on "
+                          "them; OMP_NUM_THREADS also sets it); recorded in run.json")
     run.add_argument("--resume-changed-code", action="store_true",
                      help="add predictions to a run directory although the method's code changed since its "
                           "predictions were made (refused otherwise; recorded in run.json)")
@@ -393,37 +402,100 @@ def _method_help(argv: list[str]) -> str | None:
     return out.getvalue()
 
 
+def _config(path: Path) -> dict:
+    """A run specification from a JSON or YAML file: a run.json (its 'spec') or the spec itself."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise BenchError(f"cannot read ({exc.strerror or exc.__class__.__name__})", path, "--config") from None
+    try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as exc:  # noqa: BLE001 - json's and yaml's errors: a file that does not parse
+        raise BenchError(f"not a readable {path.suffix.lstrip('.') or 'JSON'} file ({exc.__class__.__name__})",
+                         path, "--config") from None
+    if isinstance(data, dict) and isinstance(data.get("spec"), dict):
+        spec = dict(data["spec"])
+        if isinstance(spec.get("method_args_given"), dict):  # as typed: parsing refills the defaults
+            spec["method_args"] = spec["method_args_given"]
+        spec.pop("method_args_given", None)
+        data = spec
+    if not isinstance(data, dict):
+        raise BenchError("expected a run specification (a JSON or YAML object)", path, "--config")
+    return data
+
+
+def _spec_from(args, config: dict):
+    """RunSpec from a --config file, then the flags given on the command line over it."""
+    from dataclasses import fields
+
+    from .errors import did_you_mean
+    from .runner import RunSpec
+    from .scoring.judges import JudgeConfig
+
+    known = {f.name for f in fields(RunSpec)}
+    unknown = sorted(set(config) - known)
+    if unknown:
+        raise BenchError(f"unknown key(s) {', '.join(unknown)}; {did_you_mean(unknown[0], known)}known: "
+                         f"{', '.join(sorted(known))}", args.config, "--config")
+    values = dict(config)
+    if isinstance(values.get("judge"), dict):
+        values["judge"] = JudgeConfig(**values["judge"])
+    if isinstance(values.get("method_args"), dict):
+        values["method_args"] = {str(k): str(v) for k, v in values["method_args"].items() if v is not None}
+    return values
+
+
 def cmd_run(args) -> int:
     from .runner import RunSpec, run
 
-    spec = RunSpec(
-        method=args.method,
-        bench=args.bench,
-        format=args.format,
-        tasks=args.tasks,
+    config = _spec_from(args, _config(args.config)) if args.config else {}
+    given = getattr(args, "_given", set())
+    flags = dict(
+        method=args.method, bench=args.bench, format=args.format, tasks=args.tasks,
         concepts=[c.strip() for c in args.concepts.split(",") if c.strip()] if args.concepts is not None else None,
-        seed=args.seed,
-        batch_size=args.batch_size,
-        device=args.device,
-        backbones=args.backbones,
-        clip_model=args.clip_model,
-        protocol=args.protocol,
-        images_per_prompt=args.images_per_prompt,
-        limit=args.limit,
-        method_args=_parse_method_args(args.method_arg),
-        judge=_judge_config(args),
-        resume_changed_code=args.resume_changed_code,
-        bootstrap=args.bootstrap,
-    )
+        seed=args.seed, batch_size=args.batch_size, device=args.device, backbones=args.backbones,
+        clip_model=args.clip_model, protocol=args.protocol, images_per_prompt=args.images_per_prompt,
+        limit=args.limit, method_args=_parse_method_args(args.method_arg), judge=_judge_config(args),
+        resume_changed_code=args.resume_changed_code, bootstrap=args.bootstrap, threads=args.threads)
+    # A flag given on the command line wins over --config; the file wins over a flag's default.
+    dest = {"method_args": "method_arg", "judge": "judge*", "clip_model": "clip_model"}
+    values = {}
+    for name, value in flags.items():
+        flag = dest.get(name, name)
+        typed = any(g.startswith("judge") for g in given) if flag == "judge*" else flag in given
+        values[name] = value if typed or name not in config else config[name]
+    if "method_args" in config and "method_arg" in given:
+        values["method_args"] = {**config["method_args"], **flags["method_args"]}
+    if not values["method"]:
+        raise BenchError("no method: give --method NAME (or a --config that names one)", where="--method")
+    spec = RunSpec(**values)
     outcomes = []
-    for seed in args.seeds or [args.seed]:  # each seed a run of its own: each resumes on its own
+    for seed in args.seeds or [spec.seed]:  # each seed a run of its own: each resumes on its own
         spec.seed = seed
-        if spec.judge is not None and args.judge_seed is None:
+        if spec.judge is not None and args.judge_seed is None and args.seeds:
             spec.judge.seed = seed
         outcomes.append(run(spec, args.out, console=_console(stderr=args.json, quiet=args.quiet), verbose=args.verbose))
     if args.json:
         print(json.dumps(outcomes[0].results if len(outcomes) == 1 else [o.results for o in outcomes], indent=2))
     return 0
+
+
+def _given(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
+    """The option destinations typed on a ``run`` command line (not filled by their defaults)."""
+    run_parser = parser._subparsers._group_actions[0].choices["run"]
+    saved = {a.dest: a.default for a in run_parser._actions}
+    try:
+        for action in run_parser._actions:
+            action.default = argparse.SUPPRESS
+        return set(vars(parser.parse_args(argv))) - {"command"}
+    finally:
+        for action in run_parser._actions:
+            action.default = saved[action.dest]
 
 
 def cmd_compare(args) -> int:
@@ -552,6 +624,8 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as exc:  # raised by argument type converters
         print(terminal_safe(error_line(exc)), file=sys.stderr)
         return EXIT_BAD_INPUT
+    if args.command == "run":
+        args._given = _given(parser, sys.argv[1:] if argv is None else list(argv))
     try:
         code = COMMANDS[args.command](args)
         sys.stdout.flush()  # a closed pipe is reported here, not by the interpreter at exit

@@ -29,6 +29,14 @@ class BenchError(Exception):
         return (location + self.message).replace("\n", " ")
 
 
+def did_you_mean(name: str, known) -> str:
+    """``"did you mean unictokens? "`` for a near miss among ``known`` (difflib's ratio), else ``""``."""
+    import difflib
+
+    close = difflib.get_close_matches(str(name), [str(k) for k in known], n=1, cutoff=0.6)
+    return f"did you mean {close[0]}? " if close else ""
+
+
 def error_line(exc: BenchError) -> str:
     """The line the command line prints for ``exc``."""
     return f"unifybench: error: {exc.one_line()}"

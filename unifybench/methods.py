@@ -21,7 +21,7 @@ from typing import Any, ClassVar, ContextManager, Mapping, Sequence
 
 from PIL import Image
 
-from .errors import BenchError
+from .errors import BenchError, did_you_mean
 from .kit.args import Arg, Arguments, parse_arguments
 from .records import TASKS, Concept
 
@@ -277,7 +277,8 @@ def resolve_method(method: "str | type[Method]") -> tuple[type[Method], Provider
         return _checked(method, method.__qualname__, provider.target), provider
     found = providers()
     if method not in found:
-        raise BenchError(f"unknown method {method!r}; known: {', '.join(sorted(found))}", where="--method")
+        raise BenchError(f"unknown method {method!r}; {did_you_mean(method, found)}known: {', '.join(sorted(found))}",
+                         where="--method")
     if len(found[method]) > 1:
         who = " and ".join(f"{p.distribution or 'an unnamed distribution'} ({p.target})" for p in found[method])
         raise BenchError(f"registered twice, by {who}; uninstall one of them", where=f"method {method}")

@@ -107,7 +107,8 @@ def check_same_code(previous: dict, method_code: dict, allow: bool, run_dir: Pat
 
 
 def write(run_dir: Path, spec, identity: dict, bench, backbones: str, *, previous: dict, provider: dict,
-          method_code: dict, method_details: dict | None, resumed_with_changed_code: dict | None) -> dict:
+          method_code: dict, method_details: dict | None, resumed_with_changed_code: dict | None,
+          threads: dict | None = None) -> dict:
     """Write run.json and return what was written."""
     spec_json = asdict(spec)
     spec_json["method_args"] = identity["method_args"]  # parsed, every default filled
@@ -124,6 +125,7 @@ def write(run_dir: Path, spec, identity: dict, bench, backbones: str, *, previou
         "dtype": "bfloat16" if spec.device.startswith("cuda") else "float32",
         "backbones": {"kind": backbones, **backbone_names(backbones, spec.clip_model)},
         "versions": versions(),
+        "threads": threads,
         "git_commit": git_commit(),
         "created": previous.get("created", time.strftime("%Y-%m-%dT%H:%M:%S%z")),
         "method_provider": provider,

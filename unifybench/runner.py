@@ -21,11 +21,11 @@ from pathlib import Path
 
 from . import distributed, record
 from .devices import check_device
-from .errors import BenchError
+from .errors import BenchError, did_you_mean
 from .logs import run_log
 from .methods import GenRequest, Method, Provider, method_code, resolve_method
 from .metrics import Why
-from .progress import null_console, progress_bars
+from .progress import choose_threads, null_console, progress_bars, set_threads
 from .record import BACKBONES_UNUSED, RANDOM_INIT_LABEL
 from .records import GEN_KINDS, QA_KINDS, TASKS, Benchmark
 from .scoring.judges import JudgeConfig
@@ -59,6 +59,8 @@ class RunSpec:
     resume_changed_code: bool = False
     # Scoring only: bootstrap resamples of every interval (0: none).
     bootstrap: int = 1000
+    # torch's threads in this process (None: the free cores, progress.choose_threads); recorded.
+    threads: int | None = None
 
 
 @dataclass
@@ -99,7 +101,8 @@ def _select_concepts(bench: Benchmark, wanted: list[str] | None) -> list[str]:
         return names
     unknown = [c for c in wanted if c not in names]
     if unknown:
-        raise BenchError(f"unknown concept(s) {', '.join(unknown)}; known: {', '.join(names)}", where="--concepts")
+        hint = did_you_mean(unknown[0], names)
+        raise BenchError(f"unknown concept(s) {', '.join(unknown)}; {hint}known: {', '.join(names)}", where="--concepts")
     return list(dict.fromkeys(wanted))  # each once, in the order given (the run directory hashes the set)
 
 
@@ -227,6 +230,8 @@ def run(spec: RunSpec, out_root: Path, console=None, verbose: bool = False,
                 raise
             problem = exc
         attempt = distributed.begin(rank, problem, p.run_dir if p else None)
+        threads = choose_threads(spec.threads)
+        set_threads(threads["threads"])
         held.callback(attempt.close)
         shares = distributed.shard(concept_weights(p.bench, p.work, p.method_cls.personalizes()), rank.world)
         mine = {name: ws for name, ws in p.work.items() if name in set(shares[rank.rank])}
@@ -237,7 +242,7 @@ def run(spec: RunSpec, out_root: Path, console=None, verbose: bool = False,
         def write_record(details: dict | None) -> dict:
             return record.write(p.run_dir, spec, p.identity, p.bench, p.backbones, previous=previous,
                                 provider=p.provider.as_dict(), method_code=p.code, method_details=details,
-                                resumed_with_changed_code=code_note)
+                                resumed_with_changed_code=code_note, threads=threads)
 
         try:
             run_json = write_record(None) if rank.is_main else None
@@ -347,6 +352,7 @@ def _predict(method: Method, bench: Benchmark, work: dict[str, list[Work]], stor
                 before_concept(name)
             concept = bench.concept(name)
             before = method.isolation_fingerprint()
+            progress.reset(steps, total=1, visible=False)  # each concept's clock starts at zero
             method.progress = lambda what, done, total, name=name: progress.update(
                 steps, description=f"  {name}: {what}", completed=done, total=max(total, 1), visible=True)
             with seeded(spec.seed, name, "personalize"):

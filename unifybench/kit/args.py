@@ -204,8 +204,10 @@ def parse_arguments(arguments: Mapping[str, Any], raw: Mapping[str, str], method
         raw = {k: _show(raw[k]) for k in raw.given}
     unknown = sorted(set(raw) - set(spec))
     if unknown:
+        from ..errors import did_you_mean
+
         accepted = ", ".join(sorted(spec)) or "none"
-        raise BenchError(f"unknown argument(s) {', '.join(unknown)}; accepted: {accepted}",
+        raise BenchError(f"unknown argument(s) {', '.join(unknown)}; {did_you_mean(unknown[0], spec)}accepted: {accepted}",
                          where=f"method {method}" if method else "--method-arg")
     values: dict[str, Any] = {}
     for key, arg in spec.items():

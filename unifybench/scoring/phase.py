@@ -128,7 +128,7 @@ def score_run(bench, work: dict, store, spec, backbones: str, skipped: dict[str,
         "concept_intervals": concept_intervals,
     }
     write_json_atomic(store.run_dir / "results.json", results)
-    print_summary(results, console)
+    print_summary(results, console, skipped)
     return results
 
 
@@ -138,16 +138,23 @@ def format_value(value) -> str:
     return str(value)
 
 
-def print_summary(results: dict, console) -> None:
+def print_summary(results: dict, console, skipped: dict | None = None) -> None:
+    """The tasks the method does, each mean with its interval; the skipped tasks were named once
+    when the run began."""
     from rich.table import Table
 
     table = Table(title=f"{results['method']} on {results['bench']['name']} (protocol {results['protocol']})")
     table.add_column("task")
     table.add_column("metric")
     table.add_column("value", justify="right")
+    table.add_column("95% interval", justify="right")
+    intervals = results.get("intervals") or {}
     for task, metrics in results["tasks"].items():
+        if task in (skipped or {}):
+            continue
         for metric, value in metrics.items():
-            table.add_row(task, metric, format_value(value))
+            ci = intervals.get(task, {}).get(metric)
+            table.add_row(task, metric, format_value(value), f"[{ci['lo']:.4f}, {ci['hi']:.4f}]" if ci else "")
     console.print(table)
     if results.get("label"):
         console.print(f"[yellow]{results['label']}[/yellow]")
