@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 DEMO_OUT ?= runs/demo
 
-.PHONY: install demo test test-oldest-transformers clean browser
+.PHONY: install demo test test-oldest-transformers clean browser smoke
 
 install: $(VENV)/.installed
 
@@ -46,6 +46,29 @@ OLDEST_TRANSFORMERS ?= transformers==5.5.4 tokenizers==0.22.1 huggingface_hub==1
 test-oldest-transformers: install
 	rm -rf .oldest && $(PY) -m pip install -q --no-deps --target .oldest $(OLDEST_TRANSFORMERS)
 	PYTHONPATH=.oldest HF_HUB_OFFLINE=1 $(PY) -m pytest -q -p no:cacheprovider
+
+# Every method once, on one concept and one item per task, tiny random-init models and scorers: the
+# plumbing of each in about a minute on an idle 2-core machine (numbers mean nothing).
+SMOKE_OUT ?= runs/smoke
+SMOKE = --limit 1 --concepts dog --images-per-prompt 1 --backbones tiny --out $(SMOKE_OUT) -q
+smoke: install
+	$(PY) -m unifybench run --method real-images $(SMOKE)
+	$(PY) -m unifybench run --method always-yes $(SMOKE)
+	$(PY) -m unifybench run --method random-answer $(SMOKE)
+	$(PY) -m unifybench run --method unictokens --method-arg model=tiny --method-arg backend=janus \
+	  --method-arg epochs=1 --method-arg transition_images=1 --method-arg max_new_tokens=8 $(SMOKE)
+	$(PY) -m unifybench run --method text-prompt --method-arg model=tiny --method-arg steps=4 \
+	  --method-arg max_new_tokens=8 $(SMOKE)
+	$(PY) -m unifybench run --method yollava --method-arg model=tiny --method-arg epochs=1 \
+	  --method-arg positives_per_photo=1 --method-arg max_new_tokens=8 $(SMOKE)
+	$(PY) -m unifybench run --method llava --method-arg model=tiny --method-arg max_new_tokens=8 $(SMOKE)
+	$(PY) -m unifybench run --method llava-prompt --method-arg model=tiny --method-arg max_new_tokens=8 $(SMOKE)
+	$(PY) -m unifybench run --method textual-inversion --method-arg model=tiny --method-arg train_steps=10 \
+	  --method-arg steps=4 $(SMOKE)
+	$(PY) -m unifybench run --method dreambooth-lora --method-arg model=tiny --method-arg train_steps=10 \
+	  --method-arg steps=4 $(SMOKE)
+	$(PY) -m unifybench run --method sd-prompt --method-arg model=tiny --method-arg steps=4 $(SMOKE)
+	$(PY) -m unifybench leaderboard $(SMOKE_OUT) --no-published
 
 clean:
 	rm -rf runs .pytest_cache .oldest

@@ -100,6 +100,7 @@ def _expected(df: pd.DataFrame) -> dict[tuple[str, str, str], float]:
     fidelity = df[df.scorer == "fidelity"]
     for metric in ("clip_i", "clip_t", "dino"):
         put("gen", metric, fidelity, lambda f, m=metric: f[m].mean())
+    put("gen", "copies", fidelity, lambda f: float(f.copies_reference.notna().sum()))
     faces = df[df.scorer == "face"]
     identity = faces[faces.purpose == "identity"]
     put("gen", "face_sim", identity[identity.face_sim.notna()], lambda f: f.face_sim.mean())

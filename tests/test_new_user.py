@@ -102,3 +102,31 @@ def test_each_concepts_personalization_clock_starts_at_zero(tmp_path, monkeypatc
         console=console, method_class=Slow)
     assert len(resets) == 3  # once per concept: its own clock
     assert "eta" in (tmp_path / "terminal.txt").read_text()
+
+
+def test_a_table_of_runs_on_different_concepts_says_so_and_csv_counts_them(tmp_path):
+    import csv
+    import io
+
+    out = tmp_path / "runs"
+    for concepts in ("dog", "dog,cat"):
+        assert cli("run", "--method", "always-yes", "--tasks", "rec", "--concepts", concepts, "--limit", "1",
+                   "--out", str(out)).returncode == 0
+    md = cli("leaderboard", str(out), "--no-published").stdout
+    assert "rows on different concept sets" in md and "[1 concepts]" in md and "[2 concepts]" in md
+    rows = list(csv.DictReader(io.StringIO(cli("leaderboard", str(out), "--format", "csv", "--no-published").stdout)))
+    assert sorted((r["concepts"], r["items"]) for r in rows) == [("1", "2"), ("2", "4")]
+    assert {r["limit"] for r in rows} == {"1"} and {r["random_init_method"] for r in rows} == {"False"}
+
+
+def test_the_small_things_the_help_and_the_pages_said_wrong(tmp_path, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    assert "(default: default)" in cli("run", "--help").stdout
+    assert "log.txt" not in cli("score-images", "--help").stdout
+    ran = cli("run", "--method", "random-answer", "--tasks", "vqa", "--limit", "1", "--concepts", "dog",
+              "--judge", "hf:tiny", "--judge-max-tokens", "1", "--out", str(tmp_path / "runs"), "--json")
+    assert json.loads(ran.stdout)["label"] == "judged scores: random-init weights: plumbing and speed only, not a result"
+    assert "requests to predict" in (only_run_dir(tmp_path / "runs") / "log.txt").read_text()
+    (tmp_path / "empty").mkdir()
+    board = cli("leaderboard", str(tmp_path / "empty"))
+    assert board.returncode == 0 and "no finished runs under" in board.stderr

@@ -152,11 +152,12 @@ def _version() -> str:
     return f"unifybench {__version__}"
 
 
-def _verbosity(parser: argparse.ArgumentParser) -> None:
+def _verbosity(parser: argparse.ArgumentParser, run_log: bool = True) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("-q", "--quiet", action="store_true", help="no progress bars or tables; errors still print")
     group.add_argument("-v", "--verbose", action="store_true",
-                       help="also print the log lines (always written to <run_dir>/log.txt)")
+                       help="also print the log lines (always written to <run_dir>/log.txt)" if run_log
+                       else "also print the log lines")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -196,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--clip", dest="clip_model", default=CLIP_CHOICES[0], choices=CLIP_CHOICES,
                      help="CLIP for CLIP-I and CLIP-T (OpenAI weights)")
     run.add_argument("--protocol", default="default", choices=["default", "reference"],
-                     help="default: corrected rules; reference: the UniCTokens evaluation's, bugs included")
+                     help="'default' (our corrected rules) or 'reference' (the UniCTokens evaluation's, bugs included)")
     run.add_argument("--images-per-prompt", default=4, type=int, help="images drawn per generation prompt")
     run.add_argument("--limit", default=None, type=int,
                      help="at most N items and prompts per concept and task (a partial run; default: all)")
@@ -235,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "and items both scored, a 95% hierarchical bootstrap interval and a paired permutation p-value. "
                    "Refused when the runs differ in benchmark content, protocol, scorer backbones, judge or --limit.")
     comp.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="run directories; the first is A")
-    comp.add_argument("--format", default="md", choices=["md", "csv", "json"])
+    comp.add_argument("--format", default="md", choices=["md", "csv", "json"], help="the table's format")
     comp.add_argument("--bootstrap", default=1000, type=_count(100, 100000), help="bootstrap resamples")
     comp.add_argument("--seed", default=0, type=int, help="seed of the resamples and permutations")
     comp.add_argument("--out", type=_path, default=None, help="write to this file (default: stdout)")
@@ -265,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--workers", default=None, type=_count(1, 256), help="decode processes (default: one per core)")
     score.add_argument("--seed", default=0, type=int, help="seed of random/tiny backbones")
     score.add_argument("--json", action="store_true", help="print one JSON object")
-    _verbosity(score)
+    _verbosity(score, run_log=False)
 
     data = command("data", "dataset tools")
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
@@ -514,6 +515,9 @@ def cmd_leaderboard(args) -> int:
     from .report import as_csv, as_html, as_markdown, build_tables, collect
 
     rows, unfinished = collect(args.runs, include_published=not args.no_published)
+    if not any(not str(r["method"]).endswith("[published]") for r in rows):
+        where = ", ".join(str(p) for p in args.runs) or "runs/"
+        _console(stderr=True).print(f"no finished runs under {where}: only the published rows are shown", markup=False)
     if unfinished:
         _console(stderr=True).print(f"skipped {len(unfinished)} unfinished run(s) (no results.json): "
                                     + ", ".join(str(p) for p in unfinished), markup=False)

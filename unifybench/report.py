@@ -87,6 +87,11 @@ def _run_row(results_path: Path) -> dict:
             for metric, value in metrics.items():
                 row[f"{task}.{metric}"] = value
         concepts = results.get("concepts") or {}
+        counts = results.get("counts") or {}
+        row["_concept_set"] = tuple(sorted(results.get("concepts") or {}))
+        row["_counts"] = {"concepts": counts.get("concepts", len(row["_concept_set"])),
+                          "items": counts.get("items", 0) + counts.get("images", 0)}
+        row["_random_method"] = bool((results.get("method_details") or {}).get("random_init"))
         row["_intervals"] = {f"{t}.{m}": (ci["lo"], ci["hi"]) for t, ms in (results.get("intervals") or {}).items()
                              for m, ci in ms.items()}
         row["_concept_intervals"] = results.get("concept_intervals") or {}
@@ -197,7 +202,13 @@ def build_tables(rows: list[dict]) -> list[Table]:
             [c for c in columns if part[c].notna().any()]
         metrics = [c for c in present if not part[c].dropna().map(is_reason).all()]
         unscored = {c: sorted(set(part[c].dropna())) for c in present if c not in metrics}
-        tables.append(Table(_group_title(key), key, part, metrics, unscored))
+        title = _group_title(key)
+        sets = {s for s in part.get("_concept_set", pd.Series(dtype=object)).dropna() if s}
+        if len(sets) > 1:  # rows on different concepts: each says how many, and the title says they differ
+            title += " — rows on different concept sets (each row says how many)"
+            part["method"] = [m if not isinstance(s, tuple) else f"{m} [{len(s)} concepts]"
+                              for m, s in zip(part["method"], part.get("_concept_set"))]
+        tables.append(Table(title, key, part, metrics, unscored))
     return tables
 
 
@@ -225,6 +236,8 @@ def seed_groups(rows: list[dict]) -> list[dict]:
             continue
         row = {k: v for k, v in members[0].items() if not k.startswith("_") and "." not in k}
         row["_seeds"], row["_sd"], row["_intervals"], row["_concepts"] = len(members), {}, {}, {}
+        row["_concept_set"], row["_counts"] = members[0].get("_concept_set"), members[0].get("_counts")
+        row["_random_method"] = members[0].get("_random_method")
         row["source"] = f"{len(members)} runs, seeds {', '.join(str(m['_seed']) for m in sorted(members, key=lambda m: m['_seed']))}"
         for metric in {k for m in members for k in m if "." in k}:
             values = [m.get(metric) for m in members]
@@ -341,6 +354,10 @@ def as_csv(rows: list[dict]) -> str:
     numeric = numeric.loc[:, [c for c in numeric if not c.endswith("_sd") or numeric[c].notna().any()]]
     out = pd.concat([frame[list(GROUP_FIELDS) + ["method"]], numeric, frame[list(TRAILING)]], axis=1)
     out["seeds"] = [r.get("_seeds", 1) if not str(r["method"]).endswith("[published]") else "" for r in rows]
+    out["concepts"] = [_dict(r.get("_counts")).get("concepts", "") for r in rows]
+    out["items"] = [_dict(r.get("_counts")).get("items", "") for r in rows]
+    out["random_init_method"] = ["" if str(r["method"]).endswith("[published]") else bool(r.get("_random_method"))
+                                 for r in rows]
     out["not_scored"] = reasons
     # --limit N as the number N (empty: every item), so pandas reads it as a number.
     out["limit"] = out["limit"].map(lambda v: int(str(v).split()[-1]) if str(v).strip() else "")

@@ -16,13 +16,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import distributed, record
 from .devices import check_device
 from .errors import BenchError, did_you_mean
-from .logs import run_log
+from .logs import get_logger, run_log
 from .methods import GenRequest, Method, Provider, method_code, resolve_method
 from .metrics import Why
 from .progress import choose_threads, null_console, progress_bars, set_threads
@@ -34,6 +35,7 @@ from .seeding import seeded
 from .store import RunStore, check_no_links, prepare_out_dir, run_dir_lock
 from .tasks import Work, build_requests
 
+_LOG = get_logger("runner")
 __all__ = ["RunSpec", "RunOutcome", "run", "check_spec", "RANDOM_INIT_LABEL", "BACKBONES_UNUSED"]
 
 
@@ -297,6 +299,7 @@ def _predict_pending(p: _Prepared, spec: RunSpec, store: RunStore, console, work
     if not n_pending:
         console.print("every prediction exists: the method is not loaded")
         return None
+    _LOG.info(f"{spec.method}: {n_pending} requests to predict on {len(work)} concept(s), device {p.device}")
     method = p.method_cls(p.method_args, seed=spec.seed, device=p.device, batch_size=spec.batch_size)
     details = method.describe()
     described(details)
@@ -355,8 +358,11 @@ def _predict(method: Method, bench: Benchmark, work: dict[str, list[Work]], stor
             progress.reset(steps, total=1, visible=False)  # each concept's clock starts at zero
             method.progress = lambda what, done, total, name=name: progress.update(
                 steps, description=f"  {name}: {what}", completed=done, total=max(total, 1), visible=True)
+            started = time.time()
             with seeded(spec.seed, name, "personalize"):
                 state = _personalized(method, concept, store) if personalizes else None
+            if personalizes:
+                _LOG.info(f"{name}: personalized (or reloaded) in {time.time() - started:.1f} s")
             progress.update(steps, visible=False)
             if bar_p is not None:
                 progress.advance(bar_p)
@@ -384,6 +390,7 @@ def _predict(method: Method, bench: Benchmark, work: dict[str, list[Work]], stor
                                       "index": req.index, "prompt": req.prompt, "seed": req.seed,
                                       "images": paths})
                     progress.advance(bar, len(todo))
+            _LOG.info(f"{name}: {sum(w.request.key in store for w in work[name])} of {len(work[name])} requests predicted")
             after = method.isolation_fingerprint()
             if before != after:
                 raise BenchError(f"the method's base model changed while concept {name} was personalized or "

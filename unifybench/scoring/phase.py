@@ -8,6 +8,7 @@ method, and takes the method's description as a value (``method_details``).
 from __future__ import annotations
 
 from ..errors import BenchError
+from ..logs import get_logger
 from ..kit.files import write_json_atomic, write_jsonl_atomic
 from ..metrics import OPTIONAL_METRICS, TASK_METRICS, ScoringContext, aggregate, aggregate_intervals
 from ..progress import progress_bars
@@ -104,6 +105,8 @@ def score_run(bench, work: dict, store, spec, backbones: str, skipped: dict[str,
         overall[task] = {m: reason for m in TASK_METRICS[task] if (task, m) not in OPTIONAL_METRICS}
     random_scores = ("every score" if method_details.get("random_init") else
                      "generation scores" if backbones in ("random", "tiny") and gen_tasks_scored(overall) else None)
+    if spec.judge is not None and spec.judge.spec == "hf:tiny" and not method_details.get("random_init"):
+        random_scores = f"{random_scores} and judged scores" if random_scores else "judged scores"
     results = {
         "run": store.run_dir.name,
         "method": spec.method,
@@ -120,6 +123,9 @@ def score_run(bench, work: dict, store, spec, backbones: str, skipped: dict[str,
         "seed": spec.seed,
         "judge": judge_info,
         "tasks": {t: overall[t] for t in spec.tasks if t in overall},
+        # What the numbers rest on: a table of runs on different concept sets says so.
+        "counts": {"concepts": len(work), "items": sum(r["scorer"] == "answer" for r in scored),
+                   "images": sum(r["scorer"] == "fidelity" for r in scored)},
         "concepts": per_concept,
         # 95% intervals of every mean (uncertainty.py); per concept, over that concept's items alone.
         "bootstrap": {"resamples": spec.bootstrap, "seed": spec.seed, "level": LEVEL, "method": METHOD}
@@ -128,6 +134,7 @@ def score_run(bench, work: dict, store, spec, backbones: str, skipped: dict[str,
         "concept_intervals": concept_intervals,
     }
     write_json_atomic(store.run_dir / "results.json", results)
+    get_logger("scoring").info(f"scored {len(scored)} samples of {len(work)} concept(s): {store.run_dir / 'results.json'}")
     print_summary(results, console, skipped)
     return results
 

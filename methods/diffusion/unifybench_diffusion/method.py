@@ -18,7 +18,7 @@ from unifybench import newrows
 from unifybench.data.common import concept_phrase
 from unifybench.errors import BenchError
 from unifybench.kit.batching import call_size, padded_calls
-from unifybench.logs import get_logger
+from unifybench.logs import get_logger, quiet_transformers
 from unifybench.kit.args import Arg, Auto
 from unifybench.kit.checkpoints import concept_folder, has_file
 from unifybench.kit.files import atomic_write, read_json, write_json_atomic
@@ -187,9 +187,10 @@ class SDPrompt(_DiffusionMethod):
         # CLIP reads 77 tokens and drops the rest, which would be the scene ("... in the jungle"):
         # the description gives up its last words instead, until the whole prompt fits.
         limit = self.host.pipe.tokenizer.model_max_length
-        while len(words) > 2 and len(self.host.pipe.tokenizer(composed).input_ids) > limit:
-            words = words[:-1]
-            composed = self._with_phrase(concept, prompt, " ".join(words))
+        with quiet_transformers():  # counting tokens of a prompt too long is the point, not a warning
+            while len(words) > 2 and len(self.host.pipe.tokenizer(composed).input_ids) > limit:
+                words = words[:-1]
+                composed = self._with_phrase(concept, prompt, " ".join(words))
         if len(words) < len(concept_phrase(concept).split()):
             _LOG.info(f"description shortened to fit {limit} CLIP tokens with the scene: {composed!r}")
         return composed
@@ -225,6 +226,14 @@ def read_header(path: Path, what: str) -> dict[str, tuple[str, list[int]]]:
 _FLOATS = ("F32", "F16", "BF16", "F64")
 _LORA_SUFFIXES = ("lora.down.weight", "lora.up.weight", "lora_A.weight", "lora_B.weight", ".alpha",
                   "lora_down.weight", "lora_up.weight")
+
+
+def _log_step(what: str, concept: Concept, step: int, steps: int, losses: list[float]) -> None:
+    """A line in the run's log.txt at every tenth of the training, with the mean loss since the last."""
+    every = max(1, steps // 10)
+    if (step + 1) % every == 0 or step + 1 == steps:
+        recent = losses[-every:]
+        _LOG.info(f"{what} {concept.name}: step {step + 1}/{steps}, loss {sum(recent) / len(recent):.4f}")
 
 
 def _finished(path: Path) -> bool:
@@ -393,6 +402,7 @@ class TextualInversion(_DiffusionMethod):
                         t.apply()
                     losses.append(total)
                     self.progress("textual inversion", step + 1, self.train_steps)
+                    _log_step("textual inversion", concept, step, self.train_steps, losses)
                 rows = [t.exact_rows(i, r) for t, i, r in zip(trainers, ids, init)]
             finally:
                 for t in trainers:
@@ -589,6 +599,7 @@ class DreamBoothLoRA(_DiffusionMethod):
                 opt.step()
                 losses.append(float(loss.detach()))
                 self.progress("dreambooth-lora", step + 1, self.train_steps)
+                _log_step("dreambooth-lora", concept, step, self.train_steps, losses)
             layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet, adapter_name=_adapter(concept)))
             save_lora(host, state_dir, {k: v.detach().float().cpu().contiguous() for k, v in layers.items()})
         finally:
