@@ -246,3 +246,14 @@ def test_files_outside_the_benchmark_root_are_never_read(tmp_path):
     (bench / "test_data" / "dog.json").write_text(json.dumps(items))
     ran = cli("data", "check", str(bench))
     assert ran.returncode == 2 and "not found" in ran.stderr and "secret.jpg" in ran.stderr
+
+
+def test_a_runs_files_are_readable_by_colleagues_on_a_shared_out(tmp_path):
+    import stat
+
+    run_dir = _run_dir(tmp_path)
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("run.json", "results.json", "scores.jsonl", "predictions.jsonl"):
+        mode = stat.S_IMODE((run_dir / name).stat().st_mode)
+        assert mode == 0o666 & ~umask, (name, oct(mode))  # as any file the user makes, not 0600

@@ -562,7 +562,10 @@ def cmd_score_images(args) -> int:
     from .progress import progress_bars
 
     with progress_bars(_console(stderr=True, quiet=args.quiet)) as progress:
-        bar = progress.add_task("scoring images", total=None)
+        from .scoring.fidelity import list_image_files
+
+        # The total from the start (a bar reading 0/? while references are encoded says nothing).
+        bar = progress.add_task("scoring images", total=len(list_image_files(args.gens, "--gens")))
         out = score_folders(args.refs, args.gens, backbones=args.backbones, protocol=args.protocol,
                             prompt=args.prompt, prompts_file=args.prompts, class_noun=args.class_noun,
                             batch_size=args.batch_size or (256 if args.device.startswith("cuda") else 32),
