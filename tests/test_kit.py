@@ -67,7 +67,7 @@ def test_equal_values_and_the_default_share_one_run_directory_and_a_changed_defa
     ("threshold=1.5", "expected a number >= 0, <= 1, got '1.5'"),
     ("threshold=nan", "expected a finite number"),
     ("threshold=inf", "expected a finite number"),
-    ("treshold=0.5", "unknown argument(s) treshold; accepted: fail_on, threshold"),
+    ("treshold=0.5", "unknown argument(s) treshold; did you mean threshold? accepted: fail_on, threshold"),
 ])
 def test_bad_values_are_one_line_naming_the_argument_before_anything_is_made(tmp_path, value, message):
     ran = run(threshold_plugin(tmp_path / "plugin"), tmp_path / "runs", "--method-arg", value)

@@ -515,9 +515,7 @@ def cmd_leaderboard(args) -> int:
     from .report import as_csv, as_html, as_markdown, build_tables, collect
 
     rows, unfinished = collect(args.runs, include_published=not args.no_published)
-    if not any(not str(r["method"]).endswith("[published]") for r in rows):
-        where = ", ".join(str(p) for p in args.runs) or "runs/"
-        _console(stderr=True).print(f"no finished runs under {where}: only the published rows are shown", markup=False)
+    only_published = not any(not str(r["method"]).endswith("[published]") for r in rows)
     if unfinished:
         _console(stderr=True).print(f"skipped {len(unfinished)} unfinished run(s) (no results.json): "
                                     + ", ".join(str(p) for p in unfinished), markup=False)
@@ -531,6 +529,9 @@ def cmd_leaderboard(args) -> int:
         _console(stderr=True).print(f"wrote {args.out}", markup=False)
     else:
         print(text)
+    if only_published:
+        where = ", ".join(str(p) for p in args.runs) or "runs/"
+        _console(stderr=True).print(f"no finished runs under {where}: only the published rows are shown", markup=False)
     return 0
 
 
@@ -562,8 +563,10 @@ def cmd_score_images(args) -> int:
     from .progress import progress_bars
 
     with progress_bars(_console(stderr=True, quiet=args.quiet)) as progress:
+        from .devices import check_device
         from .scoring.fidelity import list_image_files
 
+        check_device(args.device)  # a device this machine lacks is the first thing said
         # The total from the start (a bar reading 0/? while references are encoded says nothing).
         bar = progress.add_task("scoring images", total=len(list_image_files(args.gens, "--gens")))
         out = score_folders(args.refs, args.gens, backbones=args.backbones, protocol=args.protocol,

@@ -29,6 +29,8 @@ td.text, th.text { text-align: left; white-space: normal; min-width: 10em; max-w
 th.text, td.nowrap { white-space: nowrap; }
 .ci { color: var(--muted); font-size: 11px; font-weight: 400; margin-left: 4px; }
 .clamp { display: -webkit-box; -webkit-line-clamp: 4; -webkit-box-orient: vertical; overflow: hidden; }
+details.reply > summary { list-style: none; color: inherit; display: block; }
+details.reply > summary::-webkit-details-marker { display: none; }
 details.reply[open] .clamp { display: block; -webkit-line-clamp: unset; }
 svg.plot { display: block; margin: 4px 0 10px; } svg.plot text { font: 11px system-ui, sans-serif; fill: var(--ink); }
 td.method, th.method { text-align: left; position: sticky; left: 0; background: #fff; z-index: 1;
