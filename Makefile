@@ -68,6 +68,8 @@ smoke: install
 	$(PY) -m unifybench run --method dreambooth-lora --method-arg model=tiny --method-arg train_steps=10 \
 	  --method-arg steps=4 $(SMOKE)
 	$(PY) -m unifybench run --method sd-prompt --method-arg model=tiny --method-arg steps=4 $(SMOKE)
+	$(PY) -m unifybench run --method yochameleon --method-arg model=tiny --method-arg epochs=1 \
+	  --method-arg max_negatives=2 --method-arg gen_repeats=2 --method-arg max_new_tokens=8 $(SMOKE)
 	$(PY) -m unifybench leaderboard $(SMOKE_OUT) --no-published
 
 clean:

@@ -29,6 +29,18 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 REASK_MARKER = "must be exactly one line"  # a phrase of judge_prompts.REASK_SUFFIX
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """A client that gives up mid-reply (a run stopping on a bad cache, a timeout) is expected here:
+    the socketserver's default prints the BrokenPipe traceback into the stderr the tests read."""
+
+    def handle_error(self, request, client_address):
+        import sys
+
+        if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            return
+        super().handle_error(request, client_address)
+
+
 class JudgeServer:
     def __init__(self, mode: str = "normal"):
         self.mode = mode
@@ -42,7 +54,7 @@ class JudgeServer:
         self.inflight = 0
         self.max_inflight = 0
         self.lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._httpd = _QuietServer(("127.0.0.1", 0), self._handler())
         self._httpd.daemon_threads = True
         self.port = self._httpd.server_address[1]
         self.base_url = f"http://127.0.0.1:{self.port}/v1"

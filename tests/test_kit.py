@@ -308,9 +308,42 @@ def test_files_trained_elsewhere_are_found_per_concept_and_never_lent_to_another
     ("sd-prompt", ["--method-arg", "model=/nowhere/sd"], "/nowhere/sd [--method-arg model]: Stable Diffusion "
                                                          "pipeline folder not found"),
     ("unictokens", [], "showo model 'showlab/show-o-512x512' is not in the local Hugging Face cache"),
+    ("yochameleon", [], "Chameleon checkpoint 'leloy/Anole-7b-v0.1-hf' is not in the local Hugging Face cache"),
 ])
 def test_a_model_that_cannot_be_loaded_is_refused_in_seconds_before_the_run_directory(tmp_path, method, args,
                                                                                      message):
     ran = cli("run", "--method", method, *args, "--out", str(tmp_path / "runs"))
     assert ran.returncode == 2 and len(ran.stderr.strip().splitlines()) == 1 and message in ran.stderr, ran.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_weights_load_strictly_or_name_what_differs_in_one_line(tmp_path, monkeypatch):
+    import torch
+
+    from unifybench.kit.weights import hub_snapshot, load_strict, read_state_dict
+
+    module = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Linear(3, 1))
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    from safetensors.torch import save_file
+
+    state = {k: torch.full_like(v, 0.5) for k, v in module.state_dict().items()}
+    save_file(state, str(folder / "model.safetensors"))
+    load_strict(module, read_state_dict(folder, "--method-arg x"), folder, "--method-arg x")
+    assert all(bool((v == 0.5).all()) for v in module.state_dict().values())
+    state["1.weight"] = torch.zeros(2, 3)
+    state["2.bias"] = state.pop("1.bias")
+    with pytest.raises(BenchError) as err:
+        load_strict(module, state, folder, "--method-arg x", what="decoder weights")
+    line = err.value.one_line()
+    assert line.startswith(f"{folder} [--method-arg x]: decoder weights do not fit: 1 missing (e.g. 1.bias); "
+                           "1 unexpected (e.g. 2.bias); 1 of another shape (e.g. 1.weight: (2, 3) for (1, 3))"), line
+    with pytest.raises(BenchError) as err:
+        read_state_dict(tmp_path, "--method-arg x")
+    assert "no weights" in err.value.one_line()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(BenchError) as err:
+        hub_snapshot("nobody/nothing-here", "model", local_only=True, hint="pass model=tiny")
+    line = err.value.one_line()
+    assert "cannot load 'nobody/nothing-here'" in line and line.endswith("pass model=tiny") and "--method-arg model" in line
+

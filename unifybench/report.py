@@ -7,6 +7,8 @@ their own tables, titled as plumbing-only. pandas holds the rows; md, csv and ht
 """
 from __future__ import annotations
 
+import html
+
 import json
 import math
 import os
@@ -303,8 +305,9 @@ def _cell(value, notes: dict[str, int]) -> str:
 
 
 def _md_text(text: str) -> str:
-    """Text in a Markdown table: markup from a name (``<script>``) shown, never rendered."""
-    return esc(text).replace("|", "/")
+    """Text in a Markdown table: markup from a name (``<script>``) shown, never rendered. Quotes stay
+    as they are (outside a tag they are plain text; "Yo'Chameleon" reads as written in a terminal)."""
+    return html.escape("" if text is None else str(text), quote=False).replace("|", "/")
 
 
 def as_markdown(tables: list[Table]) -> str:

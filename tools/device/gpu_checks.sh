@@ -7,12 +7,15 @@
 #   personalize (Janus, ~2 min, 240 s)  showo_generation (~3 min, 300 s: MaskGIT and cached understanding)
 #   showo_personalize (~3 min, 300 s)  sd_generation (textual inversion on SD 1.5-sized random weights,
 #   ~2 min, 240 s)  yollava_personalize (the tiny LLaVA on CUDA in bf16: the path, not a figure; ~1 min, 120 s)
+#   yochameleon_generation (Chameleon-7B-sized random weights, bf16: 4 images one per call against 4 in one
+#   call, 1,024 tokens each; ~4 min, 360 s)  yochameleon_personalize (the same model, one epoch on the
+#   bundled dog: 75 steps of 4 conversations; ~3 min, 300 s)
 # All four may not fit one 10-minute call with room to spare: run the first three, then personalize
 # in a second call while the machine is still warm (it goes back 30 s after a call). Each step's log
 # lands in $OUT and its last line (the JSON) is echoed; a failing step does not stop the others.
 # The settings below can be overridden for a dry run on a CPU, e.g.
 #   OUT=/tmp/gc PY=.venv/bin/python DEVICE=cpu N_JPG=64 N_PNG=64 DISTINCT=16 NAIVE_N=16 GEN_MODEL=tiny GEN_BATCH=2 \
-#   PERS_MODEL=tiny PERS_EPOCHS=1 bash tools/device/gpu_checks.sh
+#   PERS_MODEL=tiny PERS_EPOCHS=1 YC_MODEL=tiny bash tools/device/gpu_checks.sh
 set -u
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-runs/gpu-checks}
@@ -26,6 +29,7 @@ SHOWO_MODEL=${SHOWO_MODEL:-random} SHOWO_BATCH=${SHOWO_BATCH:-32} SHOWO_STEPS=${
 SHOWO_EPOCHS=${SHOWO_EPOCHS:-5}
 SD_MODEL=${SD_MODEL:-random} SD_BATCH=${SD_BATCH:-8} SD_STEPS=${SD_STEPS:-50}
 YL_MODEL=${YL_MODEL:-tiny} YL_EPOCHS=${YL_EPOCHS:-2}
+YC_MODEL=${YC_MODEL:-random} YC_BATCH=${YC_BATCH:-4} YC_EPOCHS=${YC_EPOCHS:-1}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
@@ -45,7 +49,7 @@ step() {  # step NAME SECONDS ARGS...: python -m unifybench.bench ARGS with a li
   timeout "$limit" "$PY" -m unifybench.bench "$@" > "$OUT/$name.log" 2>&1
   echo "rc=$? $(tail -n 1 "$OUT/$name.log")"
 }
-for name in "${@:-fidelity_jpg fidelity_png generation personalize showo_generation showo_personalize sd_generation yollava_personalize}"; do
+for name in "${@:-fidelity_jpg fidelity_png generation personalize showo_generation showo_personalize sd_generation yollava_personalize yochameleon_generation yochameleon_personalize}"; do
   for one in $name; do
     case $one in
       fidelity_jpg) step fidelity_jpg 150 fidelity --device "$DEVICE" --format jpg --n "$N_JPG" \
@@ -64,8 +68,13 @@ for name in "${@:-fidelity_jpg fidelity_png generation personalize showo_generat
                        --batch "$SD_BATCH" --steps "$SD_STEPS" --device "$DEVICE" ;;
       yollava_personalize) step yollava_personalize 120 personalize --method yollava --model "$YL_MODEL" \
                              --epochs "$YL_EPOCHS" --device "$DEVICE" ;;
+      yochameleon_generation) step yochameleon_generation 360 generation --method yochameleon --model "$YC_MODEL" \
+                                --batch "$YC_BATCH" --device "$DEVICE" ;;
+      yochameleon_personalize) step yochameleon_personalize 300 personalize --method yochameleon \
+                                 --model "$YC_MODEL" --epochs "$YC_EPOCHS" --device "$DEVICE" ;;
       *) echo "unknown step $one (fidelity_jpg, fidelity_png, generation, personalize, showo_generation,"\
-              "showo_personalize, sd_generation, yollava_personalize)"; exit 2 ;;
+              "showo_personalize, sd_generation, yollava_personalize, yochameleon_generation,"\
+              "yochameleon_personalize)"; exit 2 ;;
     esac
   done
 done

@@ -8,6 +8,8 @@ run directory exists, loaded once per process, on a chosen device and dtype.
 - :func:`shared` keeps one loaded model per key in the process: concepts share the weights.
 - :func:`torch_dtype` turns a ``dtype`` argument (or ``None``: bfloat16 on CUDA, float32 elsewhere)
   into a ``torch.dtype``.
+- :func:`cache_kwarg_name`: the keyword a ``transformers`` decoder takes its KV cache by, for methods
+  that write their own decoding loop.
 """
 from __future__ import annotations
 
@@ -96,3 +98,18 @@ def torch_dtype(name: str | None, device: str):
 
 def on_cuda(device: str) -> bool:
     return str(device).startswith("cuda")
+
+
+def cache_kwarg_name(model) -> str:
+    """The keyword a ``transformers`` decoder takes its KV cache by: ``cache`` from 5.24 on,
+    ``past_key_values`` before. The wrong one is swallowed by ``**kwargs`` without an error, and every
+    step would then attend to its own token alone, so it is looked up rather than assumed."""
+    import inspect
+
+    params = inspect.signature(model.forward).parameters
+    if "cache" in params:
+        return "cache"
+    if "past_key_values" in params:
+        return "past_key_values"
+    raise BenchError(f"{type(model).__name__}.forward takes neither `cache` nor `past_key_values`; this "
+                     "transformers version is not supported", where="transformers")

@@ -52,16 +52,16 @@ def test_magvit_names_and_shapes_are_the_official_ones_and_load_strictly_both_wa
     assert [(k, tuple(v.shape)) for k, v in model.state_dict().items()] == official
     assert sum(v.numel() for k, v in model.state_dict().items() if v.is_floating_point()) == 95_493_500
     # A file with exactly the official names loads; ours saved loads back; a renamed entry is one line.
-    load_strict(model, {k: torch.zeros(s) for k, s in official}, "test", "official")
+    load_strict(model, {k: torch.zeros(s) for k, s in official}, "official", "test")
     tiny = MagvitV2(MagvitConfig(ch=32, encoder_ch_mult=(1, 1), encoder_blocks=(1, 1), decoder_ch_mult=(1, 1),
                                  decoder_blocks=(1, 1), z_channels=4, image_size=8))
     state = {k: v.clone() for k, v in tiny.state_dict().items()}
     state["encoder.conv_in.weight"] = torch.randn_like(state["encoder.conv_in.weight"])
-    load_strict(tiny, state, "test", "ours")
+    load_strict(tiny, state, "ours", "test")
     assert torch.equal(tiny.state_dict()["encoder.conv_in.weight"], state["encoder.conv_in.weight"])
     state["encoder.conv_in.weights"] = state.pop("encoder.conv_in.weight")
     with pytest.raises(BenchError) as err:
-        load_strict(tiny, state, "test", "renamed")
+        load_strict(tiny, state, "renamed", "test")
     assert "1 missing (e.g. encoder.conv_in.weight)" in err.value.one_line() and "1 unexpected" in err.value.one_line()
 
 

@@ -289,7 +289,7 @@ def test_static_decoding_matches_a_cache_free_forward(trained):
 
 
 def test_cache_keyword_follows_the_transformers_version():
-    from unifybench_unictokens.janus_backend import cache_kwarg_name
+    from unifybench.kit.models import cache_kwarg_name
 
     class New(torch.nn.Module):
         def forward(self, inputs_embeds=None, cache=None, **kwargs):

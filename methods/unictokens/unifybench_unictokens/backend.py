@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from unifybench import newrows
-from unifybench.errors import BenchError
+from unifybench.kit.models import cache_kwarg_name  # noqa: F401 - imported from here by the backends
 from unifybench.newrows import VocabRowParam  # noqa: F401  (re-exported: backends build these)
 
 
@@ -135,17 +135,3 @@ class UnifiedBackend(ABC):
     def describe(self) -> dict:
         return {"backend": self.name}
 
-
-def cache_kwarg_name(model: torch.nn.Module) -> str:
-    """The keyword a ``transformers`` decoder takes its KV cache by: ``cache`` from 5.24 on,
-    ``past_key_values`` before. The wrong one is swallowed by ``**kwargs`` without an error, and every
-    step would then attend to its own token alone, so it is looked up rather than assumed."""
-    import inspect
-
-    params = inspect.signature(model.forward).parameters
-    if "cache" in params:
-        return "cache"
-    if "past_key_values" in params:
-        return "past_key_values"
-    raise BenchError(f"{type(model).__name__}.forward takes neither `cache` nor `past_key_values`; this "
-                     "transformers version is not supported", where="transformers")

@@ -20,8 +20,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from unifybench.errors import BenchError
+from unifybench.kit.weights import hub_snapshot, load_strict, read_state_dict  # noqa: F401 - showo_backend's too
 
 DEFAULT_VQ = "showlab/magvitv2"
+TINY_HINT = "pass a local folder, or model=tiny for a tiny random-init Show-o"
 
 
 @dataclass
@@ -261,42 +263,6 @@ def tiny_magvit_config() -> MagvitConfig:
                         decoder_blocks=(1, 1, 1), z_channels=6, image_size=16)
 
 
-def read_state_dict(folder: Path, where: str) -> dict[str, torch.Tensor]:
-    """The weights of a model folder in the hub's layout: ``model.safetensors`` /
-    ``pytorch_model.safetensors`` (safetensors) or ``pytorch_model.bin`` (``weights_only``)."""
-    folder = Path(folder)
-    for name in ("model.safetensors", "pytorch_model.safetensors", "diffusion_pytorch_model.safetensors"):
-        if (folder / name).is_file():
-            from safetensors.torch import load_file
-
-            try:
-                return load_file(folder / name)
-            except Exception as exc:  # noqa: BLE001 - any unreadable file is bad input
-                raise BenchError(f"cannot read weights ({exc.__class__.__name__})", folder / name, where) from exc
-    for name in ("pytorch_model.bin", "model.bin"):
-        if (folder / name).is_file():
-            try:
-                return torch.load(folder / name, map_location="cpu", weights_only=True)
-            except Exception as exc:  # noqa: BLE001
-                raise BenchError(f"cannot read weights ({exc.__class__.__name__})", folder / name, where) from exc
-    raise BenchError("no weights (model.safetensors, pytorch_model.safetensors or pytorch_model.bin)", folder, where)
-
-
-def load_strict(module: nn.Module, state: dict[str, torch.Tensor], where: str, source) -> None:
-    """Load with every name and shape matching, or one line naming what differs."""
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
-    if missing or unexpected or wrong:
-        parts = [f"{len(missing)} missing (e.g. {missing[0]})" if missing else "",
-                 f"{len(unexpected)} unexpected (e.g. {unexpected[0]})" if unexpected else "",
-                 f"{len(wrong)} of another shape (e.g. {wrong[0]}: {tuple(state[wrong[0]].shape)} for "
-                 f"{tuple(own[wrong[0]].shape)})" if wrong else ""]
-        raise BenchError("weights do not fit: " + "; ".join(p for p in parts if p), source, where)
-    module.load_state_dict(state, strict=True)
-
-
 def load_magvit(name: str, *, local_only: bool = False) -> MagvitV2:
     """``tiny`` (random init, tests), ``random`` (the official sizes, random init), a local folder, or a
     hub name (``showlab/magvitv2``)."""
@@ -306,7 +272,7 @@ def load_magvit(name: str, *, local_only: bool = False) -> MagvitV2:
         return MagvitV2(MagvitConfig())
     folder = Path(name)
     if not folder.is_dir():
-        folder = hub_snapshot(name, "vq_model", local_only)
+        folder = hub_snapshot(name, "vq_model", local_only, hint=TINY_HINT)
     cfg = MagvitConfig()
     config_file = folder / "config.json"
     if config_file.is_file():
@@ -317,17 +283,5 @@ def load_magvit(name: str, *, local_only: bool = False) -> MagvitV2:
         known = {f.name for f in fields(MagvitConfig)}
         cfg = MagvitConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k in known})
     model = MagvitV2(cfg)
-    load_strict(model, read_state_dict(folder, "--method-arg vq_model"), "--method-arg vq_model", folder)
+    load_strict(model, read_state_dict(folder, "--method-arg vq_model"), folder, "--method-arg vq_model")
     return model
-
-
-def hub_snapshot(repo: str, arg: str, local_only: bool) -> Path:
-    """A hub repository's files in the local Hugging Face cache (downloaded unless ``local_only``)."""
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(repo, local_files_only=local_only))
-    except Exception as exc:  # noqa: BLE001 - offline, missing, gated: all one line
-        raise BenchError(f"cannot load {repo!r} ({exc.__class__.__name__}: {str(exc).splitlines()[0][:160]}); "
-                         f"pass a local folder, or model=tiny for a tiny random-init Show-o",
-                         where=f"--method-arg {arg}") from exc

@@ -39,8 +39,8 @@ from unifybench.errors import BenchError
 from unifybench.logs import quiet_transformers
 
 from .backend import GeneratedCodes, TextExample, UnifiedBackend, VocabRowParam, cache_kwarg_name, pil_image
-from .magvit import (DEFAULT_VQ, MagvitConfig, MagvitV2, hub_snapshot, load_magvit, load_strict, read_state_dict,
-                     tiny_magvit_config)
+from .magvit import (DEFAULT_VQ, TINY_HINT, MagvitConfig, MagvitV2, hub_snapshot, load_magvit, load_strict,
+                     read_state_dict, tiny_magvit_config)
 
 DEFAULT_MODEL = "showlab/show-o-512x512"
 DEFAULT_TOKENIZER = "microsoft/phi-1_5"
@@ -153,7 +153,7 @@ def load_showo_lm(name: str, *, llm_config: str | None, local_only: bool, dtype)
     ``llm_config=DIR``, else Phi-1.5's; the weights with the ``showo.`` prefix, loaded strictly."""
     from transformers import PhiConfig, PhiForCausalLM
 
-    folder = Path(name) if Path(name).is_dir() else hub_snapshot(name, "model", local_only)
+    folder = Path(name) if Path(name).is_dir() else hub_snapshot(name, "model", local_only, hint=TINY_HINT)
     config_file = folder / "config.json"
     try:
         config = json.loads(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
@@ -177,7 +177,7 @@ def load_showo_lm(name: str, *, llm_config: str | None, local_only: bool, dtype)
         raise BenchError(f"weights outside the language model ({len(others)}, e.g. {others[0]})", folder,
                          "--method-arg model")
     try:
-        load_strict(lm, stripped, "--method-arg model", folder)
+        load_strict(lm, stripped, folder, "--method-arg model")
     except BenchError as exc:
         if sizes is None:  # Phi-1.5's sizes were assumed: the likeliest cause, and its remedy
             raise BenchError(f"{exc.message}; a Show-o of other sizes needs its Phi config: --method-arg "
