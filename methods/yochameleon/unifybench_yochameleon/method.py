@@ -14,13 +14,15 @@ from __future__ import annotations
 import random
 import time
 from pathlib import Path
+
 import torch
 
 from unifybench import newrows
 from unifybench.errors import BenchError
 from unifybench.kit.args import Arg, Auto
 from unifybench.kit.batching import call_size, padded_calls
-from unifybench.kit.files import atomic_write, read_json, write_json_atomic
+from unifybench.kit.epochs import drop_resume, load_token_rows, read_resume, save_token_rows, write_resume
+from unifybench.kit.files import read_json, write_json_atomic
 from unifybench.kit.models import check_available, kind_of, shared, torch_dtype
 from unifybench.logs import get_logger
 from unifybench.methods import ConceptLayers, Method
@@ -268,8 +270,8 @@ class YoChameleon(ConceptLayers, Method):
         meta = _read_meta(Path(state_dir)) or {}
         if not meta.get("finished"):
             raise BenchError("training did not finish here (no finished yochameleon.json)", Path(state_dir))
-        return {"rows": load_rows(Path(state_dir), str(meta["selected_epoch"]), self.host.hidden_size,
-                                  len(self.tokens()))}
+        return {"rows": load_token_rows(Path(state_dir), str(meta["selected_epoch"]), self.host.hidden_size,
+                                        len(self.tokens()), "identifier + latent tokens")}
 
     def concept_layers(self, concept, state):
         return newrows.NewTokens(self.host, self.tokens(), state["rows"])
@@ -295,7 +297,7 @@ class YoChameleon(ConceptLayers, Method):
             trainer = newrows.RowTrainer(host, ids, lr=a.lr, weight_decay=a.weight_decay, eps=1e-6, init=init)
             try:
                 first = 0
-                saved = _read_resume(state_dir, resume_key)
+                saved = read_resume(state_dir, resume_key)
                 if saved is not None:  # everything an uninterrupted run would hold after that epoch
                     trainer.load_state_dict(saved["trainer"])
                     rng.setstate(saved["order_rng"])
@@ -315,12 +317,12 @@ class YoChameleon(ConceptLayers, Method):
                         steps += 1
                         self.progress(f"epoch {epoch + 1}/{a.epochs}", epoch * len(order) + k + len(batch),
                                       a.epochs * len(order))
-                    save_rows(state_dir, str(epoch + 1), trainer.exact_rows(ids, init))
+                    save_token_rows(state_dir, str(epoch + 1), trainer.exact_rows(ids, init))
                     losses.append({"epoch": epoch + 1, "loss": total / max(steps, 1), "steps": steps})
                     _LOG.info(f"epoch {epoch + 1}/{a.epochs}: loss {total / max(steps, 1):.4f}")
-                    _write_resume(state_dir, {**resume_key, "epoch": epoch, "trainer": trainer.state_dict(),
-                                              "order_rng": rng.getstate(), "flips": flips.get_state(),
-                                              "losses": losses})
+                    write_resume(state_dir, {**resume_key, "epoch": epoch, "trainer": trainer.state_dict(),
+                                             "order_rng": rng.getstate(), "flips": flips.get_state(),
+                                             "losses": losses})
             finally:
                 trainer.close()
         _write_meta(state_dir, {
@@ -328,7 +330,7 @@ class YoChameleon(ConceptLayers, Method):
             "backend": host.describe(), "train_args": self.describe()["train_args"], "training_set": counts,
             "concept_prompt": self.concept_prompt(), "init": "the checkpoint's own rows of the reserved tokens",
             "losses": losses, "selected_epoch": a.epochs, "seconds": round(time.time() - start, 3), "finished": True})
-        (state_dir / RESUME_FILE).unlink(missing_ok=True)  # finished: the epoch files are the record
+        drop_resume(state_dir)
 
     # ------------------------------------------------------------------ speed hooks
     @classmethod
@@ -352,55 +354,8 @@ class YoChameleon(ConceptLayers, Method):
 
 
 # ----------------------------------------------------------------------------- files
-
-
-def save_rows(folder: Path, epoch: str, rows: dict[str, torch.Tensor]) -> None:
-    """``<epoch>-token.pt`` (input-embedding rows) and ``<epoch>-lmhead.pt`` (head rows), float32
-    ``[1 + latent, d]`` in token order: the authors' ``save_checkpoint`` names."""
-    for key, suffix in (("embed", "token"), ("head_weight", "lmhead")):
-        tensor = rows[key].detach().float().cpu().contiguous()
-        atomic_write(folder / f"{epoch}-{suffix}.pt", lambda tmp: torch.save(tensor, tmp))
-
-
-def load_rows(folder: Path, epoch: str, width: int, n_rows: int) -> dict[str, torch.Tensor]:
-    rows = {}
-    for key, suffix in (("embed", "token"), ("head_weight", "lmhead")):
-        path = folder / f"{epoch}-{suffix}.pt"
-        if not path.is_file():
-            raise BenchError("file not found", path)
-        try:
-            t = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any unreadable file is bad input
-            raise BenchError(f"cannot load ({exc.__class__.__name__})", path) from exc
-        if not isinstance(t, torch.Tensor) or tuple(t.shape) != (n_rows, width):
-            shape = list(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
-            raise BenchError(f"expected rows of shape [{n_rows}, {width}] (identifier + latent tokens, the model's "
-                             f"width), found {shape}", path)
-        rows[key] = t.float()
-    return rows
-
-
-RESUME_FILE = "resume.pt"
-
-
-def _write_resume(folder: Path, state: dict) -> None:
-    """After each epoch: the rows' float32 masters, AdamW's moments, the shuffling and flipping
-    generators and the losses, so that an interrupted concept continues bit for bit."""
-    atomic_write(folder / RESUME_FILE, lambda tmp: torch.save(state, tmp))
-
-
-def _read_resume(folder: Path, key: dict) -> dict | None:
-    """The last epoch's resume state when the same training made it; anything else starts over."""
-    path = folder / RESUME_FILE
-    if not path.is_file():
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)  # tensors, numbers, lists: no code
-    except Exception:  # noqa: BLE001 - a torn or foreign file: start over
-        return None
-    if not isinstance(state, dict) or any(state.get(k) != v for k, v in key.items()):
-        return None
-    return state
+# After each epoch ``<epoch>-token.pt`` / ``<epoch>-lmhead.pt`` (float32 ``[33, d]``): the authors'
+# ``save_checkpoint`` names, the kit's format.
 
 
 def _read_meta(folder: Path) -> dict | None:

@@ -23,7 +23,9 @@ from unifybench.errors import BenchError
 from unifybench.logs import get_logger
 from unifybench.kit.args import Arg, Auto
 from unifybench.kit.checkpoints import concept_folder
-from unifybench.kit.files import atomic_write, read_json, write_json_atomic
+from unifybench.kit.epochs import (drop_resume, load_token_rows, read_resume, save_token_rows, token_row_epochs,
+                                   write_resume)
+from unifybench.kit.files import read_json, write_json_atomic
 from unifybench.kit.models import check_available, shared, torch_dtype
 from unifybench.methods import ConceptLayers, Method
 from unifybench.records import Concept
@@ -370,7 +372,7 @@ class YoLLaVA(_LlavaMethod):
             trainer = newrows.RowTrainer(host, ids, lr=self.lr, weight_decay=self.weight_decay, eps=1e-8, init=init)
             try:
                 first = 0
-                saved = _read_resume(state_dir, resume_key)
+                saved = read_resume(state_dir, resume_key)
                 if saved is not None:  # everything an uninterrupted run would hold after that epoch
                     trainer.load_state_dict(saved["trainer"])
                     rng.setstate(saved["order_rng"])
@@ -400,9 +402,9 @@ class YoLLaVA(_LlavaMethod):
                         if epoch > 4 and acc["weighted"] >= best[0]:
                             best = (acc["weighted"], epoch)
                             save_yollava_rows(state_dir, "best", rows)
-                    _write_resume(state_dir, {**resume_key, "epoch": epoch, "trainer": trainer.state_dict(),
-                                              "order_rng": rng.getstate(), "flips": flips.get_state(),
-                                              "losses": losses, "checks": checks, "best": list(best)})
+                    write_resume(state_dir, {**resume_key, "epoch": epoch, "trainer": trainer.state_dict(),
+                                             "order_rng": rng.getstate(), "flips": flips.get_state(),
+                                             "losses": losses, "checks": checks, "best": list(best)})
             finally:
                 trainer.close()
         selected = "best" if self.best_epoch and best[1] is not None else str(self.epochs - 1)
@@ -412,7 +414,7 @@ class YoLLaVA(_LlavaMethod):
             "concept_prompt": prompt, "init": "N(0, initializer_range), seeded by (seed, concept)",
             "losses": losses, "recognition_checks": checks, "best_epoch": best[1], "selected_epoch": selected,
             "seconds": round(time.time() - start, 3), "finished": True})
-        (state_dir / RESUME_FILE).unlink(missing_ok=True)  # finished: the epoch files are the record
+        drop_resume(state_dir)
 
     @torch.no_grad()
     def _recognition_check(self, concept: Concept, examples) -> dict:
@@ -440,68 +442,14 @@ class YoLLaVA(_LlavaMethod):
 
 
 # ----------------------------------------------------------------------------- the authors' files
-
-
-def save_yollava_rows(folder: Path, epoch: str, rows: dict[str, torch.Tensor]) -> None:
-    """``<epoch>-token.pt`` (input-embedding rows) and ``<epoch>-lmhead.pt`` (head rows), float32
-    ``[1 + latent, d]`` in token order, as the authors' script saves them (epochs counted from 0)."""
-    for key, suffix in (("embed", "token"), ("head_weight", "lmhead")):
-        tensor = rows[key].detach().float().cpu().contiguous()
-        atomic_write(folder / f"{epoch}-{suffix}.pt", lambda tmp: torch.save(tensor, tmp))
-
-
-def yollava_epochs(folder: Path) -> list:
-    found = []
-    for p in folder.glob("*-token.pt"):
-        stem = p.name[: -len("-token.pt")]
-        if stem == "best":
-            found.append("best")
-        elif stem.isdigit():
-            found.append(int(stem))
-    return found
+# ``<epoch>-token.pt`` / ``<epoch>-lmhead.pt`` (float32 ``[17, d]``, epochs from 0), as the authors'
+# script saves them: the kit's format, shared with Yo'Chameleon.
+save_yollava_rows = save_token_rows
+yollava_epochs = token_row_epochs
 
 
 def load_yollava_rows(folder: Path, epoch: str, width: int, n_rows: int) -> tuple[dict, str]:
-    rows = {}
-    for key, suffix in (("embed", "token"), ("head_weight", "lmhead")):
-        path = folder / f"{epoch}-{suffix}.pt"
-        if not path.is_file():
-            raise BenchError(f"file not found (epochs here: {sorted(map(str, yollava_epochs(folder)))})", path)
-        try:
-            t = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any unreadable file is bad input
-            raise BenchError(f"cannot load ({exc.__class__.__name__})", path) from exc
-        if not isinstance(t, torch.Tensor) or tuple(t.shape) != (n_rows, width):
-            shape = list(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
-            raise BenchError(f"expected rows of shape [{n_rows}, {width}] (<c> + latent tokens, the model's width), "
-                             f"found {shape}", path)
-        rows[key] = t.float()
-    rows["head_bias"] = torch.zeros(n_rows)
-    return rows, epoch
-
-
-RESUME_FILE = "resume.pt"
-
-
-def _write_resume(folder: Path, state: dict) -> None:
-    """After each epoch: the trained rows' masters, AdamW's moments, the shuffling and flipping
-    generators and the log so far, so that an interrupted concept continues bit for bit."""
-    atomic_write(folder / RESUME_FILE, lambda tmp: torch.save(state, tmp))
-
-
-def _read_resume(folder: Path, key: dict) -> dict | None:
-    """The last epoch's resume state when it was made by the same training (arguments, training set,
-    base model); anything else, or an unreadable file, is ignored and training starts over."""
-    path = folder / RESUME_FILE
-    if not path.is_file():
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)  # tensors, numbers, lists: no code
-    except Exception:  # noqa: BLE001 - a torn or foreign file: start over, as before resumes existed
-        return None
-    if not isinstance(state, dict) or any(state.get(k) != v for k, v in key.items()):
-        return None
-    return state
+    return load_token_rows(folder, epoch, width, n_rows, "<c> + latent tokens"), epoch
 
 
 def _read_meta(folder: Path) -> dict | None:
