@@ -48,7 +48,7 @@ test-oldest-transformers: install
 	PYTHONPATH=.oldest HF_HUB_OFFLINE=1 $(PY) -m pytest -q -p no:cacheprovider
 
 # Every method once, on one concept and one item per task, tiny random-init models and scorers: the
-# plumbing of each in about a minute on an idle 2-core machine (numbers mean nothing).
+# plumbing of each in about a minute and a half on an idle 2-core machine (numbers mean nothing).
 SMOKE_OUT ?= runs/smoke
 SMOKE = --limit 1 --concepts dog --images-per-prompt 1 --backbones tiny --out $(SMOKE_OUT) -q
 smoke: install

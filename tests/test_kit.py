@@ -346,4 +346,3 @@ def test_weights_load_strictly_or_name_what_differs_in_one_line(tmp_path, monkey
         hub_snapshot("nobody/nothing-here", "model", local_only=True, hint="pass model=tiny")
     line = err.value.one_line()
     assert "cannot load 'nobody/nothing-here'" in line and line.endswith("pass model=tiny") and "--method-arg model" in line
-

@@ -10,8 +10,8 @@
 #   yochameleon_generation (Chameleon-7B-sized random weights, bf16: 4 images one per call against 4 in one
 #   call, 1,024 tokens each; ~4 min, 360 s)  yochameleon_personalize (the same model, one epoch on the
 #   bundled dog: 75 steps of 4 conversations; ~3 min, 300 s)
-# All four may not fit one 10-minute call with room to spare: run the first three, then personalize
-# in a second call while the machine is still warm (it goes back 30 s after a call). Each step's log
+# They do not all fit one 10-minute call: leaderboard/PERFORMANCE.md lists the calls, each with a few
+# steps, made while the machine is still warm (it goes back 30 s after a call). Each step's log
 # lands in $OUT and its last line (the JSON) is echoed; a failing step does not stop the others.
 # The settings below can be overridden for a dry run on a CPU, e.g.
 #   OUT=/tmp/gc PY=.venv/bin/python DEVICE=cpu N_JPG=64 N_PNG=64 DISTINCT=16 NAIVE_N=16 GEN_MODEL=tiny GEN_BATCH=2 \

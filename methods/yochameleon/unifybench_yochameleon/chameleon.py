@@ -166,7 +166,6 @@ class ChameleonHost:
         self.image_processor = image_processor
         cfg = self.model.config
         self.hidden_size = cfg.hidden_size
-        self.initializer_range = getattr(cfg, "initializer_range", 0.02)
         ids = tokenizer.convert_tokens_to_ids
         self.bos, self.eos = tokenizer.bos_token_id, tokenizer.eos_token_id
         self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos

@@ -84,10 +84,12 @@ class Upsample(nn.Module):
 
 class VQGANDecoder(nn.Module):
     """Latents ``[B, latent_channels, s, s]`` to pixels ``[B, 3, s * 2^(levels-1), ...]`` in [-1, 1].
-    Sizes from a ``ChameleonVQVAEConfig`` (the checkpoint's ``vq_config``); 3 output channels."""
+    Sizes from a ``ChameleonVQVAEConfig`` (the checkpoint's ``vq_config``; ``out_channels``, which the
+    authors' patched config declares and transformers' does not, defaults to 3)."""
 
-    def __init__(self, vq_config, out_channels: int = 3):
+    def __init__(self, vq_config):
         super().__init__()
+        out_channels = int(getattr(vq_config, "out_channels", 3) or 3)
         mult = list(vq_config.channel_multiplier)
         self.levels, self.blocks = len(mult), vq_config.num_res_blocks
         base = vq_config.base_channels
