@@ -41,8 +41,10 @@ test: install browser
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
 # The test suite against the oldest transformers the project supports (pyproject.toml), laid over
-# .venv through PYTHONPATH so no second torch install is needed.
-OLDEST_TRANSFORMERS ?= transformers==5.5.4 tokenizers==0.22.1 huggingface_hub==1.33.0 httpx httpcore h11 anyio certifi idna
+# .venv through PYTHONPATH so no second torch install is needed. kernels: the range 5.5.4 asks for
+# (the .venv's newer one breaks its model imports: "Either a revision or a version must be specified").
+OLDEST_TRANSFORMERS ?= transformers==5.5.4 tokenizers==0.22.1 huggingface_hub==1.33.0 kernels==0.12.3 httpx httpcore \
+	h11 anyio certifi idna
 test-oldest-transformers: install
 	rm -rf .oldest && $(PY) -m pip install -q --no-deps --target .oldest $(OLDEST_TRANSFORMERS)
 	PYTHONPATH=.oldest HF_HUB_OFFLINE=1 $(PY) -m pytest -q -p no:cacheprovider

@@ -226,7 +226,7 @@ class YoChameleon(ConceptLayers, Method):
             return f"{prompt} {question}", f"{und}{answer}", images
 
         photos = list(concept.train_images)[:a.positive_photos]
-        # create_conversation.py: the positives repeated (2 x limit // n + 1) times, then hard, then easy.
+        # create_conversation.py: hard negatives, the positives repeated (2 x limit // n + 1) times, easy ones.
         positives = photos * (2 * a.max_negatives // len(photos) + 1)
         hard = list(concept.hard_negatives)[:a.max_negatives]
         easy = [p for p in concept.easy_negatives if p not in set(hard)][:a.max_negatives]
