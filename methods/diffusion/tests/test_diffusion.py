@@ -54,7 +54,7 @@ def test_textual_inversion_trains_only_the_placeholder_row_and_leaves_the_base_b
     init, how = method._initial_rows(concept)
     assert how == ["'dog': one token"]  # the class noun is one token: its row starts the placeholder
     dog_id = host.pipe.tokenizer.encode("dog", add_special_tokens=False)[0]
-    # The embedding by its module, not its state-dict name (which carries "text_model." before transformers 5.6).
+    # The embedding by its module, not its state-dict name (transformers 5.5.4 spells it differently).
     embedding = host.pipe.text_encoder.get_input_embeddings().weight.detach().clone()
     assert torch.equal(init[0]["embed"][0], embedding[dog_id])
     trained = state["rows"][0]["embed"]
