@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from unifybench.errors import BenchError
+from unifybench.kit.taming import AttnBlock, Downsample, ResnetBlock, Upsample, group_norm, swish
 from unifybench.kit.weights import hub_snapshot, load_strict, read_state_dict  # noqa: F401 - showo_backend's too
 
 DEFAULT_VQ = "showlab/magvitv2"
@@ -54,71 +54,6 @@ class MagvitConfig:
         return side * side
 
 
-def _norm(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(num_groups=32, num_channels=channels, eps=1e-6, affine=True)
-
-
-def _swish(x: torch.Tensor) -> torch.Tensor:
-    return x * torch.sigmoid(x)
-
-
-class ResnetBlock(nn.Module):
-    def __init__(self, in_channels: int, out_channels: int):
-        super().__init__()
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.norm1 = _norm(in_channels)
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, 1, 1)
-        self.norm2 = _norm(out_channels)
-        self.dropout = nn.Dropout(0.0)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1)
-        if in_channels != out_channels:
-            self.nin_shortcut = nn.Conv2d(in_channels, out_channels, 1, 1, 0)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(_swish(self.norm1(x)))
-        h = self.conv2(self.dropout(_swish(self.norm2(h))))
-        if self.in_channels != self.out_channels:
-            x = self.nin_shortcut(x)
-        return x + h
-
-
-class AttnBlock(nn.Module):
-    def __init__(self, channels: int):
-        super().__init__()
-        self.norm = _norm(channels)
-        self.q = nn.Conv2d(channels, channels, 1)
-        self.k = nn.Conv2d(channels, channels, 1)
-        self.v = nn.Conv2d(channels, channels, 1)
-        self.proj_out = nn.Conv2d(channels, channels, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.norm(x)
-        q, k, v = self.q(h), self.k(h), self.v(h)
-        b, c, hh, ww = q.shape
-        q = q.reshape(b, c, hh * ww).permute(0, 2, 1)
-        weights = torch.softmax(torch.bmm(q, k.reshape(b, c, hh * ww)) * c ** -0.5, dim=2)
-        h = torch.bmm(v.reshape(b, c, hh * ww), weights.permute(0, 2, 1)).reshape(b, c, hh, ww)
-        return x + self.proj_out(h)
-
-
-class Downsample(nn.Module):
-    def __init__(self, channels: int):
-        super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, 2, 0)
-
-    def forward(self, x):
-        return self.conv(F.pad(x, (0, 1, 0, 1)))  # asymmetric: right and bottom only
-
-
-class Upsample(nn.Module):
-    def __init__(self, channels: int):
-        super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, 1, 1)
-
-    def forward(self, x):
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
-
-
 def _middle(channels: int) -> nn.Module:
     mid = nn.Module()
     mid.block_1 = ResnetBlock(channels, channels)
@@ -150,7 +85,7 @@ class Encoder(nn.Module):
                 res //= 2
             self.down.append(down)
         self.mid = _middle(block_in)
-        self.norm_out = _norm(block_in)
+        self.norm_out = group_norm(block_in)
         self.conv_out = nn.Conv2d(block_in, cfg.z_channels, 3, 1, 1)
         self.quant_conv = nn.Conv2d(cfg.z_channels, cfg.z_channels, 1)
 
@@ -164,7 +99,7 @@ class Encoder(nn.Module):
             if hasattr(down, "downsample"):
                 h = down.downsample(h)
         h = self.mid.block_2(self.mid.attn_1(self.mid.block_1(h)))
-        return self.quant_conv(self.conv_out(_swish(self.norm_out(h))))
+        return self.quant_conv(self.conv_out(swish(self.norm_out(h))))
 
 
 class Decoder(nn.Module):
@@ -190,7 +125,7 @@ class Decoder(nn.Module):
                 res *= 2
             ups.insert(0, up)  # up[i] is level i, built from the top level down
         self.up = nn.ModuleList(ups)
-        self.norm_out = _norm(block_in)
+        self.norm_out = group_norm(block_in)
         self.conv_out = nn.Conv2d(block_in, cfg.out_channels, 3, 1, 1)
         self.post_quant_conv = nn.Conv2d(cfg.z_channels, cfg.z_channels, 1)
 
@@ -205,7 +140,7 @@ class Decoder(nn.Module):
                     h = up.attn[i](h)
             if level != 0:
                 h = up.upsample(h)
-        return self.conv_out(_swish(self.norm_out(h)))
+        return self.conv_out(swish(self.norm_out(h)))
 
 
 class LookupFreeQuantizer(nn.Module):

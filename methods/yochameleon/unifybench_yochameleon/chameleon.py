@@ -152,6 +152,7 @@ class ChameleonHost:
         self.model_name = model_name
         self._vqgan = vqgan
         self._decoder: VQGANDecoder | None = None
+        self._decoder_placed: VQGANDecoder | None = None
         self._folder: Path | None = None
         if model_name == "tiny":
             model, tokenizer, image_processor, self._decoder = build_tiny(seed)
@@ -276,7 +277,10 @@ class ChameleonHost:
                 state, source = read_checkpoint_decoder(self._folder, "--method-arg model"), self._folder
             load_strict(decoder, state, source, "--method-arg vqgan" if self._vqgan else "--method-arg model")
             self._decoder = decoder
-        return self._decoder.to(self.device, self.dtype).eval()
+        if self._decoder_placed is not self._decoder:  # once: a built-in model's comes made on the CPU
+            self._decoder = self._decoder.to(self.device, self.dtype).eval()
+            self._decoder_placed = self._decoder
+        return self._decoder
 
     @torch.no_grad()
     def draw(self, text: str, seeds: Sequence[int], *, top_k: int = 50, temperature: float = 1.0,

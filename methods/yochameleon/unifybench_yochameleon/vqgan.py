@@ -17,69 +17,15 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from unifybench.errors import BenchError
+from unifybench.kit.taming import AttnBlock, ResnetBlock, Upsample, group_norm, swish
 from unifybench.kit.weights import load_strict as kit_load_strict
 
 CHECKPOINT_PREFIX = "model.vqmodel.decoder."  # transformers-format Chameleon checkpoints (Anole)
 VQGAN_PREFIX = "decoder."  # the original vqgan.ckpt
 NO_DECODER = ("no VQGAN decoder weights (model.vqmodel.decoder.*) in this checkpoint: transformers' own conversions "
               "drop them; use one that keeps them (leloy/Anole-7b-v0.1-hf) or pass vqgan=PATH to Chameleon's vqgan.ckpt")
-
-
-def _norm(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(num_groups=32, num_channels=channels, eps=1e-6, affine=True)
-
-
-class ResnetBlock(nn.Module):
-    def __init__(self, in_channels: int, out_channels: int, dropout: float = 0.0):
-        super().__init__()
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.norm1 = _norm(in_channels)
-        self.conv1 = nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=1, padding=1)
-        self.norm2 = _norm(out_channels)
-        self.dropout = nn.Dropout(dropout)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, kernel_size=3, stride=1, padding=1)
-        if in_channels != out_channels:
-            self.nin_shortcut = nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=1, padding=0)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.norm1(x)
-        h = self.conv1(h * torch.sigmoid(h))
-        h = self.norm2(h)
-        h = self.conv2(self.dropout(h * torch.sigmoid(h)))
-        if self.in_channels != self.out_channels:
-            x = self.nin_shortcut(x)
-        return x + h
-
-
-class AttnBlock(nn.Module):
-    def __init__(self, channels: int):
-        super().__init__()
-        self.norm = _norm(channels)
-        self.q = nn.Conv2d(channels, channels, kernel_size=1)
-        self.k = nn.Conv2d(channels, channels, kernel_size=1)
-        self.v = nn.Conv2d(channels, channels, kernel_size=1)
-        self.proj_out = nn.Conv2d(channels, channels, kernel_size=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.norm(x)
-        q, k, v = self.q(h), self.k(h), self.v(h)
-        b, c, height, width = q.shape
-        q = q.reshape(b, c, height * width).permute(0, 2, 1)
-        weights = F.softmax(torch.bmm(q, k.reshape(b, c, height * width)) * (int(c) ** -0.5), dim=2)
-        out = torch.bmm(v.reshape(b, c, height * width), weights.permute(0, 2, 1)).reshape(b, c, height, width)
-        return x + self.proj_out(out)
-
-
-class Upsample(nn.Module):
-    def __init__(self, channels: int):
-        super().__init__()
-        self.conv = nn.Conv2d(channels, channels, kernel_size=3, stride=1, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
 class VQGANDecoder(nn.Module):
@@ -117,7 +63,7 @@ class VQGANDecoder(nn.Module):
                 up.upsample = Upsample(block_in)
                 res *= 2
             self.up.insert(0, up)  # index = level, as the official module orders them
-        self.norm_out = _norm(block_in)
+        self.norm_out = group_norm(block_in)
         self.conv_out = nn.Conv2d(block_in, out_channels, kernel_size=3, stride=1, padding=1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -132,7 +78,7 @@ class VQGANDecoder(nn.Module):
             if level != 0:
                 h = up.upsample(h)
         h = self.norm_out(h)
-        return self.conv_out(h * torch.sigmoid(h))
+        return self.conv_out(swish(h))
 
 
 @torch.no_grad()
