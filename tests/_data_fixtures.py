@@ -4,7 +4,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from unifybench.testing.benches import (UNIFYBENCH_IMAGES, conv, make_unifybench, make_yollava, photo,  # noqa: F401
+from unifybench.testing.benches import (UNIFYBENCH_IMAGES, make_unifybench, make_yollava, photo,  # noqa: F401
                                         write_json)
 
 # ../shared/data beside the checkout (where the CI clone may lack it, the workplace's copy).

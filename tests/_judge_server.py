@@ -150,6 +150,10 @@ class JudgeServer:
                 if action == "401echo":  # as some proxies do: the request's headers in the error body
                     self._send(401, json.dumps({"error": "bad key", "headers": dict(self.headers)}).encode())
                     return
+                if action == "401echo-late":  # the key straddling the 200th character of the body
+                    self._send(401, json.dumps({"pad": "x" * 154,
+                                                "authorization": self.headers.get("Authorization")}).encode())
+                    return
                 if action == "429":
                     self._send(429, b'{"error": "rate limited"}', {"Retry-After": "0"})
                     return

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from unifybench.testing import Ran, cli, only_run_dir, read_results  # noqa: F401 - the tests' helpers
+from unifybench.testing import cli, only_run_dir, read_results  # noqa: F401 - the tests' helpers
 
 # Tests never download: tiny random-init models are built from configs in code.
 os.environ["HF_HUB_OFFLINE"] = "1"

@@ -98,7 +98,7 @@ def test_a_truncated_photo_is_refused_before_predicting_even_by_a_method_that_ne
     data = photo.read_bytes()
     photo.write_bytes(data[: len(data) // 2])
     message = one_line_error(cli("run", "--method", "always-yes", "--bench", str(bench), "--tasks", "rec",
-                                 "--out", str(tmp_path / "runs")), "unreadable image")
+                                 "--out", str(tmp_path / "runs")), "cannot read image")
     assert message.split("unifybench: error: ")[1].startswith(str(photo))  # the benchmark's file, not a copy
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 

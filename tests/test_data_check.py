@@ -115,14 +115,14 @@ def test_item_without_conversations(ub):
 
 def test_unreadable_image(ub):
     (ub / "concept" / "train" / "bo" / "1.png").write_bytes(b"this is not a picture" * 10)
-    assert_bad(check(ub), "concept/train/bo/1.png", "unreadable image")
+    assert_bad(check(ub), "concept/train/bo/1.png", "cannot read image")
 
 
 def test_truncated_image(ub):
     src = sorted((DREAMBENCH / "dog").glob("*.jpg"))[0].read_bytes()
     dst = ub / "concept" / "train" / "pg" / "0.jpg"
     dst.write_bytes(src[: len(src) // 2])
-    assert_bad(check(ub), "concept/train/pg/0.jpg", "unreadable image")
+    assert_bad(check(ub), "concept/train/pg/0.jpg", "cannot read image")
 
 
 def test_concept_without_training_photos(ub):

@@ -78,4 +78,8 @@ def test_a_decompression_bomb_is_one_line_in_every_loader_and_a_missing_thumbnai
     with pytest.raises(BenchError, match="decompression bomb") as exc:
         jpeg_bytes(bomb)
     assert str(bomb) in exc.value.one_line()
+    from unifybench.data.common import validate_images
+
+    with pytest.raises(BenchError, match="decompression bomb"):  # the readers' check too
+        validate_images([bomb])
     assert thumbnail_uri(bomb) is None

@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from _judge_server import JudgeServer
 from conftest import cli_env, make_plugin, only_run_dir, read_results, run_cli
 from unifybench.cli import main
@@ -208,7 +210,7 @@ def test_tiny_hf_judge_scores_end_to_end(tmp_path, monkeypatch, capsys):
 def test_bad_judge_settings_are_one_line_errors(tmp_path):
     for args, expected in ((["--judge", "gpt-4o"], "unknown judge"),
                            (["--judge", "openai:m", "--judge-base-url", "ftp://x"], "http(s) URL"),
-                           (["--judge", "openai:m", "--judge-concurrency", "0"], "at least 1")):
+                           (["--judge", "openai:m", "--judge-concurrency", "0"], ">= 1")):
         proc = run_cli("run", "--method", "always-yes", "--tasks", "vqa", "--out", str(tmp_path), *args)
         assert proc.returncode == 2, proc.stderr
         assert expected in proc.stderr and "Traceback" not in proc.stderr
@@ -250,11 +252,13 @@ def test_a_trickling_judge_is_bounded_by_the_judge_timeout_in_total(tmp_path, mo
         start = time.monotonic()
         ran = run_here(capsys, monkeypatch, "run", "--method", "random-answer", "--tasks", "vqa", "--concepts", "dog",
                        "--limit", "1", "--out", str(tmp_path / "runs"),
-                       *openai_args(server, "--judge-retries", "1", "--judge-timeout", "1", "--judge-backoff", "0.01"),
-                       pythonpath=[])
+                       *openai_args(server, "--judge-retries", "1", "--judge-timeout", "1", "--judge-backoff", "0.01",
+                                    "--judge-concurrency", "1"), pythonpath=[])
         elapsed = time.monotonic() - start
+        in_flight = server.max_inflight
     assert ran.returncode == 2 and "timed out after 1 s" in ran.stderr, ran.stderr
     assert elapsed < 15, elapsed
+    assert in_flight == 1  # the abandoned request still holds its slot: the retry never doubles it
 
 
 def test_a_judge_cache_damaged_past_its_header_is_one_line_asking_to_move_it_aside(tmp_path, monkeypatch, capsys):
@@ -278,11 +282,12 @@ def test_a_judge_cache_damaged_past_its_header_is_one_line_asking_to_move_it_asi
     assert "unusable judge cache" in ours[0] and "move it aside" in ours[0] and str(path) in ours[0]
 
 
-def test_a_rejected_key_echoed_by_the_server_is_never_printed(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("echo", ["401echo", "401echo-late"])
+def test_a_rejected_key_echoed_by_the_server_is_never_printed(tmp_path, monkeypatch, capsys, echo):
     with_key(monkeypatch)
     with JudgeServer() as server:
-        server.plan = ["401echo"]
+        server.plan = [echo]
         ran = run_here(capsys, monkeypatch, "run", "--method", "random-answer", "--tasks", "vqa", "--concepts", "dog",
                        "--limit", "1", "--out", str(tmp_path / "runs"), *openai_args(server), pythonpath=[])
     assert ran.returncode == 2 and "HTTP 401" in ran.stderr and "***" in ran.stderr
-    assert FAKE_KEY not in ran.stderr
+    assert FAKE_KEY not in ran.stderr and FAKE_KEY[:12] not in ran.stderr  # not even the part before a cut

@@ -16,6 +16,7 @@ import pandas as pd
 
 from .errors import BenchError
 from .metrics import samples
+from .report import _csv_text, _md_text
 from .store import read_jsonl
 from .uncertainty import DEFAULT_RESAMPLES, paired
 
@@ -40,8 +41,7 @@ def _load(run_dir: Path) -> dict:
         }
     except (ValueError, KeyError, TypeError) as exc:
         raise BenchError(f"unreadable run record ({exc.__class__.__name__}: {exc})", run_dir) from None
-    return {"dir": run_dir, "results": results, "facts": facts, "rows": read_jsonl(run_dir / "scores.jsonl"),
-            "seed": record.get("spec", {}).get("seed", 0)}
+    return {"dir": run_dir, "results": results, "facts": facts, "rows": read_jsonl(run_dir / "scores.jsonl")}
 
 
 def _label(run: dict) -> str:
@@ -71,19 +71,22 @@ def compare(run_dirs: list[Path], resamples: int = DEFAULT_RESAMPLES, seed: int 
                 parts_a, parts_b = samples(task, metric, base["rows"]), samples(task, metric, other["rows"])
                 if not parts_a or not parts_b:
                     continue
-                shared = {c: [i for i in parts_a[0].ids[c] if i in set(parts_b[0].ids[c])]
-                          for c in parts_a[0].ids if c in parts_b[0].ids}
-                shared = {c: ids for c, ids in shared.items() if ids}
+                shared = {}
+                for c in parts_a[0].ids:
+                    theirs_ids = set(parts_b[0].ids.get(c, ()))
+                    ids = [i for i in parts_a[0].ids[c] if i in theirs_ids]
+                    if ids:
+                        shared[c] = ids
                 if not shared:
                     continue
-                found = paired([p.aligned(shared) for p in parts_a], [p.aligned(shared) for p in parts_b],
-                               seed, resamples)
+                a = [p.aligned(shared) for p in parts_a]
+                b = [p.aligned(shared) for p in parts_b]
+                found = paired(a, b, seed, resamples)
                 if found is None:
                     continue
                 out.append({"a": _label(base), "b": _label(other), "metric": f"{task}.{metric}",
-                            "mean_a": sum(p.aligned(shared).estimate() for p in parts_a) / len(parts_a),
-                            "mean_b": sum(p.aligned(shared).estimate() for p in parts_b) / len(parts_b),
-                            **found})
+                            "mean_a": sum(p.estimate() for p in a) / len(a),
+                            "mean_b": sum(p.estimate() for p in b) / len(b), **found})
     return out
 
 
@@ -93,10 +96,12 @@ def as_table(rows: list[dict], fmt: str) -> str:
     frame = pd.DataFrame(rows, columns=["a", "b", "metric", "mean_a", "mean_b", "diff", "lo", "hi", "p", "concepts",
                                         "items", "note"])
     if fmt == "csv":
+        for column in ("a", "b", "metric"):  # labels carry --method-arg values: no formula, ever
+            frame[column] = frame[column].map(_csv_text)
         return frame.to_csv(index=False, lineterminator="\n")
     lines = []
     for (a, b), part in frame.groupby(["a", "b"], sort=False):
-        lines += [f"### A = {a}; B = {b}", "", "| metric | A | B | A − B | 95% interval | p | concepts | items |",
+        lines += [f"### A = {_md_text(a)}; B = {_md_text(b)}", "", "| metric | A | B | A − B | 95% interval | p | concepts | items |",
                   "|---|---|---|---|---|---|---|---|"]
         for r in part.to_dict("records"):
             note = f" ({r['note']})" if isinstance(r.get("note"), str) else ""

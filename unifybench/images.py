@@ -8,6 +8,7 @@ whatever colour lies under them. :func:`to_rgb` converts every mode by its value
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -49,16 +50,41 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def open_rgb(path: str | Path, *, exif_transpose: bool = False, what: str = "image") -> Image.Image:
-    """The file as 8-bit RGB (:func:`to_rgb`), fully decoded; with ``exif_transpose`` turned upright
-    by its EXIF orientation first. Any unusable file is a BenchError naming it."""
+@contextlib.contextmanager
+def _read_errors(path, what: str):
+    """Any way a file can be unusable, as one BenchError naming it."""
     try:
-        with Image.open(path) as im:
-            im.load()
-            return to_rgb(ImageOps.exif_transpose(im) if exif_transpose else im)
+        yield
     except Image.DecompressionBombError as exc:
         raise BenchError(f"cannot read {what}: too many pixels for a photo (a decompression bomb? {exc})",
                          path) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise BenchError(f"cannot read {what} ({exc.__class__.__name__}: {exc})".replace(f" {str(path)!r}", ""),
                          path) from None
+
+
+def open_rgb(path: str | Path | Image.Image, *, exif_transpose: bool = False, what: str = "image") -> Image.Image:
+    """The file as 8-bit RGB (:func:`to_rgb`), fully decoded; with ``exif_transpose`` turned upright
+    by its EXIF orientation first. Any unusable file is a BenchError naming it. An image already
+    open is converted as it is."""
+    if isinstance(path, Image.Image):
+        return to_rgb(ImageOps.exif_transpose(path) if exif_transpose else path)
+    with _read_errors(path, what):
+        with Image.open(path) as im:
+            im.load()
+            return to_rgb(ImageOps.exif_transpose(im) if exif_transpose else im)
+
+
+def check_decodes(path: str | Path, what: str = "image") -> None:
+    """Decode the whole file (a truncated one fails, whatever ``LOAD_TRUNCATED_IMAGES`` another
+    library set), or a BenchError naming it."""
+    from PIL import ImageFile
+
+    saved = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        with _read_errors(path, what):
+            with Image.open(path) as im:
+                im.load()
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = saved

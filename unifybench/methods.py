@@ -59,6 +59,12 @@ class GenRequest:
     def key(self) -> str:
         return f"{self.task}/{self.concept}/{self.index}"
 
+    def image_seeds(self) -> list[int]:
+        """Each image's seed, from (seed, request, position) alone (:func:`unifybench.seeding.image_seed`)."""
+        from .seeding import image_seed
+
+        return [image_seed(self.seed, self.key, i) for i in range(self.n_images)]
+
 
 GeneratedImage = Image.Image | Path
 

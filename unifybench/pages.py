@@ -55,9 +55,9 @@ figcaption { color: var(--muted); line-height: 1.3; }
 """
 
 
-def esc(value) -> str:
-    """Text for HTML, attributes included."""
-    return html.escape("" if value is None else str(value), quote=True)
+def esc(value, quote: bool = True) -> str:
+    """Text for HTML, attributes included (``quote=False``: text outside a tag, quotes kept)."""
+    return html.escape("" if value is None else str(value), quote=quote)
 
 
 def page(title: str, body: str) -> str:

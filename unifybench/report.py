@@ -7,7 +7,6 @@ their own tables, titled as plumbing-only. pandas holds the rows; md, csv and ht
 """
 from __future__ import annotations
 
-import html
 
 import json
 import math
@@ -229,7 +228,10 @@ def seed_groups(rows: list[dict]) -> list[dict]:
     a trained method's numbers as much as a method change can, so one seed's row says too little."""
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
-        groups.setdefault((*(row.get(f, "") for f in GROUP_FIELDS), row["method"]), []).append(row)
+        # Only seeds may differ: the same table, method, concepts and scored metrics.
+        scored = tuple(sorted(k for k, v in row.items() if "." in k and v is not None))
+        key = (*(row.get(f, "") for f in GROUP_FIELDS), row["method"], row.get("_concept_set"), scored)
+        groups.setdefault(key, []).append(row)
     out = []
     for members in groups.values():
         seeds = {m.get("_seed") for m in members}
@@ -247,7 +249,8 @@ def seed_groups(rows: list[dict]) -> list[dict]:
                 row[metric] = float(pd.Series(values).mean())
                 row["_sd"][metric] = float(pd.Series(values).std(ddof=1))
             elif all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-                row[metric] = sum(values)
+                mean = sum(values) / len(values)  # a count per run, as the single-seed rows beside it
+                row[metric] = int(mean) if mean == int(mean) else round(mean, 1)
             else:
                 row[metric] = next((v for v in values if isinstance(v, str)), values[0])
         out.append(row)
@@ -305,9 +308,10 @@ def _cell(value, notes: dict[str, int]) -> str:
 
 
 def _md_text(text: str) -> str:
-    """Text in a Markdown table: markup from a name (``<script>``) shown, never rendered. Quotes stay
-    as they are (outside a tag they are plain text; "Yo'Chameleon" reads as written in a terminal)."""
-    return html.escape("" if text is None else str(text), quote=False).replace("|", "/")
+    """Text in a Markdown table or heading: markup from a name (``<script>``) shown, never rendered;
+    a line break cannot end the row. Quotes stay (outside a tag they are plain text; "Yo'Chameleon"
+    reads as written in a terminal)."""
+    return esc(text, quote=False).replace("|", "/").replace("\r", " ").replace("\n", " ")
 
 
 def as_markdown(tables: list[Table]) -> str:
@@ -328,7 +332,8 @@ def as_markdown(tables: list[Table]) -> str:
             lines.extend(f"[{n}] {_md_text(text)}" for text, n in notes.items())
         if table.unscored:
             lines += ["", f"No row of this table has: {table.unscored_line()}"]
-        lines += ["", INTERVAL_NOTE]
+        if any(_dict(r.get("_intervals")) or _dict(r.get("_sd")) for r in table.rows.to_dict("records")):
+            lines += ["", INTERVAL_NOTE]
         out.append("\n".join(lines))
     return "\n\n".join(out) + "\n"
 
@@ -468,7 +473,7 @@ def _per_concept(row: dict, metrics: list[str]) -> str:
                               [(lambda ci: (ci["lo"], ci["hi"]) if ci else None)(
                                   (_dict(own.get(c)).get(m.split(".")[0]) or {}).get(m.split(".", 1)[1]))
                                for c in names], DIRECTIONS.get(m, "higher"))
-                     for j, m in enumerate(shown) if not m.endswith(("unparsed", "missing", "copies")))
+                     for j, m in enumerate(shown) if not _is_count(m))
     return (f"<details><summary>per concept: {esc(row['method'])} ({len(names)} concepts)</summary>"
             f"<div class='scroll'><table>{head}<tbody>{body}</tbody></table></div>"
             f"{_notes_list(notes)}{charts}</details>")
@@ -480,6 +485,11 @@ def _text_cell(text: str) -> str:
     if text.startswith("run ") and "__" in text:
         return f"<td class='text nowrap' title='{esc(text)}'>run …{esc(text.rsplit('__', 1)[1])}</td>"
     return f"<td class='text'>{esc(text)}</td>"
+
+
+def _is_count(metric: str) -> bool:
+    """A count of items (unparsed replies, missing faces, copies), not a mean: no interval, no plot."""
+    return metric.endswith(("unparsed", "missing", "missing_refs", "copies"))
 
 
 def dot_plot(title: str, labels: list[str], values: list, intervals: list, direction: str = "higher") -> str:
@@ -520,7 +530,7 @@ def _plots(records: list[dict], metrics: list[str]) -> str:
     """Per metric, the table's rows with their intervals (a group of seeds: its mean, no interval)."""
     labels = [str(r["method"]) for r in records]
     svgs = [dot_plot(m, labels, [r.get(m) for r in records], [_dict(r.get("_intervals")).get(m) for r in records],
-                     DIRECTIONS.get(m, "higher")) for m in metrics if not m.endswith(("unparsed", "missing", "copies"))]
+                     DIRECTIONS.get(m, "higher")) for m in metrics if not _is_count(m)]
     svgs = [s for s in svgs if s]
     return f"<details><summary>plots: each metric with its 95% intervals</summary>{''.join(svgs)}</details>" \
         if svgs else ""
@@ -564,8 +574,6 @@ def as_html(tables: list[Table]) -> str:
     intro = ("<h1>UnifyBench leaderboard</h1><p class='muted small'>"
              f"Generated {esc(time.strftime('%Y-%m-%d %H:%M'))}. ↑ higher is better, ↓ lower is better, "
              "★ best in its column, and every row whose 95% interval overlaps the best one's (a tie within "
-             "the uncertainty). ± half the 95% interval (hierarchical bootstrap over concepts, then items); "
-             "sd: the spread between seeds of runs that differ only in --seed; published rows report no "
-             "interval. A table holds only rows made on the same benchmark, protocol, scorer backbones, judge "
-             "and limit. n/s: not scored (hover for why).</p>")
+             f"the uncertainty). {esc(INTERVAL_NOTE)} A table holds only rows made on the same benchmark, "
+             "protocol, scorer backbones, judge and limit. n/s: not scored (hover for why).</p>")
     return page("UnifyBench leaderboard", intro + "\n".join(sections))

@@ -33,8 +33,8 @@ METHOD = ("hierarchical percentile bootstrap: concepts resampled with replacemen
 class Samples:
     """One metric's items, concept by concept: ``num[c]`` and ``den[c]`` arrays of equal length.
     ``combine``: ``pooled`` (sum of num over sum of den across concepts) or ``concept_mean``
-    (each concept's ratio, then their mean). ``halves``: for ``weighted_acc``, the two ratios it
-    averages (each a Samples on the same items)."""
+    (each concept's ratio, then their mean). A metric is a list of parts (``weighted_acc``: the
+    positive and the negative rate, Samples on the same items)."""
 
     num: dict[str, np.ndarray] = field(default_factory=dict)
     den: dict[str, np.ndarray] = field(default_factory=dict)
@@ -141,25 +141,41 @@ def paired(parts_a: list[Samples], parts_b: list[Samples], seed: int, resamples:
            permutations: int = 10000) -> dict | None:
     """A minus B on the items both scored (the parts must hold the same concepts and items, in the
     same order): the difference, its interval, and a two-sided permutation p-value that swaps A and
-    B within each concept (the sign of the concept's differences)."""
-    diffs = [Samples({c: a.num[c] - b.num[c] for c in a.num}, {c: a.den[c] for c in a.num}, a.combine)
-             for a, b in zip(parts_a, parts_b)]
-    concepts = sorted(c for c in diffs[0].num if len(diffs[0].num[c]))
+    B within each concept. Each run keeps its own denominators (a judge parses some replies of one run
+    and not of the other): the interval resamples both runs with the same draws (one seed, the same
+    items) and takes the difference of their statistics."""
+    concepts = sorted(c for c in parts_a[0].num if len(parts_a[0].num[c]))
     if not concepts:
         return None
-    observed = float(np.mean([d.estimate() for d in diffs]))
-    ci = interval(diffs, seed, resamples)
+    observed = _mean_estimate(parts_a) - _mean_estimate(parts_b)
+    draws_a = replicates(parts_a, np.random.default_rng(seed), resamples, concepts)
+    draws_b = replicates(parts_b, np.random.default_rng(seed), resamples, concepts)
+    values = draws_a - draws_b
+    values = values[~np.isnan(values)]
+    if not len(values):
+        return None
+    lo, hi = np.quantile(values, [(1 - LEVEL) / 2, 1 - (1 - LEVEL) / 2])
     rng = np.random.default_rng(seed + 1)
-    signs = rng.choice((-1.0, 1.0), size=(permutations, len(concepts)))
+    keep = rng.choice((True, False), size=(permutations, len(concepts)))  # False: the concept's A and B swap
     stats = []
-    for d in diffs:
-        num = np.array([d.num[c].sum() for c in concepts])
-        den = np.array([d.den[c].sum() for c in concepts])
-        if d.combine == "pooled":
-            stats.append((signs * num).sum(1) / den.sum())
-        else:
-            stats.append((signs * (num / den)).mean(1))
+    for a, b in zip(parts_a, parts_b):
+        sums = {k: np.array([getattr(part, k)[c].sum() for c in concepts]) for part, k in
+                ((a, "num"), (a, "den"))}
+        num_a, den_a = sums["num"], sums["den"]
+        num_b = np.array([b.num[c].sum() for c in concepts])
+        den_b = np.array([b.den[c].sum() for c in concepts])
+        swapped = [(np.where(keep, x, y), np.where(keep, y, x)) for x, y in ((num_a, num_b), (den_a, den_b))]
+        (na, nb), (da, db) = swapped
+        stats.append(_ratio(na, da, a.combine) - _ratio(nb, db, b.combine))
     null = np.mean(stats, axis=0)
     p = (np.sum(np.abs(null) >= abs(observed) - 1e-12) + 1) / (permutations + 1)
-    return {"diff": observed, "lo": ci["lo"], "hi": ci["hi"], "p": float(p), "concepts": ci["concepts"],
-            "items": ci["items"], **({"note": ci["note"]} if "note" in ci else {})}
+    items = sum(int(np.any([q.den[c] > 0 for q in (*parts_a, *parts_b)], axis=0).sum()) for c in concepts)
+    out = {"diff": observed, "lo": float(lo), "hi": float(hi), "p": float(p), "concepts": len(concepts),
+           "items": items}
+    if len(concepts) < FEW_CONCEPTS:
+        out["note"] = f"only {len(concepts)} concept(s): this interval says little"
+    return out
+
+
+def _mean_estimate(parts: list[Samples]) -> float:
+    return float(np.mean([p.estimate() for p in parts]))

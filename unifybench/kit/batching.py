@@ -9,7 +9,7 @@ function of the request and the call size alone.
 """
 from __future__ import annotations
 
-from typing import Iterator, Sequence, TypeVar
+from typing import Callable, Iterator, Sequence, TypeVar
 
 T = TypeVar("T")
 
@@ -27,3 +27,13 @@ def padded_calls(items: Sequence[T], size: int) -> Iterator[tuple[list[T], int]]
     for start in range(0, len(items), size):
         chunk = list(items[start:start + size])
         yield chunk + [chunk[-1]] * (size - len(chunk)), len(chunk)
+
+
+def draw_in_calls(seeds: Sequence[int], limit: int, draw: Callable[[list[int]], Sequence], size: int | None = None) -> list:
+    """One request's images: ``draw(call_seeds)`` for each padded call of ``size`` (default
+    :func:`call_size` of ``limit``), the padding's images dropped."""
+    images: list = []
+    for call, n in padded_calls(list(seeds), size or call_size(limit, len(seeds))):
+        images += list(draw(call))[:n]
+    return images
+

@@ -5,6 +5,7 @@ and the resume state that lets an interrupted concept continue bit for bit.
   (input-embedding rows) and ``<epoch>-lmhead.pt`` (``lm_head`` rows), float32 ``[n, d]`` in token
   order, as both authors' ``save_checkpoint`` write them; loaded ``weights_only`` (an untrusted file
   runs no code), a wrong shape or an unreadable file one line naming it.
+- :func:`training_costs`: a training record's epochs, steps, seconds and losses, for the speed hooks.
 - :func:`write_resume` / :func:`read_resume`: after each epoch, whatever the method needs to go on
   (trained rows' masters, optimizer moments, generators' states, the log so far) in ``resume.pt``,
   read back only when it was made by the same training (``key``): anything else starts over.
@@ -88,3 +89,17 @@ def read_resume(folder: Path, key: dict) -> dict | None:
 def drop_resume(folder: Path) -> None:
     """A finished training: its epoch files are the record."""
     (Path(folder) / RESUME_FILE).unlink(missing_ok=True)
+
+
+def training_costs(meta: dict) -> dict:
+    """What ``python -m unifybench.bench personalize`` reports of a training record (a dict with
+    ``losses``: ``[{"loss", "steps"?}, ...]`` per epoch, ``seconds``, optionally ``epochs`` and
+    ``steps``): epochs, steps, seconds, the first and last epoch's loss, seconds per step."""
+    losses = meta.get("losses") or []
+    steps = meta.get("steps", sum(e.get("steps", 0) for e in losses))
+    seconds = meta.get("seconds")
+    return {"epochs": meta.get("epochs", len(losses)), "steps": steps, "seconds": seconds,
+            "loss_first_epoch": round(losses[0]["loss"], 4) if losses else None,
+            "loss_last_epoch": round(losses[-1]["loss"], 4) if losses else None,
+            "seconds_per_step": round(seconds / steps, 4) if steps and seconds is not None else None}
+

@@ -42,9 +42,10 @@ from ..errors import BenchError
 from ..records import file_digest
 from .cache import EmbeddingCache, cache_key, default_cache_dir, weights_fingerprint
 from .encoders import Backbones
-from .pipeline import decode_image, default_num_workers, gpu_jpeg_available, stream_inputs
+from ..images import open_rgb
+from .pipeline import default_num_workers, gpu_jpeg_available, stream_inputs
 
-__all__ = ["PROTOCOLS", "FidelityScorer", "decode_image", "load_image_inputs", "score_folders"]
+__all__ = ["PROTOCOLS", "FidelityScorer", "load_image_inputs", "score_folders"]
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -132,7 +133,7 @@ def transform_fingerprint(transform) -> str:
 def load_image_inputs(path: str | Path, protocol: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Decode one image once and preprocess it for both backbones: (clip input, dino input)."""
     spec = PROTOCOLS[protocol]
-    img = decode_image(path)
+    img = open_rgb(path)
     return spec["clip"](img), spec["dino"](img)
 
 

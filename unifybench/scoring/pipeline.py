@@ -22,23 +22,15 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
-from PIL import Image
 
 from ..errors import BenchError
+from ..images import open_rgb
 
 # A decoded RGB image (PIL in a worker; a uint8 [N, 3, H, W] stack of GPU-decoded images) -> input(s).
 Transform = Callable[[Any], Any]
 JPEG_MAGIC = b"\xff\xd8\xff"
 # Below this many images, worker processes cost more to start than they save.
 MIN_IMAGES_FOR_WORKERS = 64
-
-
-def decode_image(path: str | Path) -> Image.Image:
-    """Open an image file as RGB (every mode by its range: :func:`unifybench.images.to_rgb`); an
-    unreadable file raises BenchError naming it."""
-    from ..images import open_rgb
-
-    return open_rgb(path)
 
 
 def default_num_workers() -> int:
@@ -82,7 +74,7 @@ class _Inputs(torch.utils.data.Dataset):
                 data = Path(path).read_bytes()
                 if data[:3] == JPEG_MAGIC:
                     return i, None, torch.frombuffer(bytearray(data), dtype=torch.uint8), None
-            img = decode_image(path)
+            img = open_rgb(path)
             return i, {name: fn(img) for name, fn in self.transforms.items()}, None, None
         except BenchError as e:
             return i, None, None, e.message
@@ -209,7 +201,7 @@ def _decode_jpegs(decode_jpeg, ImageReadMode, datas, paths, device):
             try:
                 out.append(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))
             except RuntimeError:
-                img = decode_image(path)  # raises BenchError naming the file if it is corrupt
+                img = open_rgb(path)  # raises BenchError naming the file if it is corrupt
                 from torchvision.transforms.v2 import functional as TF
                 out.append(TF.pil_to_tensor(img).to(device))
         return out

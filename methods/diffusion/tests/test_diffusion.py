@@ -307,7 +307,7 @@ def test_dreambooth_crops_are_the_scripts_exif_transposed_lanczos_resize_then_a_
     from PIL.ImageOps import exif_transpose
     from torchvision import transforms
 
-    from unifybench_diffusion.sd import open_image
+    from unifybench.images import open_rgb
 
     method = DreamBoothLoRA(LORA, seed=0)
     res = method.host.resolution
@@ -316,7 +316,7 @@ def test_dreambooth_crops_are_the_scripts_exif_transposed_lanczos_resize_then_a_
         exif = Image.Exif()
         exif[0x0112] = orientation  # 6: the camera was turned; the photo is shown rotated by 90 degrees
         Image.fromarray(torch.randint(0, 256, (size[1], size[0], 3), dtype=torch.uint8).numpy()).save(path, exif=exif)
-        ours = method._crops(open_image(path, exif_transpose=True), torch.Generator().manual_seed(3))
+        ours = method._crops(open_rgb(path, exif_transpose=True), torch.Generator().manual_seed(3))
         upright = exif_transpose(Image.open(path)).convert("RGB")
         resized = transforms.Resize(res, interpolation=transforms.InterpolationMode.LANCZOS)(upright)
         expected = transforms.Normalize([0.5], [0.5])(transforms.ToTensor()(resized))

@@ -2,7 +2,7 @@
 pipeline of diffusers' tests: 2 sampling steps, 2 training steps."""
 from unifybench.testing import MethodContract
 
-from unifybench_diffusion.method import DreamBoothLoRA, SDPrompt, TextualInversion
+from unifybench_diffusion.method import DreamBoothLoRA, TextualInversion
 
 QUICK = {"model": "tiny", "steps": "2", "gen_batch": "2"}
 

@@ -17,7 +17,8 @@ import torch
 from unifybench import newrows
 from unifybench.data.common import concept_phrase
 from unifybench.errors import BenchError
-from unifybench.kit.batching import call_size, padded_calls
+from unifybench.images import open_rgb
+from unifybench.kit.batching import draw_in_calls
 from unifybench.logs import get_logger, quiet_transformers
 from unifybench.kit.args import Arg, Auto
 from unifybench.kit.checkpoints import concept_folder, has_file
@@ -27,7 +28,7 @@ from unifybench.methods import ConceptLayers, Method
 from unifybench.records import Concept
 from unifybench.seeding import derive_seed, image_seed
 
-from .sd import DEFAULT_MODEL, RANDOM_MODELS, SCHEDULERS, SDHost, open_image
+from .sd import DEFAULT_MODEL, RANDOM_MODELS, SCHEDULERS, SDHost
 
 TASKS = frozenset({"gen", "attr_gen"})
 # diffusers' textual_inversion.py: the prompts an object is trained under.
@@ -160,7 +161,7 @@ class _DiffusionMethod(ConceptLayers, Method):
         total, done, out = sum(r.n_images for r in requests), 0, []
         for r in requests:
             prompt = self._prompt(concept, state, r.prompt)
-            out.append(self.draw(prompt, [image_seed(r.seed, r.key, i) for i in range(r.n_images)]))
+            out.append(self.draw(prompt, r.image_seeds()))
             done += r.n_images
             self.progress("drawing", done, total)
         return out
@@ -168,12 +169,9 @@ class _DiffusionMethod(ConceptLayers, Method):
     def draw(self, prompt: str, seeds: list[int], size: int | None = None, **sampling) -> list:
         """One request's images in calls of their own (:mod:`unifybench.kit.batching`): ``gen_batch``
         per call, fewer when the request has fewer, so that no image depends on what else is drawn."""
-        images = []
-        for call, n in padded_calls(seeds, size or call_size(self.gen_batch, len(seeds))):
-            images += self.host.generate([prompt] * len(call), call, steps=sampling.get("steps", self.steps),
-                                         guidance=sampling.get("guidance", self.guidance),
-                                         scheduler=sampling.get("scheduler"))[:n]
-        return images
+        return draw_in_calls(seeds, self.gen_batch, lambda call: self.host.generate(
+            [prompt] * len(call), call, steps=sampling.get("steps", self.steps),
+            guidance=sampling.get("guidance", self.guidance), scheduler=sampling.get("scheduler")), size)
 
 
 class SDPrompt(_DiffusionMethod):
@@ -361,11 +359,11 @@ class TextualInversion(_DiffusionMethod):
         from PIL import Image, ImageOps
 
         host = self.host
-        photos = [open_image(p) for p in _training_photos(concept)]
+        res = host.resolution
+        photos = [_resize_square(open_rgb(p), res, Image.BICUBIC) for p in _training_photos(concept)]  # once
         init, init_how = self._initial_rows(concept)
         rng = random.Random(f"{self.seed}/{concept.name}/textual-inversion")
         draws = torch.Generator().manual_seed(derive_seed(self.seed, concept.name, "textual-inversion"))
-        res = host.resolution
         # The script's dataset: every photo 100 times, shuffled each epoch; a template per example.
         order: list[int] = []
         losses, start = [], time.time()
@@ -388,7 +386,7 @@ class TextualInversion(_DiffusionMethod):
                             batch.append(order.pop())
                         pixels, prompts = [], []
                         for k in batch:
-                            im = _resize_square(photos[k], res, Image.BICUBIC)
+                            im = photos[k]
                             if float(torch.rand((), generator=draws)) < self.flip_p:
                                 im = ImageOps.mirror(im)
                             pixels.append(host.pixels(im))
@@ -536,13 +534,19 @@ class DreamBoothLoRA(_DiffusionMethod):
         EXIF-transposed when opened (``_training_photos``), torchvision's ``Resize(resolution,
         LANCZOS)`` (its ``--image_interpolation_mode`` default since diffusers PR #11421), then a
         random crop."""
+        return self._crop(self._resized(image), draws)
+
+    def _resized(self, image):
+        """The transform's deterministic part, done once per photo rather than at every step."""
         from torchvision import transforms
 
+        return transforms.Resize(self.host.resolution, interpolation=transforms.InterpolationMode.LANCZOS)(image)
+
+    def _crop(self, resized, draws: torch.Generator) -> torch.Tensor:
         res = self.host.resolution
-        im = transforms.Resize(res, interpolation=transforms.InterpolationMode.LANCZOS)(image)
-        left = int(torch.randint(0, im.size[0] - res + 1, (), generator=draws))
-        top = int(torch.randint(0, im.size[1] - res + 1, (), generator=draws))
-        return self.host.pixels(im.crop((left, top, left + res, top + res)))
+        left = int(torch.randint(0, resized.size[0] - res + 1, (), generator=draws))
+        top = int(torch.randint(0, resized.size[1] - res + 1, (), generator=draws))
+        return self.host.pixels(resized.crop((left, top, left + res, top + res)))
 
     def _train(self, concept: Concept, state_dir: Path) -> None:
         from peft import LoraConfig
@@ -550,9 +554,9 @@ class DreamBoothLoRA(_DiffusionMethod):
         from diffusers.utils import convert_state_dict_to_diffusers
 
         host, unet = self.host, self.host.pipe.unet
-        photos = [open_image(p, exif_transpose=True) for p in _training_photos(concept)]
-        class_photos = ([open_image(p, exif_transpose=True) for p in self.class_image_files(concept, state_dir.parent)]
-                        if self.prior else [])
+        photos = [self._resized(open_rgb(p, exif_transpose=True)) for p in _training_photos(concept)]
+        class_photos = ([self._resized(open_rgb(p, exif_transpose=True))
+                         for p in self.class_image_files(concept, state_dir.parent)] if self.prior else [])
         instance_prompt = f"a photo of {self.instance_phrase(concept)}"
         class_prompt = f"a photo of {concept.class_noun}"
         draws = torch.Generator().manual_seed(derive_seed(self.seed, concept.name, "dreambooth-lora"))
@@ -579,14 +583,14 @@ class DreamBoothLoRA(_DiffusionMethod):
                         order = list(range(len(photos)))
                         rng.shuffle(order)
                     picks.append(order.pop())
-                pixels = [self._crops(photos[k], draws) for k in picks]
+                pixels = [self._crop(photos[k], draws) for k in picks]
                 prompts = [instance_prompt] * len(picks)
                 if self.prior:  # instances first, then as many class images, in one batch
                     for _ in picks:
                         if not class_order:
                             class_order = list(range(len(class_photos)))
                             rng.shuffle(class_order)
-                        pixels.append(self._crops(class_photos[class_order.pop()], draws))
+                        pixels.append(self._crop(class_photos[class_order.pop()], draws))
                         prompts.append(class_prompt)
                 per_image = host.denoising_loss(torch.stack(pixels), prompts, draws, reduce=False)
                 n = len(picks)

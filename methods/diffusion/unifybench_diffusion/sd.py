@@ -384,11 +384,3 @@ def _bit_checksum(t: torch.Tensor) -> str:
     bits = flat.view(_INT_VIEW[flat.element_size()]).to(torch.int64)
     weights = torch.arange(1, bits.numel() + 1, device=bits.device, dtype=torch.int64) % 65521 + 1
     return f"{int(bits.sum())}:{int((bits * weights).sum())}"
-
-
-def open_image(path, exif_transpose: bool = False) -> Image.Image:
-    """RGB; with ``exif_transpose`` turned upright by its EXIF orientation first, as the DreamBooth
-    script opens its photos (``PIL.ImageOps.exif_transpose``)."""
-    from unifybench.images import open_rgb
-
-    return open_rgb(path, exif_transpose=exif_transpose)

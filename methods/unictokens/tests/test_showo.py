@@ -15,7 +15,8 @@ from unifybench.testing import cli, only_run_dir, read_results, predict
 
 from unifybench.errors import BenchError
 from unifybench_unictokens.backend import TextExample
-from unifybench_unictokens.magvit import MagvitConfig, MagvitV2, load_strict
+from unifybench.kit.weights import load_strict
+from unifybench_unictokens.magvit import MagvitConfig, MagvitV2
 from unifybench_unictokens.showo_backend import ShowoBackend, phi_config
 
 DATA = Path(__file__).resolve().parent / "data"

@@ -22,15 +22,14 @@ import torch
 from PIL import Image
 
 from unifybench import newrows
-from unifybench.kit.models import cache_kwarg_name  # noqa: F401 - imported from here by the backends
 from unifybench.newrows import VocabRowParam  # noqa: F401  (re-exported: backends build these)
 
 
 def pil_image(image: Path | Image.Image) -> Image.Image:
     """An RGB PIL image from a path or an image; an unreadable file is one line naming it."""
-    from unifybench.images import open_rgb, to_rgb
+    from unifybench.images import open_rgb
 
-    return to_rgb(image) if isinstance(image, Image.Image) else open_rgb(image)
+    return open_rgb(image)
 
 
 @dataclass(frozen=True)

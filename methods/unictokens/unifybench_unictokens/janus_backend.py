@@ -15,9 +15,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from unifybench.errors import BenchError
+from unifybench.kit.models import cache_kwarg_name
 from unifybench.logs import quiet_transformers
 
-from .backend import GeneratedCodes, TextExample, UnifiedBackend, VocabRowParam, cache_kwarg_name, pil_image
+from .backend import GeneratedCodes, TextExample, UnifiedBackend, VocabRowParam, pil_image
 
 DEFAULT_MODEL = "deepseek-community/Janus-Pro-1B"
 

@@ -20,7 +20,7 @@ import torch.nn as nn
 
 from unifybench.errors import BenchError
 from unifybench.kit.taming import AttnBlock, Downsample, ResnetBlock, Upsample, group_norm, swish
-from unifybench.kit.weights import hub_snapshot, load_strict, read_state_dict  # noqa: F401 - showo_backend's too
+from unifybench.kit.weights import hub_snapshot, load_strict, read_state_dict
 
 DEFAULT_VQ = "showlab/magvitv2"
 TINY_HINT = "pass a local folder, or model=tiny for a tiny random-init Show-o"

@@ -18,7 +18,6 @@ from unifybench.kit.models import check_available, on_cuda, shared
 from unifybench.methods import ConceptLayers, Method
 from unifybench.records import TASKS, Concept
 from unifybench.data.common import concept_phrase
-from unifybench.seeding import image_seed
 
 from .backend import TextExample
 from .magvit import DEFAULT_VQ
@@ -153,7 +152,7 @@ class _UnifiedMethod(ConceptLayers, Method):
         builtins = ("tiny", RANDOM_MODELS[args.backend])
         check_available(args.model, builtins=builtins, what=f"{args.backend} model")
         if args.backend == "showo" and args.model not in builtins:
-            check_available(args.vq_model, argument="vq_model", what="MAGVIT-v2")
+            check_available(args.vq_model, builtins=("tiny", "random"), argument="vq_model", what="MAGVIT-v2")
             check_available(args.tokenizer, argument="tokenizer", what="tokenizer")
 
     @property
@@ -208,8 +207,8 @@ class _UnifiedMethod(ConceptLayers, Method):
         result = []
         for r in requests:
             prompt = self._gen_prompt(concept, state, r.prompt)
-            seeds = [image_seed(r.seed, r.key, i) for i in range(r.n_images)]
-            images = []
+            seeds = r.image_seeds()
+            images = []  # only the real rows are decoded (not kit.batching.draw_in_calls: it decodes the padding too)
             for call, n in padded_calls(seeds, call_size(self.gen_batch, len(seeds))):
                 out = self.backend.generate_codes([prompt] * len(call), call, guidance=self.guidance,
                                                   temperature=self.temperature)

@@ -36,11 +36,12 @@ import torch.nn.functional as F
 from PIL import Image
 
 from unifybench.errors import BenchError
+from unifybench.kit.models import cache_kwarg_name
 from unifybench.logs import quiet_transformers
+from unifybench.kit.weights import hub_snapshot, load_strict, read_state_dict
 
-from .backend import GeneratedCodes, TextExample, UnifiedBackend, VocabRowParam, cache_kwarg_name, pil_image
-from .magvit import (DEFAULT_VQ, TINY_HINT, MagvitConfig, MagvitV2, hub_snapshot, load_magvit, load_strict,
-                     read_state_dict, tiny_magvit_config)
+from .backend import GeneratedCodes, TextExample, UnifiedBackend, VocabRowParam, pil_image
+from .magvit import DEFAULT_VQ, TINY_HINT, MagvitConfig, MagvitV2, load_magvit, tiny_magvit_config
 
 DEFAULT_MODEL = "showlab/show-o-512x512"
 DEFAULT_TOKENIZER = "microsoft/phi-1_5"

@@ -16,13 +16,13 @@ reported. Timings use the guidance (default 5) and sampling; both include VQ dec
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import torch
 
 from unifybench.bench.common import timed
+from unifybench.kit.epochs import training_costs
 from unifybench.kit.models import torch_dtype
 
 STAGES = ("stage1", "stage2", "transition", "stage3")
@@ -30,21 +30,9 @@ STAGES = ("stage1", "stage2", "transition", "stage3")
 
 def stage_costs(state_dir: Path) -> dict[str, dict]:
     """Per stage, what its ``unictokens.json`` recorded: steps, seconds and the epoch losses' ends."""
-    costs = {}
-    for stage in STAGES:
-        meta_path = state_dir / stage / "unictokens.json"
-        if not meta_path.is_file():
-            continue
-        meta = json.loads(meta_path.read_text())
-        row = {k: meta[k] for k in ("epochs", "steps", "seconds") if k in meta}
-        losses = meta.get("losses") or []
-        if losses:
-            row["loss_first_epoch"] = round(losses[0]["loss"], 4)
-            row["loss_last_epoch"] = round(losses[-1]["loss"], 4)
-        if row.get("steps") and row.get("seconds") is not None:
-            row["seconds_per_step"] = round(row["seconds"] / row["steps"], 4)
-        costs[stage] = row
-    return costs
+    from .stages import read_meta
+
+    return {stage: training_costs(meta) for stage in STAGES if (meta := read_meta(state_dir / stage))}
 
 
 def bench_janus(method, args) -> dict | None:

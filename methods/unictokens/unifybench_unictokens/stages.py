@@ -15,9 +15,7 @@ stages and redoes an unfinished one from its start.
 """
 from __future__ import annotations
 
-import json
 import math
-import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -28,6 +26,7 @@ import torch
 
 from unifybench import newrows
 from unifybench.errors import BenchError
+from unifybench.kit.files import read_json, write_json_atomic
 from unifybench.newrows import RowTrainer, checkpoint_epochs, save_rows  # noqa: F401  (re-exported: the stages' files)
 from unifybench.seeding import derive_seed
 
@@ -128,19 +127,12 @@ def load_rows(folder: Path, epoch: int | None, width: int, map_location="cpu") -
 
 
 def write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
-    os.replace(tmp, path)
+    write_json_atomic(path, data, indent=1)
 
 
 def read_meta(folder: Path) -> dict | None:
-    path = folder / "unictokens.json"
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
-        return None
+    meta = read_json(folder / "unictokens.json")
+    return meta if isinstance(meta, dict) else None
 
 
 # ----------------------------------------------------------------------------- training

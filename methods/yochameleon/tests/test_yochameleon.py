@@ -11,11 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from unifybench import newrows
 from unifybench.data import load_benchmark
 from unifybench.errors import BenchError
 from unifybench.methods import AnswerRequest, GenRequest
-from unifybench.testing import cli, only_run_dir, predict, read_results
+from unifybench.testing import cli, only_run_dir, read_results
 from unifybench.testing.benches import make_unifybench, photo
 
 from unifybench_yochameleon.chameleon import END_OF_TURN, ChameleonHost, _sample_top_k, save_folder

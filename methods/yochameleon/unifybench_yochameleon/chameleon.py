@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 from unifybench.errors import BenchError
-from unifybench.images import open_rgb, to_rgb
+from unifybench.images import open_rgb
 from unifybench.kit.models import cache_kwarg_name
 from unifybench.kit.weights import hub_snapshot
 from unifybench.logs import quiet_transformers
@@ -195,7 +195,7 @@ class ChameleonHost:
     def pixels(self, images: Sequence, flips: Sequence[bool] | None = None) -> torch.Tensor:
         out = []
         for i, image in enumerate(images):
-            im = to_rgb(image) if isinstance(image, Image.Image) else open_rgb(image)
+            im = open_rgb(image)
             out.append(ImageOps.mirror(im) if flips is not None and flips[i] else im)
         values = self.image_processor(out, return_tensors="pt")["pixel_values"]
         return values.to(self.device, self.dtype)

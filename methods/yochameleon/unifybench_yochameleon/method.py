@@ -20,14 +20,15 @@ import torch
 from unifybench import newrows
 from unifybench.errors import BenchError
 from unifybench.kit.args import Arg, Auto
-from unifybench.kit.batching import call_size, padded_calls
-from unifybench.kit.epochs import drop_resume, load_token_rows, read_resume, save_token_rows, write_resume
+from unifybench.kit.batching import draw_in_calls
+from unifybench.kit.epochs import (drop_resume, load_token_rows, read_resume, save_token_rows, training_costs,
+                                   write_resume)
 from unifybench.kit.files import read_json, write_json_atomic
 from unifybench.kit.models import check_available, kind_of, shared, torch_dtype
 from unifybench.logs import get_logger
 from unifybench.methods import ConceptLayers, Method
 from unifybench.records import Concept
-from unifybench.seeding import derive_seed, image_seed
+from unifybench.seeding import derive_seed
 
 from .chameleon import DEFAULT_MODEL, END_OF_TURN, IMAGE, RANDOM_MODELS, ChameleonHost, reserved
 
@@ -202,12 +203,8 @@ class YoChameleon(ConceptLayers, Method):
         result = []
         for r in requests:
             text = self.image_prompt(concept, r.prompt)
-            seeds = [image_seed(r.seed, r.key, i) for i in range(r.n_images)]
-            images = []
-            for call, n in padded_calls(seeds, call_size(a.gen_batch, len(seeds))):
-                drawn, _, _ = self.host.draw(text, call, top_k=a.top_k, temperature=a.temperature)
-                images.extend(drawn[:n])
-            result.append(images)
+            result.append(draw_in_calls(r.image_seeds(), a.gen_batch, lambda call: self.host.draw(
+                text, call, top_k=a.top_k, temperature=a.temperature)[0]))
         return result
 
     # ------------------------------------------------------------------ training data
@@ -344,13 +341,7 @@ class YoChameleon(ConceptLayers, Method):
 
     def bench_personalize_costs(self, state_dir):
         meta = _read_meta(Path(state_dir)) or {}
-        losses = meta.get("losses") or []
-        steps = sum(e["steps"] for e in losses)
-        return {"train": {"epochs": len(losses), "steps": steps, "seconds": meta.get("seconds"),
-                          "loss_first_epoch": round(losses[0]["loss"], 4) if losses else None,
-                          "loss_last_epoch": round(losses[-1]["loss"], 4) if losses else None,
-                          "seconds_per_step": round(meta["seconds"] / steps, 4) if steps and meta.get("seconds")
-                          else None, "training_set": meta.get("training_set")}}
+        return {"train": {**training_costs(meta), "training_set": meta.get("training_set")}}
 
 
 # ----------------------------------------------------------------------------- files

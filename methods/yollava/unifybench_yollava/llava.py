@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 from unifybench.errors import BenchError
-from unifybench.images import open_rgb, to_rgb
+from unifybench.images import open_rgb
 from unifybench.logs import quiet_transformers
 from unifybench.newrows import VocabRowParam
 
@@ -126,7 +126,7 @@ class LlavaHost:
         mean = tuple(int(255 * m) for m in (getattr(self.image_processor, "image_mean", None) or (0.5,) * 3))
         out = []
         for i, image in enumerate(images):
-            im = to_rgb(image) if isinstance(image, Image.Image) else open_rgb(image)
+            im = open_rgb(image)
             w, h = im.size
             if w != h:
                 square = Image.new("RGB", (max(w, h), max(w, h)), mean)

@@ -24,7 +24,7 @@ from unifybench.logs import get_logger
 from unifybench.kit.args import Arg, Auto
 from unifybench.kit.checkpoints import concept_folder
 from unifybench.kit.epochs import (drop_resume, load_token_rows, read_resume, save_token_rows, token_row_epochs,
-                                   write_resume)
+                                   training_costs, write_resume)
 from unifybench.kit.files import read_json, write_json_atomic
 from unifybench.kit.models import check_available, shared, torch_dtype
 from unifybench.methods import ConceptLayers, Method
@@ -334,13 +334,7 @@ class YoLLaVA(_LlavaMethod):
 
     def bench_personalize_costs(self, state_dir):
         meta = _read_meta(Path(state_dir)) or {}
-        losses = meta.get("losses") or []
-        steps = sum(e["steps"] for e in losses)
-        return {"train": {"epochs": len(losses), "steps": steps, "seconds": meta.get("seconds"),
-                          "loss_first_epoch": round(losses[0]["loss"], 4) if losses else None,
-                          "loss_last_epoch": round(losses[-1]["loss"], 4) if losses else None,
-                          "seconds_per_step": round(meta["seconds"] / steps, 4) if steps else None,
-                          "training_set": meta.get("training_set")}}
+        return {"train": {**training_costs(meta), "training_set": meta.get("training_set")}}
 
     def _saved(self, concept: Concept, state_dir: Path) -> dict:
         meta = _read_meta(state_dir) or {}

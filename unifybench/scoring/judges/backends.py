@@ -62,22 +62,28 @@ class _DeadlinePassed(Exception):
     """A whole request took longer than the judge timeout."""
 
 
-def _within(seconds: float, call):
+def _within(seconds: float, slots: threading.Semaphore, call):
     """``call()``, or :class:`_DeadlinePassed` once ``seconds`` have passed. The client's own timeout
     bounds each read, not the request: a server trickling a byte a second would hold it for as
-    long as it likes. The call runs in a daemon thread, left to end on its own when abandoned."""
+    long as it likes. The call runs in a daemon thread, left to end on its own when abandoned; it
+    holds one of ``slots`` until it really ends, so abandoned requests still count against
+    ``--judge-concurrency`` and a retry waits (within its own deadline) for a free slot."""
     box: dict = {}
 
     def run():
+        if not slots.acquire(timeout=seconds):
+            return  # the caller's deadline has passed too: nothing is sent
         try:
             box["value"] = call()
         except BaseException as exc:  # noqa: BLE001 - handed to the caller as it was raised
             box["error"] = exc
+        finally:
+            slots.release()
 
     worker = threading.Thread(target=run, name="unifybench-judge-call", daemon=True)
     worker.start()
     worker.join(seconds)
-    if worker.is_alive():
+    if worker.is_alive() or not box:  # still running, or it never got a slot in time
         raise _DeadlinePassed
     if "error" in box:
         raise box["error"]
@@ -103,6 +109,7 @@ class OpenAIBackend:
                                      default_headers={"User-Agent": "unifybench-judge"})
         self._rng = random.Random(config.seed)
         self._rng_lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(config.concurrency)  # requests really in flight
 
     def describe(self) -> dict:
         return {"backend": "openai", "model": self.model, "base_url": self.base_url,
@@ -144,7 +151,7 @@ class OpenAIBackend:
                 self._sleep_before_retry(attempt - 1, retry_after)
                 retry_after = None
             try:
-                completion = _within(self.config.timeout, lambda: self._client.chat.completions.create(
+                completion = _within(self.config.timeout, self._slots, lambda: self._client.chat.completions.create(
                     model=self.model, messages=messages, temperature=0, seed=self.config.seed,
                     max_tokens=self.config.max_tokens))
                 text = completion.choices[0].message.content
@@ -161,10 +168,11 @@ class OpenAIBackend:
                     last = f"HTTP {status}"
                     retry_after = exc.response.headers.get("retry-after")
                     continue
-                snippet = (exc.response.text or "")[:200].replace("\n", " ")
+                snippet = exc.response.text or ""
                 key = self.config.api_key()
-                if key:  # a server may echo the Authorization header: never print the key
+                if key:  # a server may echo the Authorization header: never print the key (nor a cut part of it)
                     snippet = snippet.replace(key, "***")
+                snippet = snippet[:200].replace("\n", " ")
                 hint = f" (is ${self.config.api_key_env} set to a valid key?)" if status in (401, 403) else ""
                 raise JudgeUnavailable(f"HTTP {status} from {self.base_url}{hint}: {snippet}") from None
             except (openai.APIResponseValidationError, ValueError, AttributeError, IndexError, TypeError):

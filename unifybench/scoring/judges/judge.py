@@ -63,7 +63,8 @@ class Judge:
         content = {"judge": self.backend.identity, "template": judge_prompts.TEMPLATE_VERSION,
                    "sampling": self.backend.sampling(), "system": prompt.system, "user": prompt.user,
                    "images": [_image_digest(p) for p in prompt.images],
-                   "image_encoding": f"jpeg q{JPEG_QUALITY} max{IMAGE_MAX_SIDE}"}
+                   # rgb2: transparency laid on white and 16-bit rescaled first (another JPEG than before)
+                   "image_encoding": f"jpeg q{JPEG_QUALITY} max{IMAGE_MAX_SIDE} rgb2"}
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode("utf-8")).hexdigest()
 
     def _ask(self, prompts: list[JudgePrompt], progress=None) -> list[Reply]:
