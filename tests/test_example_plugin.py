@@ -4,6 +4,7 @@ kit) run with pytest."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -17,10 +18,12 @@ EXAMPLE = REPO / "examples" / "retrieval"
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
     target = tmp_path_factory.mktemp("site")
-    build = tmp_path_factory.mktemp("build")
+    # Built from a copy: setuptools writes build/ and *.egg-info beside the sources it builds.
+    source = tmp_path_factory.mktemp("source") / "retrieval"
+    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     done = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                           "--no-index", "--target", str(target), str(EXAMPLE)],
-                          capture_output=True, text=True, cwd=build, timeout=300)
+                           "--no-index", "--target", str(target), str(source)],
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     return target
 
@@ -38,8 +41,9 @@ def test_the_installed_plugin_is_listed_and_runs_from_the_command_line(installed
     assert record["method_code"]["package"] == "unifybench_retrieval"
 
 
-def test_the_plugins_own_tests_pass_the_contract_kit(installed):
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(EXAMPLE / "tests")],
-                          capture_output=True, text=True, env=cli_env([installed]), cwd=EXAMPLE, timeout=600)
+def test_the_plugins_own_tests_pass_the_contract_kit(installed, tmp_path):
+    tests = shutil.copytree(EXAMPLE / "tests", tmp_path / "tests")  # away from the sources: the installed copy is tested
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tests)],
+                          capture_output=True, text=True, env=cli_env([installed]), cwd=tmp_path, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:]
     assert "6 passed, 1 skipped" in done.stdout  # no shared base model: nothing to fingerprint

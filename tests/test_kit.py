@@ -11,7 +11,7 @@ import pytest
 
 from conftest import cli, make_plugin, only_run_dir
 from unifybench.errors import BenchError
-from unifybench.kit.args import Arg, Auto, Derived, parse_arguments
+from unifybench.kit.args import Arg, Auto, Derived, parse_arguments, restates_default
 from unifybench.methods import Method, providers, registered_methods, resolve_method
 
 THRESHOLD = '''
@@ -100,7 +100,7 @@ def test_no_built_in_argument_help_restates_its_default_and_every_default_is_dec
         cls, _ = resolve_method(name)
         for key, arg in cls.arguments.items():
             assert isinstance(arg, Arg), f"{name}.{key} is not declared with Arg"
-            assert "(default" not in arg.help.lower() and "default:" not in arg.help.lower(), (name, key, arg.help)
+            assert not restates_default(arg.help), (name, key, arg.help)
         cls.parse_arguments({})  # every default parses together (the Derived ones too)
 
 

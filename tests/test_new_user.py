@@ -130,3 +130,37 @@ def test_the_small_things_the_help_and_the_pages_said_wrong(tmp_path, monkeypatc
     (tmp_path / "empty").mkdir()
     board = cli("leaderboard", str(tmp_path / "empty"))
     assert board.returncode == 0 and "no finished runs under" in board.stderr
+
+
+def test_run_json_keeps_its_creation_time_through_every_write_of_a_run(tmp_path, monkeypatch):
+    """run.json is written before the method loads, then again with its details: the second write
+    kept rewriting "created" with its own time."""
+    import time
+
+    from unifybench import record
+
+    written, real = [], record.write
+
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        written.append(out["created"])
+        time.sleep(1.1)  # a later write would otherwise stamp the same second
+        return out
+
+    monkeypatch.setattr(record, "write", spy)
+    ran = cli("run", "--method", "always-yes", "--tasks", "rec", "--limit", "1", "--out", str(tmp_path / "runs"))
+    assert ran.returncode == 0, ran.stderr
+    assert len(written) >= 2 and len(set(written)) == 1
+    assert json.loads((only_run_dir(tmp_path / "runs") / "run.json").read_text())["created"] == written[0]
+
+
+@pytest.mark.parametrize("value", ["0", "many", ""])
+def test_an_unusable_omp_num_threads_falls_back_to_the_free_cores(monkeypatch, value):
+    from unifybench.progress import choose_threads, set_threads
+
+    monkeypatch.setenv("OMP_NUM_THREADS", value)
+    chosen = choose_threads(None)
+    assert chosen["why"] != "OMP_NUM_THREADS" and chosen["threads"] >= 1
+    set_threads(chosen["threads"])  # torch accepts it (0 raised "expects a positive integer")
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert choose_threads(None)["threads"] == 3

@@ -51,6 +51,60 @@ def test_concepts_come_first_a_concept_with_many_items_does_not_narrow_the_inter
     assert found["lo"] < 0.25 and found["hi"] > 0.75 and "only 2 concept(s)" in found["note"]
 
 
+def _brute_force_two_stage(concepts: dict[str, np.ndarray], resamples: int, seed: int) -> np.ndarray:
+    """The textbook two-stage bootstrap, written out as loops (Davison & Hinkley 1997, sec. 3.8):
+    draw the concepts with replacement, then each drawn concept's items with replacement, and pool."""
+    rng = np.random.default_rng(seed)
+    names = sorted(concepts)
+    out = np.empty(resamples)
+    for b in range(resamples):
+        pooled = []
+        for name in rng.choice(names, size=len(names), replace=True):
+            items = concepts[name]
+            pooled.extend(rng.choice(items, size=len(items), replace=True))
+        out[b] = np.mean(pooled)
+    return out
+
+
+def test_the_two_stage_bootstrap_matches_the_textbook_loops_and_is_wider_than_concepts_alone():
+    """Five concepts of equal means but different sizes: resampling the concepts alone would give no
+    spread at all; only the item stage can, as the loops do."""
+    from unifybench.uncertainty import replicates
+
+    rng = np.random.default_rng(11)
+    concepts = {f"c{i}": rng.permutation(np.repeat([0.0, 1.0], n)) for i, n in enumerate((3, 5, 8, 4, 6))}
+    s = Samples()
+    for name, values in concepts.items():
+        for v in values:
+            s.add(name, v)
+    ours = replicates([s.frozen()], np.random.default_rng(12), 8000)
+    theirs = _brute_force_two_stage(concepts, 8000, seed=13)
+    assert np.std(theirs) > 0.05  # the item stage makes the spread
+    assert np.mean(ours) == pytest.approx(np.mean(theirs), abs=0.005)
+    assert np.std(ours) == pytest.approx(np.std(theirs), rel=0.05)
+    for q in (0.025, 0.5, 0.975):
+        assert np.quantile(ours, q) == pytest.approx(np.quantile(theirs, q), abs=0.02)
+
+
+def test_a_paired_comparison_keeps_each_runs_own_denominators():
+    """A judge parses some replies of one run and not of the other: each run's score is its own mean
+    over its parsed items, and A − B is the difference of those (it came out with the wrong sign when
+    B was divided by A's denominators)."""
+    a, b = Samples(), Samples()
+    # (score, parsed) per item, A then B, over two concepts of three items
+    rows = {"x": [((1.0, 1), (0.5, 1)), ((1.0, 1), (0.0, 0)), ((0.5, 1), (1.0, 1))],
+            "y": [((1.0, 1), (0.5, 1)), ((0.0, 0), (1.0, 1)), ((1.0, 1), (0.5, 1))]}
+    for concept, items in rows.items():
+        for k, ((sa, pa), (sb, pb)) in enumerate(items):
+            a.add(concept, sa * pa, pa, item=k)
+            b.add(concept, sb * pb, pb, item=k)
+    mean_a = (1.0 + 1.0 + 0.5 + 1.0 + 1.0) / 5  # the parsed scores of A
+    mean_b = (0.5 + 1.0 + 0.5 + 1.0 + 0.5) / 5
+    found = paired([a.frozen()], [b.frozen()], seed=0, resamples=4000, permutations=2000)
+    assert found["diff"] == pytest.approx(mean_a - mean_b) and found["diff"] > 0
+    assert found["lo"] <= found["diff"] <= found["hi"] and found["items"] == 6
+
+
 def test_a_paired_comparison_is_scipys_paired_bootstrap_and_permutation_test():
     rng = np.random.default_rng(7)
     a = rng.normal(0.6, 0.1, size=10)

@@ -15,6 +15,7 @@ from pathlib import Path
 from .errors import BenchError
 from .kit.args import Arg, Derived
 from .methods import AnswerRequest, GenRequest, GeneratedImage, Method
+from .data.common import is_image
 from .records import QA_KINDS, TASKS, Concept
 
 
@@ -78,7 +79,6 @@ def normalized_name(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "", text.lower())
 
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
 # Placeholders other codebases write where the concept goes: DreamBooth's and UniCTokens' "sks".
 CONCEPT_PLACEHOLDERS = ("<sks>", "sks")
 
@@ -179,7 +179,7 @@ class Precomputed(Method):
             base = root / concept.name
             if base.is_dir():
                 for d in sorted(p for p in base.rglob("*") if p.is_dir()):
-                    if any(f.suffix.lower() in IMAGE_SUFFIXES for f in d.iterdir() if f.is_file()):
+                    if any(is_image(f) for f in d.iterdir() if f.is_file()):
                         found.setdefault(folder_key(d.name, concept.token), []).append(d)
             self._image_dirs[(arg, concept.name)] = found
         return self._image_dirs[(arg, concept.name)]
@@ -196,7 +196,7 @@ class Precomputed(Method):
             if not folders:
                 out.append(None)
                 continue
-            images = sorted((p for p in folders[0].iterdir() if p.suffix.lower() in IMAGE_SUFFIXES),
+            images = sorted((p for p in folders[0].iterdir() if is_image(p)),
                             key=lambda p: (len(p.stem), p.stem))
             out.append(images[: req.n_images] if len(images) >= req.n_images else None)
         return out

@@ -464,7 +464,7 @@ def cmd_run(args) -> int:
         limit=args.limit, method_args=_parse_method_args(args.method_arg), judge=_judge_config(args),
         resume_changed_code=args.resume_changed_code, bootstrap=args.bootstrap, threads=args.threads)
     # A flag given on the command line wins over --config; the file wins over a flag's default.
-    dest = {"method_args": "method_arg", "judge": "judge*", "clip_model": "clip_model"}
+    dest = {"method_args": "method_arg", "judge": "judge*"}  # spec field -> its flag's destination
     values = {}
     for name, value in flags.items():
         flag = dest.get(name, name)

@@ -177,11 +177,10 @@ def one_line(exc: BaseException) -> str:
 
 
 def begin(rank: Rank, problem: BaseException | None, run_dir: Path | None) -> "Attempt | SoloAttempt":
-    """Where a rank's launch starts, once its checks ran (``problem``: what stopped it, or None): a
-    plain run (one rank) has no one to meet; a rank of a launch meets the others (:func:`rendezvous`)."""
+    """Where a rank's launch starts, once its checks ran (``problem``: what stopped it, or None; a
+    plain run raised it already): a plain run (one rank) has no one to meet; a rank of a launch
+    meets the others (:func:`rendezvous`)."""
     if not rank.active:
-        if problem is not None:
-            raise problem
         return SoloAttempt()
     return Attempt(run_dir, rendezvous(rank, problem), rank)
 

@@ -344,7 +344,8 @@ def aggregate_intervals(rows: Iterable[dict], ctx: ScoringContext, tasks: list[s
         return intervals, per
     for task in tasks:
         concepts = [c for c, ts in ctx.requested.items() if task in ts]
-        scoped = [r for r in rows if r["concept"] in set(concepts)]
+        wanted = set(concepts)
+        scoped = [r for r in rows if r["concept"] in wanted]
         for metric, value in overall.get(task, {}).items():
             parts = samples(task, metric, scoped) if isinstance(value, float) else None
             if not parts:

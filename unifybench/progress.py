@@ -39,8 +39,9 @@ def choose_threads(requested: int | None = None) -> dict:
         cores = os.cpu_count() or 1
     if requested:
         return {"threads": requested, "why": "--threads", "cores": cores}
-    if os.environ.get("OMP_NUM_THREADS", "").isdigit():
-        return {"threads": int(os.environ["OMP_NUM_THREADS"]), "why": "OMP_NUM_THREADS", "cores": cores}
+    omp = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if omp.isdigit() and int(omp) >= 1:  # 0 or junk: torch would refuse it; fall back to the free cores
+        return {"threads": int(omp), "why": "OMP_NUM_THREADS", "cores": cores}
     try:
         load = os.getloadavg()[0]
     except (AttributeError, OSError):

@@ -13,6 +13,7 @@ predictions unnoticed.
 """
 from __future__ import annotations
 
+import functools
 import json
 import platform
 import subprocess
@@ -28,6 +29,7 @@ RANDOM_INIT_LABEL = "random-init weights: plumbing and speed only, not a result"
 BACKBONES_UNUSED = "not used"
 
 
+@functools.cache  # once per process: run.json is written more than once per run
 def versions() -> dict[str, str | None]:
     found = {}
     for package in ("unifybench", "torch", "torchvision", "transformers", "open_clip_torch", "pillow", "openai",
@@ -40,6 +42,7 @@ def versions() -> dict[str, str | None]:
     return found
 
 
+@functools.cache
 def git_commit() -> str | None:
     source = Path(__file__).resolve().parent
     try:

@@ -89,7 +89,7 @@ def _run_row(results_path: Path) -> dict:
                 row[f"{task}.{metric}"] = value
         concepts = results.get("concepts") or {}
         counts = results.get("counts") or {}
-        row["_concept_set"] = tuple(sorted(results.get("concepts") or {}))
+        row["_concept_set"] = tuple(sorted(concepts))
         row["_counts"] = {"concepts": counts.get("concepts", len(row["_concept_set"])),
                           "items": counts.get("items", 0) + counts.get("images", 0)}
         row["_random_method"] = bool((results.get("method_details") or {}).get("random_init"))

@@ -32,11 +32,11 @@ from .records import GEN_KINDS, QA_KINDS, TASKS, Benchmark
 from .scoring.judges import JudgeConfig
 from .scoring.phase import score_run
 from .seeding import seeded
-from .store import RunStore, check_no_links, prepare_out_dir, run_dir_lock
+from .store import RunStore, check_no_links, prepare_out_dir, run_dir_lock, safe_filename
 from .tasks import Work, build_requests
 
 _LOG = get_logger("runner")
-__all__ = ["RunSpec", "RunOutcome", "run", "check_spec", "RANDOM_INIT_LABEL", "BACKBONES_UNUSED"]
+__all__ = ["RunSpec", "RunOutcome", "run", "check_spec"]
 
 
 @dataclass
@@ -89,12 +89,6 @@ def resolve_backbones(kind: str, console, *, device: str = "cpu", seed: int = 0,
         console.print(f"[yellow]real scorer checkpoints unavailable ({exc.message}); "
                       f"continuing with --backbones random: every generation score is {RANDOM_INIT_LABEL}[/yellow]")
         return "random", None
-
-
-def _short(name: str, limit: int = 60) -> str:
-    """A name as a run directory shows it: file-name-safe characters, at most ``limit`` of them."""
-    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name).strip(".") or "_"
-    return safe[:limit]
 
 
 def _select_concepts(bench: Benchmark, wanted: list[str] | None) -> list[str]:
@@ -195,7 +189,7 @@ def _prepare(spec: RunSpec, out_root: Path, rank: distributed.Rank, console, dev
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
     # The readable part is cut short (a 240-character benchmark folder name would make the name too
     # long for the file system); the hash keeps it unique.
-    run_dir = Path(out_root) / f"{_short(spec.method)}__{_short(bench.name)}__{digest}"
+    run_dir = Path(out_root) / f"{safe_filename(spec.method, 60)}__{safe_filename(bench.name, 60)}__{digest}"
     return _Prepared(run_dir, bench, work, method_cls, method_args, provider, method_code(method_cls), identity,
                      backbones, loaded_backbones, skipped, device)
 
@@ -241,6 +235,9 @@ def run(spec: RunSpec, out_root: Path, console=None, verbose: bool = False,
         console.print(f"run directory: {p.run_dir}" +
                       (f" ({rank.label()}: {', '.join(mine) or 'no concepts'})" if rank.active else ""))
 
+        # Fixed once: every later write of run.json (the method's details, after loading) keeps it.
+        previous = {**previous, "created": previous.get("created") or time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
         def write_record(details: dict | None) -> dict:
             return record.write(p.run_dir, spec, p.identity, p.bench, p.backbones, previous=previous,
                                 provider=p.provider.as_dict(), method_code=p.code, method_details=details,
@@ -273,7 +270,8 @@ def run(spec: RunSpec, out_root: Path, console=None, verbose: bool = False,
                 write_record(details)
             else:
                 details = run_json["method_details"]
-        store = RunStore(p.run_dir)
+        if rank.active:  # rank 0 of a launch reads what every rank wrote; a plain run's store has it all
+            store = RunStore(p.run_dir)
         store.merge_rank_files()  # every rank's predictions (also what an interrupted launch left) in one file
         results = score_run(p.bench, p.work, store, spec, p.backbones, p.skipped, console, details,
                             p.identity["method_args"], p.loaded_backbones)

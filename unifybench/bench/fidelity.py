@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from unifybench.bench.common import sync
 from unifybench.scoring.encoders import CLIP_MODELS, DEFAULT_CLIP
 
 SIZE = 512
@@ -122,13 +123,6 @@ def naive_scores(backbones, refs: list[Path], gens: list[Path], device: str) -> 
     return out
 
 
-def _sync(device: str) -> None:
-    import torch
-
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def decode_floor(scorer, gens: list[Path]) -> float:
     """Images per second through decode and preprocessing alone (same pipeline, no encoder)."""
     from unifybench.scoring.pipeline import stream_inputs
@@ -137,7 +131,7 @@ def decode_floor(scorer, gens: list[Path]) -> float:
     for _ in stream_inputs(gens, scorer.transforms, batch_size=scorer.batch_size, device=scorer.device,
                            num_workers=scorer.num_workers, gpu_decode=scorer.gpu_decode):
         pass
-    _sync(scorer.device)
+    sync(scorer.device)
     return len(gens) / (time.perf_counter() - start)
 
 
@@ -199,14 +193,14 @@ def main(argv: list[str]) -> int:
         seconds = {"naive": 0.0, "pipeline": 0.0}
 
         def timed(which, part):
-            _sync(args.device)
+            sync(args.device)
             t0 = time.perf_counter()
             if which == "naive":
                 out = naive_scores(backbones, refs, part, args.device)
             else:
                 scorer._refs.clear()  # the pipeline's reference embeddings are computed in each timing
                 out = scorer.score(refs, part)
-            _sync(args.device)
+            sync(args.device)
             seconds[which] += time.perf_counter() - t0
             return out
 

@@ -7,7 +7,7 @@ value and what is accepted), the help of ``unifybench methods``, the parsed valu
 default filled in ``run.json``, and the run directory's hash over those parsed values (so ``0.85``,
 ``0.850`` and leaving the default out are one run directory, and changing a default is another).
 
-Defaults come in three kinds:
+Defaults come in four kinds:
 
 - a value (``Arg(float, 1e-3, ...)``);
 - ``None``: no value unless one is given (an optional file, say);
@@ -200,8 +200,6 @@ def parse_arguments(arguments: Mapping[str, Any], raw: Mapping[str, str], method
     """Parse ``KEY=VALUE`` strings against a declaration; unknown names, bad values and values out of
     range are one :class:`BenchError` each, naming the argument."""
     spec = declared(arguments)
-    if isinstance(raw, Arguments):
-        raw = {k: _show(raw[k]) for k in raw.given}
     unknown = sorted(set(raw) - set(spec))
     if unknown:
         from ..errors import did_you_mean
@@ -224,3 +222,11 @@ def parse_arguments(arguments: Mapping[str, Any], raw: Mapping[str, str], method
             values[key] = arg.default.compute(parsed)
         parsed = Arguments(values, frozenset(raw))
     return parsed
+
+
+def restates_default(help_text: str) -> bool:
+    """Whether an argument's help writes its default itself: the listing shows the declared one, and
+    a default written twice goes stale (the contract kit and the built-in methods' test check it)."""
+    text = help_text.lower()
+    return "(default" in text or "default:" in text
+

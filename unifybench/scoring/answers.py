@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 
 from ..errors import BenchError
-from ..records import QAItem
+from ..records import QA_KINDS, QAItem
 from .text import char_bleu
 
 PROTOCOLS = ("default", "reference")
@@ -235,7 +235,7 @@ def answer_rows(work, store, tasks: list[str], protocol: str) -> list[dict]:
     rows = []
     for name, ws in work.items():
         for w in ws:
-            if w.request.task not in tasks or w.request.task not in ("rec", "vqa", "text_only", "choice"):
+            if w.request.task not in tasks or w.request.task not in QA_KINDS:
                 continue
             item, reply = w.record, store.predictions[w.request.key]["answer"]
             truth = item.answer_as_written if answer_protocol == "reference" else item.answer

@@ -158,10 +158,7 @@ class FaceScorer:
 
     def reference_embeddings(self, refs: Sequence[str | Path]) -> torch.Tensor:
         """[R, D] float32; a row of NaN where no face was found."""
-        try:
-            digests = [file_digest(Path(p)) for p in refs]
-        except OSError as e:
-            raise BenchError(f"cannot read image: {e.strerror or e}", path=getattr(e, "filename", None)) from e
+        digests = [file_digest(Path(p)) for p in refs]  # an unreadable file: a BenchError naming it
         key = cache_key(digests, self.backend.name, "largest face, as the backend detects it", "float32")
         found = self.cache.get(key)
         if found is not None and found.shape[0] == len(refs):

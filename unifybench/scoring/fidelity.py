@@ -240,10 +240,7 @@ class FidelityScorer:
         return self._fingerprints[name]
 
     def _digest(self, path: Path) -> str:
-        try:
-            return file_digest(Path(path))
-        except OSError as e:
-            raise BenchError(f"cannot read image: {e.strerror or e}", path=path) from e
+        return file_digest(Path(path))  # an unreadable file: a BenchError naming it
 
     def reference_embeddings(self, refs: Sequence[str | Path]) -> dict[str, torch.Tensor]:
         """Reference embeddings, computed once per photo set and scorer configuration: in memory for
@@ -465,16 +462,21 @@ def copy_flags(references: list[Path], images: list[Path]) -> list[str | None]:
     """Per generated image: ``"exact"`` (the bytes of a reference photo), ``"near"`` (within
     :data:`COPY_HASH_BITS` of a reference's difference hash) or None. A method returning the photos
     the scores compare against would otherwise beat the real-images upper bound unnoticed."""
+    from concurrent.futures import ThreadPoolExecutor
+
     ref_digests = {file_digest(Path(r)) for r in references}
     ref_hashes = [difference_hash(Path(r)) for r in references]
-    flags = []
-    for image in images:
+
+    def flag(image) -> str | None:
         if file_digest(Path(image)) in ref_digests:
-            flags.append("exact")
-            continue
+            return "exact"
         h = difference_hash(Path(image))
-        flags.append("near" if any(bin(h ^ r).count("1") <= COPY_HASH_BITS for r in ref_hashes) else None)
-    return flags
+        return "near" if any(bin(h ^ r).count("1") <= COPY_HASH_BITS for r in ref_hashes) else None
+
+    # Each image is decoded once more here (the pipeline's workers kept no pixels): spread over the
+    # cores, as PIL decodes without holding the GIL.
+    with ThreadPoolExecutor(max_workers=default_num_workers()) as pool:
+        return list(pool.map(flag, images))
 
 
 def image_rows(task_work, store) -> list[dict]:

@@ -2,10 +2,11 @@
 (downscaled): a test of a reader, a scorer or a method on a layout the mini bench does not have."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from PIL import Image
+
+from ..kit.files import write_json_atomic as write_json  # noqa: F401 - the fixtures' writer, for tests too
 
 _MINI = Path(__file__).resolve().parents[1] / "data" / "mini" / "concept"
 _SOURCES = sorted((_MINI / "train" / "dog").glob("*.jpg")) + sorted((_MINI / "test" / "dog").glob("*.jpg")) + \
@@ -21,12 +22,6 @@ def photo(dst: Path, size: int = 48) -> Path:
     with Image.open(src) as im:
         im.convert("RGB").resize((size, size)).save(dst)
     return dst
-
-
-def write_json(path: Path, data) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2), encoding="utf-8")
-    return path
 
 
 def conv(question: str, answer: str) -> list[dict]:
