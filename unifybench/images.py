@@ -20,13 +20,15 @@ from .errors import BenchError
 BACKGROUND = (255, 255, 255)
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
+def to_rgb(image: Image.Image, alpha: str = "white") -> Image.Image:
     """8-bit RGB with the picture's values kept:
 
     - 16-bit grayscale (``I;16``, ``I;16B``, ``I;16L``) and 32-bit integer (``I``: how 16-bit data
       is often held) scaled from 0-65535 to 0-255 (values above 65535 clipped);
     - float (``F``) from 0-1 when no value exceeds 1, else from 0-255, clipped;
-    - transparency (``RGBA``, ``LA``, ``PA``, ``P`` with a transparent colour) laid on white;
+    - transparency (``RGBA``, ``LA``, ``PA``, ``P`` with a transparent colour) laid on white, or with
+      ``alpha="drop"`` dropped as PIL's ``convert("RGB")`` drops it (a method whose authors open
+      photos that way);
     - every other mode (``L``, ``1``, ``P``, ``CMYK``, ``YCbCr``, ...) through PIL's own conversion.
     """
     mode = image.mode
@@ -41,6 +43,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
         scale = 255.0 if values.size and values.max() <= 1.0 else 1.0
         gray = np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
         return Image.fromarray(gray, mode="L").convert("RGB")
+    if alpha == "drop":
+        return image.convert("RGB")
     if mode == "P" and "transparency" in image.info or mode in ("PA", "LA", "La", "RGBa"):
         image = image.convert("RGBA")
         mode = "RGBA"
@@ -63,16 +67,17 @@ def _read_errors(path, what: str):
                          path) from None
 
 
-def open_rgb(path: str | Path | Image.Image, *, exif_transpose: bool = False, what: str = "image") -> Image.Image:
-    """The file as 8-bit RGB (:func:`to_rgb`), fully decoded; with ``exif_transpose`` turned upright
-    by its EXIF orientation first. Any unusable file is a BenchError naming it. An image already
-    open is converted as it is."""
+def open_rgb(path: str | Path | Image.Image, *, exif_transpose: bool = False, what: str = "image",
+             alpha: str = "white") -> Image.Image:
+    """The file as 8-bit RGB (:func:`to_rgb`, ``alpha`` as there), fully decoded; with
+    ``exif_transpose`` turned upright by its EXIF orientation first. Any unusable file is a
+    BenchError naming it. An image already open is converted as it is."""
     if isinstance(path, Image.Image):
-        return to_rgb(ImageOps.exif_transpose(path) if exif_transpose else path)
+        return to_rgb(ImageOps.exif_transpose(path) if exif_transpose else path, alpha)
     with _read_errors(path, what):
         with Image.open(path) as im:
             im.load()
-            return to_rgb(ImageOps.exif_transpose(im) if exif_transpose else im)
+            return to_rgb(ImageOps.exif_transpose(im) if exif_transpose else im, alpha)
 
 
 def check_decodes(path: str | Path, what: str = "image") -> None:

@@ -105,6 +105,7 @@ def test_a_checkpoint_folder_keeps_its_decoder_in_the_weights_and_draws_the_same
     save_folder(host, folder)
     assert sorted(read_checkpoint_decoder(folder, "test")) == sorted(host.decoder().state_dict())
     loaded = ChameleonHost(str(folder))
+    assert type(loaded.image_processor).__name__ == "ChameleonImageProcessorPil"  # the authors' values (PIL)
     text = "<reserved16200> is <reserved16201>. A photo of <reserved16200>."
     a_images, a_tokens, _ = host.draw(text, [5, 6])
     b_images, b_tokens, _ = loaded.draw(text, [5, 6])
@@ -250,7 +251,7 @@ def test_questions_and_drawing_prompts_are_their_evaluations(bench):
     asked, drawn = [], []
     host = method.host
     real_answer, real_draw = host.answer, host.draw
-    host.answer = lambda text, image, n: asked.append((text, image)) or real_answer(text, image, n)
+    host.answer = lambda text, image, n, **kw: asked.append((text, image)) or real_answer(text, image, n, **kw)
     host.draw = lambda text, seeds, **kw: drawn.append(text) or real_draw(text, seeds, **kw)
     try:
         with method.activate(concept, {"rows": method._init_rows(concept)}):

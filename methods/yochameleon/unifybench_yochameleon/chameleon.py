@@ -85,8 +85,7 @@ def build_random(seed: int = 0, device: str = "cpu", dtype: torch.dtype = torch.
 
 def _build(seed: int, full_size: bool):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import (ChameleonConfig, ChameleonForConditionalGeneration, ChameleonImageProcessor,
-                              ChameleonVQVAEConfig, PreTrainedTokenizerFast)
+    from transformers import ChameleonConfig, ChameleonForConditionalGeneration, ChameleonVQVAEConfig, PreTrainedTokenizerFast
 
     codes = 8192 if full_size else TINY_CODES
     specials = (["<unk>", "<s>", "</s>", "<pad>", IMAGE, BOI, EOI, END_OF_TURN] + [reserved(i) for i in TINY_RESERVED]
@@ -103,18 +102,27 @@ def _build(seed: int, full_size: bool):
                eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     if full_size:
         config = ChameleonConfig(vq_config=ChameleonVQVAEConfig().to_dict(), **ids)
-        processor = ChameleonImageProcessor()
+        processor = image_processor_class()()
     else:
         vq = ChameleonVQVAEConfig(embed_dim=8, num_embeddings=TINY_CODES, latent_channels=8, resolution=16,
                                   base_channels=32, channel_multiplier=[1, 1, 1], num_res_blocks=1)
         config = ChameleonConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
                                  num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
                                  max_position_embeddings=1024, vq_config=vq.to_dict(), **ids)
-        processor = ChameleonImageProcessor(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16})
+        processor = image_processor_class()(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16})
     torch.manual_seed(seed)
     model = ChameleonForConditionalGeneration(config)
     decoder = VQGANDecoder(model.config.vq_config)
     return model, tokenizer, processor, decoder
+
+
+def image_processor_class():
+    """transformers' PIL-backed Chameleon image processor: the authors' values exactly (the torchvision-backed
+    ``ChameleonImageProcessor`` that ``AutoImageProcessor`` gives in transformers 5 differs by up to 2
+    levels in about 1% of pixel values). Every transformers this project supports (5.5 on) has it."""
+    from transformers import ChameleonImageProcessorPil
+
+    return ChameleonImageProcessorPil
 
 
 def hub_folder(name: str) -> Path:
@@ -127,14 +135,14 @@ def hub_folder(name: str) -> Path:
 
 
 def load_pretrained(name: str, dtype: torch.dtype):
-    from transformers import AutoImageProcessor, AutoTokenizer, ChameleonForConditionalGeneration
+    from transformers import AutoTokenizer, ChameleonForConditionalGeneration
 
     folder = hub_folder(name)
     try:
         with quiet_transformers():  # the decoder's weights are "unexpected" to transformers: read apart
             model = ChameleonForConditionalGeneration.from_pretrained(folder, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(folder)
-        image_processor = AutoImageProcessor.from_pretrained(folder)
+        image_processor = image_processor_class().from_pretrained(folder)
     except (OSError, ValueError) as exc:
         raise BenchError(f"cannot load Chameleon checkpoint ({str(exc).splitlines()[0][:160]}); pass model=tiny for "
                          f"a tiny random-init model or model=LOCAL_FOLDER", folder, "--method-arg model") from exc
@@ -195,7 +203,7 @@ class ChameleonHost:
     def pixels(self, images: Sequence, flips: Sequence[bool] | None = None) -> torch.Tensor:
         out = []
         for i, image in enumerate(images):
-            im = open_rgb(image)
+            im = open_rgb(image, alpha="drop")  # their datasets' Image.open(path).convert("RGB")
             out.append(ImageOps.mirror(im) if flips is not None and flips[i] else im)
         values = self.image_processor(out, return_tensors="pt")["pixel_values"]
         return values.to(self.device, self.dtype)
@@ -252,11 +260,12 @@ class ChameleonHost:
 
     # ------------------------------------------------------------------ replies
     @torch.no_grad()
-    def answer(self, text: str, image, max_new_tokens: int) -> str:
+    def answer(self, text: str, image, max_new_tokens: int, *, drop: Sequence[str] = (),
+               rename: dict[str, str] | None = None) -> str:
         """The greedy reply to one prompt (one per call: a reply never depends on the questions asked
         beside it), in text-only mode (image tokens and both image markers suppressed), up to the
-        model's end of turn or ``</s>``; reserved tokens (the understanding tokens it writes first)
-        removed."""
+        model's end of turn or ``</s>``; the tokens in ``drop`` (the latent ones it writes first)
+        removed and those in ``rename`` (the identifier) written as the concept's own token."""
         ids = torch.tensor([self.sequence(text, [image] if image is not None else [])], device=self.device)
         with quiet_transformers():
             out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
@@ -264,7 +273,7 @@ class ChameleonHost:
                                       pad_token_id=self.pad, suppress_tokens=[self.boi, self.eoi])
         reply = [t for t in out[0, ids.shape[1]:].tolist() if t not in (self.eos, self.eot, self.pad)]
         text = self.tokenizer.decode(reply, skip_special_tokens=False)
-        return RESERVED.sub("", text).strip()
+        return clean_reply(text, drop, rename or {})
 
     # ------------------------------------------------------------------ images
     def decoder(self) -> VQGANDecoder:
@@ -330,6 +339,18 @@ class ChameleonHost:
                 "vocabulary_rows": self.model.get_input_embeddings().weight.shape[0],
                 "tokenizer_ids": len(self.tokenizer), "random_init": self.model_name in RANDOM_MODELS,
                 "vqgan": str(self._vqgan) if self._vqgan else "the checkpoint's model.vqmodel.decoder"}
+
+
+def clean_reply(text: str, drop: Sequence[str], rename: dict[str, str]) -> str:
+    """``text`` with each reserved token in ``drop`` removed and each in ``rename`` replaced; any other
+    reserved token stays (it is what the model wrote)."""
+    dropped = set(drop)
+
+    def one(match: re.Match) -> str:
+        token = match.group(0)
+        return "" if token in dropped else rename.get(token, token)
+
+    return RESERVED.sub(one, text).strip()
 
 
 def _sample_top_k(logits: torch.Tensor, u: torch.Tensor, top_k: int, temperature: float) -> torch.Tensor:

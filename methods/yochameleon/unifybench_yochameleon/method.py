@@ -66,7 +66,10 @@ _ARGS = {
     "self_prompting": Arg(bool, True, "their configuration: separate generation and understanding tokens, the "
                           "understanding tokens trained into every answer and the generation tokens written "
                           "before an image; false: one set of latent tokens for both"),
-    "max_new_tokens": Arg(int, 200, "longest reply in tokens (their test script's)", low=1),
+    "max_new_tokens": Arg(int, 200, "longest reply in tokens to an open question (their trainer's description "
+                          "prompt and test script's)", low=1),
+    "rec_max_new_tokens": Arg(int, 30, "longest reply in tokens to a recognition question (their trainer's "
+                              "eval_recognition)", low=1),
     "rec_prompt": Arg(str, "authors", "recognition items: 'authors' (their evaluation's question, 'Is <c> in this "
                       "photo?') or 'bench' (the benchmark's own question)", choices=("authors", "bench")),
     "top_k": Arg(int, 50, "image tokens: sample among the k most likely (transformers' default, which their "
@@ -175,6 +178,9 @@ class YoChameleon(ConceptLayers, Method):
     def answer(self, concept, state, requests):
         self.require_active(concept)
         replies: list[str | None] = []
+        # Training teaches replies that begin with the understanding tokens and name the concept by the
+        # identifier: the latent tokens are removed, the identifier is written as the concept's token.
+        latent, rename = self.tokens()[1:], {reserved(IDENTIFIER): concept.token}
         for r in requests:
             if r.task == "rec" and self.args.rec_prompt == "authors":
                 question = REC_QUESTION.format(c=reserved(IDENTIFIER))
@@ -182,7 +188,8 @@ class YoChameleon(ConceptLayers, Method):
                 question = self._named(concept, r.question)
             # As their training data and evaluation: the concept prompt, the question, then the photo.
             text = f"{self.concept_prompt()} {question}{IMAGE if r.image is not None else ''}"
-            replies.append(self.host.answer(text, r.image, self.args.max_new_tokens))
+            longest = self.args.rec_max_new_tokens if r.task == "rec" else self.args.max_new_tokens
+            replies.append(self.host.answer(text, r.image, longest, drop=latent, rename=rename))
         return replies
 
     def image_prompt(self, concept: Concept, prompt: str) -> str:
