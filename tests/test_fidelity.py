@@ -73,11 +73,9 @@ def plain_scores(backbones, refs, gens, texts, pairing="all"):
         if pairing == "all":
             out["clip_i"].append(sum(F.cosine_similarity(gc, r, dim=0).item() for r in ref_c) / len(refs))
             out["dino"].append(sum(F.cosine_similarity(gd, r, dim=0).item() for r in ref_d) / len(refs))
-        else:
-            mc = torch.stack([r / r.norm() for r in ref_c]).mean(0)
-            md = torch.stack([r / r.norm() for r in ref_d]).mean(0)
-            out["clip_i"].append(F.cosine_similarity(gc, mc, dim=0).item())
-            out["dino"].append(F.cosine_similarity(gd, md, dim=0).item())
+        else:  # mean-reference: CLIP to the mean of the raw reference features; DINO as above
+            out["clip_i"].append(F.cosine_similarity(gc, torch.stack(ref_c).mean(0), dim=0).item())
+            out["dino"].append(sum(F.cosine_similarity(gd, r, dim=0).item() for r in ref_d) / len(refs))
         tokens = backbones.tokenizer([texts[i]])
         with torch.no_grad():
             t = backbones.clip_model.encode_text(tokens)[0]
@@ -117,6 +115,7 @@ def test_mean_reference_pairing(tiny, images):
     every = FidelityScorer(tiny, "dreambooth").score(refs, gens, TEXTS)
     assert any(abs(x - y) > 1e-4 for x, y in zip(mean["clip_i"], every["clip_i"]))
     assert mean["clip_t"] == pytest.approx(every["clip_t"], abs=1e-6)
+    assert mean["dino"] == pytest.approx(every["dino"], abs=1e-6)  # DINO is not in their code
 
 
 def test_reference_protocol_differs(tiny, images):
@@ -138,7 +137,7 @@ def test_duplicate_paths_encoded_once(tiny, images, tmp_path):
     scorer = FidelityScorer(tiny, batch_size=2, cache_dir=None)
     seen = []
     real = scorer.stream
-    scorer.stream = lambda paths: (seen.extend(paths), real(paths))[1]
+    scorer.stream = lambda paths, *rest: (seen.extend(paths), real(paths, *rest))[1]
     emb = scorer.embed_images([refs[0], copy, refs[1], refs[0]])
     assert seen == [Path(refs[0]), copy, Path(refs[1])]  # the repeated path is decoded once
     assert emb["clip"].shape == (4, 32) and emb["dino"].shape == (4, 32)
@@ -153,13 +152,13 @@ def test_reference_embeddings_cached_in_memory_and_on_disk(tiny, images, tmp_pat
     first = FidelityScorer(tiny, cache_dir=cache)
     calls = []
     real = first.embed_images
-    first.embed_images = lambda paths: calls.append(list(paths)) or real(paths)
+    first.embed_images = lambda paths, *rest: calls.append(list(paths)) or real(paths, *rest)
     a = first.score(refs, gens[:2])
     first.score(refs, gens[2:])  # same concept, other prompts: references not encoded again
     assert len(calls) == 1 and len(list(cache.rglob("*.pt"))) == 2  # one entry per encoder
     # A new scorer (a new process, as far as the cache knows) reads them from disk.
     second = FidelityScorer(tiny, cache_dir=cache)
-    second.embed_images = lambda paths: pytest.fail("references recomputed despite the disk cache")
+    second.embed_images = lambda paths, *rest: pytest.fail("references recomputed despite the disk cache")
     got = second.reference_embeddings(refs)
     want = FidelityScorer(tiny, cache_dir=None).embed_images(refs)
     assert torch.equal(got["clip"], want["clip"]) and torch.equal(got["dino"], want["dino"])

@@ -256,8 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="replace concept tokens <...> in the prompts by this class noun")
     score.add_argument("--backbones", default="default", choices=["default", "random", "tiny"],
                        help="scorer weights: default (real checkpoints), random, tiny (tests)")
-    score.add_argument("--clip", dest="clip_model", default=CLIP_CHOICES[0], choices=CLIP_CHOICES,
-                       help="CLIP for CLIP-I and CLIP-T (OpenAI weights)")
+    score.add_argument("--clip", dest="clip_model", default=None, choices=CLIP_CHOICES,
+                       help="CLIP for CLIP-I and CLIP-T (OpenAI weights; default ViT-B-32, for mean-reference "
+                            "ViT-L-14: Yo'Chameleon's)")
     score.add_argument("--protocol", default="dreambooth", choices=["dreambooth", "reference", "mean-reference"],
                        help="preprocessing and pairing (README 'Generation scoring')")
     score.add_argument("--batch-size", default=None, type=_count(1, 65536), help="images per encoder batch (default: 32 on CPU, "

@@ -63,7 +63,8 @@ def _seeded(seed: int):
 
 @dataclass
 class Backbones:
-    """CLIP and DINO encoders; every embedding comes back L2-normalised, float32, on ``device``."""
+    """CLIP and DINO encoders; every embedding comes back float32 on ``device``, L2-normalised unless
+    ``normalize=False`` asks for an image encoder's raw features."""
 
     kind: str
     clip_model: Any
@@ -81,11 +82,12 @@ class Backbones:
     def dtype(self) -> str:
         return "bfloat16 autocast" if torch.device(self.device).type == "cuda" else "float32"
 
-    def clip_image(self, batch: torch.Tensor) -> torch.Tensor:
-        """[N, 3, H, W] CLIP-normalised pixels -> [N, D] unit vectors."""
+    def clip_image(self, batch: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """[N, 3, H, W] CLIP-normalised pixels -> [N, D] unit vectors (or the projected features,
+        transformers' ``get_image_features``)."""
         with torch.inference_mode(), self._autocast():
-            feats = self.clip_model.encode_image(batch.to(self.device))
-        return F.normalize(feats.float(), dim=-1)
+            feats = self.clip_model.encode_image(batch.to(self.device)).float()
+        return F.normalize(feats, dim=-1) if normalize else feats
 
     def clip_text(self, texts: list[str]) -> torch.Tensor:
         """Texts -> [N, D] unit vectors (tokenised with the CLIP BPE tokenizer, 77 tokens)."""
@@ -94,12 +96,13 @@ class Backbones:
             feats = self.clip_model.encode_text(tokens)
         return F.normalize(feats.float(), dim=-1)
 
-    def dino_image(self, batch: torch.Tensor) -> torch.Tensor:
-        """[N, 3, 224, 224] ImageNet-normalised pixels -> [N, 384] unit vectors: the [CLS] token of
-        the last layer after the final layer norm (not a pooler)."""
+    def dino_image(self, batch: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """[N, 3, 224, 224] ImageNet-normalised pixels -> [N, 384] unit vectors (or raw): the [CLS]
+        token of the last layer after the final layer norm (not a pooler)."""
         with torch.inference_mode(), self._autocast():
             out = self.dino_model(pixel_values=batch.to(self.device))
-        return F.normalize(out.last_hidden_state[:, 0].float(), dim=-1)
+        feats = out.last_hidden_state[:, 0].float()
+        return F.normalize(feats, dim=-1) if normalize else feats
 
     def describe(self) -> dict:
         return {"kind": self.kind, **self.info, "device": str(self.device), "dtype": self.dtype}

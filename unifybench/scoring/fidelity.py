@@ -11,8 +11,11 @@ Protocols (``PROTOCOLS``):
   in [0.5, 1] (a bug that shifts every absolute value) -- then the tail of CLIP's own transform:
   resize 224 (bicubic, antialiased), centre-crop 224, CLIP mean/std. Pairing as dreambooth. DINO is
   not in the reference code and stays as in dreambooth.
-- ``"mean-reference"`` (Yo'Chameleon's way): dreambooth preprocessing; a generated image is compared
-  with the mean of the reference embeddings (renormalised) instead of with each reference photo.
+- ``"mean-reference"`` (Yo'Chameleon's ``evaluation/clip_image_similarity.py``, ``CLIPEvaluator``):
+  CLIP input is their ``CLIPImageProcessor`` (shortest side to 224 bicubic, centre-crop 224 with the
+  offset rounded down, CLIP mean/std); a generated image's CLIP-I is its cosine to the mean of the
+  reference photos' raw (unnormalised) CLIP features; CLIP ViT-L/14, their encoder, by default.
+  DINO is not in their code and stays as in dreambooth.
 
 CLIP-T, for every protocol, is the cosine between a generated image and its class prompt (the
 prompt with the concept replaced by its class noun). CLIP-I and CLIP-T share one CLIP encoding of
@@ -87,31 +90,59 @@ def clip_reference(img) -> torch.Tensor:
     return TF.normalize(x, CLIP_MEAN, CLIP_STD)
 
 
+def _floor_center_crop(img, crop: int):
+    """A centre crop whose offset is rounded down, as transformers' ``center_crop`` (``(h - crop) //
+    2``); torchvision's rounds half to even, a pixel further when the margin is 3 mod 4."""
+    if isinstance(img, Image.Image):
+        width, height = img.size
+        top, left = (height - crop) // 2, (width - crop) // 2
+        return img.crop((left, top, left + crop, top + crop))
+    height, width = img.shape[-2:]
+    top, left = (height - crop) // 2, (width - crop) // 2
+    return img[..., top:top + crop, left:left + crop]
+
+
+def clip_yochameleon(img) -> torch.Tensor:
+    """Yo'Chameleon's ``CLIPEvaluator.preprocess``: the ``CLIPImageProcessor`` of
+    ``openai/clip-vit-large-patch14`` (transformers 4.47's, PIL): shortest side to 224 bicubic, centre
+    crop 224 (offset rounded down), rescale by 1/255 in float64 then float32, CLIP mean/std."""
+    img = _floor_center_crop(TF.resize(img, [224], interpolation=BICUBIC, antialias=True), 224)
+    if isinstance(img, Image.Image):
+        img = TF.pil_to_tensor(img)
+    x = (img.to(torch.float64) * (1 / 255)).to(torch.float32)
+    return TF.normalize(x, CLIP_MEAN, CLIP_STD)
+
+
 def dino_dreambooth(img) -> torch.Tensor:
     return TF.normalize(_to_unit(_resize_crop(img, 256, 224)), IMAGENET_MEAN, IMAGENET_STD)
 
 
 _CLIP_DB = "resize shortest side 224 bicubic (PIL), centre-crop 224, CLIP mean/std"
 _DINO_DB = "resize shortest side 256 bicubic (PIL), centre-crop 224, ImageNet mean/std"
+# Per protocol: each encoder's transform and pairing (PAIRINGS), and optionally the CLIP it is
+# defined with ("clip_model", else encoders.DEFAULT_CLIP).
 PROTOCOLS: dict[str, dict] = {
     "dreambooth": {
-        "clip": clip_dreambooth, "dino": dino_dreambooth, "pairing": "all",
+        "clip": clip_dreambooth, "dino": dino_dreambooth, "clip_pairing": "all", "dino_pairing": "all",
         "clip_preprocessing": _CLIP_DB, "dino_preprocessing": _DINO_DB,
     },
     "reference": {
-        "clip": clip_reference, "dino": dino_dreambooth, "pairing": "all",
+        "clip": clip_reference, "dino": dino_dreambooth, "clip_pairing": "all", "dino_pairing": "all",
         "clip_preprocessing": ("resize shortest side 512 bicubic (PIL), centre-crop 512, [0,1], "
                                "Normalize(mean=-1, std=2) (reference bug: pixels in [0.5,1]), "
                                "resize 224 bicubic, centre-crop 224, CLIP mean/std"),
         "dino_preprocessing": _DINO_DB,
     },
     "mean-reference": {
-        "clip": clip_dreambooth, "dino": dino_dreambooth, "pairing": "mean",
-        "clip_preprocessing": _CLIP_DB, "dino_preprocessing": _DINO_DB,
+        "clip": clip_yochameleon, "dino": dino_dreambooth, "clip_pairing": "raw-mean", "dino_pairing": "all",
+        "clip_model": "ViT-L-14",
+        "clip_preprocessing": ("their CLIPImageProcessor: resize shortest side 224 bicubic (PIL), centre-crop 224 "
+                               "(offset rounded down), rescale 1/255 in float64, CLIP mean/std"),
+        "dino_preprocessing": _DINO_DB,
     },
 }
 PAIRINGS = {"all": "mean cosine to every reference image",
-            "mean": "cosine to the normalised mean reference embedding"}
+            "raw-mean": "cosine to the mean of the reference images' raw (unnormalised) features"}
 IMAGE_ENCODERS = ("clip", "dino")
 
 
@@ -144,11 +175,18 @@ def _when_done(indices: list[int], emb: dict[str, torch.Tensor], done) -> tuple[
 
 
 def pair_scores(gen: torch.Tensor, ref: torch.Tensor, pairing: str) -> torch.Tensor:
-    """Per generated row: mean cosine to every reference row ("all") or cosine to the renormalised
-    mean reference ("mean"); rows are unit vectors."""
-    if pairing == "mean":
+    """Per generated row (a unit vector): mean cosine to every reference row ("all": unit rows) or
+    cosine to the mean of the reference rows ("raw-mean": raw features, averaged before any
+    normalisation, as Yo'Chameleon's CLIPEvaluator averages ``get_image_features``)."""
+    if pairing == "raw-mean":
         return gen @ F.normalize(ref.mean(0), dim=-1)
     return (gen @ ref.T).mean(1)
+
+
+def raw_encoders(protocol: str) -> frozenset[str]:
+    """The encoders whose reference features ``protocol`` averages raw."""
+    spec = PROTOCOLS[protocol]
+    return frozenset(name for name in IMAGE_ENCODERS if spec[f"{name}_pairing"] == "raw-mean")
 
 
 _DEFAULT = object()
@@ -188,18 +226,21 @@ class FidelityScorer:
         spec = PROTOCOLS[self.protocol]
         return {name: spec[name] for name in IMAGE_ENCODERS}
 
-    def _encode(self, name: str, batch: torch.Tensor) -> torch.Tensor:
-        """Embeddings on the host. From a GPU the copy is only queued (into pinned memory): the caller
-        waits for it with the event :meth:`stream` records, one batch later."""
-        out = self.backbones.clip_image(batch) if name == "clip" else self.backbones.dino_image(batch)
+    def _encode(self, name: str, batch: torch.Tensor, raw: bool = False) -> torch.Tensor:
+        """Embeddings (unit vectors, or with ``raw`` the features as the encoder gives them) on the host.
+        From a GPU the copy is only queued (into pinned memory): the caller waits for it with the
+        event :meth:`stream` records, one batch later."""
+        encode = self.backbones.clip_image if name == "clip" else self.backbones.dino_image
+        out = encode(batch, normalize=not raw)
         if out.device.type != "cuda":
             return out.cpu()
         host = torch.empty(out.shape, dtype=out.dtype, pin_memory=True)
         return host.copy_(out, non_blocking=True)
 
-    def stream(self, paths: Sequence[str | Path]):
-        """Yield ``(indices, {"clip": [B, D], "dino": [B, D']})`` unit vectors (float32, CPU) over
-        ``paths`` in order, one decode of each image shared by both encoders.
+    def stream(self, paths: Sequence[str | Path], raw: frozenset[str] = frozenset()):
+        """Yield ``(indices, {"clip": [B, D], "dino": [B, D']})`` unit vectors (float32, CPU; raw
+        features for the encoders named in ``raw``) over ``paths`` in order, one decode of each image
+        shared by both encoders.
 
         A batch is yielded once the next one has been fetched, decoded and queued behind it: on a
         GPU the encoders then work on batch k while the host reads and decodes batch k + 1, instead
@@ -208,7 +249,7 @@ class FidelityScorer:
         for indices, batch in stream_inputs(paths, self.transforms, batch_size=self.batch_size,
                                             device=self.device, num_workers=self.num_workers,
                                             gpu_decode=self.gpu_decode):
-            emb = {name: self._encode(name, batch[name]) for name in IMAGE_ENCODERS}
+            emb = {name: self._encode(name, batch[name], name in raw) for name in IMAGE_ENCODERS}
             done = None
             if torch.device(self.device).type == "cuda":
                 done = torch.cuda.Event()
@@ -219,14 +260,14 @@ class FidelityScorer:
         if pending is not None:
             yield _when_done(*pending)
 
-    def embed_images(self, paths: Sequence[str | Path]) -> dict[str, torch.Tensor]:
-        """{"clip": [N, D], "dino": [N, D']} unit vectors (float32, CPU), rows aligned with ``paths``;
-        a path given twice is decoded and encoded once."""
+    def embed_images(self, paths: Sequence[str | Path], raw: frozenset[str] = frozenset()) -> dict[str, torch.Tensor]:
+        """{"clip": [N, D], "dino": [N, D']} unit vectors (float32, CPU; raw features for the encoders
+        named in ``raw``), rows aligned with ``paths``; a path given twice is decoded and encoded once."""
         unique = list(dict.fromkeys(Path(p) for p in paths))
         if not unique:
             return {"clip": torch.empty(0, 0), "dino": torch.empty(0, 0)}
         parts: dict[str, list[torch.Tensor]] = {name: [] for name in IMAGE_ENCODERS}
-        for _, emb in self.stream(unique):
+        for _, emb in self.stream(unique, raw):
             for name in IMAGE_ENCODERS:
                 parts[name].append(emb[name])
         rows = {p: i for i, p in enumerate(unique)}
@@ -248,8 +289,10 @@ class FidelityScorer:
         preprocessing and dtype)."""
         digests = [self._digest(Path(p)) for p in refs]
         spec = PROTOCOLS[self.protocol]
+        raw = raw_encoders(self.protocol)
         keys = {name: cache_key(digests, self._encoder_id(name),
-                                f"{spec[f'{name}_preprocessing']}|{transform_fingerprint(spec[name])}",
+                                f"{spec[f'{name}_preprocessing']}|{transform_fingerprint(spec[name])}"
+                                + ("|raw features" if name in raw else ""),
                                 f"{self.backbones.dtype}|{self.decode_description}")
                 for name in IMAGE_ENCODERS}
         memo_key = "|".join(keys[n] for n in IMAGE_ENCODERS)
@@ -257,7 +300,7 @@ class FidelityScorer:
             return self._refs[memo_key]
         found = {name: self.cache.get(keys[name]) for name in IMAGE_ENCODERS}
         if any(v is None or v.shape[0] != len(refs) for v in found.values()):
-            found = self.embed_images(refs)
+            found = self.embed_images(refs, raw)
             for name in IMAGE_ENCODERS:
                 self.cache.put(keys[name], found[name])
         self._refs[memo_key] = found
@@ -309,7 +352,7 @@ class FidelityScorer:
         if not flat_gens:
             return results
         self.embed_texts(list(dict.fromkeys(texts_all)))  # every class prompt once, up front
-        pairing = PROTOCOLS[self.protocol]["pairing"]
+        spec = PROTOCOLS[self.protocol]
         for indices, emb in self.stream(flat_gens):
             # Score a batch's rows of each group with one matrix product, not one image at a time.
             rows_of_group: dict[int, list[int]] = {}
@@ -319,8 +362,8 @@ class FidelityScorer:
                 positions = [owner[indices[k]][1] for k in rows]
                 ref, out, texts = refs_of[g], results[g], groups[g][2]
                 clip = emb["clip"][rows]
-                scores = {"clip_i": pair_scores(clip, ref["clip"], pairing),
-                          "dino": pair_scores(emb["dino"][rows], ref["dino"], pairing)}
+                scores = {"clip_i": pair_scores(clip, ref["clip"], spec["clip_pairing"]),
+                          "dino": pair_scores(emb["dino"][rows], ref["dino"], spec["dino_pairing"])}
                 if texts is not None:
                     prompts = torch.stack([self._texts[texts[i]] for i in positions])
                     scores["clip_t"] = (clip * prompts).sum(1)
@@ -343,7 +386,8 @@ class FidelityScorer:
             f"{default_num_workers()} for jobs of 64 images or more, else 0"
         return {
             "protocol": self.protocol,
-            "pairing": PAIRINGS[spec["pairing"]],
+            "pairing": (PAIRINGS[spec["clip_pairing"]] if spec["clip_pairing"] == spec["dino_pairing"] else
+                        f"CLIP-I: {PAIRINGS[spec['clip_pairing']]}; DINO: {PAIRINGS[spec['dino_pairing']]}"),
             "clip_preprocessing": spec["clip_preprocessing"],
             "dino_preprocessing": spec["dino_preprocessing"],
             "decode": self.decode_description,
@@ -413,14 +457,16 @@ def prompts_for(gens: list[Path], gens_root: Path, prompt: str | None, prompts_f
 def score_folders(refs_dir: str | Path, gens_dir: str | Path, *, backbones: str = "default",
                   protocol: str = "dreambooth", prompt: str | None = None, prompts_file: Path | None = None,
                   class_noun: str | None = None, batch_size: int = 64, device: str = "cpu",
-                  num_workers: int | None = None, seed: int = 0, clip_name: str = "ViT-B-32",
+                  num_workers: int | None = None, seed: int = 0, clip_name: str | None = None,
                   progress=None) -> dict:
     """Score a folder of generated images against a folder of reference photos: one summary object
-    (mean CLIP-I, DINO and, with prompts, CLIP-T over every generated image)."""
+    (mean CLIP-I, DINO and, with prompts, CLIP-T over every generated image). ``clip_name``: the
+    protocol's own CLIP when None (:func:`protocol_clip`)."""
     from .encoders import load_backbones
 
     if protocol not in PROTOCOLS:
         raise BenchError(f"unknown protocol {protocol!r} (choose from {', '.join(PROTOCOLS)})", where="--protocol")
+    clip_name = clip_name or protocol_clip(protocol)
     check_device(device)
     refs = list_image_files(refs_dir, "--refs")
     gens = list_image_files(gens_dir, "--gens")
@@ -439,6 +485,13 @@ def score_folders(refs_dir: str | Path, gens_dir: str | Path, *, backbones: str 
     if backbones != "default":
         out["label"] = "random-init weights: plumbing and speed only, not a result"
     return out
+
+
+def protocol_clip(protocol: str) -> str:
+    """The CLIP a protocol is defined with: ViT-L/14 for Yo'Chameleon's, else the default (ViT-B/32)."""
+    from .encoders import DEFAULT_CLIP
+
+    return PROTOCOLS[protocol].get("clip_model", DEFAULT_CLIP)
 
 
 # A generated image this close to a reference photo is taken for a copy of it: its 64-bit
