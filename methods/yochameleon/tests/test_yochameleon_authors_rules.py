@@ -149,3 +149,35 @@ def test_a_bf16_decoder_gives_their_bytes(host):
     assert pixels.dtype == torch.bfloat16
     ours = torch.stack([torch.from_numpy(np.array(im)).permute(2, 0, 1) for im in bf16.decode(tokens)])
     assert torch.equal(ours, _their_postprocess(pixels.clone()))
+
+
+# ------------------------------------------------------------------ self_prompting=false
+
+
+def test_one_token_set_asks_and_draws_with_their_non_self_prompting_prompts(tmp_path):
+    from unifybench.data import load_benchmark
+    from unifybench.methods import GenRequest
+
+    concept = load_benchmark(make_unifybench(tmp_path / "bench")).concept("bo")
+    method = YoChameleon({"model": "tiny", "self_prompting": "false", "max_new_tokens": "2", "rec_max_new_tokens": "2"})
+    host = method.host
+    asked, drawn = [], []
+    real_answer, real_draw = host.answer, host.draw
+    host.answer = lambda text, image, n, **kw: asked.append(text) or real_answer(text, image, n, **kw)
+    host.draw = lambda text, seeds, **kw: drawn.append(text) or real_draw(text, seeds, **kw)
+    try:
+        with method.activate(concept, {"rows": method._init_rows(concept)}):
+            method.answer(concept, None, [AnswerRequest("bo", "rec", 0, "Is <bo> here?", concept.train_images[0])])
+            method.generate(concept, None, [GenRequest("bo", "gen", 0, "A photo of <bo>.", 1, 0)])
+    finally:
+        host.answer, host.draw = real_answer, real_draw
+    # YoChameleonTrainer without self-prompting: one set of prefix_token latent tokens.
+    prefix_tokens = [f"<reserved{16201 + i}>" for i in range(16)]
+    personalized_tokens = ["<reserved16200>"] + prefix_tokens
+    sks_prompt = f"{personalized_tokens[0]} is {''.join(personalized_tokens[1:])}."
+    # RecognitionData.__getitem__ and eval_clip_similarity's non-self-prompting prompt, each then given
+    # to their processor, which appends its own separator (host.sequence does).
+    their_question = f"{sks_prompt} Can you see <reserved16200> in this photo?<image><reserved08706>"
+    their_drawing = sks_prompt + " A photo of <reserved16200>.<reserved08706>"
+    assert asked == [their_question] and drawn == [their_drawing]
+    assert host.sequence(their_drawing)[-2:] == [host.eot, host.eot]

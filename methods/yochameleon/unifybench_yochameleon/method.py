@@ -51,8 +51,10 @@ NEGATIVE_ANSWERS = [
     "No, {c} is not in this photo.", "No, {c} is not in the picture.", "No, I cannot see {c} in the image.",
     "No, I have analyzed the image, and {c} is not present in the photo.", "No, this photo does not include {c}.",
 ]
-# The recognition question of their evaluation (RecognitionData_SelfPrompting).
+# The recognition question of their evaluation: RecognitionData_SelfPrompting's, and RecognitionData's
+# without self-prompting (which also writes an end of turn before the processor's own).
 REC_QUESTION = "Is {c} in this photo?"
+REC_QUESTION_ONE_SET = "Can you see {c} in this photo?"
 
 _ARGS = {
     "model": Arg(str, DEFAULT_MODEL, "Chameleon in transformers format with the VQGAN decoder's weights (Anole's "
@@ -182,12 +184,15 @@ class YoChameleon(ConceptLayers, Method):
         # identifier: the latent tokens are removed, the identifier is written as the concept's token.
         latent, rename = self.tokens()[1:], {reserved(IDENTIFIER): concept.token}
         for r in requests:
-            if r.task == "rec" and self.args.rec_prompt == "authors":
-                question = REC_QUESTION.format(c=reserved(IDENTIFIER))
+            theirs = r.task == "rec" and self.args.rec_prompt == "authors"
+            if theirs:
+                question = (REC_QUESTION if self.args.self_prompting else REC_QUESTION_ONE_SET).format(c=reserved(IDENTIFIER))
             else:
                 question = self._named(concept, r.question)
             # As their training data and evaluation: the concept prompt, the question, then the photo.
             text = f"{self.concept_prompt()} {question}{IMAGE if r.image is not None else ''}"
+            if theirs and not self.args.self_prompting:
+                text += END_OF_TURN
             longest = self.args.rec_max_new_tokens if r.task == "rec" else self.args.max_new_tokens
             replies.append(self.host.answer(text, r.image, longest, drop=latent, rename=rename))
         return replies
@@ -197,12 +202,12 @@ class YoChameleon(ConceptLayers, Method):
 
     def drawing_text(self, body: str) -> str:
         """Their evaluation's drawing prompt: ``<sks> is <…>. {body}`` (a full stop added when it has
-        none), then, self-prompting, an end of turn and the generation tokens."""
+        none), an end of turn, then, self-prompting, the generation tokens (the processor's end of
+        turn follows in both modes)."""
         body = body.strip()
         if body and body[-1] not in ".!?":
             body += "."
-        text = f"{self.concept_prompt()} {body}"
-        return text + (END_OF_TURN + self.generation_prompt() if self.args.self_prompting else "")
+        return f"{self.concept_prompt()} {body}{END_OF_TURN}{self.generation_prompt()}"
 
     def generate(self, concept, state, requests):
         self.require_active(concept)
