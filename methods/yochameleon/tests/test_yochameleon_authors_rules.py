@@ -105,7 +105,8 @@ def test_replies_keep_the_concept_named_and_drop_only_the_latent_tokens(tmp_path
                                                 AnswerRequest("bo", "text_only", 2, "Who is <bo>?", None)])
     for task, reply in zip(bodies, replies):
         # Their reply: the trimmed decoded text, which keeps every token; ours writes the identifier as
-        # the concept's token and removes the latent tokens, nothing else (<reserved16260> stays); generate stops at the end of turn.
+        # the concept's token and removes the latent tokens, nothing else (<reserved16260> stays);
+        # generate stops at the end of turn.
         theirs = _their_trim(f"<s>prompt{END_OF_TURN}{bodies[task]}{END_OF_TURN}garbage")
         for token in method.tokens()[1:]:
             theirs = theirs.replace(token, "")

@@ -85,7 +85,8 @@ def build_random(seed: int = 0, device: str = "cpu", dtype: torch.dtype = torch.
 
 def _build(seed: int, full_size: bool):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import ChameleonConfig, ChameleonForConditionalGeneration, ChameleonVQVAEConfig, PreTrainedTokenizerFast
+    from transformers import (ChameleonConfig, ChameleonForConditionalGeneration, ChameleonVQVAEConfig,
+                              PreTrainedTokenizerFast)
 
     codes = 8192 if full_size else TINY_CODES
     specials = (["<unk>", "<s>", "</s>", "<pad>", IMAGE, BOI, EOI, END_OF_TURN] + [reserved(i) for i in TINY_RESERVED]
@@ -119,7 +120,7 @@ def _build(seed: int, full_size: bool):
 def image_processor_class():
     """transformers' PIL-backed Chameleon image processor: the authors' values exactly (the torchvision-backed
     ``ChameleonImageProcessor`` that ``AutoImageProcessor`` gives in transformers 5 differs by up to 2
-    levels in about 1% of pixel values). Every transformers this project supports (5.5 on) has it."""
+    levels in about 0.7% of pixel values). Every transformers this project supports (5.5 on) has it."""
     from transformers import ChameleonImageProcessorPil
 
     return ChameleonImageProcessorPil

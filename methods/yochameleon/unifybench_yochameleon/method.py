@@ -186,7 +186,8 @@ class YoChameleon(ConceptLayers, Method):
         for r in requests:
             theirs = r.task == "rec" and self.args.rec_prompt == "authors"
             if theirs:
-                question = (REC_QUESTION if self.args.self_prompting else REC_QUESTION_ONE_SET).format(c=reserved(IDENTIFIER))
+                template = REC_QUESTION if self.args.self_prompting else REC_QUESTION_ONE_SET
+                question = template.format(c=reserved(IDENTIFIER))
             else:
                 question = self._named(concept, r.question)
             # As their training data and evaluation: the concept prompt, the question, then the photo.
