@@ -120,8 +120,18 @@ def test_where_a_judge_scored_open_answers_its_score_leads_char_bleu(tmp_path):
     assert header.index("vqa.judge_score") < header.index("vqa.bleu")
 
 
-def test_seeds_run_apart_and_sit_in_one_row_with_their_spread(tmp_path):
+def _decimals(half: float) -> int:
+    """Two significant digits of a half-width, 1 to 4 decimals (README "Uncertainty")."""
+    import math
+    return min(4, max(1, 1 - math.floor(math.log10(half))))
+
+
+def test_seeds_run_apart_and_sit_in_one_row_with_their_spread_and_an_interval_over_concepts(tmp_path):
     import json
+    import statistics
+
+    import numpy as np
+    from scipy import stats
 
     out = tmp_path / "runs"
     ran = cli("run", "--method", "random-answer", "--tasks", "rec", "--seeds", "0,1,2", "--out", str(out), "--json")
@@ -131,35 +141,64 @@ def test_seeds_run_apart_and_sit_in_one_row_with_their_spread(tmp_path):
     values = [r["tasks"]["rec"]["accuracy"] for r in results]
     rows = list(csv.DictReader(io.StringIO(cli("leaderboard", str(out), "--format", "csv", "--no-published").stdout)))
     assert len(rows) == 1 and rows[0]["seeds"] == "3" and "seeds 0, 1, 2" in rows[0]["source"]
-    import statistics
     assert float(rows[0]["rec.accuracy"]) == pytest.approx(statistics.mean(values))
     assert float(rows[0]["rec.accuracy_sd"]) == pytest.approx(statistics.stdev(values))
+    # The interval: each concept deleted from every seed at once, the mean over seeds of the pooled
+    # accuracy recomputed, the jackknife variance, t on concepts - 1 df (written out here).
+    answers = []
+    for r in results:
+        scores = [json.loads(line) for line in (out / r["run"] / "scores.jsonl").read_text().splitlines()]
+        answers.append([(s["concept"], float(s["correct"])) for s in scores if s["scorer"] == "answer"])
+    concepts = sorted({c for c, _ in answers[0]})
+    deleted = np.array([np.mean([np.mean([v for c, v in seed if c != out_c]) for seed in answers])
+                        for out_c in concepts])
+    g = len(concepts)
+    half = stats.t.ppf(0.975, g - 1) * np.sqrt((g - 1) / g * np.sum((deleted - deleted.mean()) ** 2))
+    mean = statistics.mean(values)
+    assert float(rows[0]["rec.accuracy_lo"]) == pytest.approx(mean - half)
+    assert float(rows[0]["rec.accuracy_hi"]) == pytest.approx(mean + half)
     md = cli("leaderboard", str(out), "--no-published").stdout
-    assert f"(sd {statistics.stdev(values):.3f}, 3 seeds)" in md
+    places = _decimals(half)
+    assert f"{mean:.{places}f} ± {half:.{places}f} (sd {statistics.stdev(values):.3f}, 3 seeds)" in md
 
 
-def test_intervals_show_in_every_format_and_a_tie_within_them_is_marked_best(tmp_path):
+def test_intervals_show_in_every_format_and_only_a_paired_test_marks_a_row_as_not_different(tmp_path):
     import json
 
     out = tmp_path / "runs"
     for method in ("always-yes", "random-answer"):
         assert cli("run", "--method", method, "--tasks", "rec", "--out", str(out)).returncode == 0
-    runs = {json.loads((p / "results.json").read_text())["method"]: json.loads((p / "results.json").read_text())
-            for p in out.iterdir()}
+    runs = {json.loads((p / "results.json").read_text())["method"]: p for p in out.iterdir()}
+    results = {m: json.loads((p / "results.json").read_text()) for m, p in runs.items()}
     rows = {r["method"]: r for r in csv.DictReader(io.StringIO(
         cli("leaderboard", str(out), "--format", "csv", "--no-published").stdout))}
-    ci = runs["random-answer"]["intervals"]["rec"]["weighted_acc"]
+    ci = results["random-answer"]["intervals"]["rec"]["weighted_acc"]
     assert float(rows["random-answer"]["rec.weighted_acc_lo"]) == pytest.approx(ci["lo"])
     assert float(rows["random-answer"]["rec.weighted_acc_hi"]) == pytest.approx(ci["hi"])
     md = cli("leaderboard", str(out), "--no-published").stdout
-    assert f"± {(ci['hi'] - ci['lo']) / 2:.3f}" in md
+    value, half = results["random-answer"]["tasks"]["rec"]["weighted_acc"], (ci["hi"] - ci["lo"]) / 2
+    places = _decimals(half)
+    assert f"{value:.{places}f} ± {half:.{places}f}" in md
     page = tmp_path / "board.html"
     assert cli("leaderboard", str(out), "--format", "html", "--out", str(page)).returncode == 0
     html = page.read_text()
-    # always-yes's weighted accuracy is 0.5 exactly; random-answer's interval holds 0.5: both are best
-    always = runs["always-yes"]["tasks"]["rec"]["weighted_acc"]
-    randoms = runs["random-answer"]["tasks"]["rec"]["weighted_acc"]
-    assert ci["lo"] <= always <= ci["hi"] and "★ 0.500" in html and f"★ {randoms:.3f}" in html
+    compared = {r["metric"]: r for r in json.loads(cli("compare", str(runs["always-yes"]), str(runs["random-answer"]),
+                                                       "--format", "json").stdout)}
+    # weighted_acc: always-yes's 0.5 is best; random-answer's is lower, and compare's paired test
+    # finds no significant difference: marked as such. pos_acc: always-yes's 1.0 beats random-answer
+    # significantly: random-answer's cell is not marked.
+    assert compared["rec.weighted_acc"]["p"] >= 0.05 and compared["rec.pos_acc"]["p"] < 0.05
+    import re
+
+    def cells(method):  # the main table's cells of a run, by metric, as shown
+        row = re.search(rf"<tr class='run'><td class='method'>{method}</td>(.*?)</tr>", html).group(1)
+        texts = [re.sub(r"<[^>]+>", " ", c).split() for c in re.findall(r"<td class='[^']*'[^>]*>(.*?)</td>", row)]
+        return dict(zip(["pos_acc", "neg_acc", "weighted_acc", "accuracy", "unparsed"], texts))
+
+    always, randoms = cells("always-yes"), cells("random-answer")
+    assert always["weighted_acc"][:2] == ["★", "0.500"] and randoms["weighted_acc"][:2] == ["≈", f"{value:.{places}f}"]
+    assert always["pos_acc"][0] == "★" and randoms["pos_acc"][0] not in "★≈"
+    assert "p ≥ 0.05" in html
 
 
 def test_the_html_page_draws_each_metric_and_each_runs_concepts_with_their_intervals(tmp_path):

@@ -278,11 +278,22 @@ def interval_over_runs(runs: list[list[Samples]], resample_concepts: bool = True
     found = jackknife([(1.0 / len(runs), parts) for parts in runs])
     if found is None:
         return None
-    found = _clip(found, runs)
+    note = _few(len(concepts))
+    if found["se"] == 0:
+        # Every concept gives the same value (always-yes: pos_acc 1 everywhere): the jackknife has
+        # no spread to see. For a proportion, Wilson over the items is the least the data allow (it
+        # ignores the concepts, so it is no wider than the truth); otherwise the zero width says so.
+        flat = "no spread between the concepts"
+        pooled = _within(runs[0]) if len(runs) == 1 and _binary(runs[0]) else None
+        if pooled:
+            flat += ": Wilson's interval over the items"
+            found = {**found, "lo": pooled["lo"], "hi": pooled["hi"]}
+        note = f"{note}; {flat}" if note else flat
+    else:
+        found = _clip(found, runs)
     out = {"lo": found["lo"], "hi": found["hi"], "concepts": len(concepts), "items": items,
            "method": f"jackknife over {len(concepts)} concepts" + (f", {len(runs)} seeds averaged per concept"
                                                                     if len(runs) > 1 else "")}
-    note = _few(len(concepts))
     if note:
         out["note"] = note
     return out
