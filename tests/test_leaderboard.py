@@ -156,7 +156,8 @@ def test_seeds_run_apart_and_sit_in_one_row_with_their_spread_and_an_interval_ov
     assert float(rows[0]["rec.accuracy"]) == pytest.approx(statistics.mean(values))
     assert float(rows[0]["rec.accuracy_sd"]) == pytest.approx(statistics.stdev(values))
     # The interval: each concept deleted from every seed at once, the mean over seeds of the pooled
-    # accuracy recomputed, the jackknife variance, t on concepts - 1 df (written out here).
+    # accuracy recomputed, the jackknife variance plus the variance of the seeds' mean (sd^2 / 3),
+    # t on concepts - 1 df (written out here).
     answers = []
     for r in results:
         scores = [json.loads(line) for line in (out / r["run"] / "scores.jsonl").read_text().splitlines()]
@@ -165,7 +166,8 @@ def test_seeds_run_apart_and_sit_in_one_row_with_their_spread_and_an_interval_ov
     deleted = np.array([np.mean([np.mean([v for c, v in seed if c != out_c]) for seed in answers])
                         for out_c in concepts])
     g = len(concepts)
-    half = stats.t.ppf(0.975, g - 1) * np.sqrt((g - 1) / g * np.sum((deleted - deleted.mean()) ** 2))
+    variance = (g - 1) / g * np.sum((deleted - deleted.mean()) ** 2) + statistics.variance(values) / 3
+    half = stats.t.ppf(0.975, g - 1) * np.sqrt(variance)
     mean = statistics.mean(values)
     assert float(rows[0]["rec.accuracy_lo"]) == pytest.approx(mean - half)
     assert float(rows[0]["rec.accuracy_hi"]) == pytest.approx(mean + half)

@@ -25,8 +25,8 @@ from .record import BACKBONES_UNUSED, RANDOM_INIT_LABEL
 PUBLISHED_CSV = Path(__file__).resolve().parent / "data" / "published.csv"
 INTERVAL_NOTE = ("95% interval: value ± h where symmetric, else value [lo, hi]; the concepts are the unit (concept "
                  "jackknife, t on concepts − 1 df; README 'Uncertainty'); decimals as many as the interval "
-                 "supports. A group of seeds: each concept averaged over the seeds, then the same interval; sd: "
-                 "the spread between its seeds. Published rows report no interval.")
+                 "supports. A group of seeds: each concept averaged over the seeds, then the same interval, plus "
+                 "the variance of the seeds' mean; sd: the spread between its seeds. Published rows report no interval.")
 # The level of the paired test that marks a row "not significantly different from the best".
 SIGNIFICANCE = 0.05
 GROUP_FIELDS = ("benchmark", "protocol", "backbones", "judge", "limit")
@@ -294,9 +294,8 @@ _SCORES: dict[tuple, list[dict] | None] = {}
 
 
 def _seeds_interval(members: list[dict], metric: str) -> dict | None:
-    """The interval of a group of seeds' mean: each concept averaged over the seeds, then the concept
-    jackknife (:func:`unifybench.uncertainty.interval_over_runs`), so the seed-to-seed spread of each
-    concept is inside it."""
+    """The interval of a group of seeds' mean (:func:`unifybench.uncertainty.interval_over_runs`):
+    the concept sampling and the seed-to-seed spread both inside it."""
     from .metrics import samples
     from .uncertainty import interval_over_runs
 

@@ -261,7 +261,8 @@ def interval(parts: list[Samples], seed: int = 0, resamples: int = DEFAULT_RESAM
 
 def interval_over_runs(runs: list[list[Samples]], resample_concepts: bool = True) -> dict | None:
     """The interval of the mean over runs (seeds) of each run's statistic, the concepts as the unit:
-    each deleted concept leaves every run at once, so the concept's seed-to-seed spread is inside."""
+    each deleted concept leaves every run at once (each concept averaged over the seeds), and the
+    variance of the seeds' mean is added, so the seed-to-seed spread is inside the interval."""
     concepts = sorted({c for parts in runs for p in parts for c in p.num if np.any(p.den[c] > 0)})
     if not concepts:
         return None
@@ -278,6 +279,14 @@ def interval_over_runs(runs: list[list[Samples]], resample_concepts: bool = True
     found = jackknife([(1.0 / len(runs), parts) for parts in runs])
     if found is None:
         return None
+    if len(runs) > 1:
+        # A seed can move every concept at once (a shared draw): the deleted concepts cannot see
+        # that, so the variance of the mean over seeds, sd^2 / seeds, is added. It counts each
+        # concept's own seed noise twice: wider, never narrower, than the two sources together.
+        per_run = [_mean_estimate(parts) for parts in runs]
+        se = float(np.sqrt(found["se"] ** 2 + np.var(per_run, ddof=1) / len(runs)))
+        half = float(stats.t.ppf(1 - (1 - LEVEL) / 2, found["units"] - 1)) * se
+        found = {**found, "se": se, "lo": found["estimate"] - half, "hi": found["estimate"] + half}
     note = _few(len(concepts))
     if found["se"] == 0:
         # Every concept gives the same value (always-yes: pos_acc 1 everywhere): the jackknife has
@@ -292,8 +301,9 @@ def interval_over_runs(runs: list[list[Samples]], resample_concepts: bool = True
     else:
         found = _clip(found, runs)
     out = {"lo": found["lo"], "hi": found["hi"], "concepts": len(concepts), "items": items,
-           "method": f"jackknife over {len(concepts)} concepts" + (f", {len(runs)} seeds averaged per concept"
-                                                                    if len(runs) > 1 else "")}
+           "method": f"jackknife over {len(concepts)} concepts" + (
+               f", {len(runs)} seeds averaged per concept, plus the variance of the seeds' mean" if len(runs) > 1
+               else "")}
     if note:
         out["note"] = note
     return out
