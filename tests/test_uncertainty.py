@@ -186,6 +186,7 @@ def test_compares_interval_excludes_zero_when_its_p_value_says_significant():
         a, b = _paired_binary(rng, shift=0.06)
         found = paired(a, b, seed=rep, permutations=2000)
         is_significant, leaves_out_zero = found["p"] < 0.05, not found["lo"] <= 0 <= found["hi"]
+        assert (found["p_t"] < 0.05) == leaves_out_zero  # the t test the interval inverts, exactly
         agree += is_significant == leaves_out_zero
         significant += is_significant
         excluded += is_significant and leaves_out_zero
@@ -220,6 +221,7 @@ def test_a_paired_comparison_is_the_paired_t_interval_and_scipys_permutation_tes
     assert found["diff"] == pytest.approx(np.mean(a - b))
     ci = stats.ttest_rel(a, b).confidence_interval(0.95)
     assert found["lo"] == pytest.approx(ci.low) and found["hi"] == pytest.approx(ci.high)
+    assert found["p_t"] == pytest.approx(stats.ttest_rel(a, b).pvalue)
     exact = stats.permutation_test((a, b), lambda x, y: np.mean(x - y), permutation_type="samples",
                                    alternative="two-sided", n_resamples=np.inf).pvalue
     assert found["p"] == pytest.approx(exact, abs=0.004)

@@ -103,7 +103,7 @@ def paired_metric(rows_a: list[dict], rows_b: list[dict], task: str, metric: str
 def as_table(rows: list[dict], fmt: str) -> str:
     if fmt == "json":
         return json.dumps(rows, indent=2) + "\n"
-    frame = pd.DataFrame(rows, columns=["a", "b", "metric", "mean_a", "mean_b", "diff", "lo", "hi", "p", "concepts",
+    frame = pd.DataFrame(rows, columns=["a", "b", "metric", "mean_a", "mean_b", "diff", "lo", "hi", "p", "p_t", "concepts",
                                         "items", "method", "note"])
     if fmt == "csv":
         for column in ("a", "b", "metric"):  # labels carry --method-arg values: no formula, ever
@@ -112,16 +112,18 @@ def as_table(rows: list[dict], fmt: str) -> str:
     lines = []
     for (a, b), part in frame.groupby(["a", "b"], sort=False):
         lines += [f"### A = {_md_text(a)}; B = {_md_text(b)}", "",
-                  "| metric | A | B | A − B, 95% interval | p | concepts | items |", "|---|---|---|---|---|---|---|"]
+                  "| metric | A | B | A − B, 95% interval | p (permutation) | p (t) | concepts | items |",
+                  "|---|---|---|---|---|---|---|---|"]
         for r in part.to_dict("records"):
             note = f" ({r['note']})" if isinstance(r.get("note"), str) else ""
             places = decimals(r["lo"], r["hi"])
             lines.append(f"| {r['metric']} | {r['mean_a']:.{places}f} | {r['mean_b']:.{places}f} | "
-                         f"{interval_text(r['diff'], r['lo'], r['hi'], signed=True)} | {r['p']:.3f} | "
+                         f"{interval_text(r['diff'], r['lo'], r['hi'], signed=True)} | {r['p']:.3f} | {r['p_t']:.3f} | "
                          f"{r['concepts']}{note} | {r['items']} |")
         lines.append("")
     lines.append("A − B over the concepts and items both runs scored. Interval: the concept jackknife of the "
-                 "difference, t on concepts − 1 df (one concept: over its prompts); p: two-sided permutation test "
-                 "swapping A and B concept by concept. Two views of one paired test: they disagree only near "
-                 "p = 0.05.")
+                 "difference, t on concepts − 1 df (one concept: over its prompts); p (t): the t test it inverts "
+                 "(0 is outside the interval exactly when p (t) < 0.05); p (permutation): two-sided test swapping "
+                 "A and B concept by concept, exact whatever the shape of the differences. Both paired over the "
+                 "concepts: with few concepts or skewed differences they can disagree near 0.05.")
     return "\n".join(lines) + "\n"

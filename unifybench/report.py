@@ -474,7 +474,8 @@ def _csv_text(value):
 
 def _marks(records: list[dict], metric: str) -> dict[int, str]:
     """Row position -> ``best`` (the best value of the column) or ``tie`` (not significantly
-    different from the best by ``compare``'s paired permutation test at ``SIGNIFICANCE``). Overlapping
+    different from the best by ``compare``'s paired tests at ``SIGNIFICANCE``: its interval holds 0
+    and its permutation p-value is not below). Overlapping
     intervals are not a test of a difference (Schenker & Gentleman 2001), so only rows that can be
     paired with the best (single runs on the same concepts) are ever marked ``tie``. A run that copies
     its reference photos is never marked."""
@@ -487,7 +488,7 @@ def _marks(records: list[dict], metric: str) -> dict[int, str]:
     for i, row in enumerate(records):
         if i not in marks and isinstance(values[i], float):
             found = _paired_with(top, row, metric)
-            if found is not None and found["p"] >= SIGNIFICANCE:
+            if found is not None and min(found["p"], found["p_t"]) >= SIGNIFICANCE:
                 marks[i] = "tie"
     return marks
 
@@ -495,7 +496,8 @@ def _marks(records: list[dict], metric: str) -> dict[int, str]:
 def _paired_with(a: dict, b: dict, metric: str) -> dict | None:
     """``compare``'s paired test of two rows on ``metric``, or None when they cannot be paired: a
     published row or a group of seeds, other concepts, no readable scores."""
-    if any(r.get("_seeds") or r.get("_concept_set") != a.get("_concept_set") for r in (a, b)):
+    # A table's records carry NaN where a field is missing (pandas): a group of seeds has an int.
+    if any(isinstance(r.get("_seeds"), int) or r.get("_concept_set") != a.get("_concept_set") for r in (a, b)):
         return None
     rows_a, rows_b = _scores(a.get("_dir")), _scores(b.get("_dir"))
     if not rows_a or not rows_b:
@@ -542,8 +544,8 @@ def _header(metrics: list[str]) -> str:
     return f"<thead><tr>{''.join(top)}</tr><tr>{''.join(second)}</tr></thead>"
 
 
-TIE_TITLE = (f"not significantly different from the best (compare's paired permutation test over concepts, "
-             f"p ≥ {SIGNIFICANCE})")
+TIE_TITLE = (f"not significantly different from the best (compare's paired tests over concepts: permutation "
+             f"and t, both p ≥ {SIGNIFICANCE})")
 
 
 def _metric_cells(values: list, metrics: list[str], marks: dict[str, dict[int, str]], position: int,
@@ -690,8 +692,8 @@ def as_html(tables: list[Table]) -> str:
     intro = ("<h1>UnifyBench leaderboard</h1><p class='muted small'>"
              f"Generated {esc(time.strftime('%Y-%m-%d %H:%M'))}. ↑ higher is better, ↓ lower is better, "
              f"★ best in its column (a run flagged as copying its reference photos is never marked); ≈ not "
-             f"significantly different from the best: compare's paired permutation test over the concepts both "
-             f"runs scored, p ≥ {SIGNIFICANCE} (only single runs on the best row's concepts are tested: groups of "
+             f"significantly different from the best: compare's paired tests over the concepts both runs "
+             f"scored, permutation and t (its interval holds 0), both p ≥ {SIGNIFICANCE} (only single runs on the best row's concepts are tested: groups of "
              f"seeds and published rows are not marked). {esc(INTERVAL_NOTE)} A table holds only rows made on the same benchmark, "
              "protocol, scorer backbones, judge and limit. n/s: not scored (hover for why).</p>")
     return page("UnifyBench leaderboard", intro + "\n".join(sections))

@@ -315,7 +315,8 @@ def paired(parts_a: list[Samples], parts_b: list[Samples], seed: int = 0, resamp
     same order): the difference, its 95% interval (the concept jackknife of the difference of the two
     statistics, each run with its own denominators: a judge parses some replies of one run and not of
     the other), and a two-sided permutation p-value that swaps A and B within each concept. With one
-    concept the interval is over its prompts, labelled. ``resamples`` is accepted and ignored."""
+    concept the interval is over its prompts, labelled. ``p_t``: the t test the interval inverts (0 is
+    outside the interval exactly when ``p_t`` < 0.05). ``resamples`` is accepted and ignored."""
     concepts = sorted(c for c in parts_a[0].num if len(parts_a[0].num[c]))
     if not concepts:
         return None
@@ -336,7 +337,12 @@ def paired(parts_a: list[Samples], parts_b: list[Samples], seed: int = 0, resamp
         statistics.append(_ratio(na, da, a.combine) - _ratio(nb, db, b.combine))
     null = np.mean(statistics, axis=0)
     p = (np.sum(np.abs(null) >= abs(observed) - 1e-12) + 1) / (permutations + 1)
-    out = {"diff": observed, "lo": found["lo"], "hi": found["hi"], "p": float(p), "concepts": len(concepts),
+    # The t test the interval inverts: 0 outside the interval exactly when p_t < 0.05 (before any
+    # clipping, which only trims where the difference cannot be).
+    p_t = float(2 * stats.t.sf(abs(found["estimate"]) / found["se"], found["units"] - 1)) if found["se"] > 0 else \
+        float(found["estimate"] == 0)
+    out = {"diff": observed, "lo": found["lo"], "hi": found["hi"], "p": float(p), "p_t": p_t,
+           "concepts": len(concepts),
            "items": _items([*parts_a, *parts_b], concepts),
            "method": f"jackknife over {found['units']} {'concepts' if len(concepts) > 1 else 'prompts'}"}
     note = _few(len(concepts))
