@@ -234,3 +234,33 @@ def test_the_html_page_draws_each_metric_and_each_runs_concepts_with_their_inter
     per_concept = re.search(r"aria-label='rec.weighted_acc per concept'>(.*?)</svg>", html, re.S).group(1)
     assert per_concept.count("<circle") == len(results["concepts"])
     assert "<script" not in html and "http" not in plot
+
+
+def test_few_concepts_are_said_wherever_the_number_is_and_one_concept_is_never_plus_minus_zero(tmp_path):
+    import json
+
+    out, one = tmp_path / "runs", tmp_path / "one"
+    for seed in ("0", "1"):
+        ran = cli("run", "--method", "random-answer", "--tasks", "rec", "--concepts", "dog,cat,clock", "--seed", seed,
+                  "--out", str(out / seed))
+        assert ran.returncode == 0, ran.stderr
+    few = "only 3 concepts: this interval says little"
+    assert few in ran.stdout + ran.stderr  # the terminal table's note
+    md = cli("leaderboard", str(out / "0"), "--no-published").stdout
+    assert f"[1] {few}" in md and "[note 1]" in md
+    rows = list(csv.DictReader(io.StringIO(cli("leaderboard", str(out / "0"), "--format", "csv",
+                                               "--no-published").stdout)))
+    assert f"rec.accuracy: {few}" in rows[0]["interval_notes"]
+    page = tmp_path / "board.html"
+    assert cli("leaderboard", str(out / "0"), "--format", "html", "--out", str(page)).returncode == 0
+    assert few in page.read_text()
+    compared = cli("compare", *(str(next((out / s).iterdir())) for s in ("0", "1")))
+    assert compared.returncode == 0 and few in compared.stdout
+    # One concept, every answer right (always-yes on the positives): Wilson's interval, labelled.
+    ran = cli("run", "--method", "always-yes", "--tasks", "rec", "--concepts", "dog", "--out", str(one), "--json")
+    results = json.loads(ran.stdout)
+    pos = results["intervals"]["rec"]["pos_acc"]
+    assert pos["hi"] == 1.0 and pos["lo"] < 0.9 and "one concept" in pos["note"]
+    assert "weighted_acc" not in results["intervals"]["rec"]  # no spread among its prompts: no interval
+    md = cli("leaderboard", str(one), "--no-published").stdout
+    assert "one concept" in md and "± 0.0" not in md

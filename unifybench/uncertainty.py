@@ -229,7 +229,7 @@ def _within(parts: list[Samples]) -> dict | None:
         lo, hi = wilson(sum(part.num[c].sum() for c in part.num), n)
         return {"lo": lo, "hi": hi, "method": "Wilson"}
     found = jackknife([(1.0, parts)], by_concept=False)
-    if found is None:
+    if found is None or found["se"] == 0:  # no spread among the prompts: nothing to say, not "± 0"
         return None
     return {"lo": found["lo"], "hi": found["hi"], "method": f"jackknife over {found['units']} prompts"}
 
