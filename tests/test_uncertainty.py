@@ -78,6 +78,19 @@ def test_inside_a_concept_the_unit_is_the_prompt_not_the_image():
     assert ours["lo"] == pytest.approx(theirs[0]) and ours["hi"] == pytest.approx(theirs[1])
 
 
+def test_an_interval_stays_inside_the_range_of_its_items_and_a_constant_part_does_not_narrow_it():
+    """One concept's weighted accuracy: both positives wrong, two of four negatives right. The
+    prompt jackknife on t(5) reaches past 0 and 1: clipped there, not at the positives' own 0."""
+    pos, neg = Samples(), Samples()
+    for k, (negative, correct) in enumerate([(0, 0), (0, 0), (1, 1), (1, 0), (1, 1), (1, 0)]):
+        pos.add("dog", correct * (not negative), float(not negative), item=(f"k{k}", None))
+        neg.add("dog", correct * negative, float(negative), item=(f"k{k}", None))
+    found = interval([pos.frozen(), neg.frozen()], resample_concepts=False)
+    assert found["lo"] == 0.0 and 0.5 < found["hi"] <= 1.0
+    wilson = interval([neg.frozen()], resample_concepts=False)  # 2 of 4
+    assert wilson["method"] == "Wilson" and 0 < wilson["lo"] < 0.5 < wilson["hi"] < 1
+
+
 def test_concepts_come_first_a_concept_with_many_items_does_not_narrow_the_interval():
     """Two concepts far apart, many items each: resampling items alone would give a narrow interval;
     the concepts' disagreement must show, and few concepts say so."""

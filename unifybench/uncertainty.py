@@ -157,21 +157,13 @@ def _combined(terms: list[tuple[float, list[Samples]]], units: list[tuple]) -> t
 
 
 def _bounds(parts_list: list[list[Samples]]) -> tuple[float, float]:
-    """The range the statistic cannot leave: a weighted mean of item ratios lies between the
-    smallest and the largest (weighted accuracy: the mean of its two rates' ranges)."""
-    lows, highs = [], []
-    for parts in parts_list:
-        lo, hi = [], []
-        for part in parts:
-            ratios = np.concatenate([part.num[c][part.den[c] > 0] / part.den[c][part.den[c] > 0]
-                                     for c in part.num] or [np.zeros(0)])
-            if len(ratios):
-                lo.append(ratios.min())
-                hi.append(ratios.max())
-        if lo:
-            lows.append(np.mean(lo))
-            highs.append(np.mean(hi))
-    return (min(lows), max(highs)) if lows else (-np.inf, np.inf)
+    """The range the statistic cannot leave: a (weighted) mean of item ratios lies between the
+    smallest and the largest of all its parts' items (weighted accuracy: the mean of two rates, each
+    inside that range). A part whose items all agree does not narrow it."""
+    ratios = [part.num[c][part.den[c] > 0] / part.den[c][part.den[c] > 0]
+              for parts in parts_list for part in parts for c in part.num]
+    ratios = np.concatenate(ratios) if ratios else np.zeros(0)
+    return (float(ratios.min()), float(ratios.max())) if len(ratios) else (-np.inf, np.inf)
 
 
 def jackknife(terms: list[tuple[float, list[Samples]]], by_concept: bool = True) -> dict | None:
@@ -196,7 +188,9 @@ def wilson(successes: float, n: float) -> tuple[float, float]:
     p = successes / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z / (1 + z * z / n) * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+    # p = 0 or 1 puts a bound at 0 or 1 exactly; rounding error would leave 1e-17 there
+    lo, hi = centre - half, centre + half
+    return (0.0 if lo < 1e-12 else float(lo)), (1.0 if hi > 1 - 1e-12 else float(hi))
 
 
 def _binary(parts: list[Samples]) -> bool:
@@ -231,6 +225,7 @@ def _within(parts: list[Samples]) -> dict | None:
     found = jackknife([(1.0, parts)], by_concept=False)
     if found is None or found["se"] == 0:  # no spread among the prompts: nothing to say, not "± 0"
         return None
+    found = _clip(found, [parts])
     return {"lo": found["lo"], "hi": found["hi"], "method": f"jackknife over {found['units']} prompts"}
 
 
