@@ -212,6 +212,8 @@ def test_intervals_show_in_every_format_and_only_a_paired_test_marks_a_row_as_no
     always, randoms = cells("always-yes"), cells("random-answer")
     assert always["weighted_acc"][:2] == ["★", "0.500"] and randoms["weighted_acc"][:2] == ["≈", f"{value:.{places}f}"]
     assert always["pos_acc"][0] == "★" and randoms["pos_acc"][0] not in "★≈"
+    # always-yes's neg_acc of 0.000, which the overlap rule once starred as tied for best: not marked
+    assert randoms["neg_acc"][0] == "★" and always["neg_acc"][0] not in "★≈" and compared["rec.neg_acc"]["p"] < 0.05
     assert "p ≥ 0.05" in html
 
 
