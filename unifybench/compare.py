@@ -2,10 +2,10 @@
 
 For every metric both runs scored, the paired difference A − B over the concepts and items both
 runs have (an item is a request, and for generation each image file), its 95% interval (the concept
-jackknife of :mod:`unifybench.uncertainty` on the difference, t on concepts - 1 df), and a
-permutation p-value that swaps A and B concept by concept: two views of one paired test. Runs are compared only where a table would put them side by side: the same
-benchmark content, protocol, scorer backbones, judge and ``--limit``; otherwise one line says which
-differs.
+jackknife of :mod:`unifybench.uncertainty` on the difference, t on concepts - 1 df) with the t test
+it inverts (``p_t``), and a permutation p-value that swaps A and B concept by concept (``p``). Runs
+are compared only where a table would put them side by side: the same benchmark content, protocol,
+scorer backbones, judge and ``--limit``; otherwise one line says which differs.
 """
 from __future__ import annotations
 
@@ -103,8 +103,8 @@ def paired_metric(rows_a: list[dict], rows_b: list[dict], task: str, metric: str
 def as_table(rows: list[dict], fmt: str) -> str:
     if fmt == "json":
         return json.dumps(rows, indent=2) + "\n"
-    frame = pd.DataFrame(rows, columns=["a", "b", "metric", "mean_a", "mean_b", "diff", "lo", "hi", "p", "p_t", "concepts",
-                                        "items", "method", "note"])
+    frame = pd.DataFrame(rows, columns=["a", "b", "metric", "mean_a", "mean_b", "diff", "lo", "hi", "p", "p_t",
+                                        "concepts", "items", "method", "note"])
     if fmt == "csv":
         for column in ("a", "b", "metric"):  # labels carry --method-arg values: no formula, ever
             frame[column] = frame[column].map(_csv_text)
