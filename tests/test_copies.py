@@ -25,6 +25,15 @@ class Copying(Method):
                 near = im.convert("RGB").resize((im.width // 2, im.height // 2))
             out.append([ref, near] + [Image.new("RGB", (64, 64), (200, 30, 30))] * (r.n_images - 2))
         return out
+
+
+class Grey(Method):
+    """An honest method of no skill: a grey square per image."""
+    name = "grey"
+    tasks = frozenset({"gen"})
+
+    def generate(self, concept, state, requests):
+        return [[Image.new("RGB", (64, 64), (128, 128, 128))] * r.n_images for r in requests]
 '''
 
 
@@ -45,6 +54,33 @@ def test_copies_of_reference_photos_are_flagged_counted_and_marked(tmp_path):
     assert cli("gallery", str(run_dir)).returncode == 0
     page = (run_dir / "gallery.html").read_text()
     assert "4 generated image(s) are copies of a reference photo" in page and "(exact)" in page and "(near)" in page
+
+
+def test_a_run_that_copies_its_reference_photos_is_never_marked_best(tmp_path):
+    """It scores against itself, so it beats every honest run on CLIP-I and DINO: the leaderboard
+    gives the best mark to the best of the others, and per-concept tables mark no concept."""
+    import re
+
+    plugin = make_plugin(tmp_path / "plugin", "copying-plugin", "copying", COPYING,
+                         {"copying": "copying:Copying", "grey": "copying:Grey"})
+    out = tmp_path / "runs"
+    common = ["--tasks", "gen", "--concepts", "dog,cat", "--limit", "2", "--images-per-prompt", "3",
+              "--backbones", "tiny", "--out", str(out)]
+    for method in ("copying", "real-images", "grey"):
+        ran = cli("run", "--method", method, *common, pythonpath=[plugin])
+        assert ran.returncode == 0, ran.stderr
+    page = tmp_path / "board.html"
+    assert cli("leaderboard", str(out), "--format", "html", "--out", str(page), "--no-published",
+               pythonpath=[plugin]).returncode == 0
+    html = page.read_text()
+    main = html.split("<details>")[0]
+    rows = dict(re.findall(r"<tr class='run'><td class='method'>([^<]*)</td>(.*?)</tr>", main))
+    copying = next(cells for name, cells in rows.items() if name.startswith("copying"))
+    others = [cells for name, cells in rows.items() if not name.startswith("copying")]
+    assert "★" not in copying and "≈" not in copying
+    assert any("★" in cells for cells in others)  # the best honest run keeps its mark
+    per_concept = "".join(re.findall(r"<details><summary>per concept:.*?</details>", html, re.S))
+    assert per_concept and "★" not in per_concept and "class='best'" not in per_concept
 
 
 def test_real_images_and_distinct_photos_are_not_copies(tmp_path):

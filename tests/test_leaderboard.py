@@ -110,6 +110,18 @@ def test_a_column_where_every_row_ties_marks_no_row_best():
     assert _best(pd.Series([0.5, 0.7, 0.7], dtype=object), "higher") == {1, 2}
 
 
+def test_a_count_averaged_over_seeds_shows_its_mean_not_a_rounded_one():
+    """Three seeds with 11, 12 and 12 unparsed replies: 11.667 (it read 11.700)."""
+    from unifybench.report import as_markdown, build_tables, seed_groups
+
+    base = {"benchmark": "b", "protocol": "default", "backbones": "not used", "judge": "", "limit": "",
+            "method": "m", "_concept_set": ("a",)}
+    rows = seed_groups([{**base, "_seed": seed, "rec.unparsed": count} for seed, count in ((0, 11), (1, 12), (2, 12))])
+    assert len(rows) == 1 and rows[0]["rec.unparsed"] == pytest.approx(35 / 3)
+    md = as_markdown(build_tables(rows))
+    assert "| 11.667 |" in md and "11.700" not in md
+
+
 def test_where_a_judge_scored_open_answers_its_score_leads_char_bleu(tmp_path):
     out = tmp_path / "runs"
     ran = cli("run", "--method", "random-answer", "--tasks", "vqa", "--limit", "1", "--concepts", "dog",
@@ -120,8 +132,18 @@ def test_where_a_judge_scored_open_answers_its_score_leads_char_bleu(tmp_path):
     assert header.index("vqa.judge_score") < header.index("vqa.bleu")
 
 
-def test_seeds_run_apart_and_sit_in_one_row_with_their_spread(tmp_path):
+def _decimals(half: float) -> int:
+    """Two significant digits of a half-width, 1 to 4 decimals (README "Uncertainty")."""
+    import math
+    return min(4, max(1, 1 - math.floor(math.log10(half))))
+
+
+def test_seeds_run_apart_and_sit_in_one_row_with_their_spread_and_an_interval_over_concepts(tmp_path):
     import json
+    import statistics
+
+    import numpy as np
+    from scipy import stats
 
     out = tmp_path / "runs"
     ran = cli("run", "--method", "random-answer", "--tasks", "rec", "--seeds", "0,1,2", "--out", str(out), "--json")
@@ -131,35 +153,68 @@ def test_seeds_run_apart_and_sit_in_one_row_with_their_spread(tmp_path):
     values = [r["tasks"]["rec"]["accuracy"] for r in results]
     rows = list(csv.DictReader(io.StringIO(cli("leaderboard", str(out), "--format", "csv", "--no-published").stdout)))
     assert len(rows) == 1 and rows[0]["seeds"] == "3" and "seeds 0, 1, 2" in rows[0]["source"]
-    import statistics
     assert float(rows[0]["rec.accuracy"]) == pytest.approx(statistics.mean(values))
     assert float(rows[0]["rec.accuracy_sd"]) == pytest.approx(statistics.stdev(values))
+    # The interval: each concept deleted from every seed at once, the mean over seeds of the pooled
+    # accuracy recomputed, the jackknife variance plus the variance of the seeds' mean (sd^2 / 3),
+    # t on concepts - 1 df (written out here).
+    answers = []
+    for r in results:
+        scores = [json.loads(line) for line in (out / r["run"] / "scores.jsonl").read_text().splitlines()]
+        answers.append([(s["concept"], float(s["correct"])) for s in scores if s["scorer"] == "answer"])
+    concepts = sorted({c for c, _ in answers[0]})
+    deleted = np.array([np.mean([np.mean([v for c, v in seed if c != out_c]) for seed in answers])
+                        for out_c in concepts])
+    g = len(concepts)
+    variance = (g - 1) / g * np.sum((deleted - deleted.mean()) ** 2) + statistics.variance(values) / 3
+    half = stats.t.ppf(0.975, g - 1) * np.sqrt(variance)
+    mean = statistics.mean(values)
+    assert float(rows[0]["rec.accuracy_lo"]) == pytest.approx(mean - half)
+    assert float(rows[0]["rec.accuracy_hi"]) == pytest.approx(mean + half)
     md = cli("leaderboard", str(out), "--no-published").stdout
-    assert f"(sd {statistics.stdev(values):.3f}, 3 seeds)" in md
+    places = _decimals(half)
+    assert f"{mean:.{places}f} ± {half:.{places}f} (sd {statistics.stdev(values):.3f}, 3 seeds)" in md
 
 
-def test_intervals_show_in_every_format_and_a_tie_within_them_is_marked_best(tmp_path):
+def test_intervals_show_in_every_format_and_only_a_paired_test_marks_a_row_as_not_different(tmp_path):
     import json
 
     out = tmp_path / "runs"
     for method in ("always-yes", "random-answer"):
         assert cli("run", "--method", method, "--tasks", "rec", "--out", str(out)).returncode == 0
-    runs = {json.loads((p / "results.json").read_text())["method"]: json.loads((p / "results.json").read_text())
-            for p in out.iterdir()}
+    runs = {json.loads((p / "results.json").read_text())["method"]: p for p in out.iterdir()}
+    results = {m: json.loads((p / "results.json").read_text()) for m, p in runs.items()}
     rows = {r["method"]: r for r in csv.DictReader(io.StringIO(
         cli("leaderboard", str(out), "--format", "csv", "--no-published").stdout))}
-    ci = runs["random-answer"]["intervals"]["rec"]["weighted_acc"]
+    ci = results["random-answer"]["intervals"]["rec"]["weighted_acc"]
     assert float(rows["random-answer"]["rec.weighted_acc_lo"]) == pytest.approx(ci["lo"])
     assert float(rows["random-answer"]["rec.weighted_acc_hi"]) == pytest.approx(ci["hi"])
     md = cli("leaderboard", str(out), "--no-published").stdout
-    assert f"± {(ci['hi'] - ci['lo']) / 2:.3f}" in md
+    value, half = results["random-answer"]["tasks"]["rec"]["weighted_acc"], (ci["hi"] - ci["lo"]) / 2
+    places = _decimals(half)
+    assert f"{value:.{places}f} ± {half:.{places}f}" in md
     page = tmp_path / "board.html"
     assert cli("leaderboard", str(out), "--format", "html", "--out", str(page)).returncode == 0
     html = page.read_text()
-    # always-yes's weighted accuracy is 0.5 exactly; random-answer's interval holds 0.5: both are best
-    always = runs["always-yes"]["tasks"]["rec"]["weighted_acc"]
-    randoms = runs["random-answer"]["tasks"]["rec"]["weighted_acc"]
-    assert ci["lo"] <= always <= ci["hi"] and "★ 0.500" in html and f"★ {randoms:.3f}" in html
+    compared = {r["metric"]: r for r in json.loads(cli("compare", str(runs["always-yes"]), str(runs["random-answer"]),
+                                                       "--format", "json").stdout)}
+    # weighted_acc: always-yes's 0.5 is best; random-answer's is lower, and compare's paired test
+    # finds no significant difference: marked as such. pos_acc: always-yes's 1.0 beats random-answer
+    # significantly: random-answer's cell is not marked.
+    assert compared["rec.weighted_acc"]["p"] >= 0.05 and compared["rec.pos_acc"]["p"] < 0.05
+    import re
+
+    def cells(method):  # the main table's cells of a run, by metric, as shown
+        row = re.search(rf"<tr class='run'><td class='method'>{method}</td>(.*?)</tr>", html).group(1)
+        texts = [re.sub(r"<[^>]+>", " ", c).split() for c in re.findall(r"<td class='[^']*'[^>]*>(.*?)</td>", row)]
+        return dict(zip(["pos_acc", "neg_acc", "weighted_acc", "accuracy", "unparsed"], texts))
+
+    always, randoms = cells("always-yes"), cells("random-answer")
+    assert always["weighted_acc"][:2] == ["★", "0.500"] and randoms["weighted_acc"][:2] == ["≈", f"{value:.{places}f}"]
+    assert always["pos_acc"][0] == "★" and randoms["pos_acc"][0] not in "★≈"
+    # always-yes's neg_acc of 0.000, which the overlap rule once starred as tied for best: not marked
+    assert randoms["neg_acc"][0] == "★" and always["neg_acc"][0] not in "★≈" and compared["rec.neg_acc"]["p"] < 0.05
+    assert "p ≥ 0.05" in html
 
 
 def test_the_html_page_draws_each_metric_and_each_runs_concepts_with_their_intervals(tmp_path):
@@ -181,3 +236,33 @@ def test_the_html_page_draws_each_metric_and_each_runs_concepts_with_their_inter
     per_concept = re.search(r"aria-label='rec.weighted_acc per concept'>(.*?)</svg>", html, re.S).group(1)
     assert per_concept.count("<circle") == len(results["concepts"])
     assert "<script" not in html and "http" not in plot
+
+
+def test_few_concepts_are_said_wherever_the_number_is_and_one_concept_is_never_plus_minus_zero(tmp_path):
+    import json
+
+    out, one = tmp_path / "runs", tmp_path / "one"
+    for seed in ("0", "1"):
+        ran = cli("run", "--method", "random-answer", "--tasks", "rec", "--concepts", "dog,cat,clock", "--seed", seed,
+                  "--out", str(out / seed))
+        assert ran.returncode == 0, ran.stderr
+    few = "only 3 concepts: this interval says little"
+    assert few in ran.stdout + ran.stderr  # the terminal table's note
+    md = cli("leaderboard", str(out / "0"), "--no-published").stdout
+    assert f"[1] {few}" in md and "[note 1]" in md
+    rows = list(csv.DictReader(io.StringIO(cli("leaderboard", str(out / "0"), "--format", "csv",
+                                               "--no-published").stdout)))
+    assert f"rec.accuracy: {few}" in rows[0]["interval_notes"]
+    page = tmp_path / "board.html"
+    assert cli("leaderboard", str(out / "0"), "--format", "html", "--out", str(page)).returncode == 0
+    assert few in page.read_text()
+    compared = cli("compare", *(str(next((out / s).iterdir())) for s in ("0", "1")))
+    assert compared.returncode == 0 and few in compared.stdout
+    # One concept, every answer right (always-yes on the positives): Wilson's interval, labelled.
+    ran = cli("run", "--method", "always-yes", "--tasks", "rec", "--concepts", "dog", "--out", str(one), "--json")
+    results = json.loads(ran.stdout)
+    pos = results["intervals"]["rec"]["pos_acc"]
+    assert pos["hi"] == 1.0 and pos["lo"] < 0.9 and "one concept" in pos["note"]
+    assert "weighted_acc" not in results["intervals"]["rec"]  # no spread among its prompts: no interval
+    md = cli("leaderboard", str(one), "--no-published").stdout
+    assert "one concept" in md and "± 0.0" not in md

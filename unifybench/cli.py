@@ -204,8 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--method-arg", action="append", default=[], metavar="KEY=VALUE",
                      help="an argument of the method (repeatable; `unifybench methods` lists them)")
     run.add_argument("--bootstrap", default=1000, type=_count(0, 100000),
-                     help="resamples of the 95%% interval of every mean (hierarchical bootstrap over concepts, then "
-                          "items; README 'Uncertainty'); 0: no intervals")
+                     help="0: no intervals; otherwise every mean gets its 95%% interval over the concepts (a "
+                          "concept jackknife, which draws no resamples: README 'Uncertainty')")
     run.add_argument("--threads", default=None, type=_count(1, 1024),
                      help="torch's threads (default: the free cores: this process's cores minus the load already on "
                           "them; OMP_NUM_THREADS also sets it); recorded in run.json")
@@ -233,12 +233,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     comp = command("compare", "the paired difference of runs on the same benchmark, with its interval and p-value",
                    "Compare the first run directory with each of the others: per metric, A - B over the concepts "
-                   "and items both scored, a 95% hierarchical bootstrap interval and a paired permutation p-value. "
+                   "and items both scored, a 95% interval over the concepts (jackknife, t) and a paired permutation p-value. "
                    "Refused when the runs differ in benchmark content, protocol, scorer backbones, judge or --limit.")
     comp.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="run directories; the first is A")
     comp.add_argument("--format", default="md", choices=["md", "csv", "json"], help="the table's format")
-    comp.add_argument("--bootstrap", default=1000, type=_count(100, 100000), help="bootstrap resamples")
-    comp.add_argument("--seed", default=0, type=int, help="seed of the resamples and permutations")
+    comp.add_argument("--bootstrap", default=1000, type=_count(100, 100000),
+                      help="accepted for older scripts and ignored: the interval is a jackknife, it draws nothing")
+    comp.add_argument("--seed", default=0, type=int, help="seed of the permutations")
     comp.add_argument("--out", type=_path, default=None, help="write to this file (default: stdout)")
 
     methods = command("methods", "list the registered methods, their tasks and their --method-arg arguments "

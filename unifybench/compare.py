@@ -1,11 +1,11 @@
 """``unifybench compare RUN_A RUN_B [...]``: how much, and how surely, one run differs from another.
 
 For every metric both runs scored, the paired difference A − B over the concepts and items both
-runs have (an item is a request, and for generation each image file), its 95% interval from the
-hierarchical bootstrap of :mod:`unifybench.uncertainty`, and a permutation p-value that swaps A and
-B concept by concept. Runs are compared only where a table would put them side by side: the same
-benchmark content, protocol, scorer backbones, judge and ``--limit``; otherwise one line says which
-differs.
+runs have (an item is a request, and for generation each image file), its 95% interval (the concept
+jackknife of :mod:`unifybench.uncertainty` on the difference, t on concepts - 1 df) with the t test
+it inverts (``p_t``), and a permutation p-value that swaps A and B concept by concept (``p``). Runs
+are compared only where a table would put them side by side: the same benchmark content, protocol,
+scorer backbones, judge and ``--limit``; otherwise one line says which differs.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pandas as pd
 
 from .errors import BenchError
 from .metrics import samples
-from .report import _csv_text, _md_text
+from .report import _csv_text, _md_text, decimals, interval_text
 from .store import read_jsonl
 from .uncertainty import DEFAULT_RESAMPLES, paired
 
@@ -68,46 +68,62 @@ def compare(run_dirs: list[Path], resamples: int = DEFAULT_RESAMPLES, seed: int 
                 theirs = other["results"]["tasks"].get(task, {}).get(metric)
                 if not isinstance(value, float) or not isinstance(theirs, float):
                     continue
-                parts_a, parts_b = samples(task, metric, base["rows"]), samples(task, metric, other["rows"])
-                if not parts_a or not parts_b:
-                    continue
-                shared = {}
-                for c in parts_a[0].ids:
-                    theirs_ids = set(parts_b[0].ids.get(c, ()))
-                    ids = [i for i in parts_a[0].ids[c] if i in theirs_ids]
-                    if ids:
-                        shared[c] = ids
-                if not shared:
-                    continue
-                a = [p.aligned(shared) for p in parts_a]
-                b = [p.aligned(shared) for p in parts_b]
-                found = paired(a, b, seed, resamples)
+                found = paired_metric(base["rows"], other["rows"], task, metric, seed)
                 if found is None:
                     continue
                 out.append({"a": _label(base), "b": _label(other), "metric": f"{task}.{metric}",
-                            "mean_a": sum(p.estimate() for p in a) / len(a),
-                            "mean_b": sum(p.estimate() for p in b) / len(b), **found})
+                            **found})
     return out
+
+
+def paired_metric(rows_a: list[dict], rows_b: list[dict], task: str, metric: str, seed: int = 0) -> dict | None:
+    """``task.metric`` of run A against run B (their ``scores.jsonl`` rows) over exactly the items
+    both scored: :func:`unifybench.uncertainty.paired` plus each run's mean on those items; None when
+    the metric is a count or no item is shared."""
+    parts_a, parts_b = samples(task, metric, rows_a), samples(task, metric, rows_b)
+    if not parts_a or not parts_b:
+        return None
+    shared = {}
+    for c in parts_a[0].ids:
+        theirs = set(parts_b[0].ids.get(c, ()))
+        ids = [i for i in parts_a[0].ids[c] if i in theirs]
+        if ids:
+            shared[c] = ids
+    if not shared:
+        return None
+    a = [p.aligned(shared) for p in parts_a]
+    b = [p.aligned(shared) for p in parts_b]
+    found = paired(a, b, seed)
+    if found is None:
+        return None
+    return {"mean_a": sum(p.estimate() for p in a) / len(a), "mean_b": sum(p.estimate() for p in b) / len(b),
+            **found}
 
 
 def as_table(rows: list[dict], fmt: str) -> str:
     if fmt == "json":
         return json.dumps(rows, indent=2) + "\n"
-    frame = pd.DataFrame(rows, columns=["a", "b", "metric", "mean_a", "mean_b", "diff", "lo", "hi", "p", "concepts",
-                                        "items", "note"])
+    frame = pd.DataFrame(rows, columns=["a", "b", "metric", "mean_a", "mean_b", "diff", "lo", "hi", "p", "p_t",
+                                        "concepts", "items", "method", "note"])
     if fmt == "csv":
         for column in ("a", "b", "metric"):  # labels carry --method-arg values: no formula, ever
             frame[column] = frame[column].map(_csv_text)
         return frame.to_csv(index=False, lineterminator="\n")
     lines = []
     for (a, b), part in frame.groupby(["a", "b"], sort=False):
-        lines += [f"### A = {_md_text(a)}; B = {_md_text(b)}", "", "| metric | A | B | A − B | 95% interval | p | concepts | items |",
+        lines += [f"### A = {_md_text(a)}; B = {_md_text(b)}", "",
+                  "| metric | A | B | A − B, 95% interval | p (permutation) | p (t) | concepts | items |",
                   "|---|---|---|---|---|---|---|---|"]
         for r in part.to_dict("records"):
             note = f" ({r['note']})" if isinstance(r.get("note"), str) else ""
-            lines.append(f"| {r['metric']} | {r['mean_a']:.3f} | {r['mean_b']:.3f} | {r['diff']:+.3f} | "
-                         f"[{r['lo']:+.3f}, {r['hi']:+.3f}] | {r['p']:.3f} | {r['concepts']}{note} | {r['items']} |")
+            places = decimals(r["lo"], r["hi"])
+            lines.append(f"| {r['metric']} | {r['mean_a']:.{places}f} | {r['mean_b']:.{places}f} | "
+                         f"{interval_text(r['diff'], r['lo'], r['hi'], signed=True)} | {r['p']:.3f} | {r['p_t']:.3f} | "
+                         f"{r['concepts']}{note} | {r['items']} |")
         lines.append("")
-    lines.append("A − B over the concepts and items both runs scored; interval: hierarchical percentile bootstrap "
-                 "(concepts, then items); p: permutation test swapping A and B concept by concept.")
+    lines.append("A − B over the concepts and items both runs scored. Interval: the concept jackknife of the "
+                 "difference, t on concepts − 1 df (one concept: over its prompts); p (t): the t test it inverts "
+                 "(0 is outside the interval exactly when p (t) < 0.05); p (permutation): two-sided test swapping "
+                 "A and B concept by concept, exact whatever the shape of the differences. Both paired over the "
+                 "concepts: with few concepts or skewed differences they can disagree near 0.05.")
     return "\n".join(lines) + "\n"

@@ -15,6 +15,7 @@ from pathlib import Path
 from .errors import BenchError
 from .pages import esc, page, thumbnail_uri
 from .records import GEN_KINDS, QA_KINDS
+from .report import interval_text
 from .store import RunStore, read_jsonl
 
 
@@ -99,11 +100,12 @@ def _clamped(text) -> str:
 
 
 def _metrics_line(metrics: dict, intervals: dict | None = None) -> str:
-    """A concept's numbers, each mean with its 95% interval over the concept's items."""
+    """A concept's numbers, each mean with its 95% interval over the concept's own items (prompts as
+    the unit; Wilson for a proportion)."""
     shown = []
     for task, values in metrics.items():
         bounds = (intervals or {}).get(task, {})
-        nums = [(f"{m} {v:.3f}" + (f" [{bounds[m]['lo']:.3f}, {bounds[m]['hi']:.3f}]" if m in bounds else ""))
+        nums = [(f"{m} {interval_text(v, bounds[m]['lo'], bounds[m]['hi'])}" if m in bounds else f"{m} {v:.3f}")
                 if isinstance(v, float) else f"{m} {v}" for m, v in values.items()
                 if isinstance(v, (int, float)) and not isinstance(v, bool)]
         if nums:

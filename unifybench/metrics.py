@@ -286,7 +286,7 @@ def aggregate(rows: Iterable[dict], ctx: ScoringContext, tasks: list[str]) -> tu
 
 # ----------------------------------------------------------------------------- intervals
 # Each mean of the aggregators above as the items it averages (uncertainty.Samples), so that its
-# bootstrap interval resamples exactly what the mean is made of; :func:`aggregate_intervals` checks
+# interval (a concept jackknife) recomputes exactly what the mean is made of; :func:`aggregate_intervals` checks
 # that the samples give the aggregators' own number before it trusts them.
 
 
@@ -333,8 +333,8 @@ def samples(task: str, metric: str, rows: list[dict]):
 
 def aggregate_intervals(rows: Iterable[dict], ctx: ScoringContext, tasks: list[str], overall: dict,
                         per_concept: dict, seed: int, resamples: int) -> tuple[dict, dict]:
-    """``(intervals, concept_intervals)``: for every mean of ``overall`` the hierarchical bootstrap
-    interval (:mod:`unifybench.uncertainty`), and per concept the interval over its items."""
+    """``(intervals, concept_intervals)``: for every mean of ``overall`` its 95% interval over the
+    concepts (:mod:`unifybench.uncertainty`), and per concept the interval over its own prompts."""
     from .uncertainty import interval
 
     rows = list(rows)
@@ -352,7 +352,7 @@ def aggregate_intervals(rows: Iterable[dict], ctx: ScoringContext, tasks: list[s
                 continue
             estimate = sum(p.estimate() for p in parts) / len(parts)
             if abs(estimate - value) > 1e-9:  # the samples must be what the mean is made of
-                raise RuntimeError(f"{task}.{metric}: bootstrap samples give {estimate}, the aggregate {value}")
+                raise RuntimeError(f"{task}.{metric}: interval samples give {estimate}, the aggregate {value}")
             found = interval(parts, seed, resamples)
             if found:
                 intervals.setdefault(task, {})[metric] = found

@@ -23,8 +23,12 @@ from .pages import esc, page
 from .record import BACKBONES_UNUSED, RANDOM_INIT_LABEL
 
 PUBLISHED_CSV = Path(__file__).resolve().parent / "data" / "published.csv"
-INTERVAL_NOTE = ("± half the 95% interval (hierarchical bootstrap over concepts, then items); sd: the spread "
-                 "between seeds of runs that differ only in --seed; published rows report no interval.")
+INTERVAL_NOTE = ("95% interval: value ± h where symmetric, else value [lo, hi]; the concepts are the unit (concept "
+                 "jackknife, t on concepts − 1 df; README 'Uncertainty'); decimals as many as the interval "
+                 "supports. A group of seeds: each concept averaged over the seeds, then the same interval, plus "
+                 "the variance of the seeds' mean; sd: the spread between its seeds. Published rows report no interval.")
+# The level of the paired test that marks a row "not significantly different from the best".
+SIGNIFICANCE = 0.05
 GROUP_FIELDS = ("benchmark", "protocol", "backbones", "judge", "limit")
 TRAILING = ("source", "confidence")
 
@@ -95,6 +99,11 @@ def _run_row(results_path: Path) -> dict:
         row["_random_method"] = bool((results.get("method_details") or {}).get("random_init"))
         row["_intervals"] = {f"{t}.{m}": (ci["lo"], ci["hi"]) for t, ms in (results.get("intervals") or {}).items()
                              for m, ci in ms.items()}
+        # "only 3 concepts", "one concept: over its own items": shown wherever the number is
+        row["_interval_notes"] = {f"{t}.{m}": ci["note"] for t, ms in (results.get("intervals") or {}).items()
+                                  for m, ci in ms.items() if ci.get("note")}
+        row["_copies"] = isinstance(copies, int) and copies > 0
+        row["_dir"] = str(results_path.parent)  # its scores.jsonl: seed groups' intervals, paired marks
         row["_concept_intervals"] = results.get("concept_intervals") or {}
         row["_seed"] = results.get("seed")
     except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
@@ -240,6 +249,7 @@ def seed_groups(rows: list[dict]) -> list[dict]:
             continue
         row = {k: v for k, v in members[0].items() if not k.startswith("_") and "." not in k}
         row["_seeds"], row["_sd"], row["_intervals"], row["_concepts"] = len(members), {}, {}, {}
+        row["_interval_notes"] = {}
         row["_concept_set"], row["_counts"] = members[0].get("_concept_set"), members[0].get("_counts")
         row["_random_method"] = members[0].get("_random_method")
         row["source"] = f"{len(members)} runs, seeds {', '.join(str(m['_seed']) for m in sorted(members, key=lambda m: m['_seed']))}"
@@ -248,13 +258,59 @@ def seed_groups(rows: list[dict]) -> list[dict]:
             if all(isinstance(v, float) for v in values):
                 row[metric] = float(pd.Series(values).mean())
                 row["_sd"][metric] = float(pd.Series(values).std(ddof=1))
+                found = _seeds_interval(members, metric)
+                if found:
+                    row["_intervals"][metric] = (found["lo"], found["hi"])
+                    if found.get("note"):
+                        row["_interval_notes"][metric] = found["note"]
             elif all(isinstance(v, int) and not isinstance(v, bool) for v in values):
                 mean = sum(values) / len(values)  # a count per run, as the single-seed rows beside it
-                row[metric] = int(mean) if mean == int(mean) else round(mean, 1)
+                row[metric] = int(mean) if mean == int(mean) else mean
             else:
                 row[metric] = next((v for v in values if isinstance(v, str)), values[0])
         out.append(row)
     return out
+
+
+def _scores(run_dir) -> list[dict] | None:
+    """A run's ``scores.jsonl`` rows (read once per leaderboard), or None where there is none to
+    read: no run directory (a published row), a link (never followed out of a run), not a file."""
+    if not isinstance(run_dir, str):
+        return None
+    path = Path(run_dir) / "scores.jsonl"
+    if path.is_symlink() or not path.is_file():
+        return None
+    key = (str(path), path.stat().st_mtime_ns, path.stat().st_size)
+    if key not in _SCORES:
+        from .store import read_jsonl
+        try:
+            _SCORES[key] = read_jsonl(path)
+        except (BenchError, OSError, UnicodeDecodeError):
+            _SCORES[key] = None
+    return _SCORES[key]
+
+
+_SCORES: dict[tuple, list[dict] | None] = {}
+
+
+def _seeds_interval(members: list[dict], metric: str) -> dict | None:
+    """The interval of a group of seeds' mean (:func:`unifybench.uncertainty.interval_over_runs`):
+    the concept sampling and the seed-to-seed spread both inside it."""
+    from .metrics import samples
+    from .uncertainty import interval_over_runs
+
+    task, name = metric.split(".", 1)
+    runs = []
+    for member in members:
+        rows = _scores(member.get("_dir"))
+        parts = samples(task, name, rows) if rows else None
+        if not parts:
+            return None
+        runs.append(parts)
+    try:
+        return interval_over_runs(runs)
+    except (KeyError, TypeError, ValueError):  # scores.jsonl rows of the wrong shape: no interval
+        return None
 
 
 def collect(run_dirs: list[Path], include_published: bool = True) -> tuple[list[dict], list[Path]]:
@@ -283,12 +339,42 @@ def _dict(value) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def _spread(row: dict, metric: str) -> str:
-    """What follows a value: ``± h`` (half its 95% interval) or, for a group of seeds, their spread."""
-    if metric in _dict(row.get("_sd")):
-        return f" (sd {row['_sd'][metric]:.3f}, {int(row['_seeds'])} seeds)"
+def decimals(lo: float, hi: float) -> int:
+    """The decimals an interval supports: two significant digits of its half-width (1 to 4). A
+    bound moves by about 5% of the half-width with the data's noise; more digits would be noise."""
+    half = (hi - lo) / 2
+    if not math.isfinite(half) or half <= 0:
+        return 3
+    return min(4, max(1, 1 - math.floor(math.log10(half))))
+
+
+def interval_parts(value: float, lo: float, hi: float, signed: bool = False) -> tuple[str, str]:
+    """``(value, "± h")`` where the interval is symmetric at the shown decimals, else ``(value,
+    "[lo, hi]")`` (an interval clipped at a bound of the metric is not symmetric)."""
+    places, sign = decimals(lo, hi), "+" if signed else ""
+    if abs((value - lo) - (hi - value)) < 0.5 * 10 ** -places:
+        return f"{value:{sign}.{places}f}", f"± {(hi - lo) / 2:.{places}f}"
+    return f"{value:{sign}.{places}f}", f"[{lo:{sign}.{places}f}, {hi:{sign}.{places}f}]"
+
+
+def interval_text(value: float, lo: float, hi: float, signed: bool = False) -> str:
+    return " ".join(interval_parts(value, lo, hi, signed))
+
+
+def _value_parts(row: dict, metric: str, notes: dict[str, int]) -> tuple[str, str]:
+    """A metric's cell as ``(value, what follows it)``: its interval, the interval's note (fewer
+    than 5 concepts, one concept) as a numbered note, and for a group of seeds their spread."""
+    value = row.get(metric)
+    if not isinstance(value, float) or math.isnan(value):
+        return _cell(value, notes), ""
     ci = _dict(row.get("_intervals")).get(metric)
-    return f" ± {(ci[1] - ci[0]) / 2:.3f}" if ci else ""
+    shown, after = interval_parts(value, *ci) if ci else (_cell(value, notes), "")
+    note = _dict(row.get("_interval_notes")).get(metric)
+    if note:
+        after += f" [note {notes.setdefault(note, len(notes) + 1)}]"
+    if metric in _dict(row.get("_sd")):
+        after += f" (sd {row['_sd'][metric]:.3f}, {int(row['_seeds'])} seeds)"
+    return shown, after.strip()
 
 
 def _cell(value, notes: dict[str, int]) -> str:
@@ -323,8 +409,7 @@ def as_markdown(tables: list[Table]) -> str:
                  "|" + "|".join("---" for _ in header) + "|"]
         for row in table.rows.to_dict("records"):
             cells = [_md_text(row["method"]),
-                     *(_cell(row.get(m), notes) + (_spread(row, m) if isinstance(row.get(m), float) else "")
-                       for m in table.metrics),
+                     *(" ".join(p for p in _value_parts(row, m, notes) if p) for m in table.metrics),
                      *(_md_text(str(row.get(c) or "")) for c in TRAILING)]
             lines.append("| " + " | ".join(cells) + " |")
         if notes:
@@ -367,9 +452,11 @@ def as_csv(rows: list[dict]) -> str:
     out["random_init_method"] = ["" if str(r["method"]).endswith("[published]") else bool(r.get("_random_method"))
                                  for r in rows]
     out["not_scored"] = reasons
+    out["interval_notes"] = ["; ".join(f"{m}: {n}" for m, n in sorted(_dict(r.get("_interval_notes")).items()))
+                             for r in rows]
     # --limit N as the number N (empty: every item), so pandas reads it as a number.
     out["limit"] = out["limit"].map(lambda v: int(str(v).split()[-1]) if str(v).strip() else "")
-    for column in [*GROUP_FIELDS, "method", *TRAILING, "not_scored"]:
+    for column in [*GROUP_FIELDS, "method", *TRAILING, "not_scored", "interval_notes"]:
         if column != "limit":
             out[column] = out[column].map(_csv_text)
     return out.to_csv(index=False, lineterminator="\n")
@@ -385,17 +472,43 @@ def _csv_text(value):
 
 # ----------------------------------------------------------------------------- html
 
-def _best_overlapping(values: list, intervals: list, direction: str) -> set[int]:
-    """The rows marked best: the best value's, and every row whose 95% interval overlaps the best
-    row's interval (a tie within the uncertainty is a tie). No mark when every value is the same."""
-    best = _best(pd.Series(values, dtype=object), direction)
-    if not best:
-        return best
-    top = intervals[min(best)]
-    if top is None:
-        return best
-    return best | {i for i, ci in enumerate(intervals)
-                   if ci is not None and isinstance(values[i], float) and ci[0] <= top[1] and top[0] <= ci[1]}
+def _marks(records: list[dict], metric: str) -> dict[int, str]:
+    """Row position -> ``best`` (the best value of the column) or ``tie`` (not significantly
+    different from the best by ``compare``'s paired tests at ``SIGNIFICANCE``: its interval holds 0
+    and its permutation p-value is not below). Overlapping
+    intervals are not a test of a difference (Schenker & Gentleman 2001), so only rows that can be
+    paired with the best (single runs on the same concepts) are ever marked ``tie``. A run that copies
+    its reference photos is never marked."""
+    values = [None if r.get("_copies") is True else r.get(metric) for r in records]
+    best = _best(pd.Series(values, dtype=object), DIRECTIONS.get(metric, "higher"))
+    marks = {i: "best" for i in best}
+    if not best or _is_count(metric):
+        return marks
+    top = records[min(best)]
+    for i, row in enumerate(records):
+        if i not in marks and isinstance(values[i], float):
+            found = _paired_with(top, row, metric)
+            if found is not None and min(found["p"], found["p_t"]) >= SIGNIFICANCE:
+                marks[i] = "tie"
+    return marks
+
+
+def _paired_with(a: dict, b: dict, metric: str) -> dict | None:
+    """``compare``'s paired test of two rows on ``metric``, or None when they cannot be paired: a
+    published row or a group of seeds, other concepts, no readable scores."""
+    # A table's records carry NaN where a field is missing (pandas): a group of seeds has an int.
+    if any(isinstance(r.get("_seeds"), int) or r.get("_concept_set") != a.get("_concept_set") for r in (a, b)):
+        return None
+    rows_a, rows_b = _scores(a.get("_dir")), _scores(b.get("_dir"))
+    if not rows_a or not rows_b:
+        return None
+    from .compare import paired_metric
+
+    task, name = metric.split(".", 1)
+    try:
+        return paired_metric(rows_a, rows_b, task, name)
+    except (KeyError, TypeError, ValueError):  # scores.jsonl rows of the wrong shape: not paired
+        return None
 
 
 def _best(values: pd.Series, direction: str) -> set[int]:
@@ -431,23 +544,31 @@ def _header(metrics: list[str]) -> str:
     return f"<thead><tr>{''.join(top)}</tr><tr>{''.join(second)}</tr></thead>"
 
 
-def _metric_cells(values: list, metrics: list[str], best: dict[str, set[int]], position: int,
+TIE_TITLE = (f"not significantly different from the best (compare's paired tests over concepts: permutation "
+             f"and t, both p ≥ {SIGNIFICANCE})")
+
+
+def _metric_cells(values: list, metrics: list[str], marks: dict[str, dict[int, str]], position: int,
                   notes: dict[str, int], row: dict | None = None) -> str:
     cells, previous = [], None
     for m, value in zip(metrics, values):
         task = m.split(".")[0]
         classes = ["first-of-task"] if task != previous else []
         previous = task
-        text = _cell(value, notes)
+        text, extra = _value_parts({**(row or {}), m: value}, m, notes)
         title = ""
+        mark = marks.get(m, {}).get(position)
         if isinstance(value, str) and is_reason(value):
             classes.append("ns")
             title = f" title='{esc(value)}'"
-        elif position in best.get(m, ()):
+        elif mark == "best":
             classes.append("best")
             text = f"★ {text}"
-        extra = esc(_spread(row, m).strip()) if row is not None and isinstance(value, float) else ""
-        extra = f"<span class='ci'>{extra}</span>" if extra else ""
+        elif mark == "tie":
+            classes.append("tie")
+            title = f" title='{esc(TIE_TITLE)}'"
+            text = f"≈ {text}"
+        extra = f"<span class='ci'>{esc(extra)}</span>" if extra else ""
         cells.append(f"<td class='{' '.join(classes)}'{title}>{esc(text)}{extra}</td>")
     return "".join(cells)
 
@@ -460,10 +581,8 @@ def _per_concept(row: dict, metrics: list[str]) -> str:
     shown = [m for m in metrics
              if any(m.split(".", 1)[1] in (concepts[c].get(m.split(".")[0]) or {}) for c in names)]
     values = {c: [(concepts[c].get(m.split(".")[0]) or {}).get(m.split(".", 1)[1]) for m in shown] for c in names}
-    best = {m: _best(pd.Series([values[c][j] for c in names], dtype=object), DIRECTIONS.get(m, "higher"))
-            for j, m in enumerate(shown)}
-    notes: dict[str, int] = {}
-    body = "".join(f"<tr><td class='method'>{esc(c)}</td>{_metric_cells(values[c], shown, best, k, notes)}</tr>"
+    notes: dict[str, int] = {}  # no best mark: concepts are not competitors
+    body = "".join(f"<tr><td class='method'>{esc(c)}</td>{_metric_cells(values[c], shown, {}, k, notes)}</tr>"
                    for k, c in enumerate(names))
     head = _header(shown).replace(f"<th class='text' rowspan='2'>{TRAILING[0]}</th>"
                                   f"<th class='text' rowspan='2'>{TRAILING[1]}</th>", "")
@@ -527,7 +646,7 @@ def dot_plot(title: str, labels: list[str], values: list, intervals: list, direc
 
 
 def _plots(records: list[dict], metrics: list[str]) -> str:
-    """Per metric, the table's rows with their intervals (a group of seeds: its mean, no interval)."""
+    """Per metric, the table's rows with their intervals."""
     labels = [str(r["method"]) for r in records]
     svgs = [dot_plot(m, labels, [r.get(m) for r in records], [_dict(r.get("_intervals")).get(m) for r in records],
                      DIRECTIONS.get(m, "higher")) for m in metrics if not _is_count(m)]
@@ -550,8 +669,7 @@ def as_html(tables: list[Table]) -> str:
     for table in tables:
         notes: dict[str, int] = {}
         records = table.rows.to_dict("records")
-        best = {m: _best_overlapping([r.get(m) for r in records], [_dict(r.get("_intervals")).get(m) for r in records],
-                                     DIRECTIONS.get(m, "higher")) for m in table.metrics}
+        best = {m: _marks(records, m) for m in table.metrics}
         body = []
         for position, row in enumerate(records):
             published = str(row["method"]).endswith("[published]")
@@ -573,7 +691,9 @@ def as_html(tables: list[Table]) -> str:
                         f"</section>")
     intro = ("<h1>UnifyBench leaderboard</h1><p class='muted small'>"
              f"Generated {esc(time.strftime('%Y-%m-%d %H:%M'))}. ↑ higher is better, ↓ lower is better, "
-             "★ best in its column, and every row whose 95% interval overlaps the best one's (a tie within "
-             f"the uncertainty). {esc(INTERVAL_NOTE)} A table holds only rows made on the same benchmark, "
+             f"★ best in its column (a run flagged as copying its reference photos is never marked); ≈ not "
+             f"significantly different from the best: compare's paired tests over the concepts both runs "
+             f"scored, permutation and t (its interval holds 0), both p ≥ {SIGNIFICANCE} (only single runs on the best row's concepts are tested: groups of "
+             f"seeds and published rows are not marked). {esc(INTERVAL_NOTE)} A table holds only rows made on the same benchmark, "
              "protocol, scorer backbones, judge and limit. n/s: not scored (hover for why).</p>")
     return page("UnifyBench leaderboard", intro + "\n".join(sections))

@@ -59,7 +59,7 @@ class RunSpec:
     judge: JudgeConfig | None = None
     # Add predictions to a run directory whose recorded method code differs (recorded in run.json).
     resume_changed_code: bool = False
-    # Scoring only: bootstrap resamples of every interval (0: none).
+    # Scoring only: 0 turns the intervals off (the concept jackknife draws no resamples).
     bootstrap: int = 1000
     # torch's threads in this process (None: the free cores, progress.choose_threads); recorded.
     threads: int | None = None

@@ -155,13 +155,24 @@ def print_summary(results: dict, console, skipped: dict | None = None) -> None:
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_column("95% interval", justify="right")
+    from rich.markup import escape
+
+    from ..report import interval_parts
+
     intervals = results.get("intervals") or {}
+    notes: dict[str, int] = {}
     for task, metrics in results["tasks"].items():
         if task in (skipped or {}):
             continue
         for metric, value in metrics.items():
             ci = intervals.get(task, {}).get(metric)
-            table.add_row(task, metric, format_value(value), f"[{ci['lo']:.4f}, {ci['hi']:.4f}]" if ci else "")
+            if ci and ci.get("note"):
+                notes.setdefault(ci["note"], len(notes) + 1)
+            shown = interval_parts(value, ci["lo"], ci["hi"]) if ci and isinstance(value, float) else None
+            table.add_row(task, metric, shown[0] if shown else format_value(value),
+                          escape(shown[1] + (f" [note {notes[ci['note']]}]" if ci.get("note") else "")) if shown else "")
     console.print(table)
+    for note, number in notes.items():  # fewer than 5 concepts: said under the numbers it concerns
+        console.print(f"[yellow]\\[note {number}] {escape(note)}[/yellow]")
     if results.get("label"):
         console.print(f"[yellow]{results['label']}[/yellow]")
