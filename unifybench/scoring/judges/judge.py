@@ -69,13 +69,22 @@ def reask(request: JudgePrompt | ChatRequest, suffix: str) -> JudgePrompt | Chat
 
 
 class Judge:
-    """Judges prompts through the cache and one backend, re-asking once, counting everything."""
+    """Judges prompts through the cache and one backend, re-asking once, counting everything.
 
-    def __init__(self, config: JudgeConfig, cache_path: Path, *, device: str = "cpu", batch_size: int = 8):
-        config.validate()
+    ``backend``, ``template`` and ``what``: another user of the same transport (the ``icl-vlm``
+    method) passes its own configured backend, its template version (part of every cache key) and
+    the word its error lines use for a call; it asks with :meth:`ask` and parses replies itself."""
+
+    def __init__(self, config: JudgeConfig, cache_path: Path, *, device: str = "cpu", batch_size: int = 8,
+                 backend: OpenAIBackend | HFBackend | None = None, template: str = judge_prompts.TEMPLATE_VERSION,
+                 what: str = "judge"):
+        if backend is None:
+            config.validate()
         self.config = config
-        self.backend = (OpenAIBackend(config) if config.backend == "openai"
-                        else HFBackend(config, device=device, batch_size=batch_size))
+        self.backend = backend or (OpenAIBackend(config) if config.backend == "openai"
+                                   else HFBackend(config, device=device, batch_size=batch_size))
+        self.template = template
+        self.what = what
         self.cache = JudgeCache(cache_path)
         self.stats = JudgeStats()
 
@@ -84,10 +93,10 @@ class Judge:
         return self.config.spec
 
     def call_key(self, prompt: JudgePrompt | ChatRequest) -> str:
-        return request_key(prompt, self.backend.identity, judge_prompts.TEMPLATE_VERSION,
-                           self.backend.sampling(), IMAGE_MAX_SIDE)
+        return request_key(prompt, self.backend.identity, self.template, self.backend.sampling(),
+                           getattr(self.backend, "image_max_side", IMAGE_MAX_SIDE))
 
-    def _ask(self, prompts: list[JudgePrompt | ChatRequest], progress=None) -> list[Reply]:
+    def ask(self, prompts: list[JudgePrompt | ChatRequest], progress=None) -> list[Reply]:
         """A reply per prompt: from the cache, or from the backend (cached as each arrives)."""
         keys = [self.call_key(p) for p in prompts]
         replies: list[Reply | None] = [self.cache.get(k) for k in keys]
@@ -98,7 +107,7 @@ class Judge:
         try:
             for j, reply in self.backend.complete([prompts[i] for i in todo]):
                 i = todo[j]
-                self.cache.put(keys[i], self.backend.identity, reply)
+                self.cache.put(keys[i], self.backend.identity, reply, self.template)
                 replies[i] = reply
                 self.stats.calls += 1
                 self.stats.retries += reply.retries
@@ -108,18 +117,18 @@ class Judge:
                     progress(1)
         except JudgeUnavailable as exc:
             done = self.cache.count()
-            raise BenchError(f"{exc}; the {done} finished judge calls are kept in the cache and a rerun "
-                             f"resumes from them", self.cache.path, f"judge {self.name}") from None
+            raise BenchError(f"{exc}; the {done} finished {self.what} calls are kept in the cache and a rerun "
+                             f"resumes from them", self.cache.path, f"{self.what} {self.name}") from None
         return replies  # type: ignore[return-value]
 
     def judge(self, prompts: list[JudgePrompt | ChatRequest], progress=None) -> list[Judgment]:
-        first = self._ask(prompts, progress)
+        first = self.ask(prompts, progress)
         judgments = [Judgment(parse_score(r.text), r.text) for r in first]
         again = [i for i, j in enumerate(judgments) if not j.parsed]
         if again:
             reasks = [reask(prompts[i], judge_prompts.REASK_SUFFIX) for i in again]
             self.stats.reasks += len(reasks)
-            for i, reply in zip(again, self._ask(reasks)):
+            for i, reply in zip(again, self.ask(reasks)):
                 judgments[i] = Judgment(parse_score(reply.text), reply.text, reasked=True,
                                         first_reply=judgments[i].reply)
         self.stats.judgments += len(judgments)
