@@ -32,8 +32,8 @@ ENDPOINT_RECORD = "endpoint.json"
 
 # A reply that declines to answer (hosted models often do for photos of people). It is scored as
 # the wrong answer it is, and counted apart in state/<concept>/endpoint.json.
-_REFUSAL = re.compile(r"^\W*(?:i'?m sorry|sorry,|i am sorry|i apologi[sz]e|i (?:can ?not|can't|cannot|am unable|'m unable|"
-                      r"am not able|'m not able|won't|will not)\b|as an ai\b|unfortunately,? i (?:can|am|'m))",
+_REFUSAL = re.compile(r"^\W*(?:i'?m sorry|sorry,|i am sorry|i apologi[sz]e|i(?: can ?not| can't| am unable|'m unable|"
+                      r" am not able|'m not able| won't| will not)\b|as an ai\b|unfortunately,? i\b)",
                       re.IGNORECASE)
 
 
