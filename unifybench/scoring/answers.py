@@ -230,7 +230,9 @@ def answer_sample(item: QAItem, reply: str, protocol: str = "default") -> dict:
 
 def answer_rows(work, store, tasks: list[str], protocol: str) -> list[dict]:
     """scores.jsonl's rows of the understanding tasks: one per item, the reply as the method gave
-    it and the protocol's scores (``work``: the run's requests per concept, :mod:`unifybench.tasks`)."""
+    it and the protocol's scores (``work``: the run's requests per concept, :mod:`unifybench.tasks`).
+    A rotated multiple-choice request (``--choice-eval circular``) is a row of its own, with its
+    ``rotation`` and the ``item`` key its rotations share."""
     answer_protocol = "reference" if protocol == "reference" else "default"
     rows = []
     for name, ws in work.items():
@@ -242,4 +244,6 @@ def answer_rows(work, store, tasks: list[str], protocol: str) -> list[dict]:
             rows.append({"scorer": "answer", "task": item.kind, "concept": name, "key": w.request.key,
                          "index": item.index, "question": item.question, "truth": truth, "reply": reply,
                          **answer_sample(item, reply, answer_protocol)})
+            if w.request.rotation:
+                rows[-1].update(rotation=w.request.rotation, item=f"{item.kind}/{name}/{item.index}")
     return rows
