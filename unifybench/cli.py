@@ -324,7 +324,7 @@ def cmd_data_check(args) -> int:
                   f"{calls['open_questions']} + {calls['attr_images']} = {calls['total']}")
     truths = summary["rec_truths"]
     table.add_row("recognition truths: yes / no / neither", f"{truths['yes']} / {truths['no']} / {truths['neither']}")
-    letters = summary["choice_letters"]
+    letters = summary.get("choice_letters") or {"items": 0}
     if letters["items"]:
         table.add_row("multiple-choice answer letters",
                       " / ".join(f"{k} {n}" for k, n in letters["by_letter"].items()))

@@ -142,11 +142,13 @@ def choice_letters(items) -> dict:
 
 
 def check_benchmark(path: str | Path, format: str = "auto") -> dict:
-    """Load ``path`` with every image decoded and return its counts."""
+    """Load ``path`` with every image decoded and return its counts (``choice_letters``: where it
+    has multiple-choice items, their answer letters)."""
     from ..scoring.answers import recognition_truths
 
     bench = load_benchmark(str(path), format, validate_images=True)
     counts = bench.count_items()
+    letters = choice_letters(it for items in bench.items.values() for it in items)
     return {
         "rec_truths": recognition_truths(it for items in bench.items.values() for it in items),
         "format": bench.format,
@@ -155,6 +157,6 @@ def check_benchmark(path: str | Path, format: str = "auto") -> dict:
         "items": {k: counts.get(k, 0) for k in QA_KINDS},
         "gen_prompts": bench.count_prompts("gen"),
         "attr_prompts": bench.count_prompts("attr_gen"),
-        "choice_letters": choice_letters(it for items in bench.items.values() for it in items),
+        **({"choice_letters": letters} if letters["items"] else {}),
         **({"source": bench.source} if bench.source else {}),
     }
