@@ -48,6 +48,9 @@ METRICS: tuple[Metric, ...] = (
     Metric("choice", "unparsed", "lower", "replies naming no single option (scored wrong)"),
     Metric("choice", "circular_accuracy", "higher", "--choice-eval circular (MMBench's CircularEval): share of "
                                                     "items answered right in every rotation of their options"),
+    *(Metric(task, "refused", "lower", "replies that declined to answer (\"I'm sorry, I can't ...\"): scored as wrong, "
+                                       "counted here too; shown only where there are some")
+      for task in ("rec", "vqa", "text_only", "choice")),
     Metric("gen", "clip_i", "higher", "CLIP image embedding cosine to the reference photos"),
     Metric("gen", "clip_t", "higher", "CLIP cosine to the prompt with the concept replaced by its class noun"),
     Metric("gen", "dino", "higher", "DINO ViT-S/16 [CLS] cosine to the reference photos"),
@@ -72,9 +75,11 @@ for _m in METRICS:
     TASK_METRICS.setdefault(_m.task, ())
     TASK_METRICS[_m.task] += (_m.name,)
 # Counts that appear only where the face scorer ran (human concepts).
-# choice's accuracy and circular_accuracy: one or the other, by the run's --choice-eval.
+# choice's accuracy and circular_accuracy: one or the other, by the run's --choice-eval; refusals
+# only where a reply declined.
 OPTIONAL_METRICS = frozenset({("gen", "face_missing"), ("gen", "face_missing_refs"), ("gen", "copies"),
-                              ("choice", "circular_accuracy")})
+                              ("choice", "circular_accuracy"),
+                              *((task, "refused") for task in ("rec", "vqa", "text_only", "choice"))})
 DIRECTIONS: dict[str, str] = {f"{m.task}.{m.name}": m.direction for m in METRICS + PUBLISHED_ONLY}
 
 
@@ -279,6 +284,12 @@ AGGREGATORS = {"rec": _rec, "choice": _choice, "vqa": _open("vqa"), "text_only":
                "gen": _gen, "attr_gen": _attr}
 
 
+def _with_refusals(result: dict, rows: list[dict], task: str) -> dict:
+    """``result`` with the task's count of refusals, where a reply declined (answers.is_refusal)."""
+    refused = sum(1 for r in _of(rows, "answer", task) if r.get("refused"))
+    return {**result, "refused": refused} if refused else result
+
+
 def aggregate(rows: Iterable[dict], ctx: ScoringContext, tasks: list[str]) -> tuple[dict, dict]:
     """``(overall, per_concept)`` from per-sample rows: ``overall[task][metric]`` pools every concept
     that had requests for the task; ``per_concept[concept][task][metric]`` uses its rows alone."""
@@ -295,9 +306,9 @@ def aggregate(rows: Iterable[dict], ctx: ScoringContext, tasks: list[str]) -> tu
                              for m in TASK_METRICS[task] if (task, m) not in OPTIONAL_METRICS}
             continue
         scoped = [r for r in rows if r["concept"] in set(concepts)]
-        overall[task] = AGGREGATORS[task](scoped, ctx, concepts, True)
+        overall[task] = _with_refusals(AGGREGATORS[task](scoped, ctx, concepts, True), scoped, task)
         for c in concepts:
-            per_concept[c][task] = AGGREGATORS[task](by_concept[c], ctx, [c], False)
+            per_concept[c][task] = _with_refusals(AGGREGATORS[task](by_concept[c], ctx, [c], False), by_concept[c], task)
     return overall, per_concept
 
 

@@ -16,7 +16,8 @@ from _scripted import REFUSE_MARKER, scripted_reply
 from unifybench.errors import BenchError
 from unifybench.testing import cli, only_run_dir, read_results
 
-from unifybench_iclvlm.method import ENDPOINT_RECORD, ICLVLM, MANIFEST, is_refusal
+from unifybench.scoring.answers import is_refusal
+from unifybench_iclvlm.method import ENDPOINT_RECORD, ICLVLM, MANIFEST
 
 KEY_ENV = "UNIFYBENCH_ICL_TEST_KEY"
 FAKE_KEY = "sk-icl-UNIFYBENCH-5e4d3c2b1a-never-written"
@@ -75,6 +76,9 @@ def test_the_command_line_runs_against_a_local_server_and_records_the_endpoint(s
     assert record["totals"]["system_fingerprints"] == {"fp_abc123": 8}
     refused = [k for k, r in record["replies"].items() if r["refused"]]
     assert refused == ["vqa/dog/7"] and record["totals"]["refusals"] == 1
+    assert results["tasks"]["vqa"]["refused"] == 1 and "refused" not in results["tasks"]["rec"]
+    rows = [json.loads(line) for line in (run_dir / "scores.jsonl").read_text().splitlines()]
+    assert [(r["key"], r["bleu"]) for r in rows if r.get("refused")] == [("vqa/dog/7", 0.0)]
     details = json.loads((run_dir / "run.json").read_text())["method_details"]
     assert details["template_version"] == "icl-vlm/1" and details["k_images"] == 2
     assert details["sampling"] == {"temperature": 0.0, "seed": 0, "max_tokens": 64}

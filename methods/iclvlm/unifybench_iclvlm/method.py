@@ -20,6 +20,7 @@ from unifybench.kit.files import read_json, write_json_atomic
 from unifybench.logs import get_logger
 from unifybench.methods import Method
 from unifybench.records import file_digest
+from unifybench.scoring.answers import is_refusal
 from unifybench.scoring.judges import Judge, JudgeConfig, OpenAIBackend
 from unifybench.scoring.judges.config import redact_url
 
@@ -29,17 +30,6 @@ _LOG = get_logger("method.icl-vlm")
 MANIFEST = "references.json"
 REPLY_CACHE = "replies.sqlite"
 ENDPOINT_RECORD = "endpoint.json"
-
-# A reply that declines to answer (hosted models often do for photos of people). It is scored as
-# the wrong answer it is, and counted apart in state/<concept>/endpoint.json.
-_REFUSAL = re.compile(r"^\W*(?:i'?m sorry|sorry,|i am sorry|i apologi[sz]e|i(?: can ?not| can't| am unable|'m unable|"
-                      r" am not able|'m not able| won't| will not)\b|as an ai\b|unfortunately,? i\b)",
-                      re.IGNORECASE)
-
-
-def is_refusal(reply: str | None) -> bool:
-    return bool(reply) and bool(_REFUSAL.search(reply.replace("\u2019", "'")))
-
 
 class ICLVLM(Method):
     """Any VLM behind an OpenAI-compatible ``/chat/completions`` endpoint, personalized in context."""
