@@ -147,3 +147,18 @@ def test_a_cache_written_before_the_served_column_still_answers(tmp_path):
 def test_malformed_chats_are_refused(tmp_path, bad):
     with pytest.raises(ValueError):
         bad(tmp_path / "x.png")
+
+
+def test_the_local_hf_backend_takes_a_multi_turn_chat_with_images_in_place(tmp_path):
+    a, b = _images(tmp_path, 2)
+    chat = ChatRequest((ChatMessage("user", (a, "This is <bo>.")), ChatMessage("assistant", ("I got it.",)),
+                        ChatMessage("user", ("Is <bo> here?", b))))
+    judge = Judge(JudgeConfig(spec="hf:tiny", max_tokens=2), tmp_path / "c.sqlite")
+    judge.backend._load()
+    text = judge.backend._texts([chat])[0]
+    assert text.index("<image>") < text.index("This is <bo>.") < text.index("I got it.") \
+        < text.index("Is <bo> here?") < text.rindex("<image>") and text.count("<image>") == 2
+    (reply,) = judge.ask([chat])
+    # the tiny model says only "0" or "1", once per new token (max_tokens=2)
+    assert set(reply.text.split()) <= {"0", "1"} and len(reply.text.split()) == 2 and judge.stats.calls == 1
+    judge.close()
