@@ -2,9 +2,8 @@
 
 ``real-images`` (the generation upper bound), ``always-yes`` (the recognition floor),
 ``always-first`` (the multiple-choice floor), ``random-answer`` (chance) and ``precomputed``
-(predictions made elsewhere). Their source is this
-module alone, so the code hash a run records for them (``run.json``'s ``method_code``) moves only
-when they do.
+(predictions made elsewhere). Their source is this module alone, so the code hash a run records
+for them (``run.json``'s ``method_code``) moves only when they do.
 """
 from __future__ import annotations
 

@@ -1,7 +1,19 @@
-"""A scripted vision-language model for the server: replies from the request's content alone."""
+"""A scripted vision-language model for the scripted OpenAI-compatible server of the harness's judge
+tests (tests/_judge_server.py, made importable here and re-exported): replies from the request's
+content alone."""
 from __future__ import annotations
 
 import hashlib
+import sys
+from pathlib import Path
+
+_TESTS = Path(__file__).resolve().parents[3] / "tests"
+if str(_TESTS) not in sys.path:
+    sys.path.append(str(_TESTS))
+
+from _judge_server import JudgeServer  # noqa: E402
+
+__all__ = ["JudgeServer", "REFUSE_MARKER", "scripted_reply"]
 
 REFUSE_MARKER = "Which way is"  # a question the scripted model declines (as hosted models do on people)
 

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from _judge_server import JudgeServer
-from _scripted import REFUSE_MARKER, scripted_reply
+from _scripted import JudgeServer, scripted_reply
 from unifybench.errors import BenchError
 from unifybench.testing import cli, only_run_dir, read_results
 

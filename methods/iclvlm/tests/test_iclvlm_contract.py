@@ -1,6 +1,5 @@
 """icl-vlm passes the contract-test kit (unifybench.testing) against the scripted local server."""
-from _judge_server import JudgeServer
-from _scripted import scripted_reply
+from _scripted import JudgeServer, scripted_reply
 from unifybench.testing import MethodContract
 
 from unifybench_iclvlm.method import ICLVLM

@@ -25,7 +25,8 @@ from .judge import Judge, JudgeStats, Judgment, reask, request_key
 from .parsing import parse_score
 from .scorer import attr_samples, judge_calls, judge_rows, samples_per_prompt
 
-__all__ = ["BACKENDS", "CACHE_FILE", "ChatMessage", "ChatRequest", "reask", "request_key", "DEFAULT_BASE_URL", "REFERENCE_ATTR_SAMPLES", "HFBackend", "Judge",
+__all__ = ["BACKENDS", "CACHE_FILE", "ChatMessage", "ChatRequest", "DEFAULT_BASE_URL", "REFERENCE_ATTR_SAMPLES",
+           "HFBackend", "Judge",
            "JudgeCache", "JudgeConfig", "JudgePrompt", "JudgeStats", "JudgeUnavailable", "Judgment",
            "OpenAIBackend", "Reply", "attr_samples", "jpeg_bytes", "judge_calls", "judge_rows", "parse_judge_spec",
-           "parse_score", "samples_per_prompt"]
+           "parse_score", "reask", "request_key", "samples_per_prompt"]
