@@ -15,6 +15,10 @@ subprocess) talks to it over a real socket. Behaviour is set per test:
 - ``mode="trickle"``: a 200 whose body comes one byte every ``trickle_s`` seconds (each read is quick,
   the whole reply is not: only a total deadline bounds it).
 
+- ``responder``: a function of the request body giving the reply text, in place of ``mode``'s
+  (a scripted model for the ``icl-vlm`` tests); ``served_model`` and ``system_fingerprint``: what
+  the replies say answered (default: the requested model, and no fingerprint).
+
 Everything received is logged (``requests``: headers and parsed bodies), with the number of calls
 and the most requests ever in flight at once.
 """
@@ -49,6 +53,9 @@ class JudgeServer:
         self.slow_s = 0.6
         self.trickle_s = 1.0
         self.fail_marker = "FAIL-ME"
+        self.responder = None
+        self.served_model: str | None = None
+        self.system_fingerprint: str | None = None
         self.requests: list[dict] = []
         self.answered = 0  # 200 replies with a chat completion
         self.inflight = 0
@@ -184,11 +191,14 @@ class JudgeServer:
                     except (BrokenPipeError, ConnectionResetError, OSError):
                         pass
                     return
-                text = server.reply_text(body)
-                payload = {"id": "cmpl-test", "object": "chat.completion", "model": body.get("model"),
+                text = server.responder(body) if server.responder else server.reply_text(body)
+                payload = {"id": "cmpl-test", "object": "chat.completion",
+                           "model": server.served_model or body.get("model"),
                            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
                                         "finish_reason": "stop"}],
                            "usage": {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14}}
+                if server.system_fingerprint is not None:
+                    payload["system_fingerprint"] = server.system_fingerprint
                 try:
                     self._send(200, json.dumps(payload).encode())
                 except (BrokenPipeError, ConnectionResetError):

@@ -47,7 +47,9 @@ def test_valid_unifybench_prints_one_json_object(ub):
                        "items": {"rec": 2, "vqa": 2, "text_only": 1, "choice": 2},
                        "rec_truths": {"yes": 1, "no": 1, "neither": 0, "reference_reads_otherwise": 0,
                                       "examples": []},
-                       "gen_prompts": 50, "attr_prompts": 3}
+                       "gen_prompts": 50, "attr_prompts": 3,
+                       # the fixture's two choice items: answers A (its first option) and B
+                       "choice_letters": {"items": 2, "by_letter": {"A": 1, "B": 1}, "first_option": 1}}
 
 
 def test_valid_dreambench_shared_copy():

@@ -123,7 +123,8 @@ def test_unifybench_prompts(ub_root):
     assert check_benchmark(ub_root) == {
         "format": "unifybench", "concepts": 2, "images": UNIFYBENCH_IMAGES,
         "items": {"rec": 2, "vqa": 2, "text_only": 1, "choice": 2}, "gen_prompts": 50, "attr_prompts": 3,
-        "rec_truths": {"yes": 1, "no": 1, "neither": 0, "reference_reads_otherwise": 0, "examples": []}}
+        "rec_truths": {"yes": 1, "no": 1, "neither": 0, "reference_reads_otherwise": 0, "examples": []},
+        "choice_letters": {"items": 2, "by_letter": {"A": 1, "B": 1}, "first_option": 1}}
 
 
 def test_unifybench_kinds_and_optional_files(tmp_path):

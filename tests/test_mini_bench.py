@@ -17,18 +17,24 @@ def test_data_check_counts_the_bundled_bench():
     concepts = json.loads((MINI_BENCH_PATH / "concepts_list.json").read_text())
     counts = {"rec": 0, "vqa": 0, "text_only": 0, "choice": 0}
     truths = {"yes": 0, "no": 0}
+    letters: dict[str, int] = {}  # the mini bench's choice answers are bare letters; A is always the first option
     attr = 0
     for c in concepts:
         for item in json.loads((MINI_BENCH_PATH / "test_data" / f"{c}.json").read_text()):
             counts["choice" if "choice" in item["type"] else item["type"]] += 1
             if item["type"] == "rec":
                 truths["no" if item["conversations"][1]["value"] == "No." else "yes"] += 1
+            if "choice" in item["type"]:
+                letter = item["conversations"][1]["value"]
+                letters[letter] = letters.get(letter, 0) + 1
         t2i = json.loads((MINI_BENCH_PATH / "concept" / "test" / c / "t2i_conditions.json").read_text())
         attr += len(t2i) - 1  # the first entry is the plain "A photo of <c>."
     images = [p for p in MINI_BENCH_PATH.rglob("*") if p.suffix in (".jpg", ".png")]
     assert summary == {"format": "unifybench", "concepts": len(concepts), "images": len(images),
                        "items": counts, "gen_prompts": 25 * len(concepts), "attr_prompts": attr,
-                       "rec_truths": {**truths, "neither": 0, "reference_reads_otherwise": 0, "examples": []}}
+                       "rec_truths": {**truths, "neither": 0, "reference_reads_otherwise": 0, "examples": []},
+                       "choice_letters": {"items": counts["choice"], "by_letter": dict(sorted(letters.items())),
+                                          "first_option": letters.get("A", 0)}}
 
 
 def test_mini_bench_has_every_task_for_every_concept():

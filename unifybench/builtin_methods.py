@@ -1,9 +1,9 @@
 """The reference rows every leaderboard has: weight-free methods, built the way a plugin is.
 
 ``real-images`` (the generation upper bound), ``always-yes`` (the recognition floor),
-``random-answer`` (chance) and ``precomputed`` (predictions made elsewhere). Their source is this
-module alone, so the code hash a run records for them (``run.json``'s ``method_code``) moves only
-when they do.
+``always-first`` (the multiple-choice floor), ``random-answer`` (chance) and ``precomputed``
+(predictions made elsewhere). Their source is this module alone, so the code hash a run records
+for them (``run.json``'s ``method_code``) moves only when they do.
 """
 from __future__ import annotations
 
@@ -50,6 +50,18 @@ class AlwaysYes(Method):
 
     def answer(self, concept, state, requests):
         return ["Yes." for _ in requests]
+
+
+class AlwaysFirst(Method):
+    """The multiple-choice floor: always the first option's letter. On a set whose answers are
+    mostly "A" (Yo'LLaVA's text-only questions: 390 of 400) it scores what a model that reads
+    nothing would; under ``--choice-eval circular`` it cannot score above chance."""
+
+    name = "always-first"
+    tasks = frozenset({"choice"})
+
+    def answer(self, concept, state, requests):
+        return [req.options[0][0] if req.options else "A" for req in requests]
 
 
 class RandomAnswer(Method):

@@ -198,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="CLIP for CLIP-I and CLIP-T (OpenAI weights)")
     run.add_argument("--protocol", default="default", choices=["default", "reference"],
                      help="'default' (our corrected rules) or 'reference' (the UniCTokens evaluation's, bugs included)")
+    run.add_argument("--choice-eval", default="plain", choices=["plain", "circular"],
+                     help="multiple choice: 'plain' (each item once; metric choice.accuracy) or 'circular' (once per "
+                          "rotation of its options, right only if every rotation is: choice.circular_accuracy)")
     run.add_argument("--images-per-prompt", default=4, type=int, help="images drawn per generation prompt")
     run.add_argument("--limit", default=None, type=int,
                      help="at most N items and prompts per concept and task (a partial run; default: all)")
@@ -323,7 +326,16 @@ def cmd_data_check(args) -> int:
                   f"{calls['open_questions']} + {calls['attr_images']} = {calls['total']}")
     truths = summary["rec_truths"]
     table.add_row("recognition truths: yes / no / neither", f"{truths['yes']} / {truths['no']} / {truths['neither']}")
+    letters = summary.get("choice_letters") or {"items": 0}
+    if letters["items"]:
+        table.add_row("multiple-choice answer letters",
+                      " / ".join(f"{k} {n}" for k, n in letters["by_letter"].items()))
     _console().print(table)
+    if letters["items"] and letters["first_option"] * 2 > letters["items"]:
+        _console(stderr=True).print(
+            f"note: the first option is the answer of {letters['first_option']} of {letters['items']} multiple-choice "
+            f"items: always answering it (method always-first) scores "
+            f"{letters['first_option'] / letters['items']:.3f}; --choice-eval circular measures past that", markup=False)
     if truths["reference_reads_otherwise"]:
         _console(stderr=True).print(
             f"warning: {truths['reference_reads_otherwise']} recognition truth(s) are read differently by "
@@ -462,7 +474,8 @@ def cmd_run(args) -> int:
         method=args.method, bench=args.bench, format=args.format, tasks=args.tasks,
         concepts=[c.strip() for c in args.concepts.split(",") if c.strip()] if args.concepts is not None else None,
         seed=args.seed, batch_size=args.batch_size, device=args.device, backbones=args.backbones,
-        clip_model=args.clip_model, protocol=args.protocol, images_per_prompt=args.images_per_prompt,
+        clip_model=args.clip_model, protocol=args.protocol, choice_eval=args.choice_eval,
+        images_per_prompt=args.images_per_prompt,
         limit=args.limit, method_args=_parse_method_args(args.method_arg), judge=_judge_config(args),
         resume_changed_code=args.resume_changed_code, bootstrap=args.bootstrap, threads=args.threads)
     # A flag given on the command line wins over --config; the file wins over a flag's default.

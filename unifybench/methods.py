@@ -38,10 +38,12 @@ class AnswerRequest:
     question: str
     image: Path | None
     options: tuple[tuple[str, str], ...] = ()
+    # --choice-eval circular: the item asked again with its options rotated this many places (0: as written)
+    rotation: int = 0
 
     @property
     def key(self) -> str:
-        return f"{self.task}/{self.concept}/{self.index}"
+        return f"{self.task}/{self.concept}/{self.index}" + (f"/r{self.rotation}" if self.rotation else "")
 
 
 @dataclass(frozen=True)
@@ -191,6 +193,7 @@ class Method:
 BUILTIN_METHODS: dict[str, str] = {
     "real-images": "unifybench.builtin_methods:RealImages",
     "always-yes": "unifybench.builtin_methods:AlwaysYes",
+    "always-first": "unifybench.builtin_methods:AlwaysFirst",
     "random-answer": "unifybench.builtin_methods:RandomAnswer",
     "precomputed": "unifybench.builtin_methods:Precomputed",
 }

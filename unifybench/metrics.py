@@ -46,6 +46,11 @@ METRICS: tuple[Metric, ...] = (
     Metric("text_only", "judge_unparsed", "lower", "judge replies unreadable after one re-ask"),
     Metric("choice", "accuracy", "higher", "share of items answered with the correct option"),
     Metric("choice", "unparsed", "lower", "replies naming no single option (scored wrong)"),
+    Metric("choice", "circular_accuracy", "higher", "--choice-eval circular (MMBench's CircularEval): share of "
+                                                    "items answered right in every rotation of their options"),
+    *(Metric(task, "refused", "lower", "replies that declined to answer (\"I'm sorry, I can't ...\"): scored as wrong, "
+                                       "counted here too; shown only where there are some")
+      for task in ("rec", "vqa", "text_only", "choice")),
     Metric("gen", "clip_i", "higher", "CLIP image embedding cosine to the reference photos"),
     Metric("gen", "clip_t", "higher", "CLIP cosine to the prompt with the concept replaced by its class noun"),
     Metric("gen", "dino", "higher", "DINO ViT-S/16 [CLS] cosine to the reference photos"),
@@ -70,7 +75,11 @@ for _m in METRICS:
     TASK_METRICS.setdefault(_m.task, ())
     TASK_METRICS[_m.task] += (_m.name,)
 # Counts that appear only where the face scorer ran (human concepts).
-OPTIONAL_METRICS = frozenset({("gen", "face_missing"), ("gen", "face_missing_refs"), ("gen", "copies")})
+# choice's accuracy and circular_accuracy: one or the other, by the run's --choice-eval; refusals
+# only where a reply declined.
+OPTIONAL_METRICS = frozenset({("gen", "face_missing"), ("gen", "face_missing_refs"), ("gen", "copies"),
+                              ("choice", "circular_accuracy"),
+                              *((task, "refused") for task in ("rec", "vqa", "text_only", "choice"))})
 DIRECTIONS: dict[str, str] = {f"{m.task}.{m.name}": m.direction for m in METRICS + PUBLISHED_ONLY}
 
 
@@ -133,6 +142,7 @@ class ScoringContext:
     requested: dict[str, list[str]] = field(default_factory=dict)  # concept -> tasks it had requests for
     humans: dict[str, str | None] = field(default_factory=dict)  # human concept -> its identity prompt
     judge: bool = False  # a judge is configured
+    choice_eval: str = "plain"  # plain | circular (tasks.build_requests)
     face_unavailable: str | None = None  # why the face backend could not be loaded
 
 
@@ -162,10 +172,22 @@ def _rec(rows: list[dict], ctx: ScoringContext, concepts: list[str], pooled: boo
     }
 
 
+def circular_items(rows: list[dict]) -> list[dict]:
+    """One row per multiple-choice item of a circular run: right only if every rotation is."""
+    items: dict[str, dict] = {}
+    for r in rows:
+        key = r.get("item", r["key"])
+        if key not in items:
+            items[key] = {"concept": r["concept"], "key": key, "correct": True}
+        items[key]["correct"] = items[key]["correct"] and bool(r["correct"])
+    return list(items.values())
+
+
 def _choice(rows: list[dict], ctx: ScoringContext, concepts: list[str], pooled: bool) -> dict:
     rows = _of(rows, "answer", "choice")
+    name, scored = ("circular_accuracy", circular_items(rows)) if ctx.choice_eval == "circular" else ("accuracy", rows)
     return {
-        "accuracy": _mean([r["correct"] for r in rows]) if rows else Why.NO_ITEMS,
+        name: _mean([r["correct"] for r in scored]) if rows else Why.NO_ITEMS,
         "unparsed": (Why.PARSES_NOTHING if ctx.protocol == "reference"
                      else sum(r["parsed"] is None for r in rows)),
     }
@@ -262,6 +284,12 @@ AGGREGATORS = {"rec": _rec, "choice": _choice, "vqa": _open("vqa"), "text_only":
                "gen": _gen, "attr_gen": _attr}
 
 
+def _with_refusals(result: dict, rows: list[dict], task: str) -> dict:
+    """``result`` with the task's count of refusals, where a reply declined (answers.is_refusal)."""
+    refused = sum(1 for r in _of(rows, "answer", task) if r.get("refused"))
+    return {**result, "refused": refused} if refused else result
+
+
 def aggregate(rows: Iterable[dict], ctx: ScoringContext, tasks: list[str]) -> tuple[dict, dict]:
     """``(overall, per_concept)`` from per-sample rows: ``overall[task][metric]`` pools every concept
     that had requests for the task; ``per_concept[concept][task][metric]`` uses its rows alone."""
@@ -278,9 +306,9 @@ def aggregate(rows: Iterable[dict], ctx: ScoringContext, tasks: list[str]) -> tu
                              for m in TASK_METRICS[task] if (task, m) not in OPTIONAL_METRICS}
             continue
         scoped = [r for r in rows if r["concept"] in set(concepts)]
-        overall[task] = AGGREGATORS[task](scoped, ctx, concepts, True)
+        overall[task] = _with_refusals(AGGREGATORS[task](scoped, ctx, concepts, True), scoped, task)
         for c in concepts:
-            per_concept[c][task] = AGGREGATORS[task](by_concept[c], ctx, [c], False)
+            per_concept[c][task] = _with_refusals(AGGREGATORS[task](by_concept[c], ctx, [c], False), by_concept[c], task)
     return overall, per_concept
 
 
@@ -308,6 +336,8 @@ def samples(task: str, metric: str, rows: list[dict]):
                 "accuracy": [ratio(answered, lambda r: float(r["correct"]))]}.get(metric)
     if task == "choice" and metric == "accuracy":
         return [ratio(_of(rows, "answer", "choice"), lambda r: float(r["correct"]))]
+    if task == "choice" and metric == "circular_accuracy":
+        return [ratio(circular_items(_of(rows, "answer", "choice")), lambda r: float(r["correct"]))]
     if task in ("vqa", "text_only") and metric == "bleu":
         return [ratio(_of(rows, "answer", task), lambda r: r["bleu"])]
     if task in ("vqa", "text_only") and metric == "judge_score":

@@ -83,6 +83,8 @@ def _run_row(results_path: Path) -> dict:
         copies = (results["tasks"].get("gen") or {}).get("copies")
         if isinstance(copies, int) and copies:  # it scores against its own reference photos: say so
             row["method"] += f" [copies reference photos: {copies} images]"
+        if results.get("choice_eval", "plain") != "plain":  # other requests: never the same row as a plain run's
+            row["method"] += f" [choice: {results['choice_eval']}]"
         backend = (results.get("method_details") or {}).get("backend_name")
         if backend:  # a method that runs on several unified models: which one made these numbers
             row["method"] += f" [{backend}]"
@@ -400,6 +402,19 @@ def _md_text(text: str) -> str:
     return esc(text, quote=False).replace("|", "/").replace("\r", " ").replace("\n", " ")
 
 
+CHOICE_NOTE = ("choice.accuracy asks each multiple-choice item once: the always-first row is what answering the "
+               "first option scores, a floor a row must clear to show it reads the question. "
+               "choice.circular_accuracy (--choice-eval circular, MMBench's CircularEval) asks every rotation of "
+               "the options and counts an item only if all are right: another metric, not comparable with "
+               "choice.accuracy.")
+
+
+def _choice_note(table: Table) -> bool:
+    """A table with the floor row or a circular row says what they show."""
+    return "choice.circular_accuracy" in table.metrics or any(
+        str(m).startswith("always-first") for m in table.rows["method"])
+
+
 def as_markdown(tables: list[Table]) -> str:
     out = []
     for table in tables:
@@ -419,6 +434,8 @@ def as_markdown(tables: list[Table]) -> str:
             lines += ["", f"No row of this table has: {table.unscored_line()}"]
         if any(_dict(r.get("_intervals")) or _dict(r.get("_sd")) for r in table.rows.to_dict("records")):
             lines += ["", INTERVAL_NOTE]
+        if _choice_note(table):
+            lines += ["", CHOICE_NOTE]
         out.append("\n".join(lines))
     return "\n\n".join(out) + "\n"
 
@@ -687,7 +704,9 @@ def as_html(tables: list[Table]) -> str:
         sections.append(f"<section class='{'random' if table.random_init else 'real'}'>"
                         f"<h2>{esc(table.title)}</h2>{banner}"
                         f"<div class='scroll'><table>{_header(table.metrics)}<tbody>{''.join(body)}</tbody>"
-                        f"</table></div>{_notes_list(notes)}{unscored}{_plots(records, table.metrics)}{details}"
+                        f"</table></div>{_notes_list(notes)}{unscored}"
+                        f"{'<p class=muted>' + esc(CHOICE_NOTE) + '</p>' if _choice_note(table) else ''}"
+                        f"{_plots(records, table.metrics)}{details}"
                         f"</section>")
     intro = ("<h1>UnifyBench leaderboard</h1><p class='muted small'>"
              f"Generated {esc(time.strftime('%Y-%m-%d %H:%M'))}. ↑ higher is better, ↓ lower is better, "

@@ -33,7 +33,7 @@ from .scoring.judges import JudgeConfig
 from .scoring.phase import score_run
 from .seeding import seeded
 from .store import RunStore, check_no_links, prepare_out_dir, run_dir_lock, safe_filename
-from .tasks import Work, build_requests
+from .tasks import CHOICE_EVALS, Work, build_requests
 
 _LOG = get_logger("runner")
 __all__ = ["RunSpec", "RunOutcome", "run", "check_spec"]
@@ -52,6 +52,8 @@ class RunSpec:
     backbones: str = "default"  # default | auto | random | tiny
     clip_model: str = "ViT-B-32"  # scoring.encoders.CLIP_MODELS; ignored by tiny backbones
     protocol: str = "default"  # default | reference
+    # plain | circular (each multiple-choice item asked once per rotation of its options, MMBench's CircularEval)
+    choice_eval: str = "plain"
     images_per_prompt: int = 4
     limit: int | None = None
     method_args: dict[str, str] = field(default_factory=dict)
@@ -118,6 +120,8 @@ def check_spec(spec: RunSpec) -> None:
         raise BenchError(f"must be at least 1 (leave it out for every item), got {spec.limit}", where="--limit")
     if spec.concepts is not None and not spec.concepts:
         raise BenchError("no concepts given", where="--concepts")
+    if spec.choice_eval not in CHOICE_EVALS:
+        raise BenchError(f"expected one of {', '.join(CHOICE_EVALS)}, got {spec.choice_eval!r}", where="--choice-eval")
 
 
 @dataclass
@@ -162,7 +166,7 @@ def _prepare(spec: RunSpec, out_root: Path, rank: distributed.Rank, console, dev
     if skipped:
         console.print(f"skipping {', '.join(skipped)}: method {spec.method} does not support them")
     work = build_requests(bench, supported, concepts, seed=spec.seed,
-                          images_per_prompt=spec.images_per_prompt, limit=spec.limit)
+                          images_per_prompt=spec.images_per_prompt, limit=spec.limit, choice_eval=spec.choice_eval)
     validate_images(_images_used(bench, work, method_cls))
 
     # Scorer backbones matter only to generation scores; a run without them is comparable to any.
@@ -186,6 +190,8 @@ def _prepare(spec: RunSpec, out_root: Path, rank: distributed.Rank, console, dev
         "tasks": spec.tasks, "concepts": sorted(concepts), "seed": spec.seed, "protocol": spec.protocol,
         "images_per_prompt": spec.images_per_prompt, "limit": spec.limit,
     }
+    if spec.choice_eval != "plain":  # other requests and another metric; plain runs keep their directories
+        identity["choice_eval"] = spec.choice_eval
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
     # The readable part is cut short (a 240-character benchmark folder name would make the name too
     # long for the file system); the hash keeps it unique.

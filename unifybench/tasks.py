@@ -6,7 +6,8 @@ Understanding: ``rec`` (recognition), ``vqa`` (visual QA), ``text_only`` (QA wit
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 
 from .methods import AnswerRequest, GenRequest
 from .records import GEN_KINDS, QA_KINDS, Benchmark, GenPrompt, QAItem
@@ -32,9 +33,14 @@ class Work:
     purpose: str = "prompt"
 
 
+CHOICE_EVALS = ("plain", "circular")
+
+
 def build_requests(bench: Benchmark, tasks: list[str], concepts: list[str], *, seed: int,
-                   images_per_prompt: int, limit: int | None) -> dict[str, list[Work]]:
-    """Requests per concept, in a stable order: tasks in the given order, items in file order."""
+                   images_per_prompt: int, limit: int | None, choice_eval: str = "plain") -> dict[str, list[Work]]:
+    """Requests per concept, in a stable order: tasks in the given order, items in file order.
+    ``choice_eval="circular"``: each multiple-choice item once per rotation of its options
+    (:func:`rotated_item`), MMBench's CircularEval."""
     work: dict[str, list[Work]] = {}
     for name in concepts:
         concept_work: list[Work] = []
@@ -42,10 +48,13 @@ def build_requests(bench: Benchmark, tasks: list[str], concepts: list[str], *, s
             if task in QA_KINDS:
                 items = limited([it for it in bench.items.get(name, []) if it.kind == task], limit)
                 for it in items:
-                    req = AnswerRequest(concept=name, task=task, index=it.index,
-                                        question=question_with_options(it.question, it.options),
-                                        image=it.image, options=it.options)
-                    concept_work.append(Work(req, it))
+                    rotations = len(it.options) if choice_eval == "circular" and task == "choice" else 1
+                    for r in range(max(rotations, 1)):
+                        shown = rotated_item(it, r) if r else it
+                        req = AnswerRequest(concept=name, task=task, index=it.index,
+                                            question=question_with_options(shown.question, shown.options),
+                                            image=it.image, options=shown.options, rotation=r)
+                        concept_work.append(Work(req, shown))
             elif task in GEN_KINDS:
                 prompts = [p for p in bench.prompts.get(name, []) if p.kind == task][:limit]
                 for p in prompts:
@@ -69,6 +78,41 @@ def question_with_options(question: str, options: tuple[tuple[str, str], ...]) -
         return question
     lines = "\n".join(f"{letter}. {text}" for letter, text in options)
     return f"{question.rstrip()}\n{lines}\n{CHOICE_INSTRUCTION}"
+
+
+def rotated_item(item: QAItem, r: int) -> QAItem:
+    """The item with its option texts moved ``r`` places under the same letters (letter i shows the
+    text of letter i+r), the question's own option lines rewritten to match, and the correct letter
+    moved with its text. MMBench's CircularEval asks every rotation: an item counts as right only
+    if all are, which always answering one letter (or one position) cannot manage."""
+    n = len(item.options)
+    letters = [letter for letter, _ in item.options]
+    texts = [text for _, text in item.options]
+    shifted = tuple((letters[i], texts[(i + r) % n]) for i in range(n))
+    correct = item.correct_option
+    if correct in letters:
+        correct = letters[(letters.index(correct) - r) % n]
+    answer = item.answer
+    if answer.strip() in letters:
+        answer = letters[(letters.index(answer.strip()) - r) % n]
+    question = _rewrite_option_lines(item.question, item.options, shifted)
+    return replace(item, options=shifted, correct_option=correct, answer=answer, raw_answer=None, question=question)
+
+
+def _rewrite_option_lines(question: str, options, shifted) -> str:
+    """``question`` with the options it writes itself (UnifyBench's questions do; Yo'LLaVA's keep them
+    apart) replaced by ``shifted``, one ``A. text`` line each; any text around them kept."""
+    from .data.common import parse_options
+
+    if not parse_options(question):
+        return question
+    start = re.search(r"(?:^|(?<=\s))\(?" + re.escape(options[0][0]) + r"[.):]\s*" + re.escape(options[0][1]), question)
+    last = options[-1][1]
+    end = question.find(last, start.end() if start else 0) if start else -1
+    if start is None or end < 0:
+        raise ValueError(f"cannot find the options {options!r} in the question {question!r}")
+    lines = "\n".join(f"{letter}. {text}" for letter, text in shifted)
+    return question[:start.start()] + lines + question[end + len(last):]
 
 
 # LLaVA-1.5's multiple-choice instruction (llava/eval/model_vqa_mmbench.py), for questions whose

@@ -122,12 +122,33 @@ def _validate(bench: Benchmark) -> None:
     validate_images(bench.image_files())
 
 
+def choice_letters(items) -> dict:
+    """The correct letters of the multiple-choice items (``by_letter``; ``unknown``: no letter known)
+    and how many are their item's first option: what always answering the first option scores."""
+    from collections import Counter
+
+    from ..scoring.answers import _correct_letter
+
+    letters: Counter = Counter()
+    first = total = 0
+    for it in items:
+        if it.kind != "choice":
+            continue
+        total += 1
+        letter = _correct_letter(it) if it.options else None
+        letters[letter or "unknown"] += 1
+        first += bool(letter and it.options and letter == it.options[0][0].strip().upper())
+    return {"items": total, "by_letter": dict(sorted(letters.items())), "first_option": first}
+
+
 def check_benchmark(path: str | Path, format: str = "auto") -> dict:
-    """Load ``path`` with every image decoded and return its counts."""
+    """Load ``path`` with every image decoded and return its counts (``choice_letters``: where it
+    has multiple-choice items, their answer letters)."""
     from ..scoring.answers import recognition_truths
 
     bench = load_benchmark(str(path), format, validate_images=True)
     counts = bench.count_items()
+    letters = choice_letters(it for items in bench.items.values() for it in items)
     return {
         "rec_truths": recognition_truths(it for items in bench.items.values() for it in items),
         "format": bench.format,
@@ -136,5 +157,6 @@ def check_benchmark(path: str | Path, format: str = "auto") -> dict:
         "items": {k: counts.get(k, 0) for k in QA_KINDS},
         "gen_prompts": bench.count_prompts("gen"),
         "attr_prompts": bench.count_prompts("attr_gen"),
+        **({"choice_letters": letters} if letters["items"] else {}),
         **({"source": bench.source} if bench.source else {}),
     }

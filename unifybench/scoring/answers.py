@@ -220,6 +220,20 @@ def open_sample(item: QAItem, reply: str, protocol: str = "default") -> dict:
     return {"bleu": char_bleu(truth, (reply or "").strip())}
 
 
+# ----------------------------------------------------------------------------- refusals
+
+# A reply that declines to answer (hosted models often do on photos of people): scored as the wrong
+# answer it is, and also counted apart (each task's ``refused``) so a low score can be read.
+_REFUSAL = re.compile(r"^\W*(?:i'?m sorry|sorry,|i am sorry|i apologi[sz]e|i(?: can ?not| can't| am unable|'m unable|"
+                      r" am not able|'m not able| won't| will not)\b|as an ai\b|unfortunately,? i\b)",
+                      re.IGNORECASE)
+
+
+def is_refusal(reply: str | None) -> bool:
+    """Whether a reply opens by declining ("I'm sorry, ...", "I can't ...", "As an AI ...")."""
+    return bool(reply) and bool(_REFUSAL.search(reply.replace("\u2019", "'")))
+
+
 SAMPLE_SCORERS = {"rec": recognition_sample, "choice": choice_sample, "vqa": open_sample, "text_only": open_sample}
 
 
@@ -230,7 +244,9 @@ def answer_sample(item: QAItem, reply: str, protocol: str = "default") -> dict:
 
 def answer_rows(work, store, tasks: list[str], protocol: str) -> list[dict]:
     """scores.jsonl's rows of the understanding tasks: one per item, the reply as the method gave
-    it and the protocol's scores (``work``: the run's requests per concept, :mod:`unifybench.tasks`)."""
+    it and the protocol's scores (``work``: the run's requests per concept, :mod:`unifybench.tasks`).
+    A rotated multiple-choice request (``--choice-eval circular``) is a row of its own, with its
+    ``rotation`` and the ``item`` key its rotations share."""
     answer_protocol = "reference" if protocol == "reference" else "default"
     rows = []
     for name, ws in work.items():
@@ -242,4 +258,10 @@ def answer_rows(work, store, tasks: list[str], protocol: str) -> list[dict]:
             rows.append({"scorer": "answer", "task": item.kind, "concept": name, "key": w.request.key,
                          "index": item.index, "question": item.question, "truth": truth, "reply": reply,
                          **answer_sample(item, reply, answer_protocol)})
+            if w.request.rotation:
+                rows[-1].update(rotation=w.request.rotation, item=f"{item.kind}/{name}/{item.index}")
+            if is_refusal(reply):
+                rows[-1]["refused"] = True
+                if answer_protocol == "default" and "bleu" in rows[-1]:
+                    rows[-1]["bleu"] = 0.0  # a refusal is wrong; its words could still share characters with the truth
     return rows

@@ -55,7 +55,7 @@ def score_run(bench, work: dict, store, spec, backbones: str, skipped: dict[str,
         protocol=spec.protocol,
         requested={c: [t for t in tasks_run if any(w.request.task == t for w in ws)] for c, ws in work.items()},
         humans={c: bench.concept(c).identity_prompt for c in work if bench.concept(c).kind == "human"},
-        judge=spec.judge is not None)
+        judge=spec.judge is not None, choice_eval=spec.choice_eval)
     from .answers import answer_rows
 
     rows = answer_rows(work, store, tasks_run, spec.protocol)
@@ -115,6 +115,7 @@ def score_run(bench, work: dict, store, spec, backbones: str, skipped: dict[str,
         "method_details": method_details,
         "bench": {"name": bench.name, "format": bench.format},
         "protocol": spec.protocol,
+        "choice_eval": spec.choice_eval,
         "limit": spec.limit,
         "backbones": {"kind": backbones, **backbone_names(backbones, spec.clip_model)},
         "generation_scoring": backbone_info or "not used",

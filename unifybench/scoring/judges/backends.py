@@ -1,4 +1,7 @@
-"""The two judge backends behind one method, ``complete(prompts) -> (index, Reply)`` as calls finish.
+"""The two judge backends behind one method, ``complete(requests) -> (index, Reply)`` as calls finish.
+
+A request is a :class:`JudgePrompt` (system text, user text, images) or any multi-turn
+:class:`~.chat.ChatRequest` (texts and images in order); both are sent the same way.
 
 - :class:`OpenAIBackend`: any OpenAI-compatible chat-completions endpoint (GPT-4o, DeepSeek, a
   local vLLM or Ollama server) through the ``openai`` package's client, which brings request
@@ -25,6 +28,7 @@ from typing import Any, Iterator
 
 from ...errors import BenchError
 from .cache import Reply
+from .chat import ChatMessage, ChatRequest, openai_messages
 from .config import DEFAULT_BASE_URL, NO_KEY_PLACEHOLDER, JudgeConfig
 
 MAX_BACKOFF_S = 30.0
@@ -41,18 +45,22 @@ class JudgePrompt:
     user: str
     images: tuple[Path, ...] = ()
 
+    def as_chat(self) -> ChatRequest:
+        """The system turn, then the user turn: its text, then its images."""
+        return ChatRequest((ChatMessage("system", (self.system,)), ChatMessage("user", (self.user, *self.images))))
+
 
 class JudgeUnavailable(Exception):
     """A call that failed for good (retries spent, or an error a retry cannot fix)."""
 
 
-def jpeg_bytes(path: Path) -> bytes:
-    """The image as a JPEG, RGB, at most IMAGE_MAX_SIDE pixels on its longer side."""
+def jpeg_bytes(path: Path, max_side: int = IMAGE_MAX_SIDE) -> bytes:
+    """The image as a JPEG, RGB, at most ``max_side`` pixels on its longer side."""
     from ...images import open_rgb
 
     im = open_rgb(path, exif_transpose=True, what="image for the judge")
-    if max(im.size) > IMAGE_MAX_SIDE:
-        im.thumbnail((IMAGE_MAX_SIDE, IMAGE_MAX_SIDE))
+    if max(im.size) > max_side:
+        im.thumbnail((max_side, max_side))
     buf = io.BytesIO()
     im.save(buf, format="JPEG", quality=JPEG_QUALITY)
     return buf.getvalue()
@@ -91,9 +99,13 @@ def _within(seconds: float, slots: threading.Semaphore, call):
 
 
 class OpenAIBackend:
-    """An OpenAI-compatible ``/chat/completions`` endpoint, ``concurrency`` calls in flight at once."""
+    """An OpenAI-compatible ``/chat/completions`` endpoint, ``concurrency`` calls in flight at once.
 
-    def __init__(self, config: JudgeConfig):
+    ``temperature`` and ``image_max_side`` default to the judge's (0, IMAGE_MAX_SIDE); a method
+    that talks to a model through this transport sets its own (and its ``user_agent``)."""
+
+    def __init__(self, config: JudgeConfig, *, temperature: float = 0, image_max_side: int = IMAGE_MAX_SIDE,
+                 user_agent: str = "unifybench-judge"):
         try:
             import openai
         except ImportError as exc:
@@ -106,7 +118,9 @@ class OpenAIBackend:
         self._openai = openai
         self._client = openai.OpenAI(api_key=config.api_key() or NO_KEY_PLACEHOLDER, base_url=self.base_url,
                                      timeout=config.timeout, max_retries=0,
-                                     default_headers={"User-Agent": "unifybench-judge"})
+                                     default_headers={"User-Agent": user_agent})
+        self.temperature = temperature
+        self.image_max_side = image_max_side
         self._rng = random.Random(config.seed)
         self._rng_lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(config.concurrency)  # requests really in flight
@@ -115,20 +129,17 @@ class OpenAIBackend:
         return {"backend": "openai", "model": self.model, "base_url": self.base_url,
                 "api_key_env": self.config.api_key_env, "concurrency": self.config.concurrency,
                 "timeout_s": self.config.timeout, "max_retries": self.config.retries,
-                "temperature": 0, "seed": self.config.seed, "max_tokens": self.config.max_tokens}
+                "temperature": self.temperature, "seed": self.config.seed, "max_tokens": self.config.max_tokens}
 
     def sampling(self) -> dict:
-        return {"temperature": 0, "seed": self.config.seed, "max_tokens": self.config.max_tokens}
+        return {"temperature": self.temperature, "seed": self.config.seed, "max_tokens": self.config.max_tokens}
 
-    def _messages(self, prompt: JudgePrompt) -> list[dict]:
-        if prompt.images:
-            content: Any = [{"type": "text", "text": prompt.user}]
-            for path in prompt.images:
-                data = base64.b64encode(jpeg_bytes(path)).decode("ascii")
-                content.append({"type": "image_url", "image_url": {"url": f"data:image/jpeg;base64,{data}"}})
-        else:
-            content = prompt.user
-        return [{"role": "system", "content": prompt.system}, {"role": "user", "content": content}]
+    def _image_url(self, path: Path) -> str:
+        data = base64.b64encode(jpeg_bytes(path, self.image_max_side)).decode("ascii")
+        return f"data:image/jpeg;base64,{data}"
+
+    def _messages(self, request: JudgePrompt | ChatRequest) -> list[dict]:
+        return openai_messages(request.as_chat(), self._image_url)
 
     def _sleep_before_retry(self, attempt: int, retry_after: str | None) -> None:
         delay = min(MAX_BACKOFF_S, self.config.backoff * (2 ** attempt))
@@ -141,9 +152,9 @@ class OpenAIBackend:
                 pass
         time.sleep(delay)
 
-    def call(self, prompt: JudgePrompt) -> Reply:
+    def call(self, request: JudgePrompt | ChatRequest) -> Reply:
         openai = self._openai
-        messages = self._messages(prompt)
+        messages = self._messages(request)
         last = ""
         retry_after: str | None = None
         for attempt in range(self.config.retries + 1):
@@ -152,10 +163,12 @@ class OpenAIBackend:
                 retry_after = None
             try:
                 completion = _within(self.config.timeout, self._slots, lambda: self._client.chat.completions.create(
-                    model=self.model, messages=messages, temperature=0, seed=self.config.seed,
+                    model=self.model, messages=messages, temperature=self.temperature, seed=self.config.seed,
                     max_tokens=self.config.max_tokens))
                 text = completion.choices[0].message.content
                 usage = completion.usage
+                served = getattr(completion, "model", None)
+                fingerprint = getattr(completion, "system_fingerprint", None)
             except (openai.APITimeoutError, _DeadlinePassed):
                 last = f"timed out after {self.config.timeout:g} s"
                 continue
@@ -179,11 +192,13 @@ class OpenAIBackend:
                 last = "a reply that is not chat-completions JSON"
                 continue
             return Reply(text if isinstance(text, str) else "", int(getattr(usage, "prompt_tokens", 0) or 0),
-                         int(getattr(usage, "completion_tokens", 0) or 0), retries=attempt)
+                         int(getattr(usage, "completion_tokens", 0) or 0), retries=attempt,
+                         model=served if isinstance(served, str) else "",
+                         system_fingerprint=fingerprint if isinstance(fingerprint, str) else "")
         raise JudgeUnavailable(f"no reply from {self.base_url} after {self.config.retries + 1} tries "
                                f"(last: {last})")
 
-    def complete(self, prompts: list[JudgePrompt]) -> Iterator[tuple[int, Reply]]:
+    def complete(self, prompts: list[JudgePrompt | ChatRequest]) -> Iterator[tuple[int, Reply]]:
         """(index, reply) as calls finish. After a failure nothing new starts; calls in flight still
         report, then the first failure is raised."""
         if not prompts:
@@ -306,16 +321,21 @@ class HFBackend:
         self._model = model.to(self.device).eval()
         self._processor = processor
 
-    def _texts(self, prompts: list[JudgePrompt]) -> list[str]:
-        texts = []
-        for p in prompts:
+    @staticmethod
+    def _chat_template_messages(p: JudgePrompt | ChatRequest) -> list[dict]:
+        if isinstance(p, JudgePrompt):  # one user turn, images first (as the judge always asked)
             content = [{"type": "image"} for _ in p.images]
             content.append({"type": "text", "text": p.system + "\n\n" + p.user})
-            texts.append(self._processor.apply_chat_template([{"role": "user", "content": content}],
-                                                             add_generation_prompt=True, tokenize=False))
-        return texts
+            return [{"role": "user", "content": content}]
+        return [{"role": m.role, "content": [{"type": "text", "text": part} if isinstance(part, str)
+                                             else {"type": "image"} for part in m.parts]}
+                for m in p.messages]
 
-    def _generate(self, prompts: list[JudgePrompt]) -> list[Reply]:
+    def _texts(self, prompts: list[JudgePrompt | ChatRequest]) -> list[str]:
+        return [self._processor.apply_chat_template(self._chat_template_messages(p), add_generation_prompt=True,
+                                                    tokenize=False) for p in prompts]
+
+    def _generate(self, prompts: list[JudgePrompt | ChatRequest]) -> list[Reply]:
         import torch
         from PIL import Image
 
@@ -341,7 +361,7 @@ class HFBackend:
             replies.append(Reply(tok.decode(row, skip_special_tokens=True).strip(), int(mask.sum()), n_new))
         return replies
 
-    def complete(self, prompts: list[JudgePrompt]) -> Iterator[tuple[int, Reply]]:
+    def complete(self, prompts: list[JudgePrompt | ChatRequest]) -> Iterator[tuple[int, Reply]]:
         if not prompts:
             return
         self._load()

@@ -10,6 +10,7 @@ from ...errors import BenchError
 from .. import judge_prompts
 from .backends import IMAGE_MAX_SIDE, JPEG_QUALITY, HFBackend, JudgePrompt, JudgeUnavailable, OpenAIBackend
 from .cache import JudgeCache, Reply
+from .chat import ChatRequest, chat_key_content
 from .config import JudgeConfig
 from .parsing import parse_score
 
@@ -44,14 +45,46 @@ def _image_digest(path: Path) -> str:
     return file_digest(Path(path))
 
 
-class Judge:
-    """Judges prompts through the cache and one backend, re-asking once, counting everything."""
+def request_key(request: JudgePrompt | ChatRequest, identity: str, template: str, sampling: dict,
+                image_max_side: int) -> str:
+    """The cache key of a request: who answers (``identity``), the template version, the sampling,
+    the request's texts and image bytes in order, and how images are encoded. A :class:`JudgePrompt`
+    keeps the key it always had, so existing judge caches still answer."""
+    content = {"judge": identity, "template": template, "sampling": sampling,
+               # rgb2: transparency laid on white and 16-bit rescaled first (another JPEG than before)
+               "image_encoding": f"jpeg q{JPEG_QUALITY} max{image_max_side} rgb2"}
+    if isinstance(request, JudgePrompt):
+        content.update(system=request.system, user=request.user,
+                       images=[_image_digest(p) for p in request.images])
+    else:
+        content["messages"] = chat_key_content(request, _image_digest)
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode("utf-8")).hexdigest()
 
-    def __init__(self, config: JudgeConfig, cache_path: Path, *, device: str = "cpu", batch_size: int = 8):
-        config.validate()
+
+def reask(request: JudgePrompt | ChatRequest, suffix: str) -> JudgePrompt | ChatRequest:
+    """The request asked again with ``suffix`` after its last text."""
+    if isinstance(request, JudgePrompt):
+        return JudgePrompt(request.system, request.user + suffix, request.images)
+    return request.with_suffix(suffix)
+
+
+class Judge:
+    """Judges prompts through the cache and one backend, re-asking once, counting everything.
+
+    ``backend``, ``template`` and ``what``: another user of the same transport (the ``icl-vlm``
+    method) passes its own configured backend, its template version (part of every cache key) and
+    the word its error lines use for a call; it asks with :meth:`ask` and parses replies itself."""
+
+    def __init__(self, config: JudgeConfig, cache_path: Path, *, device: str = "cpu", batch_size: int = 8,
+                 backend: OpenAIBackend | HFBackend | None = None, template: str = judge_prompts.TEMPLATE_VERSION,
+                 what: str = "judge"):
+        if backend is None:
+            config.validate()
         self.config = config
-        self.backend = (OpenAIBackend(config) if config.backend == "openai"
-                        else HFBackend(config, device=device, batch_size=batch_size))
+        self.backend = backend or (OpenAIBackend(config) if config.backend == "openai"
+                                   else HFBackend(config, device=device, batch_size=batch_size))
+        self.template = template
+        self.what = what
         self.cache = JudgeCache(cache_path)
         self.stats = JudgeStats()
 
@@ -59,15 +92,11 @@ class Judge:
     def name(self) -> str:
         return self.config.spec
 
-    def call_key(self, prompt: JudgePrompt) -> str:
-        content = {"judge": self.backend.identity, "template": judge_prompts.TEMPLATE_VERSION,
-                   "sampling": self.backend.sampling(), "system": prompt.system, "user": prompt.user,
-                   "images": [_image_digest(p) for p in prompt.images],
-                   # rgb2: transparency laid on white and 16-bit rescaled first (another JPEG than before)
-                   "image_encoding": f"jpeg q{JPEG_QUALITY} max{IMAGE_MAX_SIDE} rgb2"}
-        return hashlib.sha256(json.dumps(content, sort_keys=True).encode("utf-8")).hexdigest()
+    def call_key(self, prompt: JudgePrompt | ChatRequest) -> str:
+        return request_key(prompt, self.backend.identity, self.template, self.backend.sampling(),
+                           getattr(self.backend, "image_max_side", IMAGE_MAX_SIDE))
 
-    def _ask(self, prompts: list[JudgePrompt], progress=None) -> list[Reply]:
+    def ask(self, prompts: list[JudgePrompt | ChatRequest], progress=None) -> list[Reply]:
         """A reply per prompt: from the cache, or from the backend (cached as each arrives)."""
         keys = [self.call_key(p) for p in prompts]
         replies: list[Reply | None] = [self.cache.get(k) for k in keys]
@@ -78,7 +107,7 @@ class Judge:
         try:
             for j, reply in self.backend.complete([prompts[i] for i in todo]):
                 i = todo[j]
-                self.cache.put(keys[i], self.backend.identity, reply)
+                self.cache.put(keys[i], self.backend.identity, reply, self.template)
                 replies[i] = reply
                 self.stats.calls += 1
                 self.stats.retries += reply.retries
@@ -88,19 +117,18 @@ class Judge:
                     progress(1)
         except JudgeUnavailable as exc:
             done = self.cache.count()
-            raise BenchError(f"{exc}; the {done} finished judge calls are kept in the cache and a rerun "
-                             f"resumes from them", self.cache.path, f"judge {self.name}") from None
+            raise BenchError(f"{exc}; the {done} finished {self.what} calls are kept in the cache and a rerun "
+                             f"resumes from them", self.cache.path, f"{self.what} {self.name}") from None
         return replies  # type: ignore[return-value]
 
-    def judge(self, prompts: list[JudgePrompt], progress=None) -> list[Judgment]:
-        first = self._ask(prompts, progress)
+    def judge(self, prompts: list[JudgePrompt | ChatRequest], progress=None) -> list[Judgment]:
+        first = self.ask(prompts, progress)
         judgments = [Judgment(parse_score(r.text), r.text) for r in first]
         again = [i for i, j in enumerate(judgments) if not j.parsed]
         if again:
-            reasks = [JudgePrompt(prompts[i].system, prompts[i].user + judge_prompts.REASK_SUFFIX, prompts[i].images)
-                      for i in again]
+            reasks = [reask(prompts[i], judge_prompts.REASK_SUFFIX) for i in again]
             self.stats.reasks += len(reasks)
-            for i, reply in zip(again, self._ask(reasks)):
+            for i, reply in zip(again, self.ask(reasks)):
                 judgments[i] = Judgment(parse_score(reply.text), reply.text, reasked=True,
                                         first_reply=judgments[i].reply)
         self.stats.judgments += len(judgments)
