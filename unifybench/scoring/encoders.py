@@ -22,8 +22,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..errors import BenchError
 from .. import offline
+from ..errors import BenchError
 from ..offline import hub_reachable  # noqa: F401 - importable here, where it was defined before
 
 KINDS = ("default", "random", "tiny")
