@@ -18,20 +18,22 @@ from conftest import REPO, cli, cli_env, make_plugin, only_run_dir, read_results
 MARKING = '''
 import os, time
 from pathlib import Path
+from unifybench.kit.args import Arg
 from unifybench.methods import Method
 
 class Marking(Method):
     name = "marking"
     tasks = frozenset({"rec", "gen"})
-    arguments = {"delay": "seconds to sleep per batch", "marker": "file to touch when constructed"}
+    arguments = {"delay": Arg(float, 0.0, "seconds to sleep per batch", low=0),
+                 "marker": Arg(str, None, "file to touch when constructed")}
 
     def __init__(self, args=None, **kwargs):
         super().__init__(args, **kwargs)
-        if "marker" in self.args:
-            Path(self.args["marker"]).write_text("made")
+        if self.args.marker:
+            Path(self.args.marker).write_text("made")
 
     def answer(self, concept, state, requests):
-        time.sleep(float(self.args.get("delay", "0")))
+        time.sleep(self.args.delay)
         return ["Yes." for r in requests]
 
     def generate(self, concept, state, requests):

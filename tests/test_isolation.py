@@ -28,7 +28,6 @@ class GlobalRandom(Method):
     """Draws from the global random state in personalize and answer, as careless code does."""
     name = "global-random"
     tasks = frozenset({"rec", "vqa", "text_only", "choice"})
-    needs_personalization = True
 
     def personalize(self, concept, state_dir):
         return {"bias": random.random() + float(torch.rand(()))}

@@ -185,10 +185,10 @@ class _Half(Method):
         return {}
 
 
-class _Flagged(Method):
-    name = "flagged"
+class _PlainHelp(Method):
+    name = "plain-help"
     tasks = frozenset({"rec"})
-    needs_personalization = True  # the attribute of old: nothing is overridden, so it would never run
+    arguments = {"delay": "seconds to sleep per batch"}  # a help string where an Arg belongs
 
 
 def test_a_lifecycle_mismatch_is_refused_not_run_silently(tmp_path):
@@ -196,8 +196,14 @@ def test_a_lifecycle_mismatch_is_refused_not_run_silently(tmp_path):
 
     with pytest.raises(BenchError, match="overrides personalize but not load_state"):
         unifybench.evaluate(_Half, out=tmp_path / "runs")
-    with pytest.raises(BenchError, match="needs_personalization = True but does not override personalize"):
-        unifybench.evaluate(_Flagged, out=tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_an_argument_declared_without_arg_is_refused_before_anything_is_made(tmp_path):
+    import unifybench
+
+    with pytest.raises(BenchError, match=r"declares argument\(s\) delay without Arg"):
+        unifybench.evaluate(_PlainHelp, out=tmp_path / "runs")
     assert not (tmp_path / "runs").exists()
 
 

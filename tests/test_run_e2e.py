@@ -16,19 +16,20 @@ from conftest import cli, cli_env, make_plugin, only_run_dir, read_results, run_
 SLOW_PLUGIN = '''
 import hashlib, time
 from PIL import Image
+from unifybench.kit.args import Arg
 from unifybench.methods import Method
 
 class SlowEcho(Method):
     name = "slow-echo"
     tasks = frozenset({"rec", "vqa", "text_only", "choice", "gen"})
-    arguments = {"delay": "seconds to sleep per batch"}
+    arguments = {"delay": Arg(float, 0.0, "seconds to sleep per batch", low=0)}
 
     def answer(self, concept, state, requests):
-        time.sleep(float(self.args.get("delay", "0")))
+        time.sleep(self.args.delay)
         return ["No." if r.index % 3 == 0 else "Yes, it is " + concept.name for r in requests]
 
     def generate(self, concept, state, requests):
-        time.sleep(float(self.args.get("delay", "0")))
+        time.sleep(self.args.delay)
         out = []
         for r in requests:
             images = []

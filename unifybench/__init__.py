@@ -8,7 +8,7 @@ From Python, :func:`evaluate` does what ``unifybench run`` does and returns the 
 """
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from .version import __version__  # noqa: F401 - the package's version, read as unifybench.__version__
 
 
 def evaluate(method, *, bench: str = "mini", tasks=None, concepts=None, out="runs", seed: int = 0,

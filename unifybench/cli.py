@@ -14,6 +14,8 @@ import textwrap
 from pathlib import Path
 
 from .errors import BenchError, error_line
+from .kit.args import parse_method_args
+from .output import RUN_FILES, write_output  # noqa: F401 - RUN_FILES and write_output, importable here as before
 from .records import TASKS
 
 # scoring.encoders.CLIP_MODELS (tested equal), repeated so that --help does not import torch.
@@ -26,16 +28,6 @@ def _console(stderr: bool = False, quiet: bool = False):
     from rich.console import Console
 
     return Console(stderr=stderr, highlight=False, soft_wrap=True, quiet=quiet)
-
-
-def _parse_method_args(pairs: list[str]) -> dict[str, str]:
-    args: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise BenchError(f"expected KEY=VALUE, got {pair!r}", where="--method-arg")
-        args[key.strip()] = value
-    return args
 
 
 def _path(text: str) -> Path:
@@ -57,10 +49,6 @@ def _count(low: int, high: int):
             raise argparse.ArgumentTypeError(f"expected an integer >= {low}, <= {high}, got {value}")
         return value
     return parse
-
-
-# The files a run directory keeps: a page or a table written over one of them would destroy the run.
-RUN_FILES = ("run.json", "results.json", "scores.jsonl", "predictions.jsonl", "log.txt", ".lock", "missing.txt")
 
 
 def _seed_list(text: str) -> list[int]:
@@ -147,7 +135,7 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 def _version() -> str:
-    from . import __version__
+    from .version import __version__
 
     return f"unifybench {__version__}"
 
@@ -476,7 +464,7 @@ def cmd_run(args) -> int:
         seed=args.seed, batch_size=args.batch_size, device=args.device, backbones=args.backbones,
         clip_model=args.clip_model, protocol=args.protocol, choice_eval=args.choice_eval,
         images_per_prompt=args.images_per_prompt,
-        limit=args.limit, method_args=_parse_method_args(args.method_arg), judge=_judge_config(args),
+        limit=args.limit, method_args=parse_method_args(args.method_arg), judge=_judge_config(args),
         resume_changed_code=args.resume_changed_code, bootstrap=args.bootstrap, threads=args.threads)
     # A flag given on the command line wins over --config; the file wins over a flag's default.
     dest = {"method_args": "method_arg", "judge": "judge*"}  # spec field -> its flag's destination
@@ -548,28 +536,6 @@ def cmd_leaderboard(args) -> int:
         where = ", ".join(str(p) for p in args.runs) or "runs/"
         _console(stderr=True).print(f"no finished runs under {where}: only the published rows are shown", markup=False)
     return 0
-
-
-def write_output(path: Path, text: str) -> None:
-    """Write a page or table to ``path``; one line saying why when it cannot be."""
-    from .store import prepare_out_dir
-
-    if path.is_dir():
-        raise BenchError("is a folder; give a file name", path, "--out")
-    if (path.name in RUN_FILES or path.name.startswith("predictions.")) and (path.parent / "run.json").exists():
-        raise BenchError("is a file of the run directory it lies in; write the page elsewhere", path, "--out")
-    if path.is_symlink():
-        raise BenchError("is a symbolic link; give a file name", path, "--out")
-    for ancestor in path.parents:
-        if ancestor.exists():
-            if not ancestor.is_dir():
-                raise BenchError(f"lies under a file ({ancestor})", path, "--out")
-            break
-    prepare_out_dir(path.parent, "--out")
-    try:
-        path.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise BenchError(f"cannot write ({exc.strerror or exc.__class__.__name__})", path, "--out") from None
 
 
 def cmd_score_images(args) -> int:

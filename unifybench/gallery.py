@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from .errors import BenchError
+from .output import write_output
 from .pages import esc, page, thumbnail_uri
 from .records import GEN_KINDS, QA_KINDS
 from .report import interval_text
@@ -204,8 +205,6 @@ def build_gallery(run_dir: Path, *, concepts: list[str] | None = None, images_pe
 
 
 def write_gallery(run_dir: Path, out: Path | None = None, **kwargs) -> Path:
-    from .cli import write_output
-
     text = build_gallery(run_dir, **kwargs)
     out = Path(out) if out else Path(run_dir) / "gallery.html"
     write_output(out, text)

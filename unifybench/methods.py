@@ -24,6 +24,7 @@ from PIL import Image
 from .errors import BenchError, did_you_mean
 from .kit.args import Arg, Arguments, parse_arguments
 from .records import TASKS, Concept
+from .version import __version__
 
 ENTRY_POINT_GROUP = "unifybench.methods"
 
@@ -89,8 +90,6 @@ class Method:
                  batch_size: int = 8):
         parsed = args if isinstance(args, Arguments) else type(self).parse_arguments(args or {})
         self.args: Arguments = parsed
-        if cls_is_legacy(type(self)):  # help strings, the form before Arg: the given strings, as then
-            self.args = {k: parsed[k] for k in parsed.given}  # type: ignore[assignment]
         self.seed = seed
         self.device = device
         self.batch_size = batch_size
@@ -199,11 +198,6 @@ BUILTIN_METHODS: dict[str, str] = {
 }
 
 
-def cls_is_legacy(cls) -> bool:
-    """A method whose ``arguments`` are plain help strings (declared before typed ``Arg``s)."""
-    return bool(cls.arguments) and all(isinstance(v, str) for v in cls.arguments.values())
-
-
 class ConceptLayers:
     """``activate`` for adapters whose concept adds something to a shared base model (token rows,
     LoRA layers): :meth:`concept_layers` is entered once per concept, by the runner. Activating a
@@ -256,8 +250,6 @@ def providers() -> dict[str, list[Provider]]:
     """Every method name and who registers it: the built-ins (this package), then each installed
     distribution's ``unifybench.methods`` entry points. One distribution found twice on the path
     counts once; two distributions under one name are both listed (and refused when selected)."""
-    from . import __version__
-
     found = {name: [Provider(target, "unifybench", __version__)] for name, target in BUILTIN_METHODS.items()}
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         dist = getattr(ep, "dist", None)
@@ -316,12 +308,10 @@ def _checked(obj, name: str, target: str) -> type[Method]:
         has, lacks = ("personalize", "load_state") if overrides["personalize"] else ("load_state", "personalize")
         raise BenchError(f"{target} overrides {has} but not {lacks}: a personalized method needs both (a resumed "
                          f"run reloads what personalize saved)", where=where)
-    declared_flag = getattr(obj, "needs_personalization", None)
-    if declared_flag is not None and bool(declared_flag) != obj.personalizes():
-        raise BenchError(f"{target} says needs_personalization = {declared_flag} but "
-                         f"{'overrides' if obj.personalizes() else 'does not override'} personalize; the runner "
-                         f"personalizes exactly the methods that override it: remove needs_personalization",
-                         where=where)
+    undeclared = sorted(k for k, v in obj.arguments.items() if not isinstance(v, Arg))
+    if undeclared:
+        raise BenchError(f"{target} declares argument(s) {', '.join(undeclared)} without Arg: declare each as "
+                         f"Arg(type, default, help) (docs/writing-a-method.md, 'Arguments')", where=where)
     return obj
 
 

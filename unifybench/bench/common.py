@@ -26,9 +26,9 @@ def build_method(args, hook: str, extra: dict[str, str] | None = None):
     ``--dtype`` and ``extra`` where it declares them, then ``--method-arg``."""
     import torch
 
-    from unifybench.cli import _parse_method_args
     from unifybench.devices import check_device
     from unifybench.errors import BenchError
+    from unifybench.kit.args import parse_method_args
     from unifybench.methods import Method, resolve_method
 
     device = torch.device(check_device(args.device))
@@ -44,7 +44,7 @@ def build_method(args, hook: str, extra: dict[str, str] | None = None):
         if key not in cls.arguments:
             raise BenchError(f"method {cls.name} has no {key}= argument", where=f"--{key.replace('_', '-')}")
         given[key] = str(value)
-    given.update(_parse_method_args(args.method_arg))
+    given.update(parse_method_args(args.method_arg))
     method_args = {**cls.bench_arguments(device.type, given), **given}
     return cls(method_args, seed=args.seed, device=str(device)), device
 

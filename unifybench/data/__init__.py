@@ -14,16 +14,16 @@ from ..errors import BenchError
 from ..records import QA_KINDS, Benchmark
 from . import hub
 from .common import validate_images
-from .dreambench import find_prompts_file, read_dreambench
+from .dreambench import read_dreambench
+from .formats import FORMATS, check_root, detect_format
 from .native import read_unifybench  # the UnifyBench (UniCTokens) layout
-from .yollava import find_qa_files, read_yollava
+from .yollava import read_yollava
 
 __all__ = ["FORMATS", "MINI_BENCH_PATH", "check_benchmark", "detect_format", "generation_prompts",
            "load_benchmark"]
 
 MINI_BENCH_PATH = Path(__file__).parent / "mini"
 PROMPTS_PATH = Path(__file__).parent / "prompts_to_eval.json"
-FORMATS = ("unifybench", "dreambench", "yollava")
 
 
 @lru_cache(maxsize=1)
@@ -44,27 +44,6 @@ def _gen_prompts_for(generation_type: str | None, token: str) -> list[str]:
     return [p.replace("<sks>", token) for p in generation_prompts(generation_type)]
 
 
-def _check_root(path: Path) -> Path:
-    if not path.exists():
-        raise BenchError("no such benchmark folder", path)
-    if not path.is_dir():
-        raise BenchError("not a folder", path)
-    return path
-
-
-def detect_format(path: str | Path) -> str:
-    """``unifybench`` if test_data/ or concept/ exists; ``dreambench`` if prompts_and_classes.txt
-    exists (in the root or dataset/); ``yollava`` if a *visual-qa*.json or *text-only-qa*.json exists."""
-    root = _check_root(Path(path))
-    if (root / "test_data").is_dir() or (root / "concept").is_dir():
-        return "unifybench"
-    if find_prompts_file(root) is not None:
-        return "dreambench"
-    if any(p is not None for p in find_qa_files(root)):
-        return "yollava"
-    raise BenchError("cannot detect the format; pass --format (unifybench, dreambench or yollava)", root)
-
-
 def load_benchmark(spec: str | Path = "mini", format: str = "auto", validate_images: bool = False) -> Benchmark:
     """Read a benchmark: ``"mini"`` (the bundled bench), a folder in any supported format, or a
     Hugging Face dataset name (``owner/name[@revision]``, when no such folder exists; :mod:`.hub`)."""
@@ -78,7 +57,7 @@ def load_benchmark(spec: str | Path = "mini", format: str = "auto", validate_ima
         name = source["hub"].split("/")[1]
     else:
         root = Path(spec).expanduser()
-        _check_root(root)
+        check_root(root)
         name = root.resolve().name
     if format in (None, "auto"):
         format = detect_format(root)

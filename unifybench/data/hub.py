@@ -17,6 +17,7 @@ import zipfile
 from pathlib import Path
 
 from ..errors import BenchError
+from .formats import detect_format
 
 # owner/name, optionally @revision: what the hub calls a dataset; never a path that exists.
 HUB_NAME = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*)(?:@(?P<revision>[\w./-]+))?$")
@@ -56,10 +57,8 @@ def fetch(spec: str) -> tuple[Path, dict]:
 def _unpacked(snapshot: Path) -> Path:
     """The snapshot itself, or, when it holds top-level archives and no recognisable benchmark, the
     folder they are unpacked into (once per revision, through a temporary folder and a rename)."""
-    from . import detect_format
-
     archives = sorted(p for p in snapshot.iterdir() if p.is_file() and p.name.lower().endswith(ARCHIVES))
-    if not archives or _recognised(snapshot, detect_format):
+    if not archives or _recognised(snapshot):
         return snapshot
     # .../datasets--owner--name/snapshots/<commit>/ -> .../datasets--owner--name/unifybench-unpacked/<commit>/
     target = snapshot.parent.parent / "unifybench-unpacked" / snapshot.name
@@ -106,7 +105,7 @@ def _extract(archive: Path, dest: Path) -> None:
         raise BenchError(f"corrupt archive ({exc})", archive) from None
 
 
-def _recognised(folder: Path, detect_format) -> bool:
+def _recognised(folder: Path) -> bool:
     try:
         detect_format(folder)
         return True
@@ -116,12 +115,10 @@ def _recognised(folder: Path, detect_format) -> bool:
 
 def find_root(folder: Path) -> Path:
     """``folder`` or the first folder at most two levels below it (in name order) that is a benchmark."""
-    from . import detect_format
-
     level = [folder]
     for _ in range(3):
         for candidate in level:
-            if _recognised(candidate, detect_format):
+            if _recognised(candidate):
                 return candidate
         level = [d for parent in level for d in sorted(parent.iterdir())
                  if d.is_dir() and not d.name.startswith(".")]

@@ -196,6 +196,18 @@ def declared(arguments: Mapping[str, Any]) -> dict[str, Arg]:
     return {k: v if isinstance(v, Arg) else Arg(str, None, str(v)) for k, v in arguments.items()}
 
 
+def parse_method_args(pairs: list[str]) -> dict[str, str]:
+    """The ``--method-arg KEY=VALUE`` strings of a command line as a dict (the later of two equal
+    keys wins), before :func:`parse_arguments` checks them against a declaration."""
+    args: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise BenchError(f"expected KEY=VALUE, got {pair!r}", where="--method-arg")
+        args[key.strip()] = value
+    return args
+
+
 def parse_arguments(arguments: Mapping[str, Any], raw: Mapping[str, str], method: str = "") -> Arguments:
     """Parse ``KEY=VALUE`` strings against a declaration; unknown names, bad values and values out of
     range are one :class:`BenchError` each, naming the argument."""

@@ -13,11 +13,11 @@ run directory exists, loaded once per process, on a chosen device and dtype.
 """
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Any, Callable
 
+from .. import offline
 from ..errors import BenchError
 
 _HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
@@ -33,10 +33,6 @@ def kind_of(name: str, builtins: tuple[str, ...] = ()) -> str:
     return "folder"
 
 
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
 def check_available(name: str, *, builtins: tuple[str, ...] = (), argument: str = "model",
                     what: str = "model") -> str:
     """Refuse, in one line, a model that cannot be loaded here; returns its kind (see :func:`kind_of`)."""
@@ -50,15 +46,13 @@ def check_available(name: str, *, builtins: tuple[str, ...] = (), argument: str 
             raise BenchError(f"{what} folder not found" if not path.exists() else f"not a folder ({what} expected)",
                              path, where)
         return kind
-    from ..scoring.encoders import hub_reachable
-
-    if _offline() or not hub_reachable():
+    if offline.local_only():
         from huggingface_hub import snapshot_download
 
         try:
             snapshot_download(name, local_files_only=True)
         except Exception:  # noqa: BLE001 - not cached (LocalEntryNotFoundError and kin)
-            why = "HF_HUB_OFFLINE is set" if _offline() else "the Hugging Face hub cannot be reached"
+            why = offline.why_local()
             raise BenchError(f"{what} {name!r} is not in the local Hugging Face cache and {why}; on a connected "
                              f"machine run `hf download {name}` with the same HF_HOME, or pass a local folder",
                              where=where) from None

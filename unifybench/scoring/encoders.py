@@ -22,7 +22,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .. import offline
 from ..errors import BenchError
+from ..offline import hub_reachable  # noqa: F401 - importable here, where it was defined before
 
 KINDS = ("default", "random", "tiny")
 # The CLIP image/text towers the scores can be computed with (open_clip names, OpenAI weights).
@@ -30,27 +32,6 @@ CLIP_MODELS = ("ViT-B-32", "ViT-L-14")
 DEFAULT_CLIP = "ViT-B-32"
 DINO_CHECKPOINT = "facebook/dino-vits16"
 CLIP_TAG = "openai"
-
-
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether a TCP connection to the Hugging Face hub (``HF_ENDPOINT``) opens within ``timeout``."""
-    import socket
-    from urllib.parse import urlparse
-
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
-def _why_local() -> str:
-    return "HF_HUB_OFFLINE is set" if _offline() else "the Hugging Face hub cannot be reached"
 
 
 @contextlib.contextmanager
@@ -169,7 +150,7 @@ def _load_clip(kind: str, clip_name: str, seed: int, local_only: bool):
             if local_only:
                 pretrained = _cached_clip_checkpoint(clip_name)
                 if pretrained is None:
-                    raise _clip_unavailable(clip_name, f"not in the Hugging Face cache and {_why_local()}")
+                    raise _clip_unavailable(clip_name, f"not in the Hugging Face cache and {offline.why_local()}")
             try:
                 # open_clip 3.x does not switch to QuickGELU for the openai tag by itself (it only
                 # warns); without it the OpenAI weights compute the wrong function.
@@ -220,7 +201,7 @@ def load_backbones(kind: str = "default", device: str = "cpu", clip_name: str = 
     if kind not in KINDS:
         raise BenchError(f"unknown backbones {kind!r} (choose from {', '.join(KINDS)})", where="backbones")
     if local_only is None:
-        local_only = kind == "default" and (_offline() or not hub_reachable())
+        local_only = kind == "default" and offline.local_only()
     clip_model, tokenizer, clip_desc = _load_clip(kind, clip_name, seed, local_only)
     dino_model, dino_desc = _load_dino(kind, seed, local_only)
     clip_model = clip_model.to(device).eval()

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..errors import BenchError
+from ..offline import hub_offline
 from ..records import file_digest
 from .cache import EmbeddingCache, cache_key, default_cache_dir, weights_fingerprint
 from .pipeline import stream_inputs
@@ -60,10 +61,6 @@ def to_rgb_array(img) -> np.ndarray:
 
 # ----------------------------------------------------------------------------------- backends
 
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
 class InsightFaceBackend:
     """InsightFace ``FaceAnalysis`` with detection and recognition only; the largest face wins."""
 
@@ -75,7 +72,7 @@ class InsightFaceBackend:
                              f"(or score without humans, or use --backbones random)", where="face") from e
         root = Path(os.environ.get("INSIGHTFACE_HOME", "~/.insightface")).expanduser()
         folder = root / "models" / model
-        if _offline() and not any(folder.glob("*.onnx")):
+        if hub_offline() and not any(folder.glob("*.onnx")):
             raise BenchError(f"InsightFace {model} weights not found in {folder} and HF_HUB_OFFLINE is set; "
                              f"run once with network access or copy the {model} .onnx files there",
                              where="face")

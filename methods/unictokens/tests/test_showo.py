@@ -19,6 +19,8 @@ from unifybench.kit.weights import load_strict
 from unifybench_unictokens.magvit import MagvitConfig, MagvitV2
 from unifybench_unictokens.showo_backend import ShowoBackend, phi_config
 
+from showo_folders import save_showo
+
 DATA = Path(__file__).resolve().parent / "data"
 
 
@@ -86,7 +88,7 @@ def test_the_language_model_has_show_o_s_names_and_a_saved_model_loads_from_its_
     assert set(full.state_dict()) == _official_phi_names(2)
     assert full.config.hidden_size == 2048 and full.lm_head.weight.shape == (58498, 2048)
     del full
-    folders = backend.save(tmp_path / "saved")
+    folders = save_showo(backend, tmp_path / "saved")
     state = torch.load(folders["model"] / "pytorch_model.bin", weights_only=True)
     assert all(k.startswith("showo.") for k in state)
     loaded = ShowoBackend(str(folders["model"]), vq_model=str(folders["vq_model"]), tokenizer=str(folders["tokenizer"]))
@@ -101,7 +103,7 @@ def test_the_language_model_has_show_o_s_names_and_a_saved_model_loads_from_its_
 
 
 def test_a_show_o_folder_sets_the_image_size_and_a_misfit_names_llm_config(backend, tmp_path):
-    folders = backend.save(tmp_path / "saved")
+    folders = save_showo(backend, tmp_path / "saved")
     config_file = folders["model"] / "config.json"
     config = json.loads(config_file.read_text())
     n = backend.tokens_per_image
@@ -332,7 +334,7 @@ def test_the_authors_published_bo_checkpoint_loads_on_a_show_o_of_their_width(tm
     host = ShowoBackend.__new__(ShowoBackend)
     host.model, host.vq, host.tokenizer, host.pad, host.n_codes, host.tokens_per_image = \
         lm, vq, tokenizer, text_vocab, vq.config.codebook_size, vq.config.codes_per_image
-    folders = ShowoBackend.save(host, tmp_path / "wide")
+    folders = save_showo(host, tmp_path / "wide")
     method = UniCTokens({"model": str(folders["model"]), "vq_model": str(folders["vq_model"]),
                          "tokenizer": str(folders["tokenizer"]), "checkpoint": str(DATA / "unictokens_bo_example"),
                          "epoch": "15", "max_new_tokens": "3", "steps": "2"}, seed=0)

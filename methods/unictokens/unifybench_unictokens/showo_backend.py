@@ -2,9 +2,10 @@
 
 Show-o is transformers' own ``PhiForCausalLM`` (Phi-1.5's sizes with ``qk_layernorm=True`` and a
 vocabulary of text + 10 specials + 8,192 image codes + a mask token), the MAGVIT-v2 image tokenizer
-(:mod:`.magvit`), omni-attention masks, and MaskGIT sampling. Everything specific to it lives here,
-written from ``showlab/Show-o`` (``models/modeling_showo.py``, ``models/sampling.py``,
-``training/prompting_utils.py``) and the UniCTokens scripts (``eval/``, ``train_w_3_stages/``):
+(:mod:`.magvit`), omni-attention masks, and MaskGIT sampling, written from ``showlab/Show-o``
+(``models/modeling_showo.py``, ``models/sampling.py``, ``training/prompting_utils.py``) and the
+UniCTokens scripts (``eval/``, ``train_w_3_stages/``). Building and loading are in :mod:`.showo_loading`,
+the id and mask layout (pure functions of ids) in :mod:`.showo_layout`; this module runs the model:
 
 - id layout (the official one): Phi's text ids, then ``[PAD] <|soi|> <|eoi|> <|sov|> <|eov|>
   <|t2i|> <|mmu|> <|t2v|> <|v2v|> <|lvg|>`` at ``len(tokenizer)`` (50,295 for phi-1_5), then code c
@@ -27,7 +28,6 @@ written from ``showlab/Show-o`` (``models/modeling_showo.py``, ``models/sampling
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -38,179 +38,19 @@ from PIL import Image
 from unifybench.errors import BenchError
 from unifybench.kit.models import cache_kwarg_name
 from unifybench.logs import quiet_transformers
-from unifybench.kit.weights import hub_snapshot, load_strict, read_state_dict
+from unifybench.offline import local_only as hub_local_only
 
+from . import showo_layout as layout
 from .backend import GeneratedCodes, TextExample, UnifiedBackend, VocabRowParam, pil_image
-from .magvit import DEFAULT_VQ, TINY_HINT, MagvitConfig, MagvitV2, load_magvit, tiny_magvit_config
+from .magvit import DEFAULT_VQ, load_magvit
+# Names importable from this module before loading and layout had modules of their own.
+from .showo_layout import BLOCKED, EOT, MAX_TEXT_LEN, PAD, SPECIALS, masked_count  # noqa: F401
+from .showo_layout import lm_vocab as _lm_vocab  # noqa: F401
+from .showo_loading import (DEFAULT_MODEL, DEFAULT_TOKENIZER, TINY_PHI, add_showo_specials,  # noqa: F401
+                            build_random, build_tiny, build_tiny_tokenizer, fit_image_size, load_showo_lm,
+                            load_tokenizer, phi_config)
 
-DEFAULT_MODEL = "showlab/show-o-512x512"
-DEFAULT_TOKENIZER = "microsoft/phi-1_5"
-SPECIALS = ("<|soi|>", "<|eoi|>", "<|sov|>", "<|eov|>", "<|t2i|>", "<|mmu|>", "<|t2v|>", "<|v2v|>", "<|lvg|>")
-PAD = "[PAD]"
-EOT = "<|endoftext|>"
-MAX_TEXT_LEN = 128  # the configs' dataset.preprocessing.max_seq_length; prompts are padded to it + 1
 COND_DROPOUT = 0.1  # training.cond_dropout_prob
-# Blocked attention entries: the official masks use iinfo(int64).min (added to float scores).
-BLOCKED = float(torch.iinfo(torch.int64).min)
-
-_TINY_CORPUS = [
-    "USER: Is the dog in this image? ASSISTANT: Yes, it is in this image.",
-    "A photo of a cat in the jungle. A photo of a backpack on the beach. in the middle of the photo",
-    "Describe the object in this photo. What colour is the wall behind it? 's face in detail.",
-    "No. Yes. A. B. C. D. Answer with the option's letter.",
-    "the a an is of in on with and to it its this that there what which who where",
-    "a red clock, a blue cushion, a yellow teddy bear, a brown plushie, a green bottle",
-] * 4
-
-
-def add_showo_specials(tokenizer) -> None:
-    """As the official ``UniversalPrompting``: ``[PAD]`` as the pad token, then the nine task tokens."""
-    tokenizer.add_special_tokens({"pad_token": PAD})
-    tokenizer.add_tokens(list(SPECIALS))
-
-
-def build_tiny_tokenizer():
-    """A small byte-level BPE with Phi's ``<|endoftext|>`` as bos and eos (built in code: no download)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=[EOT], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(_TINY_CORPUS, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=EOT, eos_token=EOT, unk_token=EOT)
-
-
-def phi_config(vocab_size: int, sizes: dict | None = None):
-    """Show-o's language model: Phi-1.5's sizes (transformers' defaults) unless ``sizes`` says other,
-    with ``qk_layernorm`` on and an untied head, as the official Phi copy forces."""
-    from transformers import PhiConfig
-
-    sizes = {k: v for k, v in (sizes or {}).items() if k not in ("vocab_size", "qk_layernorm", "tie_word_embeddings",
-                                                                 "model_type", "architectures", "transformers_version")}
-    return PhiConfig(**sizes, vocab_size=vocab_size, qk_layernorm=True, tie_word_embeddings=False)
-
-
-TINY_PHI = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
-            "num_key_value_heads": 4, "max_position_embeddings": 512}
-
-
-def _lm_vocab(text_vocab: int, codebook: int) -> int:
-    return text_vocab + len(SPECIALS) + 1 + codebook + 1  # + [PAD] + the specials, codes, the mask token
-
-
-def build_tiny(seed: int = 0):
-    """A tiny random-init Show-o: a 2-layer Phi of width 64, a tiny MAGVIT-v2 (16 codes per 16 px
-    image, 64-code book) and the tiny tokenizer."""
-    from transformers import PhiForCausalLM
-
-    tokenizer = build_tiny_tokenizer()
-    text_vocab = len(tokenizer)
-    add_showo_specials(tokenizer)
-    vq_cfg = tiny_magvit_config()
-    torch.manual_seed(seed)
-    lm = PhiForCausalLM(phi_config(_lm_vocab(text_vocab, vq_cfg.codebook_size), TINY_PHI))
-    vq = MagvitV2(vq_cfg)
-    return lm, vq, tokenizer, text_vocab, 24
-
-
-def build_random(seed: int = 0, device: str = "cpu", dtype=torch.float32):
-    """Show-o's full sizes with seeded random weights (speed only): the tiny tokenizer, so the text
-    vocabulary is small; the 24 x 2048 Phi, the 8,192 codes and 1,024 codes per image are the real ones."""
-    from transformers import PhiForCausalLM
-
-    tokenizer = build_tiny_tokenizer()
-    text_vocab = len(tokenizer)
-    add_showo_specials(tokenizer)
-    vq_cfg = MagvitConfig()
-    torch.manual_seed(seed)
-    with torch.device(device):
-        lm = PhiForCausalLM(phi_config(_lm_vocab(text_vocab, vq_cfg.codebook_size))).to(dtype)
-        vq = MagvitV2(vq_cfg)
-    return lm, vq, tokenizer, text_vocab, MAX_TEXT_LEN
-
-
-def load_tokenizer(name: str, local_only: bool):
-    from transformers import AutoTokenizer
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=local_only)
-    except (OSError, ValueError) as exc:
-        raise BenchError(f"cannot load the tokenizer {name!r} ({str(exc).splitlines()[0][:160]}); pass a local "
-                         f"folder, or model=tiny", where="--method-arg tokenizer") from exc
-    text_vocab = len(tokenizer)
-    if PAD not in tokenizer.get_vocab():  # a tokenizer saved by the official code has them already
-        add_showo_specials(tokenizer)
-    else:
-        text_vocab = tokenizer.convert_tokens_to_ids(PAD)
-    return tokenizer, text_vocab
-
-
-def load_showo_lm(name: str, *, llm_config: str | None, local_only: bool, dtype):
-    """The language model from a Show-o folder or hub name, and the folder's ``config.json``:
-    ``vocab_size``; the Phi sizes under ``llm_config`` where a folder carries them, else
-    ``llm_config=DIR``, else Phi-1.5's; the weights with the ``showo.`` prefix, loaded strictly."""
-    from transformers import PhiConfig, PhiForCausalLM
-
-    folder = Path(name) if Path(name).is_dir() else hub_snapshot(name, "model", local_only, hint=TINY_HINT)
-    config_file = folder / "config.json"
-    try:
-        config = json.loads(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
-    except ValueError as exc:
-        raise BenchError(f"malformed JSON ({exc})", config_file) from exc
-    if config.get("w_clip_vit"):
-        raise BenchError("Show-o with a CLIP-ViT understanding encoder (w_clip_vit) is not supported; use "
-                         "show-o-512x512", config_file, "--method-arg model")
-    sizes = config.get("llm_config")
-    if llm_config is not None:
-        try:
-            sizes = PhiConfig.from_pretrained(llm_config, local_files_only=True).to_dict()
-        except (OSError, ValueError) as exc:
-            raise BenchError(f"not a Phi config folder ({str(exc).splitlines()[0][:160]})", llm_config,
-                             "--method-arg llm_config") from exc
-    lm = PhiForCausalLM(phi_config(int(config.get("vocab_size", 58498)), sizes))
-    state = read_state_dict(folder, "--method-arg model")
-    stripped = {k[len("showo."):]: v for k, v in state.items() if k.startswith("showo.")}
-    others = sorted(k for k in state if not k.startswith("showo."))
-    if others:
-        raise BenchError(f"weights outside the language model ({len(others)}, e.g. {others[0]})", folder,
-                         "--method-arg model")
-    try:
-        load_strict(lm, stripped, folder, "--method-arg model")
-    except BenchError as exc:
-        if sizes is None:  # Phi-1.5's sizes were assumed: the likeliest cause, and its remedy
-            raise BenchError(f"{exc.message}; a Show-o of other sizes needs its Phi config: --method-arg "
-                             f"llm_config=DIR (a folder with that config.json)", exc.path, exc.where) from None
-        raise
-    return lm.to(dtype), config
-
-
-def fit_image_size(vq, num_vq_tokens, source) -> None:
-    """A Show-o says how many codes an image has (``num_vq_tokens``: 1024 at 512 px, 256 at 256 px);
-    MAGVIT-v2's convolutions take any size, so the images are resized to the side that gives them."""
-    if num_vq_tokens is None:
-        return
-    side = math.isqrt(int(num_vq_tokens))
-    if side * side != int(num_vq_tokens):
-        raise BenchError(f"num_vq_tokens {num_vq_tokens} is not a square number of codes", source,
-                         "--method-arg model")
-    vq.config.image_size = side * 2 ** (len(vq.config.encoder_ch_mult) - 1)
-
-
-def _local_only() -> bool:
-    from unifybench.scoring.encoders import _offline, hub_reachable
-
-    return _offline() or not hub_reachable()
-
-
-def masked_count(n: int, step: int, steps: int) -> int:
-    """Positions left masked after MaskGIT step ``step`` of ``steps``, as ``Showo.t2i_generate``
-    computes it: ``(num_vq_tokens * cosine_schedule(torch.tensor(ratio))).floor()`` in float32 (in
-    float64 it differs by one at 67 of the step counts 1-200, Show-o's 18 among them)."""
-    ratio = 1.0 * (step + 1) / steps
-    return int((n * torch.cos(torch.tensor(ratio) * math.pi * 0.5)).floor())
 
 
 class ShowoBackend(UnifiedBackend):
@@ -230,7 +70,7 @@ class ShowoBackend(UnifiedBackend):
         elif model_name == "random":
             lm, vq, tok, text_vocab, max_text = build_random(seed, str(self.device), self.dtype)
         else:
-            local_only = _local_only()
+            local_only = hub_local_only()
             tok, text_vocab = load_tokenizer(tokenizer, local_only)
             lm, config = load_showo_lm(model_name, llm_config=llm_config, local_only=local_only, dtype=self.dtype)
             vq = load_magvit(vq_model, local_only=local_only)
@@ -249,7 +89,7 @@ class ShowoBackend(UnifiedBackend):
             tid("<|mmu|>")
         self.bos = tok.bos_token_id
         self.eos = tok.eos_token_id
-        self.code_offset = text_vocab + len(SPECIALS) + 1
+        self.code_offset = layout.code_offset(text_vocab)
         self.n_codes = self.vq.config.codebook_size
         self.mask_id = self.code_offset + self.n_codes
         self.tokens_per_image = self.vq.config.codes_per_image
@@ -362,56 +202,29 @@ class ShowoBackend(UnifiedBackend):
 
     def _mmu_ids(self, ex: TextExample, codes: torch.LongTensor) -> tuple[list[int], list[int]]:
         """(prompt, answer) ids: <|mmu|> <|soi|> codes <|eoi|> <|sot|> USER: ... ASSISTANT: [answer <|eot|>]."""
-        prompt = [self.mmu, self.soi] + (codes + self.code_offset).tolist() + [self.eoi, self.bos]
-        prompt += self._text_ids("USER: " + ex.prompt + " ASSISTANT:")
+        prompt = layout.mmu_prompt_ids(codes.tolist(), self._text_ids("USER: " + ex.prompt + " ASSISTANT:"),
+                                       mmu=self.mmu, soi=self.soi, eoi=self.eoi, bos=self.bos, offset=self.code_offset)
         answer = self._text_ids(" " + ex.answer.strip()) + [self.eos] if ex.answer else []
         return prompt, answer
 
     def _mmu_mask(self, lengths: list[int], width: int, left_pad: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """Understanding's omni-attention as a float additive mask [B, 1, width, width] and the
-        position ids [B, width]: text rows causal, every row sees the image prefix (up to <|eoi|>)."""
-        eoi_at = self.tokens_per_image + 2
-        r = torch.arange(width)
-        allowed, positions = [], []
-        for n in lengths:
-            start = width - n if left_pad else 0
-            rows, cols = r[:, None] - start, r[None, :] - start
-            ok = (cols >= 0) & ((cols <= rows) | (cols <= eoi_at))
-            ok |= torch.eye(width, dtype=torch.bool)  # a padding row sees itself: no row without a key
-            allowed.append(ok)
-            positions.append((r - start).clamp(min=0))
-        mask = torch.where(torch.stack(allowed), 0.0, BLOCKED)[:, None].to(self.device, self.dtype)
-        return mask, torch.stack(positions).to(self.device)
+        """Understanding's omni-attention (:func:`.showo_layout.mmu_allowed`) as a float additive mask
+        [B, 1, width, width] and the position ids [B, width], on the model's device."""
+        allowed, positions = layout.mmu_allowed(lengths, width, self.tokens_per_image, left_pad)
+        return layout.additive(allowed).to(self.device, self.dtype), positions.to(self.device)
 
     def _t2i_text(self, prompt: str | None) -> list[int]:
-        """[PAD]... <|t2i|> <|sot|> text <|eot|>, left-padded (or cut) to max_text_len + 1; ``None``:
-        the dropped condition, as the empty prompt."""
-        text = [self.bos] + (self._text_ids(prompt) if prompt else [])
-        ids = [self.t2i] + text + [self.eos]
-        width = self.max_text_len + 1
-        if len(ids) > width:
-            ids = ids[: width - 1] + [self.eos]
-        return [self.pad] * (width - len(ids)) + ids
+        """:func:`.showo_layout.t2i_text_ids` of the prompt; ``None``: the dropped condition, as the empty prompt."""
+        return layout.t2i_text_ids(self._text_ids(prompt) if prompt else None, pad=self.pad, t2i=self.t2i,
+                                   bos=self.bos, eos=self.eos, max_text_len=self.max_text_len)
 
     def _t2i_mask(self, seqs: torch.Tensor) -> torch.Tensor:
-        """Generation's omni-attention (``create_attention_mask_predict_next``, ``rm_pad_in_image``):
-        text rows causal, the image span (<|soi|> ... <|eoi|>) sees every text and image token, and no
-        row after the padding sees it. Float additive [B, 1, L, L]."""
-        b, n = seqs.shape
-        pad = seqs == self.pad
-        r = torch.arange(n, device=seqs.device)
-        in_image = (r >= self.max_text_len + 1)[None, :, None]
-        causal = (r[None, :, None] >= r[None, None, :])
-        text_rows = causal & (~pad[:, None, :] | pad[:, :, None])
-        allowed = torch.where(in_image, ~pad[:, None, :], text_rows)
-        return torch.where(allowed, 0.0, BLOCKED)[:, None].to(self.dtype)
+        """Generation's omni-attention (:func:`.showo_layout.t2i_allowed`), float additive [B, 1, L, L]."""
+        return layout.additive(layout.t2i_allowed(seqs, pad=self.pad, max_text_len=self.max_text_len)).to(self.dtype)
 
     def _t2i_seqs(self, texts: list[list[int]], image_ids: torch.Tensor) -> torch.Tensor:
-        head = torch.tensor(texts, dtype=torch.long, device=self.device)
-        b = head.shape[0]
-        soi = torch.full((b, 1), self.soi, dtype=torch.long, device=self.device)
-        eoi = torch.full((b, 1), self.eoi, dtype=torch.long, device=self.device)
-        return torch.cat([head, soi, image_ids.to(self.device), eoi], 1)
+        return layout.t2i_sequence(torch.tensor(texts, dtype=torch.long, device=self.device), image_ids,
+                                   soi=self.soi, eoi=self.eoi)
 
     # ------------------------------------------------------------------ losses
     def text_loss(self, examples):
@@ -495,7 +308,7 @@ class ShowoBackend(UnifiedBackend):
                 break
             visible = torch.cat([visible, torch.ones((b, 1), dtype=torch.bool, device=self.device)], 1)
             last = last + 1
-            step_mask = torch.where(visible, 0.0, BLOCKED)[:, None, None].to(self.dtype)
+            step_mask = layout.additive(visible[:, None]).to(self.dtype)  # one query row: [B, 1, 1, W]
             logits = self.model(input_ids=token[:, None], attention_mask=step_mask, position_ids=last[:, None],
                                 use_cache=True, **{self.cache_kwarg: cache}).logits[:, -1]
         return [self._decode_reply(r) for r in replies]
@@ -593,21 +406,3 @@ class ShowoBackend(UnifiedBackend):
                 "image_size": self.image_size, "maskgit_steps": self.steps,
                 "random_init": self.model_name in ("tiny", "random"),
                 "understanding": "KV cache, batched (left padding)", "generation": "MaskGIT, batched"}
-
-    def save(self, folder: Path) -> dict[str, Path]:
-        """The three folders a model saved by the official code has: the language model (``config.json``
-        with the Phi sizes, ``pytorch_model.bin`` with the ``showo.`` prefix), MAGVIT-v2, the tokenizer."""
-        folder = Path(folder)
-        lm_dir, vq_dir, tok_dir = folder / "show-o", folder / "magvitv2", folder / "tokenizer"
-        lm_dir.mkdir(parents=True, exist_ok=True)
-        sizes = {k: v for k, v in self.model.config.to_dict().items()
-                 if k in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-                          "num_key_value_heads", "max_position_embeddings", "hidden_act", "layer_norm_eps")}
-        (lm_dir / "config.json").write_text(json.dumps({
-            "_class_name": "Showo", "w_clip_vit": False, "vocab_size": self.model.config.vocab_size,
-            "llm_vocab_size": self.pad, "llm_model_path": DEFAULT_TOKENIZER, "codebook_size": self.n_codes,
-            "num_vq_tokens": self.tokens_per_image, "llm_config": sizes}, indent=1))
-        torch.save({f"showo.{k}": v for k, v in self.model.state_dict().items()}, lm_dir / "pytorch_model.bin")
-        self.vq.save(vq_dir)
-        self.tokenizer.save_pretrained(tok_dir)
-        return {"model": lm_dir, "vq_model": vq_dir, "tokenizer": tok_dir}

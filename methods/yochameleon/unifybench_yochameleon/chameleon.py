@@ -44,6 +44,10 @@ IMAGE = "<image>"
 BOI, EOI = "<racm3:break>", "<eoss>"  # begin and end of image: ids 8197 and 8196 in Chameleon
 END_OF_TURN = "<reserved08706>"  # id 8710: the chat separator the processor appends
 RESERVED = re.compile(r"<reserved\d{5}>")
+# The concept's tokens (their config): here, not in method.py, so the speed hook reads them without
+# importing the method module that imports it.
+IDENTIFIER = 16200  # <reserved16200>: SKS_TOKEN of their config
+LATENT_START = 16201  # LATENT_TOKEN_START
 
 
 def reserved(i: int) -> str:

@@ -30,10 +30,8 @@ from unifybench.methods import ConceptLayers, Method
 from unifybench.records import Concept
 from unifybench.seeding import derive_seed
 
-from .chameleon import DEFAULT_MODEL, END_OF_TURN, IMAGE, RANDOM_MODELS, ChameleonHost, reserved
-
-IDENTIFIER = 16200  # <reserved16200>: SKS_TOKEN of their config
-LATENT_START = 16201  # LATENT_TOKEN_START
+from .chameleon import (DEFAULT_MODEL, END_OF_TURN, IDENTIFIER, IMAGE, LATENT_START, RANDOM_MODELS, ChameleonHost,
+                        reserved)
 
 # Recognition phrasings in the style of their template (create_training_data/conversation_data/
 # template-answer/recognition-chameleon.json holds 30 of each; these are ours, not copied).

@@ -13,8 +13,7 @@ import torch
 
 from unifybench.bench.common import timed
 
-from .chameleon import reserved
-from .method import IDENTIFIER
+from .chameleon import IDENTIFIER, reserved
 
 
 @torch.no_grad()

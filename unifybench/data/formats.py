@@ -1,0 +1,33 @@
+"""Which format a benchmark folder is in. Its own module so that :mod:`.hub` (which looks for a
+benchmark inside a downloaded snapshot) and the readers' entry point in the package both use it
+without importing each other."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import BenchError
+from .dreambench import find_prompts_file
+from .yollava import find_qa_files
+
+FORMATS = ("unifybench", "dreambench", "yollava")
+
+
+def check_root(path: Path) -> Path:
+    if not path.exists():
+        raise BenchError("no such benchmark folder", path)
+    if not path.is_dir():
+        raise BenchError("not a folder", path)
+    return path
+
+
+def detect_format(path: str | Path) -> str:
+    """``unifybench`` if test_data/ or concept/ exists; ``dreambench`` if prompts_and_classes.txt
+    exists (in the root or dataset/); ``yollava`` if a *visual-qa*.json or *text-only-qa*.json exists."""
+    root = check_root(Path(path))
+    if (root / "test_data").is_dir() or (root / "concept").is_dir():
+        return "unifybench"
+    if find_prompts_file(root) is not None:
+        return "dreambench"
+    if any(p is not None for p in find_qa_files(root)):
+        return "yollava"
+    raise BenchError("cannot detect the format; pass --format (unifybench, dreambench or yollava)", root)
