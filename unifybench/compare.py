@@ -15,10 +15,10 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import BenchError
-from .metrics import samples
+from .metrics import paired_metric
 from .report import _csv_text, _md_text, decimals, interval_text
 from .store import read_jsonl
-from .uncertainty import DEFAULT_RESAMPLES, paired
+from .uncertainty import DEFAULT_RESAMPLES
 
 # What must be equal for two runs' numbers to be compared (what keeps them out of one table).
 SAME = ("benchmark content", "protocol", "scorer backbones", "judge", "limit")
@@ -74,30 +74,6 @@ def compare(run_dirs: list[Path], resamples: int = DEFAULT_RESAMPLES, seed: int 
                 out.append({"a": _label(base), "b": _label(other), "metric": f"{task}.{metric}",
                             **found})
     return out
-
-
-def paired_metric(rows_a: list[dict], rows_b: list[dict], task: str, metric: str, seed: int = 0) -> dict | None:
-    """``task.metric`` of run A against run B (their ``scores.jsonl`` rows) over exactly the items
-    both scored: :func:`unifybench.uncertainty.paired` plus each run's mean on those items; None when
-    the metric is a count or no item is shared."""
-    parts_a, parts_b = samples(task, metric, rows_a), samples(task, metric, rows_b)
-    if not parts_a or not parts_b:
-        return None
-    shared = {}
-    for c in parts_a[0].ids:
-        theirs = set(parts_b[0].ids.get(c, ()))
-        ids = [i for i in parts_a[0].ids[c] if i in theirs]
-        if ids:
-            shared[c] = ids
-    if not shared:
-        return None
-    a = [p.aligned(shared) for p in parts_a]
-    b = [p.aligned(shared) for p in parts_b]
-    found = paired(a, b, seed)
-    if found is None:
-        return None
-    return {"mean_a": sum(p.estimate() for p in a) / len(a), "mean_b": sum(p.estimate() for p in b) / len(b),
-            **found}
 
 
 def as_table(rows: list[dict], fmt: str) -> str:

@@ -394,3 +394,29 @@ def aggregate_intervals(rows: Iterable[dict], ctx: ScoringContext, tasks: list[s
                 if found:
                     per[c].setdefault(task, {})[metric] = found
     return intervals, per
+
+
+def paired_metric(rows_a: list[dict], rows_b: list[dict], task: str, metric: str, seed: int = 0) -> dict | None:
+    """``task.metric`` of run A against run B (their ``scores.jsonl`` rows) over exactly the items
+    both scored: :func:`unifybench.uncertainty.paired` plus each run's mean on those items; None when
+    the metric is a count or no item is shared."""
+    from .uncertainty import paired
+
+    parts_a, parts_b = samples(task, metric, rows_a), samples(task, metric, rows_b)
+    if not parts_a or not parts_b:
+        return None
+    shared = {}
+    for c in parts_a[0].ids:
+        theirs = set(parts_b[0].ids.get(c, ()))
+        ids = [i for i in parts_a[0].ids[c] if i in theirs]
+        if ids:
+            shared[c] = ids
+    if not shared:
+        return None
+    a = [p.aligned(shared) for p in parts_a]
+    b = [p.aligned(shared) for p in parts_b]
+    found = paired(a, b, seed)
+    if found is None:
+        return None
+    return {"mean_a": sum(p.estimate() for p in a) / len(a), "mean_b": sum(p.estimate() for p in b) / len(b),
+            **found}

@@ -519,7 +519,7 @@ def _paired_with(a: dict, b: dict, metric: str) -> dict | None:
     rows_a, rows_b = _scores(a.get("_dir")), _scores(b.get("_dir"))
     if not rows_a or not rows_b:
         return None
-    from .compare import paired_metric
+    from .metrics import paired_metric
 
     task, name = metric.split(".", 1)
     try:
