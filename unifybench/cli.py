@@ -14,7 +14,7 @@ import textwrap
 from pathlib import Path
 
 from .errors import BenchError, error_line
-from .records import TASKS
+from .records import DEFAULT_TASKS, TASKS
 
 # scoring.encoders.CLIP_MODELS (tested equal), repeated so that --help does not import torch.
 CLIP_CHOICES = ("ViT-B-32", "ViT-L-14")
@@ -180,8 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "dataset name (owner/name[@revision]) fetched into its cache")
     run.add_argument("--format", default="auto", choices=["auto", "unifybench", "dreambench", "yollava"],
                      help="the benchmark folder's layout (auto: detected)")
-    run.add_argument("--tasks", default=",".join(TASKS), type=_parse_tasks,
-                     help="comma-separated tasks (`unifybench tasks`; default: all six)")
+    run.add_argument("--tasks", default=",".join(DEFAULT_TASKS), type=_parse_tasks,
+                     help="comma-separated tasks (`unifybench tasks`; default: all but caption)")
     run.add_argument("--concepts", default=None, help="comma-separated concept names (default: all)")
     run.add_argument("--out", default="runs", type=_path, help="folder that holds run directories")
     seeds = run.add_mutually_exclusive_group()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .errors import BenchError
 from .pages import esc, page, thumbnail_uri
-from .records import GEN_KINDS, QA_KINDS
+from .records import ANSWER_TASKS, GEN_KINDS
 from .store import RunStore, read_jsonl
 
 
@@ -178,7 +178,7 @@ def build_gallery(run_dir: Path, *, concepts: list[str] | None = None, images_pe
             part.append(f"<div class='prompt'>{esc(p['task'])} #{esc(p['index'])}: {esc(p.get('prompt', ''))}</div>"
                         f"<div class='grid'>{''.join(figures)}</div>")
         answers = sorted((r for r in rows if r["scorer"] == "answer" and r["concept"] == name),
-                         key=lambda r: (QA_KINDS.index(r["task"]), r["index"]))
+                         key=lambda r: (ANSWER_TASKS.index(r["task"]), r["index"]))
         if answers:
             items = {it.index: it for it in bench.items.get(name, [])} if bench is not None else {}
             lines = ["<h3>understanding</h3><div class='scroll'><table><thead><tr><th class='text'>task</th>"

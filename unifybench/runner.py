@@ -28,7 +28,7 @@ from .methods import GenRequest, Method, Provider, method_code, resolve_method
 from .metrics import Why
 from .progress import choose_threads, null_console, progress_bars, set_threads
 from .record import BACKBONES_UNUSED, RANDOM_INIT_LABEL
-from .records import GEN_KINDS, QA_KINDS, TASKS, Benchmark
+from .records import ANSWER_TASKS, DEFAULT_TASKS, GEN_KINDS, TASKS, Benchmark
 from .scoring.judges import JudgeConfig
 from .scoring.phase import score_run
 from .seeding import seeded
@@ -44,7 +44,7 @@ class RunSpec:
     method: str
     bench: str = "mini"
     format: str = "auto"
-    tasks: list[str] = field(default_factory=lambda: list(QA_KINDS + GEN_KINDS))
+    tasks: list[str] = field(default_factory=lambda: list(DEFAULT_TASKS))
     concepts: list[str] | None = None
     seed: int = 0
     batch_size: int = 16
@@ -322,7 +322,7 @@ def _images_used(bench: Benchmark, work: dict[str, list[Work]], method_cls) -> l
     paths: list[Path] = []
     for name, ws in work.items():
         concept = bench.concept(name)
-        paths += [w.record.image for w in ws if w.request.task in QA_KINDS and w.record.image is not None]
+        paths += [w.record.image for w in ws if w.request.task in ANSWER_TASKS and w.record.image is not None]
         if method_cls.personalizes():
             paths += list(concept.train_images) + list(concept.cropped_train_images)
         if any(w.request.task in GEN_KINDS for w in ws):
@@ -365,7 +365,7 @@ def _predict(method: Method, bench: Benchmark, work: dict[str, list[Work]], stor
             if bar_p is not None:
                 progress.advance(bar_p)
             with method.activate(concept, state):
-                answer_work = [w for w in work[name] if w.request.task in QA_KINDS]
+                answer_work = [w for w in work[name] if w.request.task in ANSWER_TASKS]
                 gen_work = [w for w in work[name] if w.request.task in GEN_KINDS]
                 for batch, todo, replies in _predicted(method, method.answer, concept, state, answer_work,
                                                        spec.batch_size, store, spec.seed):

@@ -58,7 +58,9 @@ def score_run(bench, work: dict, store, spec, backbones: str, skipped: dict[str,
         judge=spec.judge is not None)
     from .answers import answer_rows
 
-    rows = answer_rows(work, store, tasks_run, spec.protocol)
+    from .captions import caption_rows
+
+    rows = answer_rows(work, store, tasks_run, spec.protocol) + caption_rows(bench, work, store, tasks_run)
     backbone_info: dict | None = None
     if "gen" in tasks_run:
         from .encoders import load_backbones
