@@ -178,8 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--method", help="a name from `unifybench methods` (required, here or in --config)")
     run.add_argument("--bench", default="mini", help="'mini' (bundled), a benchmark folder, or a Hugging Face "
                                                     "dataset name (owner/name[@revision]) fetched into its cache")
-    run.add_argument("--format", default="auto", choices=["auto", "unifybench", "dreambench", "yollava"],
+    run.add_argument("--format", default="auto", choices=["auto", "unifybench", "dreambench", "yollava", "myvlm"],
                      help="the benchmark folder's layout (auto: detected)")
+    run.add_argument("--split", default=0, type=int, help="MyVLM's layout: which of its five seeded training "
+                     "splits (0-4; 4 photos a concept to learn from, the rest captioned)")
     run.add_argument("--tasks", default=",".join(DEFAULT_TASKS), type=_parse_tasks,
                      help="comma-separated tasks (`unifybench tasks`; default: all but caption)")
     run.add_argument("--concepts", default=None, help="comma-separated concept names (default: all)")
@@ -274,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Read a benchmark with every image decoded; print its counts, or one "
                                             "line naming the first problem.", formatter_class=_HelpFormatter)
     check.add_argument("path", help="'mini', a benchmark folder or a Hugging Face dataset name (owner/name)")
-    check.add_argument("--format", default="auto", choices=["auto", "unifybench", "dreambench", "yollava"],
+    check.add_argument("--format", default="auto", choices=["auto", "unifybench", "dreambench", "yollava", "myvlm"],
                        help="the folder's layout (auto: detected)")
     check.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -461,7 +463,7 @@ def cmd_run(args) -> int:
         concepts=[c.strip() for c in args.concepts.split(",") if c.strip()] if args.concepts is not None else None,
         seed=args.seed, batch_size=args.batch_size, device=args.device, backbones=args.backbones,
         clip_model=args.clip_model, protocol=args.protocol, images_per_prompt=args.images_per_prompt,
-        limit=args.limit, method_args=_parse_method_args(args.method_arg), judge=_judge_config(args),
+        limit=args.limit, split=args.split, method_args=_parse_method_args(args.method_arg), judge=_judge_config(args),
         resume_changed_code=args.resume_changed_code, bootstrap=args.bootstrap, threads=args.threads)
     # A flag given on the command line wins over --config; the file wins over a flag's default.
     dest = {"method_args": "method_arg", "judge": "judge*"}  # spec field -> its flag's destination

@@ -54,6 +54,7 @@ class RunSpec:
     protocol: str = "default"  # default | reference
     images_per_prompt: int = 4
     limit: int | None = None
+    split: int = 0  # MyVLM's training split (data/myvlm.py); its photos are in the bench fingerprint
     method_args: dict[str, str] = field(default_factory=dict)
     # Scoring only: recorded in run.json, not part of the run directory's hash (scoring/judges.py).
     judge: JudgeConfig | None = None
@@ -152,7 +153,7 @@ def _prepare(spec: RunSpec, out_root: Path, rank: distributed.Rank, console, dev
     if spec.judge is not None:
         spec.judge.validate()
     prepare_out_dir(out_root, "--out", create=False)  # made with the run directory, once all is checked
-    bench = load_benchmark(spec.bench, spec.format)
+    bench = load_benchmark(spec.bench, spec.format, split=spec.split)
     concepts = _select_concepts(bench, spec.concepts)
 
     supported = [t for t in spec.tasks if t in method_cls.tasks]

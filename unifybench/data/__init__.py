@@ -1,7 +1,8 @@
 """Benchmark readers: every supported format becomes one :class:`~unifybench.records.Benchmark`.
 
 Formats (see FORMATS.md): ``unifybench`` (the UniCTokens release layout, also the bundled
-``mini`` bench), ``dreambench`` (the DreamBooth dataset) and ``yollava``. Bad input of any kind
+``mini`` bench), ``dreambench`` (the DreamBooth dataset), ``yollava`` and ``myvlm`` (MyVLM's
+objects: photos and captions, for the caption task). Bad input of any kind
 raises :class:`~unifybench.errors.BenchError` naming the file (and item or field).
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ from ..records import QA_KINDS, Benchmark
 from . import hub
 from .common import validate_images
 from .dreambench import find_prompts_file, read_dreambench
+from .myvlm import check_split, is_myvlm, read_myvlm
 from .native import read_unifybench  # the UnifyBench (UniCTokens) layout
 from .yollava import find_qa_files, read_yollava
 
@@ -23,7 +25,7 @@ __all__ = ["FORMATS", "MINI_BENCH_PATH", "check_benchmark", "detect_format", "ge
 
 MINI_BENCH_PATH = Path(__file__).parent / "mini"
 PROMPTS_PATH = Path(__file__).parent / "prompts_to_eval.json"
-FORMATS = ("unifybench", "dreambench", "yollava")
+FORMATS = ("unifybench", "dreambench", "yollava", "myvlm")
 
 
 @lru_cache(maxsize=1)
@@ -54,7 +56,8 @@ def _check_root(path: Path) -> Path:
 
 def detect_format(path: str | Path) -> str:
     """``unifybench`` if test_data/ or concept/ exists; ``dreambench`` if prompts_and_classes.txt
-    exists (in the root or dataset/); ``yollava`` if a *visual-qa*.json or *text-only-qa*.json exists."""
+    exists (in the root or dataset/); ``yollava`` if a *visual-qa*.json or *text-only-qa*.json exists;
+    ``myvlm`` if a subfolder holds a captions.json."""
     root = _check_root(Path(path))
     if (root / "test_data").is_dir() or (root / "concept").is_dir():
         return "unifybench"
@@ -62,12 +65,17 @@ def detect_format(path: str | Path) -> str:
         return "dreambench"
     if any(p is not None for p in find_qa_files(root)):
         return "yollava"
-    raise BenchError("cannot detect the format; pass --format (unifybench, dreambench or yollava)", root)
+    if is_myvlm(root):
+        return "myvlm"
+    raise BenchError("cannot detect the format; pass --format (unifybench, dreambench, yollava or myvlm)", root)
 
 
-def load_benchmark(spec: str | Path = "mini", format: str = "auto", validate_images: bool = False) -> Benchmark:
+def load_benchmark(spec: str | Path = "mini", format: str = "auto", validate_images: bool = False,
+                   split: int = 0) -> Benchmark:
     """Read a benchmark: ``"mini"`` (the bundled bench), a folder in any supported format, or a
-    Hugging Face dataset name (``owner/name[@revision]``, when no such folder exists; :mod:`.hub`)."""
+    Hugging Face dataset name (``owner/name[@revision]``, when no such folder exists; :mod:`.hub`).
+    ``split``: which of MyVLM's five training splits (other formats have one: 0)."""
+    check_split(split)
     source = None
     if isinstance(spec, str) and spec == "mini":
         root, name = MINI_BENCH_PATH, "mini"
@@ -89,6 +97,8 @@ def load_benchmark(spec: str | Path = "mini", format: str = "auto", validate_ima
             bench = read_unifybench(root, name, _gen_prompts_for)
         elif format == "dreambench":
             bench = read_dreambench(root, name)
+        elif format == "myvlm":
+            bench = read_myvlm(root, name, split)
         else:
             bench = read_yollava(root, name)
     except BenchError:
@@ -97,6 +107,9 @@ def load_benchmark(spec: str | Path = "mini", format: str = "auto", validate_ima
         raise BenchError(f"cannot read: {exc.strerror or exc}", getattr(exc, "filename", None) or root) from None
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:  # a shape we did not foresee
         raise BenchError(f"malformed {format} benchmark ({type(exc).__name__}: {exc})", root) from None
+    if split and format != "myvlm":
+        raise BenchError(f"--split {split}: only MyVLM's layout has training splits ({format} has one)",
+                         where="--split")
     bench.source = source
     _check_inside(bench, root, source)
     if validate_images:
