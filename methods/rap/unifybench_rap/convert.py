@@ -21,12 +21,14 @@ from pathlib import Path
 import torch
 
 from unifybench.errors import BenchError
-from unifybench.logs import get_logger
+from unifybench.logs import get_logger, quiet_transformers
 
 _LOG = get_logger("method.rap")
 ORIGINAL_TYPES = ("llava_llama", "llava")
 MARKER = "unifybench-converted.json"
 PAD_ROWS_TO = 64
+TOWER = "model.vision_tower."  # CLIPVisionModel's tensors (embeddings, encoder, ...) under LLaVA's tower
+_CLIP_VISION_PARTS = ("embeddings.", "pre_layrnorm.", "encoder.", "post_layernorm.")
 # Keys of a llava_llama config.json that configure LLaVA's vision side or its training, not Llama.
 _NOT_LLAMA = ("mm_", "tune_mm", "freeze_mm", "image_", "use_mm", "unfreeze_mm")
 
@@ -56,8 +58,8 @@ def convert_key(key: str) -> str | None:
             raise BenchError(f"unexpected projector tensor {key!r} (mlp2x_gelu has layers 0 and 2)",
                              where="--method-arg model")
         return f"model.multi_modal_projector.{layer}.{name}"
-    if key.startswith("model.vision_tower.vision_tower."):
-        return "model.vision_tower." + key[len("model.vision_tower.vision_tower."):]
+    if key.startswith("model.vision_tower.vision_tower.vision_model."):
+        return TOWER + key[len("model.vision_tower.vision_tower.vision_model."):]
     if key.startswith("model."):
         return "model.language_model." + key[len("model."):]
     if key.startswith("lm_head."):
@@ -148,7 +150,8 @@ def convert(source: Path, vision_tower: Path, out: Path) -> None:
     if original.get("mm_projector_type", "mlp2x_gelu") != "mlp2x_gelu":
         raise BenchError(f"projector {original['mm_projector_type']!r} is not supported (mlp2x_gelu only)", source,
                          "--method-arg model")
-    tokenizer = AutoTokenizer.from_pretrained(source)
+    with quiet_transformers():  # "a model of type llava_llama": the tokenizer is Llama's, as intended
+        tokenizer = AutoTokenizer.from_pretrained(source)
     if "<image>" not in tokenizer.get_vocab():
         tokenizer.add_tokens(AddedToken("<image>", special=True, normalized=False), special_tokens=True)
     if tokenizer.pad_token is None or tokenizer.pad_token == tokenizer.unk_token:
@@ -161,7 +164,7 @@ def convert(source: Path, vision_tower: Path, out: Path) -> None:
         name = convert_key(key)
         if name is not None:
             state[name] = value
-    if not any(k.startswith("model.vision_tower.") for k in state):  # LLaVA-1.5 keeps the tower apart
+    if not any(k.startswith(TOWER) for k in state):  # LLaVA-1.5 keeps the tower apart
         state.update(_vision_tower_state(vision_tower))
     rows = state["model.language_model.embed_tokens.weight"].shape[0]
     wanted = -(-max(rows, len(tokenizer)) // PAD_ROWS_TO) * PAD_ROWS_TO
@@ -179,6 +182,9 @@ def convert(source: Path, vision_tower: Path, out: Path) -> None:
     with torch.device("meta"):
         model = LlavaForConditionalGeneration(config)
     own = set(model.state_dict())
+    if any(k.startswith(TOWER + "vision_model.") for k in own):  # transformers releases that keep the prefix
+        state = {(TOWER + "vision_model." + k[len(TOWER):] if k.startswith(TOWER) else k): v
+                 for k, v in state.items()}
     missing, unexpected = sorted(own - set(state)), sorted(set(state) - own)
     if missing or unexpected:
         raise BenchError(f"converted weights do not fit LlavaForConditionalGeneration: {len(missing)} missing"
@@ -192,10 +198,12 @@ def convert(source: Path, vision_tower: Path, out: Path) -> None:
 
 
 def _vision_tower_state(vision_tower: Path) -> dict[str, torch.Tensor]:
-    """A CLIP model's vision tensors (``vision_model.*``) under the LLaVA tower's name."""
-    state = read_shards(vision_tower)
-    found = {"model.vision_tower." + k[k.index("vision_model."):]: v for k, v in state.items()
-             if "vision_model." in k and not k.endswith("position_ids")}
+    """A CLIP model's vision tensors under the LLaVA tower's name: ``vision_model.*`` of a CLIPModel
+    (openai/clip-vit-large-patch14-336), or a vision model's own tensors where saved without it."""
+    state = {k: v for k, v in read_shards(vision_tower).items() if not k.endswith("position_ids")}
+    found = {TOWER + k[len("vision_model."):]: v for k, v in state.items() if k.startswith("vision_model.")}
+    if not found:
+        found = {TOWER + k: v for k, v in state.items() if k.startswith(_CLIP_VISION_PARTS)}
     if not found:
         raise BenchError("no vision_model tensors in the vision tower's weights", vision_tower,
                          "--method-arg vision_tower")
