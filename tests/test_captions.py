@@ -1,0 +1,132 @@
+"""The caption task: RAP's recall / precision / F1 (Table 3's definitions) from hand-worked captions,
+through the real command line, and MyVLM's layout read with its five seeded training splits."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from unifybench.data import detect_format, load_benchmark
+from unifybench.errors import BenchError
+from unifybench.scoring.captions import caption_sample, mentioned
+from unifybench.testing import cli, only_run_dir, read_results
+from unifybench.testing.benches import make_myvlm, write_json
+
+NAMES = ["bo", "mam", "shiba-bo", "dog", "dog2"]
+
+
+@pytest.mark.parametrize("caption, found", [
+    ("<bo> is lying on the grass.", ["bo"]),
+    ("BO and Mam's bowl", ["bo", "mam"]),  # any case; a possessive still names
+    ("a bonnie dog near shiba-bo", ["shiba-bo", "dog"]),  # 'bonnie' is not bo; shiba-bo is not bo
+    ("dog2 beside a dog", ["dog", "dog2"]),
+    ("", []),
+])
+def test_a_name_counts_as_a_whole_token_in_any_case(caption, found):
+    assert mentioned(caption, NAMES) == found
+
+
+def test_a_caption_is_right_when_it_names_its_own_concept():
+    assert caption_sample("bo", "<bo> with <mam>", NAMES) == {"mentioned": ["bo", "mam"], "correct": True,
+                                                              "n_mentioned": 2}
+    assert caption_sample("bo", "a dog", NAMES) == {"mentioned": ["dog"], "correct": False, "n_mentioned": 1}
+
+
+def _answers(path, rows):
+    path.write_text("".join(json.dumps({"task": "caption", **r}) + "\n" for r in rows))
+    return path
+
+
+def test_recall_precision_and_f1_through_the_command_line(tmp_path):
+    # The mini bench's test photos: cat 2, dog 2 (concept names cat, dog, dog2, clock, backpack,
+    # bear_plushie). Worked by hand:
+    #   cat 0 "<cat> on a sofa"          names cat             -> right, 1 name
+    #   cat 1 "a cat and a dog"          names cat, dog        -> right, 2 names
+    #   dog 0 "<dog2> in a park"         names dog2            -> wrong, 1 name
+    #   dog 1 "a sleepy animal"          names nothing         -> wrong, 0 names
+    # recall = 2/4 = 0.5; precision = 2 right of 4 names = 0.5; F1 = 0.5.
+    # Per concept: cat recall 1, precision 2/3, F1 0.8; dog recall 0, precision 0, F1 0.
+    answers = _answers(tmp_path / "answers.jsonl", [
+        {"concept": "cat", "index": 0, "answer": "<cat> on a sofa"},
+        {"concept": "cat", "index": 1, "answer": "a cat and a dog"},
+        {"concept": "dog", "index": 0, "answer": "<dog2> in a park"},
+        {"concept": "dog", "index": 1, "answer": "a sleepy animal"}])
+    ran = cli("run", "--method", "precomputed", "--method-arg", f"answers={answers}", "--tasks", "caption",
+              "--concepts", "cat,dog", "--out", str(tmp_path / "runs"))
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    results = read_results(only_run_dir(tmp_path / "runs"))
+    assert results["tasks"]["caption"] == pytest.approx({"recall": 0.5, "precision": 0.5, "f1": 0.5})
+    assert results["concepts"]["cat"]["caption"] == pytest.approx({"recall": 1.0, "precision": 2 / 3, "f1": 0.8})
+    assert results["concepts"]["dog"]["caption"] == pytest.approx({"recall": 0.0, "precision": 0.0, "f1": 0.0})
+    assert set(results["intervals"]["caption"]) == {"recall", "precision"}  # F1 is no mean: no interval
+
+
+def test_captions_that_name_nobody_have_no_precision(tmp_path):
+    answers = _answers(tmp_path / "answers.jsonl", [{"concept": "cat", "index": i, "answer": "a sofa"}
+                                                    for i in range(2)])
+    ran = cli("run", "--method", "precomputed", "--method-arg", f"answers={answers}", "--tasks", "caption",
+              "--concepts", "cat", "--out", str(tmp_path / "runs"))
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    caption = read_results(only_run_dir(tmp_path / "runs"))["tasks"]["caption"]
+    assert caption["recall"] == 0.0
+    assert caption["precision"] == caption["f1"] == "not scored: no caption names a concept"
+
+
+def test_caption_is_asked_for_by_name_only(tmp_path):
+    ran = cli("run", "--method", "always-yes", "--concepts", "cat", "--limit", "1", "--out", str(tmp_path))
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert "caption" not in read_results(only_run_dir(tmp_path))["tasks"]
+
+
+# ----------------------------------------------------------------------------- MyVLM's layout
+
+def test_myvlm_layout_is_detected_and_split_four_photos_for_training(tmp_path):
+    root = make_myvlm(tmp_path / "myvlm", photos=7)
+    assert detect_format(root) == "myvlm"
+    bench = load_benchmark(root)
+    assert bench.format == "myvlm" and [c.name for c in bench.concepts] == ["bo", "mam"]
+    for c in bench.concepts:
+        assert len(c.train_images) == 4 and len(c.test_images) == 3
+        assert not set(c.train_images) & set(c.test_images)
+        assert c.reference_images == c.train_images and c.token == f"<{c.name}>"
+        assert c.captions[c.test_images[0]][0].startswith("A ")
+        assert len(c.captions) == 7 and all(len(v) == 5 for v in c.captions.values())
+    assert bench.items == {"bo": [], "mam": []}
+
+
+def test_the_five_splits_are_seeded_per_concept(tmp_path):
+    root = make_myvlm(tmp_path / "myvlm", photos=9)
+    splits = [{c.name: c.train_images for c in load_benchmark(root, split=s).concepts} for s in range(5)]
+    assert splits[0] == {c.name: c.train_images for c in load_benchmark(root, split=0).concepts}
+    assert len({tuple(s["bo"]) for s in splits}) > 1  # the splits differ
+    # A concept's split depends on its name alone, not on the other concepts beside it.
+    alone = tmp_path / "alone"
+    (alone / "bo").mkdir(parents=True)
+    for f in (root / "bo").iterdir():
+        (alone / "bo" / f.name).write_bytes(f.read_bytes())
+    assert [p.name for p in load_benchmark(alone, split=3).concepts[0].train_images] == \
+        [p.name for p in splits[3]["bo"]]
+    fingerprints = {load_benchmark(root, split=s).fingerprint() for s in range(5)}
+    assert len(fingerprints) == len({tuple(s["bo"] + s["mam"]) for s in splits})
+
+
+@pytest.mark.parametrize("captions, message", [
+    ({"missing.jpg": ["a dog"]}, "is not a file of the concept's folder"),
+    ({"../x.jpg": ["a dog"]}, "is not a file of the concept's folder"),
+    ({"IMG_0.jpg": "a dog"}, "must be a list of strings"),
+    ([], "expected a JSON object"),
+])
+def test_bad_captions_are_one_line(tmp_path, captions, message):
+    root = make_myvlm(tmp_path / "myvlm")
+    write_json(root / "bo" / "captions.json", captions)
+    with pytest.raises(BenchError, match=message):
+        load_benchmark(root)
+
+
+def test_split_is_refused_out_of_range_and_on_other_layouts(tmp_path):
+    root = make_myvlm(tmp_path / "myvlm")
+    with pytest.raises(BenchError, match="expected a split 0 to 4"):
+        load_benchmark(root, split=5)
+    ran = cli("run", "--method", "always-yes", "--tasks", "rec", "--split", "1", "--out", str(tmp_path / "runs"))
+    assert ran.returncode == 2 and "only MyVLM's layout has training splits" in ran.stderr
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
