@@ -130,3 +130,24 @@ def test_split_is_refused_out_of_range_and_on_other_layouts(tmp_path):
     ran = cli("run", "--method", "always-yes", "--tasks", "rec", "--split", "1", "--out", str(tmp_path / "runs"))
     assert ran.returncode == 2 and "only MyVLM's layout has training splits" in ran.stderr
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+# ----------------------------------------------------------------------------- every free-text method
+
+@pytest.mark.parametrize("method, args", [
+    ("llava-prompt", {"model": "tiny", "max_new_tokens": "3"}),
+    ("yollava", {"model": "tiny", "epochs": "1", "positives_per_photo": "1", "max_hard": "1", "max_easy": "1",
+                 "max_new_tokens": "3"}),
+    ("text-prompt", {"model": "tiny", "max_new_tokens": "3"}),
+    ("unictokens", {"backend": "janus", "model": "tiny", "epochs": "1", "transition_images": "1",
+                    "max_new_tokens": "3"}),
+    ("yochameleon", {"model": "tiny", "epochs": "1", "max_negatives": "1", "max_new_tokens": "3"}),
+    ("rap", {"model": "tiny", "max_new_tokens": "3"}),
+])
+def test_every_method_that_answers_in_text_captions(tmp_path, method, args):
+    flags = [part for k, v in args.items() for part in ("--method-arg", f"{k}={v}")]
+    ran = cli("run", "--method", method, *flags, "--tasks", "caption", "--concepts", "cat", "--limit", "1",
+              "--out", str(tmp_path))
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    results = read_results(only_run_dir(tmp_path))
+    assert results["counts"]["items"] == 1 and isinstance(results["tasks"]["caption"]["recall"], float)
