@@ -151,3 +151,21 @@ def test_every_method_that_answers_in_text_captions(tmp_path, method, args):
     assert ran.returncode == 0, ran.stdout + ran.stderr
     results = read_results(only_run_dir(tmp_path))
     assert results["counts"]["items"] == 1 and isinstance(results["tasks"]["caption"]["recall"], float)
+
+
+def test_the_gallery_shows_each_caption_beside_its_own_photo(tmp_path):
+    from unifybench.pages import thumbnail_uri
+
+    bench = make_myvlm(tmp_path / "myvlm", photos=5)
+    answers = _answers(tmp_path / "answers.jsonl", [{"concept": c, "index": 0, "answer": f"<{c}> at home"}
+                                                    for c in ("bo", "mam")])
+    ran = cli("run", "--method", "precomputed", "--method-arg", f"answers={answers}", "--bench", str(bench),
+              "--tasks", "caption", "--split", "2", "--out", str(tmp_path / "runs"))
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    run_dir = only_run_dir(tmp_path / "runs")
+    assert cli("gallery", str(run_dir)).returncode == 0
+    page = (run_dir / "gallery.html").read_text()
+    for concept in load_benchmark(bench, split=2).concepts:
+        assert thumbnail_uri(concept.test_images[0], side=64) in page  # split 2's test photo, not split 0's
+    assert thumbnail_uri(load_benchmark(bench, split=0).concept("bo").test_images[0], side=64) not in page
+    assert "&lt;bo&gt; at home" in page

@@ -92,6 +92,9 @@ def load_benchmark(spec: str | Path = "mini", format: str = "auto", validate_ima
         format = detect_format(root)
     if format not in FORMATS:
         raise BenchError(f"unknown format {format!r}; known: {', '.join(FORMATS)}", where="--format")
+    if split and format != "myvlm":
+        raise BenchError(f"--split {split}: only MyVLM's layout has training splits ({format} has one)",
+                         where="--split")
     try:
         if format == "unifybench":
             bench = read_unifybench(root, name, _gen_prompts_for)
@@ -107,9 +110,6 @@ def load_benchmark(spec: str | Path = "mini", format: str = "auto", validate_ima
         raise BenchError(f"cannot read: {exc.strerror or exc}", getattr(exc, "filename", None) or root) from None
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:  # a shape we did not foresee
         raise BenchError(f"malformed {format} benchmark ({type(exc).__name__}: {exc})", root) from None
-    if split and format != "myvlm":
-        raise BenchError(f"--split {split}: only MyVLM's layout has training splits ({format} has one)",
-                         where="--split")
     bench.source = source
     _check_inside(bench, root, source)
     if validate_images:

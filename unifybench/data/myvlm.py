@@ -49,7 +49,7 @@ def _captions(folder: Path) -> dict[Path, list[str]]:
         raise BenchError("expected a JSON object {photo: [captions]}", path)
     out: dict[Path, list[str]] = {}
     for raw, captions in data.items():
-        photo = (folder / raw)
+        photo = folder / raw
         if Path(raw).is_absolute() or ".." in Path(raw).parts or not photo.is_file():
             raise BenchError(f"photo {raw!r} is not a file of the concept's folder", path)
         if not isinstance(captions, list) or not all(isinstance(c, str) for c in captions):
