@@ -156,7 +156,11 @@ def test_every_method_that_answers_in_text_captions(tmp_path, method, args):
 def test_the_gallery_shows_each_caption_beside_its_own_photo(tmp_path):
     from unifybench.pages import thumbnail_uri
 
+    from PIL import Image
+
     bench = make_myvlm(tmp_path / "myvlm", photos=5)
+    for i, path in enumerate(sorted(bench.rglob("*.jpg"))):  # every photo its own colour: thumbnails differ
+        Image.new("RGB", (200, 200), (25 * i, 120, 250 - 25 * i)).save(path)
     answers = _answers(tmp_path / "answers.jsonl", [{"concept": c, "index": 0, "answer": f"<{c}> at home"}
                                                     for c in ("bo", "mam")])
     ran = cli("run", "--method", "precomputed", "--method-arg", f"answers={answers}", "--bench", str(bench),
