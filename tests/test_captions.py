@@ -55,9 +55,14 @@ def test_recall_precision_and_f1_through_the_command_line(tmp_path):
               "--concepts", "cat,dog", "--out", str(tmp_path / "runs"))
     assert ran.returncode == 0, ran.stdout + ran.stderr
     results = read_results(only_run_dir(tmp_path / "runs"))
-    assert results["tasks"]["caption"] == pytest.approx({"recall": 0.5, "precision": 0.5, "f1": 0.5})
-    assert results["concepts"]["cat"]["caption"] == pytest.approx({"recall": 1.0, "precision": 2 / 3, "f1": 0.8})
-    assert results["concepts"]["dog"]["caption"] == pytest.approx({"recall": 0.0, "precision": 0.0, "f1": 0.0})
+    def rap_metrics(values):
+        return {k: values[k] for k in ("recall", "precision", "f1")}
+
+    assert rap_metrics(results["tasks"]["caption"]) == pytest.approx({"recall": 0.5, "precision": 0.5, "f1": 0.5})
+    assert rap_metrics(results["concepts"]["cat"]["caption"]) == pytest.approx(
+        {"recall": 1.0, "precision": 2 / 3, "f1": 0.8})
+    assert rap_metrics(results["concepts"]["dog"]["caption"]) == pytest.approx(
+        {"recall": 0.0, "precision": 0.0, "f1": 0.0})
     assert set(results["intervals"]["caption"]) == {"recall", "precision"}  # F1 is no mean: no interval
 
 
@@ -164,7 +169,7 @@ def test_the_gallery_shows_each_caption_beside_its_own_photo(tmp_path):
     answers = _answers(tmp_path / "answers.jsonl", [{"concept": c, "index": 0, "answer": f"<{c}> at home"}
                                                     for c in ("bo", "mam")])
     ran = cli("run", "--method", "precomputed", "--method-arg", f"answers={answers}", "--bench", str(bench),
-              "--tasks", "caption", "--split", "2", "--out", str(tmp_path / "runs"))
+              "--tasks", "caption", "--split", "2", "--backbones", "tiny", "--out", str(tmp_path / "runs"))
     assert ran.returncode == 0, ran.stdout + ran.stderr
     run_dir = only_run_dir(tmp_path / "runs")
     assert cli("gallery", str(run_dir)).returncode == 0
@@ -173,3 +178,53 @@ def test_the_gallery_shows_each_caption_beside_its_own_photo(tmp_path):
         assert thumbnail_uri(concept.test_images[0], side=64) in page  # split 2's test photo, not split 0's
     assert thumbnail_uri(load_benchmark(bench, split=0).concept("bo").test_images[0], side=64) not in page
     assert "&lt;bo&gt; at home" in page
+
+
+def test_clip_score_where_the_benchmark_ships_captions(tmp_path):
+    """MyVLM's CLIPScore, recomputed here from the CLIP encoder's raw outputs: 2.5 * max(cos, 0)
+    between the photo (resize 224 bicubic, centre crop, CLIP normalisation) and "A photo depicts "
+    + the caption with the concept named by its category word."""
+    import torch
+    import torch.nn.functional as F
+    import torchvision.transforms.functional as TF
+    from PIL import Image
+
+    from unifybench.scoring.encoders import load_backbones
+
+    bench = make_myvlm(tmp_path / "myvlm", photos=6)
+    answers = _answers(tmp_path / "answers.jsonl", [
+        {"concept": "bo", "index": 0, "answer": "<bo> sleeps on a sofa"},
+        {"concept": "bo", "index": 1, "answer": "Bo and a ball"}])
+    ran = cli("run", "--method", "precomputed", "--method-arg", f"answers={answers}", "--bench", str(bench),
+              "--tasks", "caption", "--concepts", "bo", "--backbones", "tiny", "--out", str(tmp_path / "runs"))
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    run_dir = only_run_dir(tmp_path / "runs")
+    results = read_results(run_dir)
+    assert results["label"].startswith("caption CLIPScores")  # tiny backbones say so
+    rows = [json.loads(line) for line in (run_dir / "scores.jsonl").read_text().splitlines()]
+    texts = ["A photo depicts object sleeps on a sofa", "A photo depicts object and a ball"]
+    assert [r["clip_text"] for r in rows] == texts
+    clip = load_backbones("tiny", seed=0).clip_model.eval()
+    import open_clip
+
+    tokens = open_clip.get_tokenizer("ViT-B-32")(texts)
+    expected = []
+    for row, token in zip(rows, tokens):
+        with Image.open(row["image"]) as im:
+            x = TF.resize(im.convert("RGB"), [224], interpolation=TF.InterpolationMode.BICUBIC, antialias=True)
+        x = TF.normalize(TF.pil_to_tensor(TF.center_crop(x, [224, 224])).float() / 255,
+                         (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
+        with torch.no_grad():
+            cos = F.cosine_similarity(clip.encode_image(x[None]), clip.encode_text(token[None])).item()
+        expected.append(2.5 * max(cos, 0.0))
+    assert [r["clip_score"] for r in rows] == pytest.approx(expected, abs=1e-5)
+    assert results["tasks"]["caption"]["clip_score"] == pytest.approx(sum(expected) / 2, abs=1e-5)
+
+
+def test_no_clip_score_without_reference_captions(tmp_path):
+    answers = _answers(tmp_path / "answers.jsonl", [{"concept": "cat", "index": 0, "answer": "<cat>"}])
+    ran = cli("run", "--method", "precomputed", "--method-arg", f"answers={answers}", "--tasks", "caption",
+              "--concepts", "cat", "--limit", "1", "--out", str(tmp_path / "runs"))
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    caption = read_results(only_run_dir(tmp_path / "runs"))["tasks"]["caption"]
+    assert caption["clip_score"] == "not scored: the benchmark ships no reference captions"

@@ -50,6 +50,8 @@ METRICS: tuple[Metric, ...] = (
     Metric("caption", "precision", "higher", "concept names mentioned that are the photo's concept, pooled over "
                                              "captions (RAP's precision)"),
     Metric("caption", "f1", "higher", "harmonic mean of recall and precision"),
+    Metric("caption", "clip_score", "higher", "CLIPScore of photo and caption, the concept named by its category "
+                                              "word (MyVLM's; benchmarks with reference captions)"),
     Metric("gen", "clip_i", "higher", "CLIP image embedding cosine to the reference photos"),
     Metric("gen", "clip_t", "higher", "CLIP cosine to the prompt with the concept replaced by its class noun"),
     Metric("gen", "dino", "higher", "DINO ViT-S/16 [CLS] cosine to the reference photos"),
@@ -101,6 +103,7 @@ class Why:
     NOT_HUMAN = "not scored: not a human concept"
     NO_HUMANS = "not scored: no human concepts"
     NO_MENTIONS = "not scored: no caption names a concept"
+    NO_REFERENCE_CAPTIONS = "not scored: the benchmark ships no reference captions"
     NO_IDENTITY_PROMPT = "not scored: the concept has no identity prompt"
     NO_FACE_IN_REFS = "not scored: no face found in any reference photo"
     NO_FACE_IN_GENS = "not scored: no face found in any generated image"
@@ -187,7 +190,9 @@ def _caption(rows: list[dict], ctx: ScoringContext, concepts: list[str], pooled:
         f1 = Why.NO_MENTIONS
     else:
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"recall": recall, "precision": Why.NO_MENTIONS if precision is None else precision, "f1": f1}
+    clip = [r["clip_score"] for r in rows if r.get("clip_score") is not None]
+    return {"recall": recall, "precision": Why.NO_MENTIONS if precision is None else precision, "f1": f1,
+            "clip_score": _mean(clip) if clip else Why.NO_REFERENCE_CAPTIONS}
 
 
 def _judged(rows: list[dict]) -> tuple[list[float], int]:
@@ -325,6 +330,9 @@ def samples(task: str, metric: str, rows: list[dict]):
         neg = ratio(answered, lambda r: float(r["correct"] and r["negative"]), lambda r: float(r["negative"]))
         return {"pos_acc": [pos], "neg_acc": [neg], "weighted_acc": [pos, neg],
                 "accuracy": [ratio(answered, lambda r: float(r["correct"]))]}.get(metric)
+    if task == "caption" and metric == "clip_score":
+        return [ratio([r for r in _of(rows, "answer", "caption") if r.get("clip_score") is not None],
+                      lambda r: r["clip_score"])]
     if task == "caption" and metric in ("recall", "precision"):  # f1 is no mean: no interval
         answered = _of(rows, "answer", "caption")
         return [ratio(answered, lambda r: float(r["correct"]),

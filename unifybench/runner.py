@@ -166,11 +166,12 @@ def _prepare(spec: RunSpec, out_root: Path, rank: distributed.Rank, console, dev
                           images_per_prompt=spec.images_per_prompt, limit=spec.limit)
     validate_images(_images_used(bench, work, method_cls))
 
-    # Scorer backbones matter only to generation scores; a run without them is comparable to any.
-    # Real checkpoints are loaded now, so that a run that cannot be scored stops before predicting.
-    # Under torchrun only rank 0 scores, so only it loads them.
+    # Scorer backbones matter only to generation scores and to captions' CLIPScore (benchmarks with
+    # reference captions); a run without them is comparable to any. Real checkpoints are loaded now,
+    # so that a run that cannot be scored stops before predicting. Under torchrun only rank 0 scores.
     backbones, loaded_backbones = BACKBONES_UNUSED, None
-    if any(t in GEN_KINDS for t in supported):
+    clip_scored = "caption" in supported and any(bench.concept(c).captions for c in concepts)
+    if any(t in GEN_KINDS for t in supported) or clip_scored:
         if rank.is_main:
             backbones, loaded_backbones = resolve_backbones(spec.backbones, console, device=device,
                                                             seed=spec.seed, clip_model=spec.clip_model)

@@ -274,8 +274,10 @@ def test_run_on_the_mini_bench_every_task(tmp_path):
 def test_run_captions_on_a_myvlm_layout(tmp_path):
     bench = make_myvlm(tmp_path / "myvlm")
     ran = cli("run", "--method", "rap", "--method-arg", "model=tiny", "--method-arg", "max_new_tokens=3",
-              "--bench", str(bench), "--tasks", "caption", "--split", "1", "--out", str(tmp_path / "runs"))
+              "--bench", str(bench), "--tasks", "caption", "--split", "1", "--backbones", "tiny",
+              "--out", str(tmp_path / "runs"))
     assert ran.returncode == 0, ran.stdout + ran.stderr
     results = read_results(only_run_dir(tmp_path / "runs"))
     assert results["bench"]["format"] == "myvlm"
     assert results["counts"]["items"] == 4  # two concepts, six photos each, four of them for training
+    assert isinstance(results["tasks"]["caption"]["clip_score"], float)  # MyVLM ships reference captions
