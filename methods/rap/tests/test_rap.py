@@ -281,3 +281,14 @@ def test_run_captions_on_a_myvlm_layout(tmp_path):
     assert results["bench"]["format"] == "myvlm"
     assert results["counts"]["items"] == 4  # two concepts, six photos each, four of them for training
     assert isinstance(results["tasks"]["caption"]["clip_score"], float)  # MyVLM ships reference captions
+
+
+def test_a_missing_model_or_tower_is_refused_before_the_run_directory(tmp_path):
+    source, tower, _, _ = _original_checkpoint(tmp_path, tower_in_shards=False)
+    for args, message in ((["model=/nowhere/rap"], "RAP-LLaVA checkpoint folder not found"),
+                          ([f"model={source}", "vision_tower=/nowhere/clip"], "CLIP vision tower folder not found")):
+        flags = [part for a in args for part in ("--method-arg", a)]
+        ran = cli("run", "--method", "rap", *flags, "--tasks", "rec", "--out", str(tmp_path / "runs"))
+        assert ran.returncode == 2 and message in ran.stderr, ran.stderr
+        assert len(ran.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

@@ -63,8 +63,9 @@ class RAP(Method):
 
     @classmethod
     def check_available(cls, args):
-        check_available(args.model, builtins=("tiny",), what="RAP-LLaVA checkpoint")
-        if args.model != "tiny":
+        kind = check_available(args.model, builtins=("tiny",), what="RAP-LLaVA checkpoint")
+        # The tower is read only to convert an original-format checkpoint (a hub one is not looked into yet).
+        if kind == "hub" or (kind == "folder" and is_original(Path(args.model).expanduser())):
             check_available(args.vision_tower, argument="vision_tower", what="CLIP vision tower")
 
     @classmethod
