@@ -57,13 +57,12 @@ def score_run(bench, work: dict, store, spec, backbones: str, skipped: dict[str,
         humans={c: bench.concept(c).identity_prompt for c in work if bench.concept(c).kind == "human"},
         judge=spec.judge is not None)
     from .answers import answer_rows
-
     from .captions import caption_rows
 
     rows = answer_rows(work, store, tasks_run, spec.protocol) + caption_rows(bench, work, store, tasks_run)
     backbone_info: dict | None = None
     caption_clip: dict | None = None
-    if any(r["task"] == "caption" and bench.concept(r["concept"]).captions for r in rows):
+    if any(r["task"] == "caption" and bench.concept(r["concept"]).captions for r in rows):  # MyVLM's CLIPScore
         from .captions import add_clip_scores
         from .encoders import load_backbones
 
