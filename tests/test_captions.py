@@ -228,3 +228,26 @@ def test_no_clip_score_without_reference_captions(tmp_path):
     assert ran.returncode == 0, ran.stdout + ran.stderr
     caption = read_results(only_run_dir(tmp_path / "runs"))["tasks"]["caption"]
     assert caption["clip_score"] == "not scored: the benchmark ships no reference captions"
+
+
+def test_myvlm_by_its_hub_name(tmp_path, monkeypatch):
+    """`--bench yuvalalaluf/MyVLM` from a cache laid out as huggingface_hub lays it out (offline)."""
+    home, commit = tmp_path / "hf", "a" * 40
+    folder = home / "hub" / "datasets--yuvalalaluf--MyVLM"
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / "main").write_text(commit)
+    make_myvlm(folder / "snapshots" / commit / "data" / "objects")
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    answers = _answers(tmp_path / "a.jsonl", [{"concept": c, "index": i, "answer": f"<{c}>"}
+                                              for c in ("bo", "mam") for i in range(2)])
+    ran = cli("run", "--method", "precomputed", "--method-arg", f"answers={answers}",
+              "--bench", "yuvalalaluf/MyVLM", "--tasks", "caption", "--backbones", "tiny",
+              "--out", str(tmp_path / "runs"))
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    run_dir = only_run_dir(tmp_path / "runs")
+    assert run_dir.name.startswith("precomputed__MyVLM__")
+    record = json.loads((run_dir / "run.json").read_text())["benchmark"]
+    assert record["format"] == "myvlm" and record["source"]["hub"] == "yuvalalaluf/MyVLM"
+    assert read_results(run_dir)["tasks"]["caption"]["recall"] == 1.0
