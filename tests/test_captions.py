@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from conftest import run_cli
 from unifybench.data import detect_format, load_benchmark
 from unifybench.errors import BenchError
 from unifybench.scoring.captions import caption_sample, mentioned
@@ -242,9 +243,10 @@ def test_myvlm_by_its_hub_name(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     answers = _answers(tmp_path / "a.jsonl", [{"concept": c, "index": i, "answer": f"<{c}>"}
                                               for c in ("bo", "mam") for i in range(2)])
-    ran = cli("run", "--method", "precomputed", "--method-arg", f"answers={answers}",
-              "--bench", "yuvalalaluf/MyVLM", "--tasks", "caption", "--backbones", "tiny",
-              "--out", str(tmp_path / "runs"))
+    # A process of its own: huggingface_hub reads HF_HOME when it is imported.
+    ran = run_cli("run", "--method", "precomputed", "--method-arg", f"answers={answers}",
+                  "--bench", "yuvalalaluf/MyVLM", "--tasks", "caption", "--backbones", "tiny",
+                  "--out", str(tmp_path / "runs"))
     assert ran.returncode == 0, ran.stdout + ran.stderr
     run_dir = only_run_dir(tmp_path / "runs")
     assert run_dir.name.startswith("precomputed__MyVLM__")
