@@ -16,7 +16,7 @@ from .errors import BenchError
 from .kit.args import Arg, Derived
 from .methods import AnswerRequest, GenRequest, GeneratedImage, Method
 from .data.common import is_image
-from .records import QA_KINDS, TASKS, Concept
+from .records import ANSWER_TASKS, TASKS, Concept
 
 
 def _request_rng(seed: int, request: AnswerRequest | GenRequest) -> random.Random:
@@ -117,7 +117,8 @@ class Precomputed(Method):
     """Scores predictions made elsewhere.
 
     ``answers=FILE``: JSONL of ``{"concept", "index", "answer"}`` (index = position in the
-    concept's test items). ``images=DIR``: ``<concept>/.../<prompt>/<i>.png``, where the prompt
+    concept's test items); a caption names its task, ``{"task": "caption", ...}`` (index = position
+    in the concept's test photos). ``images=DIR``: ``<concept>/.../<prompt>/<i>.png``, where the prompt
     folder names the concept by ``<sks>``, its token, its bare name, or learned tokens followed by
     its token: the UniCTokens layout (``gen_saved/``), or a UnifyBench run's ``images/`` folder.
     ``attr_images=DIR``: the same for attribute-reasoning prompts (UniCTokens: ``t2i_saved/``;
@@ -137,8 +138,8 @@ class Precomputed(Method):
     def check_run(cls, args, concepts, tasks):
         # Refused before the run directory exists: otherwise the run could only fail when predicting.
         needs = []
-        if args.answers is None and any(t in QA_KINDS for t in tasks):
-            needs.append("answers=FILE for " + ", ".join(t for t in tasks if t in QA_KINDS))
+        if args.answers is None and any(t in ANSWER_TASKS for t in tasks):
+            needs.append("answers=FILE for " + ", ".join(t for t in tasks if t in ANSWER_TASKS))
         if args.images is None and "gen" in tasks:
             needs.append("images=DIR for gen")
         if args.attr_images is None and "attr_gen" in tasks:
@@ -149,22 +150,22 @@ class Precomputed(Method):
 
     def __init__(self, args=None, **kwargs):
         super().__init__(args, **kwargs)
-        self._answers: dict[tuple[str, int], str] | None = None
+        self._answers: dict[tuple[str | None, str, int], str] | None = None
         self._image_dirs: dict[tuple[str, str], dict[str, list[Path]]] = {}
 
-    def _load_answers(self) -> dict[tuple[str, int], str]:
+    def _load_answers(self) -> dict[tuple[str | None, str, int], str]:
         if self._answers is None:
             path = self.args.answers
             if path is None:
                 raise BenchError("needs --method-arg answers=FILE for understanding tasks",
                                  where="method precomputed")
-            answers: dict[tuple[str, int], str] = {}
+            answers: dict[tuple[str | None, str, int], str] = {}
             for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
                 if not line.strip():
                     continue
                 try:
                     row = json.loads(line)
-                    key = (str(row["concept"]), int(row["index"]))
+                    key = (row.get("task"), str(row["concept"]), int(row["index"]))
                     answers[key] = str(row["answer"])
                 except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
                     raise BenchError(f"bad answer line ({exc.__class__.__name__}: {exc})", path,
@@ -174,7 +175,10 @@ class Precomputed(Method):
 
     def answer(self, concept, state, requests):
         answers = self._load_answers()
-        return [answers.get((req.concept, req.index)) for req in requests]
+        # A line without a task answers the test item of that index (captions are numbered apart).
+        return [answers.get((req.task, req.concept, req.index),
+                            None if req.task == "caption" else answers.get((None, req.concept, req.index)))
+                for req in requests]
 
     def _images_root(self, task: str) -> tuple[str, Path]:
         arg = "attr_images" if task == "attr_gen" else "images"

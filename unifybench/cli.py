@@ -16,7 +16,7 @@ from pathlib import Path
 from .errors import BenchError, error_line
 from .kit.args import parse_method_args
 from .output import RUN_FILES, write_output  # noqa: F401 - RUN_FILES and write_output, importable here as before
-from .records import TASKS
+from .records import DEFAULT_TASKS, TASKS
 
 # scoring.encoders.CLIP_MODELS (tested equal), repeated so that --help does not import torch.
 CLIP_CHOICES = ("ViT-B-32", "ViT-L-14")
@@ -166,10 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--method", help="a name from `unifybench methods` (required, here or in --config)")
     run.add_argument("--bench", default="mini", help="'mini' (bundled), a benchmark folder, or a Hugging Face "
                                                     "dataset name (owner/name[@revision]) fetched into its cache")
-    run.add_argument("--format", default="auto", choices=["auto", "unifybench", "dreambench", "yollava"],
+    run.add_argument("--format", default="auto", choices=["auto", "unifybench", "dreambench", "yollava", "myvlm"],
                      help="the benchmark folder's layout (auto: detected)")
-    run.add_argument("--tasks", default=",".join(TASKS), type=_parse_tasks,
-                     help="comma-separated tasks (`unifybench tasks`; default: all six)")
+    run.add_argument("--split", default=0, type=int, help="MyVLM's layout: which of its five seeded training "
+                     "splits (0-4; 4 photos a concept to learn from, the rest captioned)")
+    run.add_argument("--tasks", default=",".join(DEFAULT_TASKS), type=_parse_tasks,
+                     help="comma-separated tasks (`unifybench tasks`; default: all but caption)")
     run.add_argument("--concepts", default=None, help="comma-separated concept names (default: all)")
     run.add_argument("--out", default="runs", type=_path, help="folder that holds run directories")
     seeds = run.add_mutually_exclusive_group()
@@ -267,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Read a benchmark with every image decoded; print its counts, or one "
                                             "line naming the first problem.", formatter_class=_HelpFormatter)
     check.add_argument("path", help="'mini', a benchmark folder or a Hugging Face dataset name (owner/name)")
-    check.add_argument("--format", default="auto", choices=["auto", "unifybench", "dreambench", "yollava"],
+    check.add_argument("--format", default="auto", choices=["auto", "unifybench", "dreambench", "yollava", "myvlm"],
                        help="the folder's layout (auto: detected)")
     check.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -464,7 +466,7 @@ def cmd_run(args) -> int:
         seed=args.seed, batch_size=args.batch_size, device=args.device, backbones=args.backbones,
         clip_model=args.clip_model, protocol=args.protocol, choice_eval=args.choice_eval,
         images_per_prompt=args.images_per_prompt,
-        limit=args.limit, method_args=parse_method_args(args.method_arg), judge=_judge_config(args),
+        limit=args.limit, split=args.split, method_args=parse_method_args(args.method_arg), judge=_judge_config(args),
         resume_changed_code=args.resume_changed_code, bootstrap=args.bootstrap, threads=args.threads)
     # A flag given on the command line wins over --config; the file wins over a flag's default.
     dest = {"method_args": "method_arg", "judge": "judge*"}  # spec field -> its flag's destination

@@ -15,8 +15,9 @@ from pathlib import Path
 from .errors import BenchError
 from .output import write_output
 from .pages import esc, page, thumbnail_uri
-from .records import GEN_KINDS, QA_KINDS
+from .records import ANSWER_TASKS, GEN_KINDS
 from .report import interval_text
+from .tasks import caption_items
 from .store import RunStore, read_jsonl
 
 
@@ -39,7 +40,9 @@ def _bench(run_json: dict):
 
     spec = run_json.get("spec", {})
     try:
-        return load_benchmark(spec.get("bench", "mini"), spec.get("format", "auto")), None
+        split = spec.get("split", 0)  # MyVLM's training split: which photos are the test photos
+        return load_benchmark(spec.get("bench", "mini"), spec.get("format", "auto"),
+                              split=split if isinstance(split, int) else 0), None
     except BenchError as exc:
         return None, exc.one_line()
 
@@ -181,17 +184,20 @@ def build_gallery(run_dir: Path, *, concepts: list[str] | None = None, images_pe
             part.append(f"<div class='prompt'>{esc(p['task'])} #{esc(p['index'])}: {esc(p.get('prompt', ''))}</div>"
                         f"<div class='grid'>{''.join(figures)}</div>")
         answers = sorted((r for r in rows if r["scorer"] == "answer" and r["concept"] == name),
-                         key=lambda r: (QA_KINDS.index(r["task"]), r["index"]))
+                         key=lambda r: (ANSWER_TASKS.index(r["task"]), r["index"]))
         if answers:
             items = {it.index: it for it in bench.items.get(name, [])} if bench is not None else {}
+            # A caption's index counts the concept's test photos, not its items.
+            captions = {it.index: it for it in caption_items(bench, name)} if bench is not None else {}
             lines = ["<h3>understanding</h3><div class='scroll'><table><thead><tr><th class='text'>task</th>"
                      "<th class='text'>image</th><th class='text'>question</th><th class='text'>reply</th>"
                      "<th class='text'>ground truth</th><th class='text'>verdict</th></tr></thead><tbody>"]
             for r in answers:
-                item = items.get(r["index"])
+                item = (captions if r["task"] == "caption" else items).get(r["index"])
+                photo = item.image if item is not None and r["task"] != "text_only" else None
                 image = ""
-                if item is not None and item.image is not None and r["task"] != "text_only":
-                    uri = thumbnail_uri(item.image, side=64)
+                if photo is not None:
+                    uri = thumbnail_uri(photo, side=64)
                     image = f"<img src='{uri}' alt='' style='width:64px;height:64px;object-fit:cover'>" if uri else ""
                 lines.append(f"<tr><td class='text'>{esc(r['task'])} #{esc(r['index'])}</td><td class='text'>{image}</td>"
                              f"<td class='text'>{esc(r.get('question'))}</td><td class='text'>{_clamped(r.get('reply'))}</td>"

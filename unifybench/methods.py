@@ -34,7 +34,7 @@ class AnswerRequest:
     """A question put to a method: everything about the item except its answer."""
 
     concept: str
-    task: str  # rec | vqa | text_only | choice
+    task: str  # rec | vqa | text_only | choice | caption
     index: int
     question: str
     image: Path | None

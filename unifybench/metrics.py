@@ -51,6 +51,12 @@ METRICS: tuple[Metric, ...] = (
     *(Metric(task, "refused", "lower", "replies that declined to answer (\"I'm sorry, I can't ...\"): scored as wrong, "
                                        "counted here too; shown only where there are some")
       for task in ("rec", "vqa", "text_only", "choice")),
+    Metric("caption", "recall", "higher", "captions naming their concept (whole token, any case; RAP's recall)"),
+    Metric("caption", "precision", "higher", "concept names mentioned that are the photo's concept, pooled over "
+                                             "captions (RAP's precision)"),
+    Metric("caption", "f1", "higher", "harmonic mean of recall and precision"),
+    Metric("caption", "clip_score", "higher", "CLIPScore of photo and caption, the concept named by its category "
+                                              "word (MyVLM's; benchmarks with reference captions)"),
     Metric("gen", "clip_i", "higher", "CLIP image embedding cosine to the reference photos"),
     Metric("gen", "clip_t", "higher", "CLIP cosine to the prompt with the concept replaced by its class noun"),
     Metric("gen", "dino", "higher", "DINO ViT-S/16 [CLS] cosine to the reference photos"),
@@ -105,6 +111,8 @@ class Why:
     NOTHING_TO_JUDGE = "not scored: nothing to judge"
     NOT_HUMAN = "not scored: not a human concept"
     NO_HUMANS = "not scored: no human concepts"
+    NO_MENTIONS = "not scored: no caption names a concept"
+    NO_REFERENCE_CAPTIONS = "not scored: the benchmark ships no reference captions"
     NO_IDENTITY_PROMPT = "not scored: the concept has no identity prompt"
     NO_FACE_IN_REFS = "not scored: no face found in any reference photo"
     NO_FACE_IN_GENS = "not scored: no face found in any generated image"
@@ -191,6 +199,22 @@ def _choice(rows: list[dict], ctx: ScoringContext, concepts: list[str], pooled: 
         "unparsed": (Why.PARSES_NOTHING if ctx.protocol == "reference"
                      else sum(r["parsed"] is None for r in rows)),
     }
+
+
+def _caption(rows: list[dict], ctx: ScoringContext, concepts: list[str], pooled: bool) -> dict:
+    rows = _of(rows, "answer", "caption")
+    if not rows:
+        return {m: Why.NO_ITEMS for m in TASK_METRICS["caption"]}
+    recall = _mean([float(r["correct"]) for r in rows])
+    mentions = sum(r["n_mentioned"] for r in rows)
+    precision = sum(float(r["correct"]) for r in rows) / mentions if mentions else None
+    if precision is None:
+        f1 = Why.NO_MENTIONS
+    else:
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    clip = [r["clip_score"] for r in rows if r.get("clip_score") is not None]
+    return {"recall": recall, "precision": Why.NO_MENTIONS if precision is None else precision, "f1": f1,
+            "clip_score": _mean(clip) if clip else Why.NO_REFERENCE_CAPTIONS}
 
 
 def _judged(rows: list[dict]) -> tuple[list[float], int]:
@@ -280,7 +304,7 @@ def _attr(rows: list[dict], ctx: ScoringContext, concepts: list[str], pooled: bo
     }
 
 
-AGGREGATORS = {"rec": _rec, "choice": _choice, "vqa": _open("vqa"), "text_only": _open("text_only"),
+AGGREGATORS = {"rec": _rec, "choice": _choice, "caption": _caption, "vqa": _open("vqa"), "text_only": _open("text_only"),
                "gen": _gen, "attr_gen": _attr}
 
 
@@ -334,6 +358,13 @@ def samples(task: str, metric: str, rows: list[dict]):
         neg = ratio(answered, lambda r: float(r["correct"] and r["negative"]), lambda r: float(r["negative"]))
         return {"pos_acc": [pos], "neg_acc": [neg], "weighted_acc": [pos, neg],
                 "accuracy": [ratio(answered, lambda r: float(r["correct"]))]}.get(metric)
+    if task == "caption" and metric == "clip_score":
+        return [ratio([r for r in _of(rows, "answer", "caption") if r.get("clip_score") is not None],
+                      lambda r: r["clip_score"])]
+    if task == "caption" and metric in ("recall", "precision"):  # f1 is no mean: no interval
+        answered = _of(rows, "answer", "caption")
+        return [ratio(answered, lambda r: float(r["correct"]),
+                      (lambda r: 1.0) if metric == "recall" else (lambda r: float(r["n_mentioned"])))]
     if task == "choice" and metric == "accuracy":
         return [ratio(_of(rows, "answer", "choice"), lambda r: float(r["correct"]))]
     if task == "choice" and metric == "circular_accuracy":

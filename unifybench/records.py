@@ -11,9 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-QA_KINDS = ("rec", "vqa", "text_only", "choice")
+QA_KINDS = ("rec", "vqa", "text_only", "choice")  # the kinds of a benchmark's test items
+# Tasks a method answers in text: the items' kinds, and captions of a concept's test photos
+# (made by tasks.py from the photos, not read from a file).
+ANSWER_TASKS = QA_KINDS + ("caption",)
 GEN_KINDS = ("gen", "attr_gen")
-TASKS = QA_KINDS + GEN_KINDS
+TASKS = ANSWER_TASKS + GEN_KINDS
+# What a run does without --tasks: captioning is asked for by name.
+DEFAULT_TASKS = QA_KINDS + GEN_KINDS
 
 ConceptKind = Literal["human", "animal", "object"]
 GenerationType = Literal["object", "live_subject"]
@@ -29,7 +34,7 @@ class QAItem:
 
     concept: str
     index: int
-    kind: str  # one of QA_KINDS
+    kind: str  # one of QA_KINDS, or "caption" (tasks.caption_items)
     question: str  # without the leading "<image>\n"; the concept appears as its token, e.g. "<bo>"
     answer: str  # the ground-truth reply as written in the benchmark
     image: Path | None  # None for text-only questions
@@ -81,6 +86,9 @@ class Concept:
     # images, then the other concepts' training photos). Benchmark content, never run-dependent.
     hard_negatives: list[Path] = field(default_factory=list)
     easy_negatives: list[Path] = field(default_factory=list)
+    # Reference captions of test photos (MyVLM's captions.json), by photo: what the caption task's
+    # optional similarity scores compare with. Empty where a benchmark ships none.
+    captions: dict[Path, list[str]] = field(default_factory=dict)
 
     @property
     def heldout_images(self) -> list[Path]:
@@ -134,6 +142,8 @@ class Benchmark:
                            c.generation_type, [p.name for p in c.reference_images])).encode())
             if c.training_conversations:  # only then: benchmarks without them keep their hash
                 h.update(repr(c.training_conversations).encode())
+            if c.captions:  # likewise
+                h.update(repr(sorted((p.name, v) for p, v in c.captions.items())).encode())
             for it in self.items.get(c.name, []):
                 h.update(repr((it.index, it.kind, it.question, it.answer, it.options,
                                it.correct_option)).encode())

@@ -28,7 +28,7 @@ from .methods import GenRequest, Method, Provider, method_code, resolve_method
 from .metrics import Why
 from .progress import choose_threads, null_console, progress_bars, set_threads
 from .record import BACKBONES_UNUSED, RANDOM_INIT_LABEL
-from .records import GEN_KINDS, QA_KINDS, TASKS, Benchmark
+from .records import ANSWER_TASKS, DEFAULT_TASKS, GEN_KINDS, TASKS, Benchmark
 from .scoring.judges import JudgeConfig
 from .scoring.phase import score_run
 from .seeding import seeded
@@ -44,7 +44,7 @@ class RunSpec:
     method: str
     bench: str = "mini"
     format: str = "auto"
-    tasks: list[str] = field(default_factory=lambda: list(QA_KINDS + GEN_KINDS))
+    tasks: list[str] = field(default_factory=lambda: list(DEFAULT_TASKS))
     concepts: list[str] | None = None
     seed: int = 0
     batch_size: int = 16
@@ -56,6 +56,7 @@ class RunSpec:
     choice_eval: str = "plain"
     images_per_prompt: int = 4
     limit: int | None = None
+    split: int = 0  # MyVLM's training split (data/myvlm.py); its photos are in the bench fingerprint
     method_args: dict[str, str] = field(default_factory=dict)
     # Scoring only: recorded in run.json, not part of the run directory's hash (scoring/judges.py).
     judge: JudgeConfig | None = None
@@ -156,7 +157,7 @@ def _prepare(spec: RunSpec, out_root: Path, rank: distributed.Rank, console, dev
     if spec.judge is not None:
         spec.judge.validate()
     prepare_out_dir(out_root, "--out", create=False)  # made with the run directory, once all is checked
-    bench = load_benchmark(spec.bench, spec.format)
+    bench = load_benchmark(spec.bench, spec.format, split=spec.split)
     concepts = _select_concepts(bench, spec.concepts)
 
     supported = [t for t in spec.tasks if t in method_cls.tasks]
@@ -169,11 +170,12 @@ def _prepare(spec: RunSpec, out_root: Path, rank: distributed.Rank, console, dev
                           images_per_prompt=spec.images_per_prompt, limit=spec.limit, choice_eval=spec.choice_eval)
     validate_images(_images_used(bench, work, method_cls))
 
-    # Scorer backbones matter only to generation scores; a run without them is comparable to any.
-    # Real checkpoints are loaded now, so that a run that cannot be scored stops before predicting.
-    # Under torchrun only rank 0 scores, so only it loads them.
+    # Scorer backbones matter only to generation scores and to captions' CLIPScore (benchmarks with
+    # reference captions); a run without them is comparable to any. Real checkpoints are loaded now,
+    # so that a run that cannot be scored stops before predicting. Under torchrun only rank 0 scores.
     backbones, loaded_backbones = BACKBONES_UNUSED, None
-    if any(t in GEN_KINDS for t in supported):
+    clip_scored = "caption" in supported and any(bench.concept(c).captions for c in concepts)
+    if any(t in GEN_KINDS for t in supported) or clip_scored:
         if rank.is_main:
             backbones, loaded_backbones = resolve_backbones(spec.backbones, console, device=device,
                                                             seed=spec.seed, clip_model=spec.clip_model)
@@ -328,7 +330,7 @@ def _images_used(bench: Benchmark, work: dict[str, list[Work]], method_cls) -> l
     paths: list[Path] = []
     for name, ws in work.items():
         concept = bench.concept(name)
-        paths += [w.record.image for w in ws if w.request.task in QA_KINDS and w.record.image is not None]
+        paths += [w.record.image for w in ws if w.request.task in ANSWER_TASKS and w.record.image is not None]
         if method_cls.personalizes():
             paths += list(concept.train_images) + list(concept.cropped_train_images)
         if any(w.request.task in GEN_KINDS for w in ws):
@@ -371,7 +373,7 @@ def _predict(method: Method, bench: Benchmark, work: dict[str, list[Work]], stor
             if bar_p is not None:
                 progress.advance(bar_p)
             with method.activate(concept, state):
-                answer_work = [w for w in work[name] if w.request.task in QA_KINDS]
+                answer_work = [w for w in work[name] if w.request.task in ANSWER_TASKS]
                 gen_work = [w for w in work[name] if w.request.task in GEN_KINDS]
                 for batch, todo, replies in _predicted(method, method.answer, concept, state, answer_work,
                                                        spec.batch_size, store, spec.seed):

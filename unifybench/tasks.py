@@ -1,7 +1,8 @@
-"""The six tasks and the requests each makes of a method (their metrics: :mod:`.metrics`).
+"""The tasks and the requests each makes of a method (their metrics: :mod:`.metrics`).
 
 Understanding: ``rec`` (recognition), ``vqa`` (visual QA), ``text_only`` (QA without an image),
-``choice`` (multiple choice). Generation: ``gen`` (the 25 DreamBooth prompts) and ``attr_gen``
+``choice`` (multiple choice), ``caption`` (a caption of each test photo, asked for by name with
+``--tasks``: it is not among the default six). Generation: ``gen`` (the 25 DreamBooth prompts) and ``attr_gen``
 (attribute-reasoning prompts that need the concept's extra facts).
 """
 from __future__ import annotations
@@ -12,11 +13,15 @@ from dataclasses import dataclass, replace
 from .methods import AnswerRequest, GenRequest
 from .records import GEN_KINDS, QA_KINDS, Benchmark, GenPrompt, QAItem
 
+# The captioning instruction of MyVLM's and RAP's evaluations (RAP-MLLM eval/caption.py).
+CAPTION_PROMPT = "Give a caption of the image."
+
 TASK_DESCRIPTIONS: dict[str, str] = {
     "rec": "recognition: is the concept in this photo? (yes/no; negatives answer 'No.')",
     "vqa": "visual questions about the concept in a photo (open answers)",
     "text_only": "questions about the concept without a photo (open answers)",
     "choice": "multiple-choice questions (a letter or an option's text)",
+    "caption": "'Give a caption of the image.' on the concept's test photos: is the concept named? (asked by name)",
     "gen": "the 25 DreamBooth prompts (plus the identity prompt of a human concept)",
     "attr_gen": "attribute-reasoning prompts that need the concept's extra facts",
 }
@@ -55,6 +60,10 @@ def build_requests(bench: Benchmark, tasks: list[str], concepts: list[str], *, s
                                             question=question_with_options(shown.question, shown.options),
                                             image=it.image, options=shown.options, rotation=r)
                         concept_work.append(Work(req, shown))
+            elif task == "caption":
+                for it in limited(caption_items(bench, name), limit):
+                    req = AnswerRequest(concept=name, task=task, index=it.index, question=it.question, image=it.image)
+                    concept_work.append(Work(req, it))
             elif task in GEN_KINDS:
                 prompts = [p for p in bench.prompts.get(name, []) if p.kind == task][:limit]
                 for p in prompts:
@@ -65,6 +74,13 @@ def build_requests(bench: Benchmark, tasks: list[str], concepts: list[str], *, s
                     concept_work.extend(identity_work(bench, name, seed=seed, images_per_prompt=images_per_prompt))
         work[name] = concept_work
     return work
+
+
+def caption_items(bench: Benchmark, name: str) -> list[QAItem]:
+    """One caption item per test photo of the concept, in the reader's order (none without test
+    photos: a reference photo would be captioned from what the method learned it on)."""
+    concept = bench.concept(name)
+    return [QAItem(name, i, "caption", CAPTION_PROMPT, "", photo) for i, photo in enumerate(concept.test_images)]
 
 
 def question_with_options(question: str, options: tuple[tuple[str, str], ...]) -> str:

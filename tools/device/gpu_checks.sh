@@ -10,6 +10,10 @@
 #   yochameleon_generation (Chameleon-7B-sized random weights, bf16: 4 images one per call against 4 in one
 #   call, 1,024 tokens each; ~4 min, 360 s)  yochameleon_personalize (the same model, one epoch on the
 #   bundled dog: 75 steps of 4 conversations; ~3 min, 300 s)
+#   Asked for by name only: rap_answers (RAP-LLaVA-13B converted from the original LLaVA format once, then
+#   loaded in fp16, answering mini-bench rec, choice and caption items of two concepts; needs
+#   Hoar012/RAP-LLaVA-13b and openai/clip-vit-large-patch14-336 in the machine's HF cache, or RAP_MODEL=DIR
+#   RAP_TOWER=DIR; ~6 min, 540 s)
 # They do not all fit one 10-minute call: leaderboard/PERFORMANCE.md lists the calls, each with a few
 # steps, made while the machine is still warm (it goes back 30 s after a call). Each step's log
 # lands in $OUT and its last line (the JSON) is echoed; a failing step does not stop the others.
@@ -30,6 +34,7 @@ SHOWO_EPOCHS=${SHOWO_EPOCHS:-5}
 SD_MODEL=${SD_MODEL:-random} SD_BATCH=${SD_BATCH:-8} SD_STEPS=${SD_STEPS:-50}
 YL_MODEL=${YL_MODEL:-tiny} YL_EPOCHS=${YL_EPOCHS:-2}
 YC_MODEL=${YC_MODEL:-random} YC_BATCH=${YC_BATCH:-4} YC_EPOCHS=${YC_EPOCHS:-1}
+RAP_MODEL=${RAP_MODEL:-Hoar012/RAP-LLaVA-13b} RAP_TOWER=${RAP_TOWER:-openai/clip-vit-large-patch14-336}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
@@ -72,9 +77,15 @@ for name in "${@:-fidelity_jpg fidelity_png generation personalize showo_generat
                                 --batch "$YC_BATCH" --device "$DEVICE" ;;
       yochameleon_personalize) step yochameleon_personalize 300 personalize --method yochameleon \
                                  --model "$YC_MODEL" --epochs "$YC_EPOCHS" --device "$DEVICE" ;;
+      rap_answers) echo "== rap_answers: python -m unifybench run --method rap (model $RAP_MODEL)"
+                   timeout 540 "$PY" -m unifybench run --method rap --method-arg "model=$RAP_MODEL" \
+                     --method-arg "vision_tower=$RAP_TOWER" --method-arg "converted=$OUT/rap-converted" \
+                     --device "$DEVICE" --tasks rec,choice,caption --concepts dog,cat --limit 2 --backbones tiny \
+                     --out "$OUT/rap" --json > "$OUT/rap_answers.log" 2>&1
+                   echo "rc=$? $(tail -n 1 "$OUT/rap_answers.log")" ;;
       *) echo "unknown step $one (fidelity_jpg, fidelity_png, generation, personalize, showo_generation,"\
               "showo_personalize, sd_generation, yollava_personalize, yochameleon_generation,"\
-              "yochameleon_personalize)"; exit 2 ;;
+              "yochameleon_personalize, rap_answers)"; exit 2 ;;
     esac
   done
 done

@@ -1,7 +1,8 @@
 """Benchmark readers: every supported format becomes one :class:`~unifybench.records.Benchmark`.
 
 Formats (see FORMATS.md): ``unifybench`` (the UniCTokens release layout, also the bundled
-``mini`` bench), ``dreambench`` (the DreamBooth dataset) and ``yollava``. Bad input of any kind
+``mini`` bench), ``dreambench`` (the DreamBooth dataset), ``yollava`` and ``myvlm`` (MyVLM's
+objects: photos and captions, for the caption task). Bad input of any kind
 raises :class:`~unifybench.errors.BenchError` naming the file (and item or field).
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ from . import hub
 from .common import validate_images
 from .dreambench import read_dreambench
 from .formats import FORMATS, check_root, detect_format
+from .myvlm import check_split, read_myvlm
 from .native import read_unifybench  # the UnifyBench (UniCTokens) layout
 from .yollava import read_yollava
 
@@ -44,9 +46,12 @@ def _gen_prompts_for(generation_type: str | None, token: str) -> list[str]:
     return [p.replace("<sks>", token) for p in generation_prompts(generation_type)]
 
 
-def load_benchmark(spec: str | Path = "mini", format: str = "auto", validate_images: bool = False) -> Benchmark:
+def load_benchmark(spec: str | Path = "mini", format: str = "auto", validate_images: bool = False,
+                   split: int = 0) -> Benchmark:
     """Read a benchmark: ``"mini"`` (the bundled bench), a folder in any supported format, or a
-    Hugging Face dataset name (``owner/name[@revision]``, when no such folder exists; :mod:`.hub`)."""
+    Hugging Face dataset name (``owner/name[@revision]``, when no such folder exists; :mod:`.hub`).
+    ``split``: which of MyVLM's five training splits (other formats have one: 0)."""
+    check_split(split)
     source = None
     if isinstance(spec, str) and spec == "mini":
         root, name = MINI_BENCH_PATH, "mini"
@@ -63,11 +68,16 @@ def load_benchmark(spec: str | Path = "mini", format: str = "auto", validate_ima
         format = detect_format(root)
     if format not in FORMATS:
         raise BenchError(f"unknown format {format!r}; known: {', '.join(FORMATS)}", where="--format")
+    if split and format != "myvlm":
+        raise BenchError(f"--split {split}: only MyVLM's layout has training splits ({format} has one)",
+                         where="--split")
     try:
         if format == "unifybench":
             bench = read_unifybench(root, name, _gen_prompts_for)
         elif format == "dreambench":
             bench = read_dreambench(root, name)
+        elif format == "myvlm":
+            bench = read_myvlm(root, name, split)
         else:
             bench = read_yollava(root, name)
     except BenchError:

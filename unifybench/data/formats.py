@@ -7,9 +7,10 @@ from pathlib import Path
 
 from ..errors import BenchError
 from .dreambench import find_prompts_file
+from .myvlm import is_myvlm
 from .yollava import find_qa_files
 
-FORMATS = ("unifybench", "dreambench", "yollava")
+FORMATS = ("unifybench", "dreambench", "yollava", "myvlm")
 
 
 def check_root(path: Path) -> Path:
@@ -22,7 +23,8 @@ def check_root(path: Path) -> Path:
 
 def detect_format(path: str | Path) -> str:
     """``unifybench`` if test_data/ or concept/ exists; ``dreambench`` if prompts_and_classes.txt
-    exists (in the root or dataset/); ``yollava`` if a *visual-qa*.json or *text-only-qa*.json exists."""
+    exists (in the root or dataset/); ``yollava`` if a *visual-qa*.json or *text-only-qa*.json exists;
+    ``myvlm`` if a subfolder holds a captions.json."""
     root = check_root(Path(path))
     if (root / "test_data").is_dir() or (root / "concept").is_dir():
         return "unifybench"
@@ -30,4 +32,6 @@ def detect_format(path: str | Path) -> str:
         return "dreambench"
     if any(p is not None for p in find_qa_files(root)):
         return "yollava"
-    raise BenchError("cannot detect the format; pass --format (unifybench, dreambench or yollava)", root)
+    if is_myvlm(root):
+        return "myvlm"
+    raise BenchError("cannot detect the format; pass --format (unifybench, dreambench, yollava or myvlm)", root)

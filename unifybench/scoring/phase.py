@@ -57,9 +57,19 @@ def score_run(bench, work: dict, store, spec, backbones: str, skipped: dict[str,
         humans={c: bench.concept(c).identity_prompt for c in work if bench.concept(c).kind == "human"},
         judge=spec.judge is not None, choice_eval=spec.choice_eval)
     from .answers import answer_rows
+    from .captions import caption_rows
 
-    rows = answer_rows(work, store, tasks_run, spec.protocol)
+    rows = answer_rows(work, store, tasks_run, spec.protocol) + caption_rows(bench, work, store, tasks_run)
     backbone_info: dict | None = None
+    caption_clip: dict | None = None
+    if any(r["task"] == "caption" and bench.concept(r["concept"]).captions for r in rows):  # MyVLM's CLIPScore
+        from .captions import add_clip_scores
+        from .encoders import load_backbones
+
+        if loaded_backbones is None:
+            loaded_backbones = load_backbones(backbones, device=spec.device, seed=spec.seed, clip_name=spec.clip_model)
+        add_clip_scores(rows, bench, loaded_backbones, batch_size=max(spec.batch_size, 32))
+        caption_clip = loaded_backbones.describe()
     if "gen" in tasks_run:
         from .encoders import load_backbones
         from .face import face_rows
@@ -105,6 +115,9 @@ def score_run(bench, work: dict, store, spec, backbones: str, skipped: dict[str,
         overall[task] = {m: reason for m in TASK_METRICS[task] if (task, m) not in OPTIONAL_METRICS}
     random_scores = ("every score" if method_details.get("random_init") else
                      "generation scores" if backbones in ("random", "tiny") and gen_tasks_scored(overall) else None)
+    if (backbones in ("random", "tiny") and not method_details.get("random_init")
+            and isinstance(overall.get("caption", {}).get("clip_score"), float)):
+        random_scores = f"{random_scores} and caption CLIPScores" if random_scores else "caption CLIPScores"
     if spec.judge is not None and spec.judge.spec == "hf:tiny" and not method_details.get("random_init"):
         random_scores = f"{random_scores} and judged scores" if random_scores else "judged scores"
     results = {
@@ -119,6 +132,7 @@ def score_run(bench, work: dict, store, spec, backbones: str, skipped: dict[str,
         "limit": spec.limit,
         "backbones": {"kind": backbones, **backbone_names(backbones, spec.clip_model)},
         "generation_scoring": backbone_info or "not used",
+        **({"caption_clip_score": caption_clip} if caption_clip else {}),  # the CLIP that scored captions
         # Which numbers come from random weights: all of them (the method's model), or generation's.
         "label": f"{random_scores}: {RANDOM_INIT_LABEL}" if random_scores else None,
         "seed": spec.seed,

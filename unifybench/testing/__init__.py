@@ -244,14 +244,14 @@ class MethodContract:
 
     def test_an_interrupted_run_resumes_to_the_same_predictions(self, tmp_path):
         from ..methods import Method
-        from ..records import GEN_KINDS, QA_KINDS
+        from ..records import ANSWER_TASKS, GEN_KINDS
 
         klass = self.method_class()
         out = tmp_path / "interrupted"
         second = self.concepts[1]
         tasks = set(self._options()["tasks"])  # the steps this contract's runs reach
         steps = ["personalize"] if klass.personalizes() else []
-        steps += [s for s, kinds in (("answer", QA_KINDS), ("generate", GEN_KINDS))
+        steps += [s for s, kinds in (("answer", ANSWER_TASKS), ("generate", GEN_KINDS))
                   if tasks & set(kinds) and getattr(klass, s) is not getattr(Method, s)]
         for step in steps:  # a kill right after each step in turn, on the second concept
             real = getattr(klass, step)

@@ -104,3 +104,16 @@ def make_yollava(root: Path) -> Path:
                      "correct_answer": "A"}},
     })
     return root
+
+
+def make_myvlm(root: Path, photos: int = 6) -> Path:
+    """Two concepts in MyVLM's layout: ``<concept>/*.jpg`` and ``captions.json`` (five captions a
+    photo, naming the concept by its category word as MyVLM's do)."""
+    for name, noun in (("bo", "dog"), ("mam", "cat")):
+        folder = root / name
+        captions = {}
+        for i in range(photos):
+            photo(folder / f"IMG_{i}.jpg")
+            captions[f"IMG_{i}.jpg"] = [f"A {noun} in photo {i}, take {k}." for k in range(5)]
+        write_json(folder / "captions.json", captions)
+    return root

@@ -105,7 +105,7 @@ class YoChameleon(ConceptLayers, Method):
     """Yo'Chameleon: an identifier and self-prompting latent tokens learned on Anole-7B."""
 
     name = "yochameleon"
-    tasks = frozenset({"rec", "vqa", "text_only", "choice", "gen", "attr_gen"})
+    tasks = frozenset({"rec", "vqa", "text_only", "choice", "caption", "gen", "attr_gen"})
     arguments = {**_ARGS, **_TRAIN_ARGS}
 
     def __init__(self, args=None, **kwargs):

@@ -186,22 +186,31 @@ class LlavaHost:
                temperature: float = 0.0, seeds: Sequence[int] | None = None) -> list[str]:
         """Greedy replies to (user text, image or None), batched with left padding; with a temperature,
         sampled one at a time, each from its own seed."""
+        prompts = [(self.prompt_text(user, image is not None), [] if image is None else [image])
+                   for user, image in examples]
+        return self.reply(prompts, max_new_tokens, temperature, seeds)
+
+    @torch.no_grad()
+    def reply(self, prompts: Sequence[tuple[str, Sequence]], max_new_tokens: int, temperature: float = 0.0,
+              seeds: Sequence[int] | None = None) -> list[str]:
+        """Replies to whole prompts (the template already applied; one ``<image>`` per image, the
+        images in the order their placeholders appear), greedy and batched, or sampled one at a time."""
         if temperature > 0:
             out = []
-            for example, seed in zip(examples, seeds or [0] * len(examples)):
+            for prompt, seed in zip(prompts, seeds or [0] * len(prompts)):
                 torch.manual_seed(int(seed))
-                out += self._generate([example], max_new_tokens, {"do_sample": True, "temperature": temperature})
+                out += self._generate([prompt], max_new_tokens, {"do_sample": True, "temperature": temperature})
             return out
-        return self._generate(examples, max_new_tokens, {"do_sample": False})
+        return self._generate(prompts, max_new_tokens, {"do_sample": False})
 
-    def _generate(self, examples, max_new_tokens: int, sampling: dict) -> list[str]:
-        seqs = [self.ids(self.prompt_text(user, image is not None)) for user, image in examples]
+    def _generate(self, prompts, max_new_tokens: int, sampling: dict) -> list[str]:
+        seqs = [self.ids(text) for text, _ in prompts]
         width = max(len(s) for s in seqs)
         ids = torch.full((len(seqs), width), self.pad, dtype=torch.long)
         mask = torch.zeros((len(seqs), width), dtype=torch.long)
         for i, s in enumerate(seqs):
             ids[i, width - len(s):], mask[i, width - len(s):] = torch.tensor(s), 1
-        images = [image for _, image in examples if image is not None]
+        images = [image for _, shown in prompts for image in shown]
         extra = {"pixel_values": self.pixels(images)} if images else {}
         with quiet_transformers():
             out = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **extra,

@@ -33,7 +33,7 @@ from unifybench.seeding import derive_seed
 
 from .llava import DEFAULT_MODEL, LlavaHost
 
-TASKS = frozenset({"rec", "vqa", "text_only", "choice"})
+TASKS = frozenset({"rec", "vqa", "text_only", "choice", "caption"})
 N_LATENT = 16
 # The recognition question of the authors' test script (test-sks-acc.py), after the concept prompt.
 REC_QUESTION = "Can you see {c} in this photo? Answer with a single word or phrase."
