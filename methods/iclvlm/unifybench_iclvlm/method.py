@@ -35,7 +35,7 @@ class ICLVLM(Method):
     """Any VLM behind an OpenAI-compatible ``/chat/completions`` endpoint, personalized in context."""
 
     name = "icl-vlm"
-    tasks = frozenset({"rec", "vqa", "text_only", "choice"})
+    tasks = frozenset({"rec", "vqa", "text_only", "choice", "caption"})  # caption: the question as any other
     arguments = {
         "base_url": Arg(str, None, "the endpoint root, e.g. http://127.0.0.1:8000/v1 or https://api.openai.com/v1"),
         "model": Arg(str, None, "the model name the endpoint serves (its `model` field)"),
