@@ -23,7 +23,7 @@ from PIL import Image
 
 from .errors import BenchError, did_you_mean
 from .kit.args import Arg, Arguments, parse_arguments
-from .records import TASKS, Concept
+from .records import GEN_KINDS, QA_KINDS, TASKS, Concept
 
 ENTRY_POINT_GROUP = "unifybench.methods"
 
@@ -308,6 +308,10 @@ def _checked(obj, name: str, target: str) -> type[Method]:
     unknown = set(obj.tasks) - set(TASKS)
     if unknown:
         raise BenchError(f"declares unknown tasks {sorted(unknown)}", where=where)
+    for step, kinds in (("answer", QA_KINDS), ("generate", GEN_KINDS)):
+        needing = [t for t in kinds if t in obj.tasks]
+        if needing and getattr(obj, step) is getattr(Method, step):
+            raise BenchError(f"{target} declares {', '.join(needing)} but does not override {step}", where=where)
     overrides = {step: getattr(obj, step) is not getattr(Method, step) for step in ("personalize", "load_state")}
     if overrides["personalize"] != overrides["load_state"]:
         has, lacks = ("personalize", "load_state") if overrides["personalize"] else ("load_state", "personalize")
