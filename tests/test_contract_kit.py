@@ -195,3 +195,11 @@ def test_describe_must_be_json_with_random_init_a_bool(tmp_path):
             contract().test_describe_is_json_and_says_whether_the_weights_are_random()
     finally:
         contract.teardown_class()
+
+
+def test_a_short_image_list_is_reported_as_returned_n_of_m_images(tmp_path):
+    from unifybench import evaluate
+
+    with pytest.raises(BenchError, match=r"gen/cat/0: returned 2 of 3 images"):
+        evaluate(_planted("image_short"), out=str(tmp_path), tasks=["gen"], concepts=["cat"], limit=1,
+                 images_per_prompt=3, backbones="tiny")

@@ -339,8 +339,9 @@ def _distribution_of(module: str) -> tuple[str | None, str | None]:
 
 
 def method_code(cls: type) -> dict:
-    """A content hash of the method's source: every ``.py`` file of the top-level package that
-    defines it (an adapter package folder), or its module's file alone when that module is a single
+    """A content hash of the method's source: every file of the top-level package that defines it
+    (an adapter package folder: its ``.py`` files and its data files, bytecode aside), or its
+    module's file alone when that module is a single
     file or part of ``unifybench`` itself (the built-ins). Recorded in run.json; a resume into a run
     directory made by other code is refused (``--resume-changed-code`` overrides)."""
     module = sys.modules.get(cls.__module__)
@@ -348,12 +349,14 @@ def method_code(cls: type) -> dict:
     top = sys.modules.get(top_name)
     if top is not None and hasattr(top, "__path__") and top_name != "unifybench":
         roots = [Path(p) for p in top.__path__]
-        files = sorted({f for root in roots for f in root.rglob("*.py") if "__pycache__" not in f.parts})
+        # every file of the package: its code and its data (a vocabulary, a prompt file), not bytecode
+        files = sorted({f for root in roots for f in root.rglob("*") if f.is_file() and "__pycache__" not in f.parts
+                        and f.suffix not in (".pyc", ".pyo")})
         base = roots[0]
         package = top_name
     else:
         file = getattr(module, "__file__", None)
-        if not file:
+        if not file or not Path(file).is_file():  # no source file (a class typed into `python -`): nothing to hash
             return {"package": cls.__module__, "sha256": None, "files": {}}
         files, base, package = [Path(file)], Path(file).parent, cls.__module__
     per_file = {}

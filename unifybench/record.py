@@ -91,16 +91,25 @@ def read_previous(run_dir: Path) -> dict:
     return data
 
 
-def check_same_code(previous: dict, method_code: dict, allow: bool, run_dir: Path) -> dict | None:
-    """Refuse to add predictions to a run directory made by other method code; with ``allow``
-    (``--resume-changed-code``) return the note that run.json keeps of it. Nothing to compare (a
-    new directory, or one from before code was recorded) passes."""
+def code_differs(previous: dict, method_code: dict) -> str | None:
+    """What changed between the code that made a run directory's predictions and ``method_code``
+    (one line), or None when they are the same or nothing was recorded."""
     from .methods import code_changes
 
     recorded = previous.get("method_code")
     if not recorded or not recorded.get("sha256") or recorded.get("sha256") == method_code.get("sha256"):
         return None
-    what = code_changes(recorded, method_code)
+    return code_changes(recorded, method_code)
+
+
+def check_same_code(previous: dict, method_code: dict, allow: bool, run_dir: Path) -> dict | None:
+    """Refuse to add predictions to a run directory made by other method code; with ``allow``
+    (``--resume-changed-code``) return the note that run.json keeps of it. Nothing to compare (a
+    new directory, or one from before code was recorded) passes."""
+    recorded = previous.get("method_code")
+    what = code_differs(previous, method_code)
+    if what is None:
+        return None
     if not allow:
         raise BenchError(f"the method's code changed since predictions were made here ({recorded.get('package')}: "
                          f"{what}); resuming would mix predictions of two versions: give another --out, or pass "

@@ -79,6 +79,10 @@ def _run_row(results_path: Path) -> dict:
         copies = (results["tasks"].get("gen") or {}).get("copies")
         if isinstance(copies, int) and copies:  # it scores against its own reference photos: say so
             row["method"] += f" [copies reference photos: {copies} images]"
+        if results.get("resumed_with_changed_code"):  # predictions of two versions of the method's code
+            row["method"] += " [resumed with changed code]"
+        if results.get("method_code_changed"):  # rescored after the code changed: the old code's numbers
+            row["method"] += " [code changed since]"
         backend = (results.get("method_details") or {}).get("backend_name")
         if backend:  # a method that runs on several unified models: which one made these numbers
             row["method"] += f" [{backend}]"
