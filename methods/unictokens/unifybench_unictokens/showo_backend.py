@@ -200,9 +200,9 @@ def fit_image_size(vq, num_vq_tokens, source) -> None:
 
 
 def _local_only() -> bool:
-    from unifybench.scoring.encoders import _offline, hub_reachable
+    from unifybench.kit.models import local_only
 
-    return _offline() or not hub_reachable()
+    return local_only()
 
 
 def masked_count(n: int, step: int, steps: int) -> int:
