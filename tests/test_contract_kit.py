@@ -203,3 +203,18 @@ def test_a_short_image_list_is_reported_as_returned_n_of_m_images(tmp_path):
     with pytest.raises(BenchError, match=r"gen/cat/0: returned 2 of 3 images"):
         evaluate(_planted("image_short"), out=str(tmp_path), tasks=["gen"], concepts=["cat"], limit=1,
                  images_per_prompt=3, backbones="tiny")
+
+
+def test_the_public_builders_make_tiny_models_and_small_benches(tmp_path):
+    from unifybench.testing import bundled_concept, small_bench, tiny_clip, tiny_llava
+
+    model, tokenizer = tiny_clip()
+    with torch.no_grad():
+        text = model.encode_text(tokenizer(["a photo of a dog"]))
+    assert text.shape == (1, 32)
+    llava, processor = tiny_llava()
+    assert llava.config.model_type == "llava" and processor.tokenizer.convert_tokens_to_ids("<image>") >= 0
+    dog = bundled_concept("dog")
+    assert dog.token == "<dog>" and dog.train_images and all(p.is_file() for p in dog.train_images)
+    bench = small_bench(tmp_path / "bench", "yollava")
+    assert sorted(c.name for c in bench.concepts) == ["bo", "mam"]

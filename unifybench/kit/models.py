@@ -33,8 +33,20 @@ def kind_of(name: str, builtins: tuple[str, ...] = ()) -> str:
     return "folder"
 
 
-def _offline() -> bool:
+def offline() -> bool:
+    """Whether ``HF_HUB_OFFLINE`` asks for no hub access."""
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+_offline = offline  # the name before it was public
+
+
+def local_only() -> bool:
+    """Whether models must come from the local cache: ``HF_HUB_OFFLINE`` is set, or the hub cannot
+    be reached (``from_pretrained(..., local_files_only=local_only())``)."""
+    from ..scoring.encoders import hub_reachable
+
+    return offline() or not hub_reachable()
 
 
 def check_available(name: str, *, builtins: tuple[str, ...] = (), argument: str = "model",

@@ -49,8 +49,9 @@ from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
 from ..errors import BenchError
+from .tiny import bundled_concept, small_bench, tiny_clip, tiny_llava
 
-__all__ = ["MethodContract", "RowsContract", "Ran", "cli", "predict", "predictions", "only_run_dir", "read_results", "evaluate_quietly",
+__all__ = ["MethodContract", "RowsContract", "Ran", "bundled_concept", "small_bench", "tiny_clip", "tiny_llava", "cli", "predict", "predictions", "only_run_dir", "read_results", "evaluate_quietly",
            "prediction_differences", "assert_same_predictions", "state_differences", "module_snapshot"]
 
 
