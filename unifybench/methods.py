@@ -308,10 +308,6 @@ def _checked(obj, name: str, target: str) -> type[Method]:
     unknown = set(obj.tasks) - set(TASKS)
     if unknown:
         raise BenchError(f"declares unknown tasks {sorted(unknown)}", where=where)
-    for step, kinds in (("answer", QA_KINDS), ("generate", GEN_KINDS)):
-        needing = [t for t in kinds if t in obj.tasks]
-        if needing and getattr(obj, step) is getattr(Method, step):
-            raise BenchError(f"{target} declares {', '.join(needing)} but does not override {step}", where=where)
     overrides = {step: getattr(obj, step) is not getattr(Method, step) for step in ("personalize", "load_state")}
     if overrides["personalize"] != overrides["load_state"]:
         has, lacks = ("personalize", "load_state") if overrides["personalize"] else ("load_state", "personalize")
@@ -323,6 +319,10 @@ def _checked(obj, name: str, target: str) -> type[Method]:
                          f"{'overrides' if obj.personalizes() else 'does not override'} personalize; the runner "
                          f"personalizes exactly the methods that override it: remove needs_personalization",
                          where=where)
+    for step, kinds in (("answer", QA_KINDS), ("generate", GEN_KINDS)):
+        needing = [t for t in kinds if t in obj.tasks]
+        if needing and getattr(obj, step) is getattr(Method, step):
+            raise BenchError(f"{target} declares {', '.join(needing)} but does not override {step}", where=where)
     return obj
 
 
@@ -341,9 +341,9 @@ def _distribution_of(module: str) -> tuple[str | None, str | None]:
 def method_code(cls: type) -> dict:
     """A content hash of the method's source: every file of the top-level package that defines it
     (an adapter package folder: its ``.py`` files and its data files, bytecode aside), or its
-    module's file alone when that module is a single
-    file or part of ``unifybench`` itself (the built-ins). Recorded in run.json; a resume into a run
-    directory made by other code is refused (``--resume-changed-code`` overrides)."""
+    module's file alone when that module is a single file or part of ``unifybench`` itself (the
+    built-ins). Recorded in run.json; a resume into a run directory made by other code is refused
+    (``--resume-changed-code`` overrides)."""
     module = sys.modules.get(cls.__module__)
     top_name = cls.__module__.split(".")[0]
     top = sys.modules.get(top_name)

@@ -23,6 +23,7 @@ from pathlib import Path
 from . import distributed, record
 from .devices import check_device
 from .errors import BenchError, did_you_mean
+from .kit.files import write_json_atomic
 from .logs import get_logger, run_log
 from .methods import GenRequest, Method, Provider, method_code, resolve_method
 from .metrics import Why
@@ -32,7 +33,6 @@ from .records import GEN_KINDS, QA_KINDS, TASKS, Benchmark
 from .scoring.judges import JudgeConfig
 from .scoring.phase import score_run
 from .seeding import seeded
-from .kit.files import write_json_atomic
 from .store import RunStore, check_no_links, prepare_out_dir, run_dir_lock, safe_filename
 from .tasks import Work, build_requests
 

@@ -26,7 +26,7 @@ def find_missing(work: dict, store) -> list[str]:
             if record is None and w.purpose == "identity":
                 continue  # face identity then says "not scored: no images for the identity prompt"
             if record is None:
-                missing.append(f"{w.request.key}: {getattr(store, 'shortfalls', {}).get(w.request.key, 'no prediction')}")
+                missing.append(f"{w.request.key}: {store.shortfalls.get(w.request.key, 'no prediction')}")
             elif w.request.task in GEN_KINDS:
                 for rel in record.get("images", []):
                     if not (store.run_dir / rel).is_file():

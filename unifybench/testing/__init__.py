@@ -32,7 +32,8 @@ The contract (each a test; every failure names the requests, keys or tensors tha
 
 Runs use the bundled mini bench (two concepts, ``limit`` items per task, three images per prompt,
 batches of six requests) and tiny scorer backbones.
-The helpers below (:func:`cli`, :func:`predict`, :func:`predictions`, ...) serve a package's own tests.
+The helpers below (:func:`cli`, :func:`predict`, :func:`predictions`, ...) and the tiny builders of
+:mod:`unifybench.testing.tiny` serve a package's own tests.
 """
 from __future__ import annotations
 
@@ -51,8 +52,9 @@ from typing import Any, ClassVar, Sequence
 from ..errors import BenchError
 from .tiny import bundled_concept, small_bench, tiny_clip, tiny_llava
 
-__all__ = ["MethodContract", "RowsContract", "Ran", "bundled_concept", "small_bench", "tiny_clip", "tiny_llava", "cli", "predict", "predictions", "only_run_dir", "read_results", "evaluate_quietly",
-           "prediction_differences", "assert_same_predictions", "state_differences", "module_snapshot"]
+__all__ = ["MethodContract", "RowsContract", "Ran", "cli", "predict", "predictions", "only_run_dir", "read_results",
+           "evaluate_quietly", "prediction_differences", "assert_same_predictions", "state_differences",
+           "module_snapshot", "bundled_concept", "small_bench", "tiny_clip", "tiny_llava"]
 
 
 @dataclass
