@@ -54,7 +54,7 @@ from .tiny import bundled_concept, small_bench, tiny_clip, tiny_llava
 
 __all__ = ["MethodContract", "RowsContract", "Ran", "cli", "predict", "predictions", "only_run_dir", "read_results",
            "evaluate_quietly", "prediction_differences", "assert_same_predictions", "state_differences",
-           "module_snapshot", "bundled_concept", "small_bench", "tiny_clip", "tiny_llava"]
+           "module_snapshot", "changed_tensors", "bundled_concept", "small_bench", "tiny_clip", "tiny_llava"]
 
 
 @dataclass
@@ -298,8 +298,10 @@ def _modules_of(obj: Any, where: str, found: dict, seen: set, depth: int = 0) ->
                         depth + 1)
 
 
-def module_snapshot(method: Any) -> dict[str, str]:
-    """A content hash of every tensor of every torch module reachable from ``method``, by name."""
+def module_snapshot(method: Any) -> dict[str, tuple[int, str]]:
+    """A content hash of every tensor of every torch module reachable from ``method``, by name (the
+    module's identity is part of the value: a module replaced by another is not one that changed,
+    but compares unequal only where the same object's tensors changed, see :func:`changed_tensors`)."""
     import hashlib
 
     found: dict = {}
@@ -311,8 +313,15 @@ def module_snapshot(method: Any) -> dict[str, str]:
         for name, tensor in module.state_dict(keep_vars=True).items():
             t = tensor.detach().cpu().contiguous()
             data = t.view(-1).view(torch.uint8) if t.dtype != torch.bool else t
-            snapshot[f"{where}.{name}"] = f"{hashlib.sha1(data.numpy().tobytes()).hexdigest()} {t.dtype} {list(t.shape)}"
+            snapshot[f"{where}.{name}"] = (id(module), f"{hashlib.sha1(data.numpy().tobytes()).hexdigest()} "
+                                                      f"{t.dtype} {list(t.shape)}")
     return snapshot
+
+
+def changed_tensors(before: dict, after: dict) -> list[str]:
+    """The tensors of one module object, held before and after, whose content changed."""
+    return [name for name, (module, digest) in before.items()
+            if name in after and after[name][0] == module and after[name][1] != digest]
 
 
 def _folder_contents(folder: Path) -> dict[str, int]:
@@ -412,7 +421,7 @@ class MethodContract:
             snapshots.append(module_snapshot(self))
             if len(snapshots) % 2 == 0:
                 before, after = snapshots[-2:]
-                changed = [name for name in before if name in after and before[name] != after[name]]
+                changed = changed_tensors(before, after)
                 if changed:
                     raise AssertionError(f"after concept {current[0]}, tensors of the method's shared model(s) "
                                          f"are not what they were before it (a concept left a trace that later "
