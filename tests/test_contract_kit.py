@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import inspect
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
