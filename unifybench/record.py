@@ -29,6 +29,12 @@ RANDOM_INIT_LABEL = "random-init weights: plumbing and speed only, not a result"
 BACKBONES_UNUSED = "not used"
 
 
+def is_random_init(method_details: dict | None) -> bool:
+    """Whether a method's predictions come from random-init weights: its ``describe()``'s
+    ``random_init`` (a bool, the contract kit checks). The one place every label and table asks."""
+    return bool((method_details or {}).get("random_init"))
+
+
 @functools.cache  # once per process: run.json is written more than once per run
 def versions() -> dict[str, str | None]:
     found = {}
