@@ -21,9 +21,9 @@ from unifybench.errors import BenchError
 from unifybench.kit.args import Arg, Auto
 from unifybench.kit.batching import draw_in_calls
 from unifybench.kit.epochs import load_token_rows, save_token_rows, training_costs
-from unifybench.kit.rows import EpochLoop
 from unifybench.kit.files import read_json
 from unifybench.kit.models import check_available, kind_of, shared, torch_dtype
+from unifybench.kit.rows import EpochLoop
 from unifybench.logs import get_logger
 from unifybench.methods import ConceptLayers, Method
 from unifybench.records import Concept
