@@ -217,3 +217,20 @@ def test_the_public_builders_make_tiny_models_and_small_benches(tmp_path):
     assert dog.token == "<dog>" and dog.train_images and all(p.is_file() for p in dog.train_images)
     bench = small_bench(tmp_path / "bench", "yollava")
     assert sorted(c.name for c in bench.concepts) == ["bo", "mam"]
+
+
+def test_the_adapters_and_the_example_import_nothing_private_from_unifybench():
+    import ast
+
+    root = Path(__file__).resolve().parents[1]
+    private = []
+    for folder in ("methods", "examples"):
+        for file in (root / folder).rglob("*.py"):
+            if "tests" in file.relative_to(root).parts:
+                continue
+            for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("unifybench"):
+                    names = [a.name for a in node.names if a.name.startswith("_")]
+                    names += [p for p in node.module.split(".") if p.startswith("_")]
+                    private += [f"{file.relative_to(root)}: {node.module} {name}" for name in names]
+    assert not private, private
