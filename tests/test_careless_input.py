@@ -82,6 +82,17 @@ def test_leaderboard_into_a_closed_pipe_is_one_line(tmp_path):
         "unifybench: error: [stdout]: the reader closed the pipe before all output was written"]
 
 
+def test_a_run_into_a_closed_pipe_finishes_quietly_with_exit_0(tmp_path):
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # `unifybench run ... | head` once head has its lines
+    proc = subprocess.run([sys.executable, "-m", "unifybench", "run", "--method", "always-yes", "--tasks", "rec",
+                           "--limit", "1", "--out", str(tmp_path / "runs")],
+                          stdout=write_end, stderr=subprocess.PIPE, text=True, env=cli_env(), cwd=REPO)
+    os.close(write_end)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert (only_run_dir(tmp_path / "runs") / "results.json").is_file()  # the work went on without output
+
+
 @pytest.mark.parametrize("args, expected", [
     (["--limit", "0"], "--limit"),
     (["--limit", "-1"], "--limit"),

@@ -94,3 +94,40 @@ def test_real_images_and_distinct_photos_are_not_copies(tmp_path):
     plain = tmp_path / "plain.png"
     Image.new("RGB", (64, 64), (128, 128, 128)).save(plain)
     assert copy_flags(dog.reference_images, dog.test_images + [plain]) == [None] * (len(dog.test_images) + 1)
+
+
+def test_a_reference_mirrored_cropped_or_rescaled_and_re_encoded_is_flagged_near(tmp_path):
+    from unifybench.data import load_benchmark
+    from unifybench.scoring.fidelity import copy_flags
+
+    dog = load_benchmark("mini").concept("dog")
+    made = []
+    for i, ref in enumerate(dog.reference_images):
+        with Image.open(ref) as im:
+            photo = im.convert("RGB")
+        w, h = photo.size
+        five = (round(w * 0.05), round(h * 0.05))
+        for name, copy in {
+            "mirrored": photo.transpose(Image.FLIP_LEFT_RIGHT),
+            "cropped": photo.crop((five[0], five[1], w, h)).resize((w, h)),  # 5% off two sides
+            "centre-cropped": photo.crop((five[0] // 2, five[1] // 2, w - five[0] // 2, h - five[1] // 2)),
+            "rescaled": photo.resize((w * 2 // 3, h * 2 // 3)),
+            "mirrored-and-cropped": photo.crop((0, 0, w - five[0], h - five[1])).transpose(Image.FLIP_LEFT_RIGHT),
+        }.items():
+            made.append(tmp_path / f"{i}-{name}.jpg")
+            copy.save(made[-1], quality=85)  # re-encoded
+    assert copy_flags(dog.reference_images, made) == ["near"] * len(made)
+
+
+def test_different_real_photos_of_one_concept_are_not_copies_of_each_other():
+    """Every photo of each concept of the bundled mini bench (DreamBench's photos), held-out and
+    training, against the others of its concept as references: none is flagged."""
+    from unifybench.data import load_benchmark
+    from unifybench.scoring.fidelity import copy_flags
+
+    bench = load_benchmark("mini")
+    for concept in bench.concepts:
+        photos = list(dict.fromkeys(list(concept.train_images) + list(concept.test_images)))
+        for photo in photos:
+            others = [p for p in photos if p != photo]
+            assert copy_flags(others, [photo]) == [None], (concept.name, photo)

@@ -143,7 +143,64 @@ def test_a_resume_into_predictions_of_other_code_is_refused_in_one_line_unless_a
     assert record["method_code"]["sha256"] != recorded["method_code"]["sha256"]
 
     module.write_text(module.read_text() + "\n# another edit\n")  # every prediction exists: scoring only
-    assert run(plugin, out, "--method-arg", "fail_on=cat").returncode == 0
+    rescored = run(plugin, out, "--method-arg", "fail_on=cat")
+    assert rescored.returncode == 0
+    # The numbers shown are the old code's: one line says so, and results.json records it.
+    said = [ln for ln in rescored.stdout.splitlines() if "method's code changed since these predictions" in ln]
+    assert len(said) == 1 and "changed threshold_method.py" in said[0], rescored.stdout
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["method_code_changed"]["changes"] == "changed threshold_method.py"
+    assert results["resumed_with_changed_code"][0]["changes"] == "changed threshold_method.py"
+    # ... and the leaderboard and the gallery mark the run.
+    board = cli("leaderboard", str(out))
+    assert "[resumed with changed code]" in board.stdout and "[code changed since]" in board.stdout, board.stdout
+    page = tmp_path / "gallery.html"
+    assert cli("gallery", str(run_dir), "--out", str(page)).returncode == 0
+    html = page.read_text()
+    assert "resumed with changed method code (changed threshold_method.py)" in html
+    assert "code changed since these samples were made" in html
+
+
+def test_evaluate_runs_a_class_typed_into_python_stdin(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO, cli_env
+
+    script = ("import unifybench\nfrom unifybench.builtin_methods import AlwaysYes\n"
+              "class Mine(AlwaysYes):\n    name = 'mine'\n"
+              f"unifybench.evaluate(Mine, tasks=['rec'], concepts=['cat'], limit=1, out={str(tmp_path)!r})\n")
+    ran = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, env=cli_env(), cwd=REPO,
+                         timeout=300)
+    assert ran.returncode == 0, ran.stderr
+    recorded = json.loads((only_run_dir(tmp_path) / "run.json").read_text())["method_code"]
+    assert recorded == {"package": "__main__", "sha256": None, "files": {}}
+
+
+def test_the_method_code_hash_covers_the_package_data_files(tmp_path):
+    import importlib
+    import sys
+
+    from unifybench.methods import code_changes, method_code
+
+    package = tmp_path / "vocab_plugin"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "method.py").write_text("from unifybench.builtin_methods import AlwaysYes\n"
+                                       "class Vocab(AlwaysYes):\n    name = 'vocab'\n")
+    (package / "words.txt").write_text("sks\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        cls = importlib.import_module("vocab_plugin.method").Vocab
+        before = method_code(cls)
+        (package / "words.txt").write_text("bo\n")
+        after = method_code(cls)
+    finally:
+        sys.path.remove(str(tmp_path))
+        for name in [m for m in sys.modules if m.startswith("vocab_plugin")]:
+            del sys.modules[name]
+    assert "words.txt" in before["files"] and before["sha256"] != after["sha256"]
+    assert code_changes(before, after) == "changed words.txt"
 
 
 # ----------------------------------------------------------------------------- the registry

@@ -27,7 +27,14 @@ EXIT_BAD_INPUT = 2
 def _console(stderr: bool = False, quiet: bool = False):
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=True, quiet=quiet)
+    class Quiet(Console):
+        def on_broken_pipe(self) -> None:
+            # The reader went away (`unifybench run ... | head`): the work goes on without output
+            # and ends with its own exit status (rich's default exits 1 at once, silently).
+            self.quiet = True
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+    return Quiet(stderr=stderr, highlight=False, soft_wrap=True, quiet=quiet)
 
 
 def _path(text: str) -> Path:

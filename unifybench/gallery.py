@@ -148,6 +148,12 @@ def build_gallery(run_dir: Path, *, concepts: list[str] | None = None, images_pe
     if isinstance(copies, int) and copies:
         head.append(f"<div class='banner'>{copies} generated image(s) are copies of a reference photo: they are "
                     f"scored against themselves (marked below)</div>")
+    for note in results.get("resumed_with_changed_code") or []:
+        head.append(f"<div class='banner'>resumed with changed method code ({esc(note.get('changes'))}): these "
+                    f"samples come from two versions of the method</div>")
+    if results.get("method_code_changed"):
+        head.append(f"<div class='banner'>the method's code changed since these samples were made "
+                    f"({esc(results['method_code_changed'].get('changes'))})</div>")
     if bench_problem:
         head.append(f"<div class='banner'>reference photos and item images not shown: the benchmark "
                     f"could not be read ({esc(bench_problem)})</div>")

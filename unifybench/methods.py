@@ -23,7 +23,7 @@ from PIL import Image
 
 from .errors import BenchError, did_you_mean
 from .kit.args import Arg, Arguments, parse_arguments
-from .records import TASKS, Concept
+from .records import ANSWER_TASKS, GEN_KINDS, TASKS, Concept
 from .version import __version__
 
 ENTRY_POINT_GROUP = "unifybench.methods"
@@ -312,6 +312,10 @@ def _checked(obj, name: str, target: str) -> type[Method]:
     if undeclared:
         raise BenchError(f"{target} declares argument(s) {', '.join(undeclared)} without Arg: declare each as "
                          f"Arg(type, default, help) (docs/writing-a-method.md, 'Arguments')", where=where)
+    for step, kinds in (("answer", ANSWER_TASKS), ("generate", GEN_KINDS)):
+        needing = [t for t in kinds if t in obj.tasks]
+        if needing and getattr(obj, step) is getattr(Method, step):
+            raise BenchError(f"{target} declares {', '.join(needing)} but does not override {step}", where=where)
     return obj
 
 
@@ -328,21 +332,24 @@ def _distribution_of(module: str) -> tuple[str | None, str | None]:
 
 
 def method_code(cls: type) -> dict:
-    """A content hash of the method's source: every ``.py`` file of the top-level package that
-    defines it (an adapter package folder), or its module's file alone when that module is a single
-    file or part of ``unifybench`` itself (the built-ins). Recorded in run.json; a resume into a run
-    directory made by other code is refused (``--resume-changed-code`` overrides)."""
+    """A content hash of the method's source: every file of the top-level package that defines it
+    (an adapter package folder: its ``.py`` files and its data files, bytecode aside), or its
+    module's file alone when that module is a single file or part of ``unifybench`` itself (the
+    built-ins). Recorded in run.json; a resume into a run directory made by other code is refused
+    (``--resume-changed-code`` overrides)."""
     module = sys.modules.get(cls.__module__)
     top_name = cls.__module__.split(".")[0]
     top = sys.modules.get(top_name)
     if top is not None and hasattr(top, "__path__") and top_name != "unifybench":
         roots = [Path(p) for p in top.__path__]
-        files = sorted({f for root in roots for f in root.rglob("*.py") if "__pycache__" not in f.parts})
+        # every file of the package: its code and its data (a vocabulary, a prompt file), not bytecode
+        files = sorted({f for root in roots for f in root.rglob("*") if f.is_file() and "__pycache__" not in f.parts
+                        and f.suffix not in (".pyc", ".pyo")})
         base = roots[0]
         package = top_name
     else:
         file = getattr(module, "__file__", None)
-        if not file:
+        if not file or not Path(file).is_file():  # no source file (a class typed into `python -`): nothing to hash
             return {"package": cls.__module__, "sha256": None, "files": {}}
         files, base, package = [Path(file)], Path(file).parent, cls.__module__
     per_file = {}

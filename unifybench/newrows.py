@@ -1,7 +1,7 @@
 """Learning new vocabulary rows of a frozen model, once, for every token-learning adapter.
 
-UniCTokens (``methods/unictokens``) uses it now; Yo'LLaVA and textual inversion are meant to. What
-lives here:
+Plugins import these names from :mod:`unifybench.kit.rows` (the rows layer, with the resumable
+epoch loop); importing them from here keeps working. What lives here:
 
 - :class:`NewTokens`: a concept's tokens exist only inside ``with``: its strings are added to the
   tokenizer, the vocabulary grows where they need rows, and their rows are written; on leaving, the

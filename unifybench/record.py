@@ -29,6 +29,12 @@ RANDOM_INIT_LABEL = "random-init weights: plumbing and speed only, not a result"
 BACKBONES_UNUSED = "not used"
 
 
+def is_random_init(method_details: dict | None) -> bool:
+    """Whether a method's predictions come from random-init weights: its ``describe()``'s
+    ``random_init`` (a bool, the contract kit checks). The one place every label and table asks."""
+    return bool((method_details or {}).get("random_init"))
+
+
 @functools.cache  # once per process: run.json is written more than once per run
 def versions() -> dict[str, str | None]:
     found = {}
@@ -91,16 +97,25 @@ def read_previous(run_dir: Path) -> dict:
     return data
 
 
-def check_same_code(previous: dict, method_code: dict, allow: bool, run_dir: Path) -> dict | None:
-    """Refuse to add predictions to a run directory made by other method code; with ``allow``
-    (``--resume-changed-code``) return the note that run.json keeps of it. Nothing to compare (a
-    new directory, or one from before code was recorded) passes."""
+def code_differs(previous: dict, method_code: dict) -> str | None:
+    """What changed between the code that made a run directory's predictions and ``method_code``
+    (one line), or None when they are the same or nothing was recorded."""
     from .methods import code_changes
 
     recorded = previous.get("method_code")
     if not recorded or not recorded.get("sha256") or recorded.get("sha256") == method_code.get("sha256"):
         return None
-    what = code_changes(recorded, method_code)
+    return code_changes(recorded, method_code)
+
+
+def check_same_code(previous: dict, method_code: dict, allow: bool, run_dir: Path) -> dict | None:
+    """Refuse to add predictions to a run directory made by other method code; with ``allow``
+    (``--resume-changed-code``) return the note that run.json keeps of it. Nothing to compare (a
+    new directory, or one from before code was recorded) passes."""
+    recorded = previous.get("method_code")
+    what = code_differs(previous, method_code)
+    if what is None:
+        return None
     if not allow:
         raise BenchError(f"the method's code changed since predictions were made here ({recorded.get('package')}: "
                          f"{what}); resuming would mix predictions of two versions: give another --out, or pass "

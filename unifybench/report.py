@@ -20,7 +20,7 @@ import pandas as pd
 from .errors import BenchError
 from .metrics import DIRECTIONS, column_order, is_reason
 from .pages import esc, page
-from .record import BACKBONES_UNUSED, RANDOM_INIT_LABEL
+from .record import BACKBONES_UNUSED, RANDOM_INIT_LABEL, is_random_init
 
 PUBLISHED_CSV = Path(__file__).resolve().parent / "data" / "published.csv"
 INTERVAL_NOTE = ("95% interval: value ± h where symmetric, else value [lo, hi]; the concepts are the unit (concept "
@@ -76,7 +76,7 @@ def _run_row(results_path: Path) -> dict:
         row = {"benchmark": results["bench"]["name"], "protocol": results["protocol"], "backbones": backbones,
                "judge": (results.get("judge") or {}).get("judge") or "", "limit": _limit_label(limit),
                "method": results["method"]}
-        if (results.get("method_details") or {}).get("random_init") and not _random_backbones(backbones):
+        if is_random_init(results.get("method_details")) and not _random_backbones(backbones):
             # A random-init method model (model=tiny) makes random-init numbers whatever scored them:
             # never in a table of real results, and never joined to one as an understanding-only run.
             row["backbones"] = RANDOM_METHOD if backbones == BACKBONES_UNUSED else f"{RANDOM_METHOD}; {backbones}"
@@ -85,6 +85,10 @@ def _run_row(results_path: Path) -> dict:
             row["method"] += f" [copies reference photos: {copies} images]"
         if results.get("choice_eval", "plain") != "plain":  # other requests: never the same row as a plain run's
             row["method"] += f" [choice: {results['choice_eval']}]"
+        if results.get("resumed_with_changed_code"):  # predictions of two versions of the method's code
+            row["method"] += " [resumed with changed code]"
+        if results.get("method_code_changed"):  # rescored after the code changed: the old code's numbers
+            row["method"] += " [code changed since]"
         backend = (results.get("method_details") or {}).get("backend_name")
         if backend:  # a method that runs on several unified models: which one made these numbers
             row["method"] += f" [{backend}]"
@@ -98,7 +102,7 @@ def _run_row(results_path: Path) -> dict:
         row["_concept_set"] = tuple(sorted(concepts))
         row["_counts"] = {"concepts": counts.get("concepts", len(row["_concept_set"])),
                           "items": counts.get("items", 0) + counts.get("images", 0)}
-        row["_random_method"] = bool((results.get("method_details") or {}).get("random_init"))
+        row["_random_method"] = is_random_init(results.get("method_details"))
         row["_intervals"] = {f"{t}.{m}": (ci["lo"], ci["hi"]) for t, ms in (results.get("intervals") or {}).items()
                              for m, ci in ms.items()}
         # "only 3 concepts", "one concept: over its own items": shown wherever the number is

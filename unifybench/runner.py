@@ -23,6 +23,7 @@ from pathlib import Path
 from . import distributed, record
 from .devices import check_device
 from .errors import BenchError, did_you_mean
+from .kit.files import write_json_atomic
 from .logs import get_logger, run_log
 from .methods import GenRequest, Method, Provider, method_code, resolve_method
 from .metrics import Why
@@ -212,7 +213,7 @@ def run(spec: RunSpec, out_root: Path, console=None, verbose: bool = False,
     console = console or null_console()
     rank = distributed.from_env()
     with contextlib.ExitStack() as held:
-        problem = p = store = previous = code_note = None
+        problem = p = store = previous = code_note = stale_code = None
         try:
             device = distributed.check_rank_device(rank, spec.device)
             p = _prepare(spec, out_root, rank, console, device, method_class)
@@ -229,6 +230,8 @@ def run(spec: RunSpec, out_root: Path, console=None, verbose: bool = False,
                                  "unknown; restore run.json or move the run directory aside", p.run_dir)
             if any(w.request.key not in store for ws in p.work.values() for w in ws):
                 code_note = record.check_same_code(previous, p.code, spec.resume_changed_code, p.run_dir)
+            else:  # only rescoring: the numbers are the recorded code's, whatever the code is now
+                stale_code = record.code_differs(previous, p.code)
         except Exception as exc:  # under torchrun every rank learns of it at the rendezvous, and stops there
             if not rank.active:
                 raise
@@ -283,6 +286,17 @@ def run(spec: RunSpec, out_root: Path, console=None, verbose: bool = False,
         store.merge_rank_files()  # every rank's predictions (also what an interrupted launch left) in one file
         results = score_run(p.bench, p.work, store, spec, p.backbones, p.skipped, console, details,
                             p.identity["method_args"], p.loaded_backbones)
+        resumed_notes = (run_json or {}).get("resumed_with_changed_code")
+        if resumed_notes:  # its predictions come from two versions of the method: the tables say so
+            results["resumed_with_changed_code"] = resumed_notes
+        if stale_code:
+            results["method_code_changed"] = {"changes": stale_code, "recorded": previous["method_code"].get("sha256"),
+                                              "current": p.code.get("sha256")}
+        if resumed_notes or stale_code:
+            write_json_atomic(p.run_dir / "results.json", results)
+        if stale_code:
+            console.print(f"note: the method's code changed since these predictions were made ({stale_code}): the "
+                          f"numbers are the old code's; give another --out to predict with the current code")
     return RunOutcome(p.run_dir, results)
 
 
@@ -388,6 +402,8 @@ def _predict(method: Method, bench: Benchmark, work: dict[str, list[Work]], stor
                                                        store, spec.seed):
                     for w, images in zip(batch, outputs):
                         req: GenRequest = w.request  # type: ignore[assignment]
+                        if images is not None and len(images) != req.n_images and req.key not in store:
+                            store.shortfalls[req.key] = f"returned {len(images)} of {req.n_images} images"
                         if req.key in store or images is None or len(images) != req.n_images:
                             continue  # already stored, or recorded as missing (scoring names it)
                         folder = store.image_folder(req.concept, req.task, req.index, req.prompt)

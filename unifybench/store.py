@@ -145,6 +145,9 @@ class RunStore:
         self.main_path = self.run_dir / "predictions.jsonl"
         self.predictions_path = self.main_path if rank is None else self.run_dir / f"predictions.rank{rank}.jsonl"
         self.predictions: dict[str, dict] = {}
+        # What this process's method returned for a request it could not store ("returned 2 of 3
+        # images"): scoring names it instead of "no prediction".
+        self.shortfalls: dict[str, str] = {}
         # One rule for a key found twice, within a file or across rank files: the same record is
         # kept once; a different one is refused (the numbers would depend on which line won).
         for path in [self.main_path, *self.rank_files()]:

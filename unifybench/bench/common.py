@@ -52,9 +52,11 @@ def build_method(args, hook: str, extra: dict[str, str] | None = None):
 def header(bench: str, method, device) -> dict:
     import torch
 
+    from ..record import is_random_init
+
     details = method.describe()
     return {"bench": bench, "method": method.name, "model": details.get("base_model"),
-            "random_init": bool(details.get("random_init")), "device": str(device),
+            "random_init": is_random_init(details), "device": str(device),
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
 
 

@@ -17,11 +17,21 @@ import re
 from pathlib import Path
 from typing import Any, Callable
 
-from .. import offline
+from .. import offline as hub
 from ..errors import BenchError
 
 _HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
 _LOADED: dict[tuple, Any] = {}
+
+
+def offline() -> bool:
+    """Whether ``HF_HUB_OFFLINE`` asks for no hub access (the rule is :mod:`unifybench.offline`'s)."""
+    return hub.hub_offline()
+
+
+# Whether models must come from the local cache: offline, or the hub cannot be reached
+# (``from_pretrained(..., local_files_only=local_only())``).
+local_only = hub.local_only
 
 
 def kind_of(name: str, builtins: tuple[str, ...] = ()) -> str:
@@ -46,13 +56,13 @@ def check_available(name: str, *, builtins: tuple[str, ...] = (), argument: str 
             raise BenchError(f"{what} folder not found" if not path.exists() else f"not a folder ({what} expected)",
                              path, where)
         return kind
-    if offline.local_only():
+    if hub.local_only():
         from huggingface_hub import snapshot_download
 
         try:
             snapshot_download(name, local_files_only=True)
         except Exception:  # noqa: BLE001 - not cached (LocalEntryNotFoundError and kin)
-            why = offline.why_local()
+            why = hub.why_local()
             raise BenchError(f"{what} {name!r} is not in the local Hugging Face cache and {why}; on a connected "
                              f"machine run `hf download {name}` with the same HF_HOME, or pass a local folder",
                              where=where) from None

@@ -12,7 +12,7 @@ from ..logs import get_logger
 from ..kit.files import write_json_atomic, write_jsonl_atomic
 from ..metrics import OPTIONAL_METRICS, TASK_METRICS, ScoringContext, aggregate, aggregate_intervals
 from ..progress import progress_bars
-from ..record import RANDOM_INIT_LABEL, backbone_names
+from ..record import RANDOM_INIT_LABEL, backbone_names, is_random_init
 from ..records import GEN_KINDS
 from ..store import read_jsonl
 from ..uncertainty import LEVEL, METHOD
@@ -26,7 +26,7 @@ def find_missing(work: dict, store) -> list[str]:
             if record is None and w.purpose == "identity":
                 continue  # face identity then says "not scored: no images for the identity prompt"
             if record is None:
-                missing.append(f"{w.request.key}: no prediction")
+                missing.append(f"{w.request.key}: {store.shortfalls.get(w.request.key, 'no prediction')}")
             elif w.request.task in GEN_KINDS:
                 for rel in record.get("images", []):
                     if not (store.run_dir / rel).is_file():
@@ -113,12 +113,12 @@ def score_run(bench, work: dict, store, spec, backbones: str, skipped: dict[str,
                                                        spec.bootstrap)
     for task, reason in skipped.items():
         overall[task] = {m: reason for m in TASK_METRICS[task] if (task, m) not in OPTIONAL_METRICS}
-    random_scores = ("every score" if method_details.get("random_init") else
+    random_scores = ("every score" if is_random_init(method_details) else
                      "generation scores" if backbones in ("random", "tiny") and gen_tasks_scored(overall) else None)
-    if (backbones in ("random", "tiny") and not method_details.get("random_init")
+    if (backbones in ("random", "tiny") and not is_random_init(method_details)
             and isinstance(overall.get("caption", {}).get("clip_score"), float)):
         random_scores = f"{random_scores} and caption CLIPScores" if random_scores else "caption CLIPScores"
-    if spec.judge is not None and spec.judge.spec == "hf:tiny" and not method_details.get("random_init"):
+    if spec.judge is not None and spec.judge.spec == "hf:tiny" and not is_random_init(method_details):
         random_scores = f"{random_scores} and judged scores" if random_scores else "judged scores"
     results = {
         "run": store.run_dir.name,

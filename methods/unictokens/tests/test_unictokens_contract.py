@@ -1,11 +1,12 @@
 """UniCTokens and its prompt row pass the contract-test kit (unifybench.testing) on tiny random-init
-models: Janus (fast) for the three-stage training, Show-o for the untrained row."""
-from unifybench.testing import MethodContract
+models: Janus (fast) for the three-stage training (on the rows layer: also its resume after every
+epoch of every stage), Show-o for the untrained row."""
+from unifybench.testing import MethodContract, RowsContract
 
 from unifybench_unictokens.method import TextPrompt, UniCTokens
 
 
-class TestUniCTokensOnJanus(MethodContract):
+class TestUniCTokensOnJanus(RowsContract, MethodContract):
     method = UniCTokens
     args = {"backend": "janus", "model": "tiny", "epochs": "1", "transition_images": "1", "max_new_tokens": "4"}
     tasks = ("rec", "vqa", "gen")

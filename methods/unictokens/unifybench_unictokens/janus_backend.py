@@ -16,6 +16,7 @@ from PIL import Image
 
 from unifybench.errors import BenchError
 from unifybench.kit.models import cache_kwarg_name
+from unifybench.kit.rows import freeze
 from unifybench.logs import quiet_transformers
 
 from .backend import GeneratedCodes, TextExample, UnifiedBackend, VocabRowParam, pil_image
@@ -135,9 +136,7 @@ class JanusBackend(UnifiedBackend):
             model, tokenizer, processor = build_random_1b(seed, device, dtype)
         else:
             model, tokenizer, processor = load_pretrained(model_name, device, dtype)
-        self.model = model.to(self.device, dtype).eval()
-        for p in self.model.parameters():
-            p.requires_grad_(False)
+        self.model = freeze(model.to(self.device, dtype).eval())
         self.tokenizer = tokenizer
         self.processor = processor
         cfg = self.model.config

@@ -37,6 +37,7 @@ from PIL import Image
 
 from unifybench.errors import BenchError
 from unifybench.kit.models import cache_kwarg_name
+from unifybench.kit.rows import freeze
 from unifybench.logs import quiet_transformers
 from unifybench.offline import local_only as hub_local_only
 
@@ -76,10 +77,8 @@ class ShowoBackend(UnifiedBackend):
             vq = load_magvit(vq_model, local_only=local_only)
             max_text = MAX_TEXT_LEN
             fit_image_size(vq, config.get("num_vq_tokens"), model_name)
-        self.model = lm.to(self.device, self.dtype).eval()
-        self.vq = vq.to(self.device, torch.float32).eval()  # float32 always: codes are signs of its output
-        for p in list(self.model.parameters()) + list(self.vq.parameters()):
-            p.requires_grad_(False)
+        self.model = freeze(lm.to(self.device, self.dtype).eval())
+        self.vq = freeze(vq.to(self.device, torch.float32).eval())  # float32 always: codes are signs of its output
         self.tokenizer = tok
         self.hidden_size = self.model.config.hidden_size
         self.max_text_len = max_text

@@ -27,6 +27,7 @@ import torch
 from unifybench import newrows
 from unifybench.errors import BenchError
 from unifybench.kit.files import read_json, write_json_atomic
+from unifybench.kit.rows import EpochLoop
 from unifybench.newrows import RowTrainer, checkpoint_epochs, save_rows  # noqa: F401  (re-exported: the stages' files)
 from unifybench.seeding import derive_seed
 
@@ -218,11 +219,14 @@ class Personalizer:
         # The masters start from init_rows themselves: the model holds them rounded to its dtype.
         trainer = RowTrainer(self.b, train_ids, lr=cfg.lr, weight_decay=cfg.weight_decay[stage - 1],
                              eps=cfg.adam_eps[stage - 1], init={k: v[trained_at] for k, v in init_rows.items()})
-        losses: list[dict] = []
-        start = time.time()
-        steps = 0
         try:
-            for epoch in range(1, epochs + 1):
+            # resumable after any epoch: the trainer, both generators and the record so far
+            loop = EpochLoop(folder, {"stage": stage, "tokens": tokens, "train_tokens": list(train_tokens),
+                                      "train_args": asdict(cfg), "base_model": self.base_model}, epochs,
+                             trainer=trainer, generators={"order": rng, "draws": draws},
+                             record={"losses": [], "steps": 0}, first=1)
+            losses = loop.record["losses"]
+            for epoch in loop:
                 if augment:  # a new random crop and flip of every generation photo, as the authors' loader
                     fresh = self.b.encode_images(data.cropped_images or data.train_images, augment=draws)
                     images = self.image_examples(data, groups, n_rows, fresh)
@@ -243,19 +247,21 @@ class Personalizer:
                         sums["image"] += float(li.detach())
                         loss = loss + (cfg.image_weight if tb else 1.0) * li
                     sums["loss"] += trainer.step(loss)
-                    steps += 1
+                    loop.record["steps"] += 1
                 row = {"epoch": epoch, **{k: v / max(n_steps, 1) for k, v in sums.items()}}
                 losses.append(row)
                 rows = trainer.exact_rows(ids, init_rows)
                 save_rows(folder, epoch, rows)
                 self.log(f"stage {stage} epoch {epoch}/{epochs}: loss {row['loss']:.4f}")
                 self._step_done(f"stage {stage} epoch {epoch}/{epochs}")
+                loop.epoch_done(epoch)
+            rows = trainer.exact_rows(ids, init_rows)  # the last epoch's (also when resumed after it)
         finally:
             trainer.close()
-        write_json(folder / "unictokens.json", self._meta(
-            f"stage{stage}", groups, n_rows, finished=True, epochs=epochs, steps=steps, losses=losses,
+        loop.finish(folder / "unictokens.json", self._meta(
+            f"stage{stage}", groups, n_rows, epochs=epochs, steps=loop.record["steps"], losses=losses,
             trained=[groups.identifier] + [t for t in train_tokens if t != groups.identifier],
-            seconds=round(time.time() - start, 3), init=init_note))
+            seconds=loop.seconds(), init=init_note))
         return rows
 
     def _finished(self, folder: Path, groups: TokenGroups, stage: int) -> dict[str, torch.Tensor] | None:

@@ -12,7 +12,6 @@ batches of 4, 16 epochs). ``methods/yochameleon/README.md`` says what is faithfu
 from __future__ import annotations
 
 import random
-import time
 from pathlib import Path
 
 import torch
@@ -21,10 +20,10 @@ from unifybench import newrows
 from unifybench.errors import BenchError
 from unifybench.kit.args import Arg, Auto
 from unifybench.kit.batching import draw_in_calls
-from unifybench.kit.epochs import (drop_resume, load_token_rows, read_resume, save_token_rows, training_costs,
-                                   write_resume)
-from unifybench.kit.files import read_json, write_json_atomic
+from unifybench.kit.epochs import load_token_rows, save_token_rows, training_costs
+from unifybench.kit.files import read_json
 from unifybench.kit.models import check_available, kind_of, shared, torch_dtype
+from unifybench.kit.rows import EpochLoop
 from unifybench.logs import get_logger
 from unifybench.methods import ConceptLayers, Method
 from unifybench.records import Concept
@@ -297,22 +296,17 @@ class YoChameleon(ConceptLayers, Method):
         init = self._init_rows(concept)
         rng = random.Random(f"{self.seed}/{concept.name}/order")
         flips = torch.Generator().manual_seed(derive_seed(self.seed, concept.name, "flips"))
-        losses = []
-        start = time.time()
         resume_key = {"train_args": self.describe()["train_args"], "training_set": counts, "base_model": self.model_name,
                       "seed": self.seed}
         with newrows.NewTokens(host, self.tokens(), init) as ids:
             trainer = newrows.RowTrainer(host, ids, lr=a.lr, weight_decay=a.weight_decay, eps=1e-6, init=init)
             try:
-                first = 0
-                saved = read_resume(state_dir, resume_key)
-                if saved is not None:  # everything an uninterrupted run would hold after that epoch
-                    trainer.load_state_dict(saved["trainer"])
-                    rng.setstate(saved["order_rng"])
-                    flips.set_state(saved["flips"])
-                    losses, first = saved["losses"], saved["epoch"] + 1
-                    _LOG.info(f"resuming {concept.name} after epoch {first}/{a.epochs}")
-                for epoch in range(first, a.epochs):
+                loop = EpochLoop(state_dir, resume_key, a.epochs, trainer=trainer,
+                                 generators={"order": rng, "flips": flips}, record={"losses": []})
+                if loop.resumed_after is not None:
+                    _LOG.info(f"resuming {concept.name} after epoch {loop.start}/{a.epochs}")
+                losses = loop.record["losses"]
+                for epoch in loop:
                     order = list(range(len(examples)))
                     rng.shuffle(order)
                     total, steps = 0.0, 0
@@ -328,17 +322,14 @@ class YoChameleon(ConceptLayers, Method):
                     save_token_rows(state_dir, str(epoch + 1), trainer.exact_rows(ids, init))
                     losses.append({"epoch": epoch + 1, "loss": total / max(steps, 1), "steps": steps})
                     _LOG.info(f"epoch {epoch + 1}/{a.epochs}: loss {total / max(steps, 1):.4f}")
-                    write_resume(state_dir, {**resume_key, "epoch": epoch, "trainer": trainer.state_dict(),
-                                             "order_rng": rng.getstate(), "flips": flips.get_state(),
-                                             "losses": losses})
+                    loop.epoch_done(epoch)
             finally:
                 trainer.close()
-        _write_meta(state_dir, {
+        loop.finish(state_dir / "yochameleon.json", {
             "format": "yochameleon-rows/1", "tokens": self.tokens(), "base_model": self.model_name,
             "backend": host.describe(), "train_args": self.describe()["train_args"], "training_set": counts,
             "concept_prompt": self.concept_prompt(), "init": "the checkpoint's own rows of the reserved tokens",
-            "losses": losses, "selected_epoch": a.epochs, "seconds": round(time.time() - start, 3), "finished": True})
-        drop_resume(state_dir)
+            "losses": losses, "selected_epoch": a.epochs, "seconds": loop.seconds()})
 
     # ------------------------------------------------------------------ speed hooks
     @classmethod
@@ -364,6 +355,3 @@ def _read_meta(folder: Path) -> dict | None:
     meta = read_json(folder / "yochameleon.json")
     return meta if isinstance(meta, dict) else None
 
-
-def _write_meta(folder: Path, data: dict) -> None:
-    write_json_atomic(folder / "yochameleon.json", data)

@@ -18,8 +18,9 @@ from PIL import Image, ImageOps
 
 from unifybench.errors import BenchError
 from unifybench.images import open_rgb
+from unifybench.kit.rows import freeze
 from unifybench.logs import quiet_transformers
-from unifybench.newrows import VocabRowParam
+from unifybench.kit.rows import VocabRowParam
 
 DEFAULT_MODEL = "llava-hf/llava-1.5-13b-hf"
 SYSTEM = ("A chat between a curious human and an artificial intelligence assistant. "
@@ -91,9 +92,7 @@ class LlavaHost:
             model, tokenizer, image_processor = build_tiny(seed)
         else:
             model, tokenizer, image_processor = load_pretrained(model_name, self.dtype)
-        self.model = model.to(self.device, self.dtype).eval()
-        for p in self.model.parameters():
-            p.requires_grad_(False)
+        self.model = freeze(model.to(self.device, self.dtype).eval())
         self.tokenizer = tokenizer
         self.image_processor = image_processor
         cfg = self.model.config

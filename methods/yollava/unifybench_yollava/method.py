@@ -12,7 +12,6 @@ import contextlib
 import hashlib
 import json
 import random
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +22,10 @@ from unifybench.errors import BenchError
 from unifybench.logs import get_logger
 from unifybench.kit.args import Arg, Auto
 from unifybench.kit.checkpoints import concept_folder
-from unifybench.kit.epochs import (drop_resume, load_token_rows, read_resume, save_token_rows, token_row_epochs,
-                                   training_costs, write_resume)
+from unifybench.kit.epochs import load_token_rows, save_token_rows, token_row_epochs, training_costs
 from unifybench.kit.files import read_json, write_json_atomic
 from unifybench.kit.models import check_available, shared, torch_dtype
+from unifybench.kit.rows import EpochLoop
 from unifybench.methods import ConceptLayers, Method
 from unifybench.records import Concept
 from unifybench.seeding import derive_seed
@@ -357,24 +356,18 @@ class YoLLaVA(_LlavaMethod):
         init = self._init_rows(concept)
         rng = random.Random(f"{self.seed}/{concept.name}/order")
         flips = torch.Generator().manual_seed(derive_seed(self.seed, concept.name, "flips"))
-        losses, checks = [], []
-        best = (-1.0, None)
-        start = time.time()
         resume_key = {"train_args": self.describe()["train_args"], "training_set": counts, "base_model": self.model_name,
                       "seed": self.seed}
         with newrows.NewTokens(host, self.tokens(concept), init) as ids:
             trainer = newrows.RowTrainer(host, ids, lr=self.lr, weight_decay=self.weight_decay, eps=1e-8, init=init)
             try:
-                first = 0
-                saved = read_resume(state_dir, resume_key)
-                if saved is not None:  # everything an uninterrupted run would hold after that epoch
-                    trainer.load_state_dict(saved["trainer"])
-                    rng.setstate(saved["order_rng"])
-                    flips.set_state(saved["flips"])
-                    losses, checks, best = saved["losses"], saved["checks"], tuple(saved["best"])
-                    first = saved["epoch"] + 1
-                    _LOG.info(f"resuming {concept.name} after epoch {first}/{self.epochs}")
-                for epoch in range(first, self.epochs):
+                loop = EpochLoop(state_dir, resume_key, self.epochs, trainer=trainer,
+                                 generators={"order": rng, "flips": flips},
+                                 record={"losses": [], "checks": [], "best": [-1.0, None]})
+                if loop.resumed_after is not None:
+                    _LOG.info(f"resuming {concept.name} after epoch {loop.start}/{self.epochs}")
+                record = loop.record
+                for epoch in loop:
                     order = list(range(len(examples)))
                     rng.shuffle(order)
                     total, steps = 0.0, 0
@@ -388,27 +381,25 @@ class YoLLaVA(_LlavaMethod):
                                       self.epochs * len(order))
                     rows = trainer.exact_rows(ids, init)
                     save_yollava_rows(state_dir, str(epoch), rows)
-                    losses.append({"epoch": epoch, "loss": total / max(steps, 1), "steps": steps})
+                    record["losses"].append({"epoch": epoch, "loss": total / max(steps, 1), "steps": steps})
                     _LOG.info(f"epoch {epoch + 1}/{self.epochs}: loss {total / max(steps, 1):.4f}")
                     if self.best_epoch:
                         acc = self._recognition_check(concept, examples)
-                        checks.append({"epoch": epoch, **acc})
-                        if epoch > 4 and acc["weighted"] >= best[0]:
-                            best = (acc["weighted"], epoch)
+                        record["checks"].append({"epoch": epoch, **acc})
+                        if epoch > 4 and acc["weighted"] >= record["best"][0]:
+                            record["best"] = [acc["weighted"], epoch]
                             save_yollava_rows(state_dir, "best", rows)
-                    write_resume(state_dir, {**resume_key, "epoch": epoch, "trainer": trainer.state_dict(),
-                                             "order_rng": rng.getstate(), "flips": flips.get_state(),
-                                             "losses": losses, "checks": checks, "best": list(best)})
+                    loop.epoch_done(epoch)
             finally:
                 trainer.close()
-        selected = "best" if self.best_epoch and best[1] is not None else str(self.epochs - 1)
-        _write_meta(state_dir, {
+        best = record["best"][1]
+        selected = "best" if self.best_epoch and best is not None else str(self.epochs - 1)
+        loop.finish(state_dir / "yollava.json", {
             "format": "yollava-rows/1", "tokens": self.tokens(concept), "base_model": self.model_name,
             "backend": host.describe(), "train_args": self.describe()["train_args"], "training_set": counts,
             "concept_prompt": prompt, "init": "N(0, initializer_range), seeded by (seed, concept)",
-            "losses": losses, "recognition_checks": checks, "best_epoch": best[1], "selected_epoch": selected,
-            "seconds": round(time.time() - start, 3), "finished": True})
-        drop_resume(state_dir)
+            "losses": record["losses"], "recognition_checks": record["checks"], "best_epoch": best,
+            "selected_epoch": selected, "seconds": loop.seconds()})
 
     @torch.no_grad()
     def _recognition_check(self, concept: Concept, examples) -> dict:
@@ -450,6 +441,3 @@ def _read_meta(folder: Path) -> dict | None:
     meta = read_json(folder / "yollava.json")
     return meta if isinstance(meta, dict) else None
 
-
-def _write_meta(folder: Path, data: dict) -> None:
-    write_json_atomic(folder / "yollava.json", data)
