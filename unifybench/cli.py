@@ -18,6 +18,8 @@ from .records import TASKS
 
 # scoring.encoders.CLIP_MODELS (tested equal), repeated so that --help does not import torch.
 CLIP_CHOICES = ("ViT-B-32", "ViT-L-14")
+# unifybench.data.FORMATS (tested equal), repeated so that --help does not import the readers.
+FORMAT_CHOICES = ("auto", "unifybench", "dreambench", "yollava", "dreambench_plus")
 
 EXIT_BAD_INPUT = 2
 
@@ -178,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--method", help="a name from `unifybench methods` (required, here or in --config)")
     run.add_argument("--bench", default="mini", help="'mini' (bundled), a benchmark folder, or a Hugging Face "
                                                     "dataset name (owner/name[@revision]) fetched into its cache")
-    run.add_argument("--format", default="auto", choices=["auto", "unifybench", "dreambench", "yollava"],
+    run.add_argument("--format", default="auto", choices=list(FORMAT_CHOICES),
                      help="the benchmark folder's layout (auto: detected)")
     run.add_argument("--tasks", default=",".join(TASKS), type=_parse_tasks,
                      help="comma-separated tasks (`unifybench tasks`; default: all six)")
@@ -274,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Read a benchmark with every image decoded; print its counts, or one "
                                             "line naming the first problem.", formatter_class=_HelpFormatter)
     check.add_argument("path", help="'mini', a benchmark folder or a Hugging Face dataset name (owner/name)")
-    check.add_argument("--format", default="auto", choices=["auto", "unifybench", "dreambench", "yollava"],
+    check.add_argument("--format", default="auto", choices=list(FORMAT_CHOICES),
                        help="the folder's layout (auto: detected)")
     check.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -314,6 +316,10 @@ def cmd_data_check(args) -> int:
         table.add_row(f"items: {kind}", str(n))
     table.add_row("generation prompts", str(summary["gen_prompts"]))
     table.add_row("attribute-reasoning prompts", str(summary["attr_prompts"]))
+    for category, n in summary.get("categories", {}).items():  # DreamBench++
+        table.add_row(f"subjects: {category}", str(n))
+    for kind, n in summary.get("prompt_kinds", {}).items():
+        table.add_row(f"prompts: {kind}", str(n))
     from .scoring.judges import judge_calls
 
     calls = judge_calls(summary["items"], summary["attr_prompts"])
@@ -330,6 +336,9 @@ def cmd_data_check(args) -> int:
     if truths["neither"]:
         _console(stderr=True).print(f"warning: {truths['neither']} recognition truth(s) say neither yes nor no "
                                     f"(their first word): they are scored as positives", markup=False)
+    if summary.get("prompts_without_subject"):
+        _console(stderr=True).print(f"warning: {summary['prompts_without_subject']} prompt(s) do not contain their "
+                                    f"subject phrase: methods see them without the concept's token", markup=False)
     if summary.get("source"):
         src = summary["source"]
         _console().print(f"from the hub: {src['hub']} at revision {src['revision']} ({src['path']})", markup=False)

@@ -15,7 +15,7 @@ QA_KINDS = ("rec", "vqa", "text_only", "choice")
 GEN_KINDS = ("gen", "attr_gen")
 TASKS = QA_KINDS + GEN_KINDS
 
-ConceptKind = Literal["human", "animal", "object"]
+ConceptKind = Literal["human", "animal", "object", "style"]  # style: DreamBench++ style subjects
 GenerationType = Literal["object", "live_subject"]
 
 
@@ -91,7 +91,7 @@ class Concept:
 @dataclass
 class Benchmark:
     name: str  # "mini", or the folder name
-    format: str  # "unifybench" | "dreambench" | "yollava"
+    format: str  # "unifybench" | "dreambench" | "yollava" | "dreambench_plus"
     root: Path
     concepts: list[Concept]
     items: dict[str, list[QAItem]]  # concept name -> its test items, in file order

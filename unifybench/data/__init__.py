@@ -1,7 +1,7 @@
 """Benchmark readers: every supported format becomes one :class:`~unifybench.records.Benchmark`.
 
 Formats (see FORMATS.md): ``unifybench`` (the UniCTokens release layout, also the bundled
-``mini`` bench), ``dreambench`` (the DreamBooth dataset) and ``yollava``. Bad input of any kind
+``mini`` bench), ``dreambench`` (the DreamBooth dataset), ``yollava`` and ``dreambench_plus``. Bad input of any kind
 raises :class:`~unifybench.errors.BenchError` naming the file (and item or field).
 """
 from __future__ import annotations
@@ -15,6 +15,8 @@ from ..records import QA_KINDS, Benchmark
 from . import hub
 from .common import validate_images
 from .dreambench import find_prompts_file, read_dreambench
+from .dreambench_plus import CATEGORIES as DREAMBENCH_PLUS_CATEGORIES
+from .dreambench_plus import looks_like_dreambench_plus, prompt_kind, read_dreambench_plus
 from .native import read_unifybench  # the UnifyBench (UniCTokens) layout
 from .yollava import find_qa_files, read_yollava
 
@@ -23,7 +25,7 @@ __all__ = ["FORMATS", "MINI_BENCH_PATH", "check_benchmark", "detect_format", "ge
 
 MINI_BENCH_PATH = Path(__file__).parent / "mini"
 PROMPTS_PATH = Path(__file__).parent / "prompts_to_eval.json"
-FORMATS = ("unifybench", "dreambench", "yollava")
+FORMATS = ("unifybench", "dreambench", "yollava", "dreambench_plus")
 
 
 @lru_cache(maxsize=1)
@@ -54,15 +56,19 @@ def _check_root(path: Path) -> Path:
 
 def detect_format(path: str | Path) -> str:
     """``unifybench`` if test_data/ or concept/ exists; ``dreambench`` if prompts_and_classes.txt
-    exists (in the root or dataset/); ``yollava`` if a *visual-qa*.json or *text-only-qa*.json exists."""
+    exists (in the root or dataset/); ``dreambench_plus`` if images/ and captions/<category>/ exist;
+    ``yollava`` if a *visual-qa*.json or *text-only-qa*.json exists."""
     root = _check_root(Path(path))
     if (root / "test_data").is_dir() or (root / "concept").is_dir():
         return "unifybench"
     if find_prompts_file(root) is not None:
         return "dreambench"
+    if looks_like_dreambench_plus(root):
+        return "dreambench_plus"
     if any(p is not None for p in find_qa_files(root)):
         return "yollava"
-    raise BenchError("cannot detect the format; pass --format (unifybench, dreambench or yollava)", root)
+    raise BenchError("cannot detect the format; pass --format (unifybench, dreambench, yollava or dreambench_plus)",
+                     root)
 
 
 def load_benchmark(spec: str | Path = "mini", format: str = "auto", validate_images: bool = False) -> Benchmark:
@@ -89,6 +95,8 @@ def load_benchmark(spec: str | Path = "mini", format: str = "auto", validate_ima
             bench = read_unifybench(root, name, _gen_prompts_for)
         elif format == "dreambench":
             bench = read_dreambench(root, name)
+        elif format == "dreambench_plus":
+            bench = read_dreambench_plus(root, name)
         else:
             bench = read_yollava(root, name)
     except BenchError:
@@ -137,4 +145,18 @@ def check_benchmark(path: str | Path, format: str = "auto") -> dict:
         "gen_prompts": bench.count_prompts("gen"),
         "attr_prompts": bench.count_prompts("attr_gen"),
         **({"source": bench.source} if bench.source else {}),
+        **(_dreambench_plus_counts(bench) if bench.format == "dreambench_plus" else {}),
     }
+
+
+def _dreambench_plus_counts(bench: Benchmark) -> dict:
+    """Subjects per category, prompts per kind, and prompts that do not name their subject phrase
+    (shown to methods without the concept's token)."""
+    categories = {c: sum(x.kind == c for x in bench.concepts) for c in DREAMBENCH_PLUS_CATEGORIES}
+    kinds: dict[str, int] = {}
+    unnamed = 0
+    for concept in bench.concepts:
+        for p in bench.prompts.get(concept.name, []):
+            kinds[prompt_kind(p.index)] = kinds.get(prompt_kind(p.index), 0) + 1
+            unnamed += concept.token not in p.prompt
+    return {"categories": categories, "prompt_kinds": kinds, "prompts_without_subject": unnamed}
