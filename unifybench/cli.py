@@ -102,7 +102,7 @@ def _judge_config(args):
                          concurrency=args.judge_concurrency, timeout=args.judge_timeout,
                          retries=args.judge_retries, backoff=args.judge_backoff, max_tokens=args.judge_max_tokens,
                          samples=args.judge_samples, seed=args.seed if args.judge_seed is None else args.judge_seed,
-                         cache=args.judge_cache)
+                         cache=args.judge_cache, mode=args.judge_mode)
     config.validate()
     return config
 
@@ -230,6 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     judge.add_argument("--judge-samples", default=4, type=int,
                        help="attr_gen images judged per prompt (--protocol reference: always 4)")
     judge.add_argument("--judge-seed", default=None, type=int, help="the judge's seed (default: --seed)")
+    judge.add_argument("--judge-mode", default="deterministic", choices=["deterministic", "reference"],
+                       help="DreamBench++ benches: deterministic (temperature 0, fixed seed, one run, cached) or "
+                            "reference (theirs: temperature 1, three runs, mean and std; judge gpt-4o-2024-05-13)")
     judge.add_argument("--judge-cache", default=None,
                        help="SQLite file of judge replies (default: judge_cache.sqlite in the run directory)")
 
