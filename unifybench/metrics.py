@@ -237,7 +237,8 @@ def _face_reason(concept: str, face_rows: list[dict], ctx: ScoringContext) -> st
 def _gen(rows: list[dict], ctx: ScoringContext, concepts: list[str], pooled: bool) -> dict:
     fidelity = _of(rows, "fidelity", "gen")
     faces = _of(rows, "face", "gen")
-    if not fidelity and not faces:
+    judged = _of(rows, "dreambench_plus", "gen")
+    if not fidelity and not faces and not judged:
         return {m: Why.NO_PROMPTS for m in TASK_METRICS["gen"] if ("gen", m) not in OPTIONAL_METRICS}
     out: dict = {}
     for name in ("clip_i", "clip_t", "dino"):
@@ -259,7 +260,7 @@ def _gen(rows: list[dict], ctx: ScoringContext, concepts: list[str], pooled: boo
         out["face_missing"] = sum(not r["face_found"] for r in faces if r["purpose"] == "identity")
         out["face_missing_refs"] = sum(not r["face_found"] for r in faces if r["purpose"] == "reference")
     if ctx.dreambench_plus:
-        out.update(_dreambench_plus(_of(rows, "dreambench_plus", "gen"), ctx))
+        out.update(_dreambench_plus(judged, ctx))
     return out
 
 
