@@ -345,3 +345,15 @@ def test_run_on_dreambench_plus_gives_cp_pf_in_both_modes_from_the_command_line(
         assert ("cp_run_std" in gen) == (runs > 1)
     scores = [json.loads(line) for line in (only_run_dir(out) / "scores.jsonl").read_text().splitlines()]
     assert sum(r["scorer"] == "dreambench_plus" for r in scores) == 3 * 8
+
+    # The leaderboard: DreamBench++ rows in a table of their own, its judge mode in the title.
+    other = tmp_path / "other"
+    assert run_cli("run", "--method", "real-images", "--tasks", "gen", "--limit", "1", "--backbones", "tiny",
+                   "--out", str(other)).returncode == 0
+    board = run_cli("leaderboard", str(out), str(other), "--format", "md")
+    assert board.returncode == 0, board.stderr
+    tables = [t for t in board.stdout.split("\n#") if "| method" in t]
+    ours = [t for t in tables if "sd-prompt" in t]
+    assert len(ours) == 1 and "(DreamBench++)" in ours[0].splitlines()[0]
+    assert "DreamBench++ judge, reference mode" in ours[0].splitlines()[0]
+    assert not any("real-images" in t for t in ours)
