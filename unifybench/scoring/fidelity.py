@@ -11,6 +11,13 @@ Protocols (``PROTOCOLS``):
   in [0.5, 1] (a bug that shifts every absolute value) -- then the tail of CLIP's own transform:
   resize 224 (bicubic, antialiased), centre-crop 224, CLIP mean/std. Pairing as dreambooth. DINO is
   not in the reference code and stays as in dreambooth.
+- ``"dreambench_plus"`` (DreamBench++'s CLIP/DINO, ``metrics/clip_score.py`` and ``dino_score.py``
+  at 66ca27e): source and generated image stored as JPEG first (their generate_images.py saves both
+  as .jpg), then CLIP's own preprocessing (their ``CLIPProcessor`` of openai/clip-vit-base-patch32)
+  and for DINO resize 256 bicubic, crop 224, ImageNet mean/std, with DINO v1 ViT-S/8 (their
+  ``dino_vits8``; :data:`.encoders.DINO_VITS8`). Pairs are 1:1, each generated image with its one
+  source image: a DreamBench++ subject has one reference photo, so pairing "all" is exactly that.
+  Their scores are x100; ours stay cosines.
 - ``"mean-reference"`` (Yo'Chameleon's way): dreambooth preprocessing; a generated image is compared
   with the mean of the reference embeddings (renormalised) instead of with each reference photo.
 
@@ -26,6 +33,7 @@ autocast on CUDA.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import re
 from pathlib import Path
@@ -91,6 +99,29 @@ def dino_dreambooth(img) -> torch.Tensor:
     return TF.normalize(_to_unit(_resize_crop(img, 256, 224)), IMAGENET_MEAN, IMAGENET_STD)
 
 
+def _their_jpeg(img):
+    """The image as DreamBench++ scores it: stored as .jpg (PIL's default quality 75) and read back."""
+    if isinstance(img, Image.Image):
+        buffer = io.BytesIO()
+        img.convert("RGB").save(buffer, format="JPEG")
+        buffer.seek(0)
+        with Image.open(buffer) as stored:
+            return stored.convert("RGB")
+    from torchvision.io import decode_jpeg, encode_jpeg  # uint8 [3, H, W] or [N, 3, H, W] decoded on the GPU
+
+    if img.dim() == 3:
+        return decode_jpeg(encode_jpeg(img.cpu(), quality=75)).to(img.device)
+    return torch.stack([decode_jpeg(encode_jpeg(x.cpu(), quality=75)) for x in img]).to(img.device)
+
+
+def clip_dreambench_plus(img) -> torch.Tensor:
+    return clip_dreambooth(_their_jpeg(img))
+
+
+def dino_dreambench_plus(img) -> torch.Tensor:
+    return dino_dreambooth(_their_jpeg(img))
+
+
 _CLIP_DB = "resize shortest side 224 bicubic (PIL), centre-crop 224, CLIP mean/std"
 _DINO_DB = "resize shortest side 256 bicubic (PIL), centre-crop 224, ImageNet mean/std"
 PROTOCOLS: dict[str, dict] = {
@@ -104,6 +135,11 @@ PROTOCOLS: dict[str, dict] = {
                                "Normalize(mean=-1, std=2) (reference bug: pixels in [0.5,1]), "
                                "resize 224 bicubic, centre-crop 224, CLIP mean/std"),
         "dino_preprocessing": _DINO_DB,
+    },
+    "dreambench_plus": {
+        "clip": clip_dreambench_plus, "dino": dino_dreambench_plus, "pairing": "all",
+        "clip_preprocessing": "stored as JPEG (PIL quality 75), then " + _CLIP_DB,
+        "dino_preprocessing": "stored as JPEG (PIL quality 75), then " + _DINO_DB + " (DINO v1 ViT-S/8)",
     },
     "mean-reference": {
         "clip": clip_dreambooth, "dino": dino_dreambooth, "pairing": "mean",
