@@ -71,9 +71,10 @@ def score_run(bench, work: dict, store, spec, backbones: str, skipped: dict[str,
         dino_name = DINO_CHECKPOINT
         if bench.format == "dreambench_plus" and spec.protocol == "reference":  # their CLIP/DINO, their DINO
             fidelity_protocol, dino_name = "dreambench_plus", DINO_VITS8
-        if loaded_backbones is None or loaded_backbones.dino_name != dino_name:
+        if loaded_backbones is None or getattr(loaded_backbones, "dino_name", DINO_CHECKPOINT) != dino_name:
+            other_dino = {} if dino_name == DINO_CHECKPOINT else {"dino_name": dino_name}
             loaded_backbones = load_backbones(backbones, device=spec.device, seed=spec.seed,
-                                              clip_name=spec.clip_model, dino_name=dino_name)
+                                              clip_name=spec.clip_model, **other_dino)
         scorer = FidelityScorer(loaded_backbones, protocol=fidelity_protocol, batch_size=max(spec.batch_size, 32),
                                 device=spec.device)
         backbone_info = scorer.describe()
