@@ -98,3 +98,25 @@ def test_by_hub_name_the_data_zip_is_unpacked_and_read(tmp_path, monkeypatch):
     summary = json.loads(proc.stdout)
     assert summary["format"] == "dreambench_plus" and summary["concepts"] == len(SUBJECTS)
     assert summary["source"]["hub"] == "yuangpeng/dreambench_plus" and summary["source"]["path"].endswith("/data")
+
+
+def test_metric_names_follow_the_reader():
+    from unifybench.data.dreambench_plus import CATEGORIES, PROMPT_KINDS
+    from unifybench.metrics import DREAMBENCH_PLUS_CATEGORIES, DREAMBENCH_PLUS_PROMPT_KINDS
+
+    assert DREAMBENCH_PLUS_CATEGORIES == CATEGORIES and DREAMBENCH_PLUS_PROMPT_KINDS == tuple(PROMPT_KINDS)
+
+
+def test_odd_file_names_and_links_out_of_the_bench_are_refused(tmp_path):
+    root = make_dreambench_plus(tmp_path / "a")
+    (root / "captions" / "animal" / "00.txt").rename(root / "captions" / "animal" / "0 0.txt")
+    with pytest.raises(BenchError, match="named like 00.txt"):
+        load_benchmark(str(root))
+    root = make_dreambench_plus(tmp_path / "b")
+    outside = tmp_path / "elsewhere.txt"
+    caption = root / "captions" / "animal" / "00.txt"
+    outside.write_text(caption.read_text(encoding="utf-8"), encoding="utf-8")
+    caption.unlink()
+    caption.symlink_to(outside)
+    with pytest.raises(BenchError, match="outside the benchmark's root"):
+        load_benchmark(str(root))

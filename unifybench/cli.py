@@ -323,6 +323,10 @@ def cmd_data_check(args) -> int:
         table.add_row(f"subjects: {category}", str(n))
     for kind, n in summary.get("prompt_kinds", {}).items():
         table.add_row(f"prompts: {kind}", str(n))
+    if "prompt_kinds" in summary:
+        n = 2 * summary["gen_prompts"]
+        table.add_row("DreamBench++ judge calls (CP + PF per prompt; x3 with --judge-mode reference)",
+                      f"{n} (reference: {3 * n}), each asked again at most twice")
     from .scoring.judges import judge_calls
 
     calls = judge_calls(summary["items"], summary["attr_prompts"])

@@ -134,6 +134,10 @@ class Why:
         return f"not scored: all {n} judge replies unparsed"
 
     @staticmethod
+    def none_scored(unparsed: int, refused: int) -> str:
+        return f"not scored: no judgment gave a score ({unparsed} unparsed, {refused} refused)"
+
+    @staticmethod
     def no_identity_images(prompt: str) -> str:
         return f"not scored: no images for the identity prompt {prompt!r}"
 
@@ -305,7 +309,8 @@ def _dreambench_plus(rows: list[dict], ctx: ScoringContext) -> dict:
                 out[metric] = Why.NOTHING_TO_JUDGE
             continue
         means = _run_means(selected)
-        out[metric] = _mean(means) if means else Why.all_unparsed(len(selected))
+        out[metric] = _mean(means) if means else Why.none_scored(sum(r["status"] == "unparsed" for r in selected),
+                                                                 sum(r["status"] == "refused" for r in selected))
         if metric in ("cp", "pf") and len({r["run"] for r in selected}) > 1:
             std = _sample_std(means)
             out[f"{metric}_run_std"] = std if std is not None else Why.no_values(f"{metric} per run")

@@ -23,6 +23,7 @@ CATEGORIES = ("animal", "human", "object", "style")
 PROMPTS_PER_SUBJECT = 9
 # Prompt indices by kind (their benchmarking.py cal_score filters).
 PROMPT_KINDS = {"photorealistic": range(0, 4), "style_transfer": range(4, 7), "imaginative": range(7, 9)}
+_STEM = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 _GENERATION_TYPE = {"animal": "live_subject", "human": "live_subject", "object": "object", "style": None}
 
 
@@ -50,6 +51,8 @@ def _name_token(text: str, subject: str, token: str) -> str:
 
 def read_dreambench_plus(root: Path, name: str) -> Benchmark:
     root = Path(root)
+    # A linked caption file is read only from inside the root (or, fetched by hub name, its cache repository).
+    allowed = [root.resolve()] + [p for p in root.resolve().parents if p.name.startswith("datasets--")][:1]
     concepts: list[Concept] = []
     prompts: dict[str, list[GenPrompt]] = {}
     for category in CATEGORIES:
@@ -58,6 +61,12 @@ def read_dreambench_plus(root: Path, name: str) -> Benchmark:
             continue
         for caption_file in sorted(p for p in folder.iterdir() if p.suffix == ".txt" and not p.name.startswith(".")):
             stem = caption_file.stem
+            if not _STEM.fullmatch(stem):  # it names the concept, its token and its folders in a run
+                raise BenchError("expected a caption file named like 00.txt (letters, digits, '_' or '-')",
+                                 caption_file)
+            if not any(caption_file.resolve().is_relative_to(a) for a in allowed):
+                raise BenchError(f"lies outside the benchmark's root ({caption_file.resolve()}); a benchmark is "
+                                 f"read only from its own folder: copy the file in", caption_file)
             image = next((root / "images" / category / (stem + ext) for ext in IMAGE_EXTS
                           if (root / "images" / category / (stem + ext)).is_file()), None)
             if image is None:
