@@ -308,6 +308,17 @@ def test_aggregation_is_their_cal_score_and_avg_std(tmp_path):
     intervals, _ = aggregate_intervals(rows, ctx, ["gen"], overall, per_concept, seed=0, resamples=200)
     assert intervals["gen"]["cp"]["lo"] <= gen["cp"] <= intervals["gen"]["cp"]["hi"]
     assert "pf_imaginative" in intervals["gen"]
+    # CP x PF: the product of CP and PF replicates drawn with the same resamples, recomputed here.
+    import numpy as np
+
+    from unifybench.metrics import samples
+    from unifybench.uncertainty import replicates
+
+    cp_draws = replicates(samples("gen", "cp", rows), np.random.default_rng(0), 200, sorted(work))
+    pf_draws = replicates(samples("gen", "pf", rows), np.random.default_rng(0), 200, sorted(work))
+    lo, hi = np.quantile(cp_draws * pf_draws, [0.025, 0.975])
+    assert intervals["gen"]["cp_pf"]["lo"] == pytest.approx(lo) and intervals["gen"]["cp_pf"]["hi"] == pytest.approx(hi)
+    assert intervals["gen"]["cp_pf"]["lo"] <= gen["cp_pf"] <= intervals["gen"]["cp_pf"]["hi"]
 
 
 def test_the_image_sent_is_their_encoding(tmp_path):

@@ -457,4 +457,28 @@ def aggregate_intervals(rows: Iterable[dict], ctx: ScoringContext, tasks: list[s
                 found = interval(own, seed, resamples, resample_concepts=False) if len(own) == len(parts) else None
                 if found:
                     per[c].setdefault(task, {})[metric] = found
+        if task == "gen" and isinstance(overall.get("gen", {}).get("cp_pf"), float):
+            found = _product_interval(samples("gen", "cp", scoped), samples("gen", "pf", scoped), seed, resamples)
+            if found:
+                intervals.setdefault("gen", {})["cp_pf"] = found
     return intervals, per
+
+
+def _product_interval(cp_parts, pf_parts, seed: int, resamples: int) -> dict | None:
+    """CP x PF's interval: CP and PF resampled with the same draws (each judged image has a CP row and
+    a PF row, in the same order), their product per resample."""
+    import numpy as np
+
+    from .uncertainty import LEVEL, replicates
+
+    concepts = sorted(c for c in cp_parts[0].num if len(cp_parts[0].num[c]))
+    if not concepts or [sorted(p.num) for p in cp_parts] != [sorted(p.num) for p in pf_parts]:
+        return None
+    values = (replicates(cp_parts, np.random.default_rng(seed), resamples, concepts)
+              * replicates(pf_parts, np.random.default_rng(seed), resamples, concepts))
+    values = values[~np.isnan(values)]
+    if not len(values):
+        return None
+    lo, hi = np.quantile(values, [(1 - LEVEL) / 2, 1 - (1 - LEVEL) / 2])
+    return {"lo": float(lo), "hi": float(hi), "concepts": len(concepts),
+            "note": "CP and PF resampled together; their product per resample"}
