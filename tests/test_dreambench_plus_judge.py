@@ -247,7 +247,7 @@ def test_messages_retries_unparsed_and_refusals_against_a_scripted_server(tmp_pa
     gen = overall["gen"]
     assert gen["cp"] == pytest.approx((4 + 1) / 2 / 4) and gen["pf"] == pytest.approx(3 / 4)
     assert gen["cp_pf"] == pytest.approx(gen["cp"] * gen["pf"])
-    assert gen["judge_unparsed"] == 1 and gen["judge_refused"] == 1  # counted, not dropped silently
+    assert gen["unparsed"] == 1 and gen["refused"] == 1  # counted, not dropped silently
     assert gen["cp_human"].startswith("not scored") and gen["cp_animal"] == 1.0
     assert per_concept["style_00"]["gen"]["cp"] == 0.25
 
@@ -352,7 +352,7 @@ def test_run_on_dreambench_plus_gives_cp_pf_in_both_modes_from_the_command_line(
         assert results[mode]["dreambench_plus_judge"]["runs"] == runs
         for metric in ("cp", "pf", "cp_pf", "cp_animal", "cp_human", "cp_object", "cp_style", "pf_photorealistic"):
             assert isinstance(gen[metric], float), (mode, metric, gen[metric])
-        assert {"cp", "pf", "cp_style"} <= set(results[mode]["intervals"]["gen"])
+        assert {"cp", "pf", "cp_pf", "cp_style"} <= set(results[mode]["intervals"]["gen"])
         assert ("cp_run_std" in gen) == (runs > 1)
     scores = [json.loads(line) for line in (only_run_dir(out) / "scores.jsonl").read_text().splitlines()]
     assert sum(r["scorer"] == "dreambench_plus" for r in scores) == 3 * 8

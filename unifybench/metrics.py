@@ -28,7 +28,7 @@ DREAMBENCH_PLUS_CATEGORIES = ("animal", "human", "object", "style")  # data.drea
 DREAMBENCH_PLUS_PROMPT_KINDS = ("photorealistic", "style_transfer", "imaginative")
 DREAMBENCH_PLUS_METRICS = ("cp", "pf", "cp_pf", *(f"cp_{c}" for c in DREAMBENCH_PLUS_CATEGORIES),
                            *(f"pf_{k}" for k in DREAMBENCH_PLUS_PROMPT_KINDS), "cp_run_std", "pf_run_std",
-                           "judge_unparsed", "judge_refused")
+                           "unparsed", "refused")
 
 
 @dataclass(frozen=True)
@@ -71,9 +71,9 @@ METRICS: tuple[Metric, ...] = (
       for k in DREAMBENCH_PLUS_PROMPT_KINDS),
     Metric("gen", "cp_run_std", "lower", "DreamBench++ reference mode: sample std of CP over the three runs"),
     Metric("gen", "pf_run_std", "lower", "DreamBench++ reference mode: sample std of PF over the three runs"),
-    Metric("gen", "judge_unparsed", "lower", "DreamBench++ judgments without exactly one score after 3 calls "
-                                             "(kept and counted; theirs drops them)"),
-    Metric("gen", "judge_refused", "lower", "DreamBench++ judgments the judge refused (its own count)"),
+    Metric("gen", "unparsed", "lower", "DreamBench++ judgments without exactly one score after 3 calls "
+                                       "(kept and counted; theirs drops them)"),
+    Metric("gen", "refused", "lower", "DreamBench++ judgments the judge refused (its own count)"),
     Metric("attr_gen", "attr_score", "higher", "judge's 0 / 0.5 / 1: mean per prompt, then per concept, then overall"),
     Metric("attr_gen", "unparsed", "lower", "judge replies unreadable after one re-ask"),
 )
@@ -316,8 +316,8 @@ def _dreambench_plus(rows: list[dict], ctx: ScoringContext) -> dict:
             out[f"{metric}_run_std"] = std if std is not None else Why.no_values(f"{metric} per run")
     cp, pf = out.get("cp"), out.get("pf")
     out["cp_pf"] = cp * pf if isinstance(cp, float) and isinstance(pf, float) else Why.no_values("cp and pf")
-    out["judge_unparsed"] = sum(r["status"] == "unparsed" for r in rows)
-    out["judge_refused"] = sum(r["status"] == "refused" for r in rows)
+    out["unparsed"] = sum(r["status"] == "unparsed" for r in rows)
+    out["refused"] = sum(r["status"] == "refused" for r in rows)
     return out
 
 
@@ -402,7 +402,7 @@ def samples(task: str, metric: str, rows: list[dict]):
         faces = [r for r in _of(rows, "face", "gen") if r["purpose"] == "identity" and r.get("face_sim") is not None]
         return [ratio(faces, lambda r: r["face_sim"])]
     if task == "gen" and metric in DREAMBENCH_PLUS_METRICS and metric not in ("cp_pf", "cp_run_std", "pf_run_std",
-                                                                              "judge_unparsed", "judge_refused"):
+                                                                              "unparsed", "refused"):
         # One part per run: the metric is the mean of the runs' means, each pooled over its items.
         _, chosen = dreambench_plus_selection(metric)
         selected = [r for r in _of(rows, "dreambench_plus", "gen") if chosen(r)]
