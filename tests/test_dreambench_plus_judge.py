@@ -263,10 +263,16 @@ def test_reference_mode_sends_temperature_1_three_runs_with_distinct_seeds(tmp_p
     assert sorted({r["run"] for r in rows}) == [0, 1, 2] and info["reference_compatible"]
 
 
-def test_an_hf_judge_is_refused_in_one_line(tmp_path):
+def test_an_hf_judge_is_refused_in_one_line_before_the_run_starts(tmp_path):
+    from tests.conftest import run_cli
+
     bench, work, store = _judged_run(tmp_path)
     with pytest.raises(BenchError, match="OpenAI-compatible endpoint"):
         dbp.dreambench_plus_rows(bench, work, store, config=JudgeConfig(spec="hf:tiny"))
+    proc = run_cli("run", "--method", "real-images", "--bench", str(bench.root), "--tasks", "gen",
+                   "--judge", "hf:tiny", "--out", str(tmp_path / "runs"))
+    assert proc.returncode == 2 and "OpenAI-compatible endpoint" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "runs").exists()
 
 
 def test_aggregation_is_their_cal_score_and_avg_std(tmp_path):

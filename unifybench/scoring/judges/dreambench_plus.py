@@ -129,6 +129,13 @@ def _backend_class():
     return DreamBenchPlusBackend
 
 
+def check_judge(config) -> None:
+    """Their protocol is written for a chat-completions endpoint (sampled at temperature 1 in reference mode)."""
+    if config.backend != "openai":
+        raise BenchError("the DreamBench++ judge protocol talks to an OpenAI-compatible endpoint: give "
+                         "--judge openai:MODEL (with --judge-base-url for a local server)", where=f"--judge {config.spec}")
+
+
 def call_seed(seed: int, run: int, attempt: int) -> int:
     """The API seed of one call: distinct per run and attempt (theirs: truly_random_seed())."""
     return seed * 1000 + run * MAX_RETRY + attempt
@@ -176,9 +183,7 @@ def dreambench_plus_rows(bench, work: dict, store, *, config, console=None) -> t
     from .judge import JudgeStats, request_key
     from .backends import JudgeUnavailable
 
-    if config.backend != "openai":
-        raise BenchError("the DreamBench++ judge protocol talks to an OpenAI-compatible endpoint: give "
-                         "--judge openai:MODEL (with --judge-base-url for a local server)", where=f"--judge {config.spec}")
+    check_judge(config)
     mode = MODES[config.mode]
     items = items_for(bench, work, store)
     if not items:
