@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import PIL.Image
+import PIL.ImageOps
 import pytest
 import torch
 from torchvision import transforms
