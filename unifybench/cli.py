@@ -20,6 +20,8 @@ from .records import DEFAULT_TASKS, TASKS
 
 # scoring.encoders.CLIP_MODELS (tested equal), repeated so that --help does not import torch.
 CLIP_CHOICES = ("ViT-B-32", "ViT-L-14")
+# unifybench.data.FORMATS (tested equal), repeated so that --help does not import the readers.
+FORMAT_CHOICES = ("auto", "unifybench", "dreambench", "yollava", "myvlm", "dreambench_plus")  # data.FORMATS, without importing it
 
 EXIT_BAD_INPUT = 2
 
@@ -95,7 +97,7 @@ def _judge_config(args):
                          concurrency=args.judge_concurrency, timeout=args.judge_timeout,
                          retries=args.judge_retries, backoff=args.judge_backoff, max_tokens=args.judge_max_tokens,
                          samples=args.judge_samples, seed=args.seed if args.judge_seed is None else args.judge_seed,
-                         cache=args.judge_cache)
+                         cache=args.judge_cache, mode=args.judge_mode)
     config.validate()
     return config
 
@@ -173,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--method", help="a name from `unifybench methods` (required, here or in --config)")
     run.add_argument("--bench", default="mini", help="'mini' (bundled), a benchmark folder, or a Hugging Face "
                                                     "dataset name (owner/name[@revision]) fetched into its cache")
-    run.add_argument("--format", default="auto", choices=["auto", "unifybench", "dreambench", "yollava", "myvlm"],
+    run.add_argument("--format", default="auto", choices=list(FORMAT_CHOICES),
                      help="the benchmark folder's layout (auto: detected)")
     run.add_argument("--split", default=0, type=int, help="MyVLM's layout: which of its five seeded training "
                      "splits (0-4; 4 photos a concept to learn from, the rest captioned)")
@@ -228,6 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     judge.add_argument("--judge-samples", default=4, type=int,
                        help="attr_gen images judged per prompt (--protocol reference: always 4)")
     judge.add_argument("--judge-seed", default=None, type=int, help="the judge's seed (default: --seed)")
+    judge.add_argument("--judge-mode", default="deterministic", choices=["deterministic", "reference"],
+                       help="DreamBench++ benches: deterministic (temperature 0, fixed seed, one run, cached) or "
+                            "reference (theirs: temperature 1, three runs, mean and std; judge gpt-4o-2024-05-13)")
     judge.add_argument("--judge-cache", default=None,
                        help="SQLite file of judge replies (default: judge_cache.sqlite in the run directory)")
 
@@ -276,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Read a benchmark with every image decoded; print its counts, or one "
                                             "line naming the first problem.", formatter_class=_HelpFormatter)
     check.add_argument("path", help="'mini', a benchmark folder or a Hugging Face dataset name (owner/name)")
-    check.add_argument("--format", default="auto", choices=["auto", "unifybench", "dreambench", "yollava", "myvlm"],
+    check.add_argument("--format", default="auto", choices=list(FORMAT_CHOICES),
                        help="the folder's layout (auto: detected)")
     check.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -316,6 +321,14 @@ def cmd_data_check(args) -> int:
         table.add_row(f"items: {kind}", str(n))
     table.add_row("generation prompts", str(summary["gen_prompts"]))
     table.add_row("attribute-reasoning prompts", str(summary["attr_prompts"]))
+    for category, n in summary.get("categories", {}).items():  # DreamBench++
+        table.add_row(f"subjects: {category}", str(n))
+    for kind, n in summary.get("prompt_kinds", {}).items():
+        table.add_row(f"prompts: {kind}", str(n))
+    if "prompt_kinds" in summary:
+        n = 2 * summary["gen_prompts"]
+        table.add_row("DreamBench++ judge calls (CP + PF per prompt; x3 with --judge-mode reference)",
+                      f"{n} (reference: {3 * n}), each asked again at most twice")
     from .scoring.judges import judge_calls
 
     calls = judge_calls(summary["items"], summary["attr_prompts"])
@@ -341,6 +354,9 @@ def cmd_data_check(args) -> int:
     if truths["neither"]:
         _console(stderr=True).print(f"warning: {truths['neither']} recognition truth(s) say neither yes nor no "
                                     f"(their first word): they are scored as positives", markup=False)
+    if summary.get("prompts_without_subject"):
+        _console(stderr=True).print(f"warning: {summary['prompts_without_subject']} prompt(s) do not contain their "
+                                    f"subject phrase: methods see them without the concept's token", markup=False)
     if summary.get("source"):
         src = summary["source"]
         _console().print(f"from the hub: {src['hub']} at revision {src['revision']} ({src['path']})", markup=False)

@@ -24,6 +24,13 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 
+DREAMBENCH_PLUS_CATEGORIES = ("animal", "human", "object", "style")  # data.dreambench_plus (tested equal)
+DREAMBENCH_PLUS_PROMPT_KINDS = ("photorealistic", "style_transfer", "imaginative")
+DREAMBENCH_PLUS_METRICS = ("cp", "pf", "cp_pf", *(f"cp_{c}" for c in DREAMBENCH_PLUS_CATEGORIES),
+                           *(f"pf_{k}" for k in DREAMBENCH_PLUS_PROMPT_KINDS), "cp_run_std", "pf_run_std",
+                           "unparsed", "refused")
+
+
 @dataclass(frozen=True)
 class Metric:
     task: str
@@ -65,6 +72,19 @@ METRICS: tuple[Metric, ...] = (
     Metric("gen", "face_missing_refs", "lower", "reference photos in which no face was found"),
     Metric("gen", "copies", "lower", "generated images that are copies of a reference photo (its bytes, or within "
                                       "6 bits of its difference hash): they score against themselves"),
+    # DreamBench++ benches with a judge (scoring/judges/dreambench_plus.py): their GPT-4o protocol.
+    Metric("gen", "cp", "higher", "DreamBench++ concept preservation: judge's 0-4 / 4, mean over judged first "
+                                  "images; in reference mode the mean of three runs' means"),
+    Metric("gen", "pf", "higher", "DreamBench++ prompt following: judge's 0-4 / 4 against the prompt as written"),
+    Metric("gen", "cp_pf", "higher", "DreamBench++ CP x PF (the product of the two means)"),
+    *(Metric("gen", f"cp_{c}", "higher", f"DreamBench++ CP of {c} subjects") for c in DREAMBENCH_PLUS_CATEGORIES),
+    *(Metric("gen", f"pf_{k}", "higher", f"DreamBench++ PF of {k.replace('_', ' ')} prompts")
+      for k in DREAMBENCH_PLUS_PROMPT_KINDS),
+    Metric("gen", "cp_run_std", "lower", "DreamBench++ reference mode: sample std of CP over the three runs"),
+    Metric("gen", "pf_run_std", "lower", "DreamBench++ reference mode: sample std of PF over the three runs"),
+    Metric("gen", "unparsed", "lower", "DreamBench++ judgments without exactly one score after 3 calls "
+                                       "(kept and counted; theirs drops them)"),
+    Metric("gen", "refused", "lower", "DreamBench++ judgments the judge refused (its own count)"),
     Metric("attr_gen", "attr_score", "higher", "judge's 0 / 0.5 / 1: mean per prompt, then per concept, then overall"),
     Metric("attr_gen", "unparsed", "lower", "judge replies unreadable after one re-ask"),
 )
@@ -82,10 +102,11 @@ for _m in METRICS:
     TASK_METRICS[_m.task] += (_m.name,)
 # Counts that appear only where the face scorer ran (human concepts).
 # choice's accuracy and circular_accuracy: one or the other, by the run's --choice-eval; refusals
-# only where a reply declined.
+# only where a reply declined; DreamBench++'s judge metrics only on DreamBench++ benches.
 OPTIONAL_METRICS = frozenset({("gen", "face_missing"), ("gen", "face_missing_refs"), ("gen", "copies"),
                               ("choice", "circular_accuracy"),
-                              *((task, "refused") for task in ("rec", "vqa", "text_only", "choice"))})
+                              *((task, "refused") for task in ("rec", "vqa", "text_only", "choice"))}
+                             | {("gen", m) for m in DREAMBENCH_PLUS_METRICS})
 DIRECTIONS: dict[str, str] = {f"{m.task}.{m.name}": m.direction for m in METRICS + PUBLISHED_ONLY}
 
 
@@ -130,6 +151,10 @@ class Why:
         return f"not scored: all {n} judge replies unparsed"
 
     @staticmethod
+    def none_scored(unparsed: int, refused: int) -> str:
+        return f"not scored: no judgment gave a score ({unparsed} unparsed, {refused} refused)"
+
+    @staticmethod
     def no_identity_images(prompt: str) -> str:
         return f"not scored: no images for the identity prompt {prompt!r}"
 
@@ -152,6 +177,7 @@ class ScoringContext:
     judge: bool = False  # a judge is configured
     choice_eval: str = "plain"  # plain | circular (tasks.build_requests)
     face_unavailable: str | None = None  # why the face backend could not be loaded
+    dreambench_plus: bool = False  # a DreamBench++ bench: gen has its judge's metrics
 
 
 def _mean(values: list[float]) -> float | None:
@@ -261,7 +287,8 @@ def _face_reason(concept: str, face_rows: list[dict], ctx: ScoringContext) -> st
 def _gen(rows: list[dict], ctx: ScoringContext, concepts: list[str], pooled: bool) -> dict:
     fidelity = _of(rows, "fidelity", "gen")
     faces = _of(rows, "face", "gen")
-    if not fidelity and not faces:
+    judged = _of(rows, "dreambench_plus", "gen")
+    if not fidelity and not faces and not judged:
         return {m: Why.NO_PROMPTS for m in TASK_METRICS["gen"] if ("gen", m) not in OPTIONAL_METRICS}
     out: dict = {}
     for name in ("clip_i", "clip_t", "dino"):
@@ -282,6 +309,61 @@ def _gen(rows: list[dict], ctx: ScoringContext, concepts: list[str], pooled: boo
     if faces:
         out["face_missing"] = sum(not r["face_found"] for r in faces if r["purpose"] == "identity")
         out["face_missing_refs"] = sum(not r["face_found"] for r in faces if r["purpose"] == "reference")
+    if ctx.dreambench_plus:
+        out.update(_dreambench_plus(judged, ctx))
+    return out
+
+
+def dreambench_plus_selection(metric: str):
+    """(criterion, the rows a DreamBench++ mean is over) for ``cp``, ``pf`` and their breakdowns."""
+    criterion, _, part = metric.partition("_")
+    if part in DREAMBENCH_PLUS_CATEGORIES:
+        return criterion, lambda r: r["criterion"] == criterion and r["category"] == part
+    if part in DREAMBENCH_PLUS_PROMPT_KINDS:
+        return criterion, lambda r: r["criterion"] == criterion and r["prompt_kind"] == part
+    return criterion, lambda r: r["criterion"] == criterion
+
+
+def _run_means(rows: list[dict]) -> list[float]:
+    """Per run: the mean of score / 4 over its scored rows (their cal_score on what they kept)."""
+    means = []
+    for run in sorted({r["run"] for r in rows}):
+        scores = [r["score"] for r in rows if r["run"] == run and r["status"] == "scored"]
+        if scores:
+            means.append(sum(scores) / len(scores) / 4)
+    return means
+
+
+def _sample_std(values: list[float]) -> float | None:
+    if len(values) < 2:
+        return None
+    mean = sum(values) / len(values)
+    return (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+
+
+def _dreambench_plus(rows: list[dict], ctx: ScoringContext) -> dict:
+    """CP, PF, CP x PF and their breakdowns from the judge's rows (one per judged image and run)."""
+    if not ctx.judge:
+        return {"cp": Why.NO_JUDGE, "pf": Why.NO_JUDGE, "cp_pf": Why.NO_JUDGE}
+    out: dict = {}
+    for metric in ("cp", "pf", *(f"cp_{c}" for c in DREAMBENCH_PLUS_CATEGORIES),
+                   *(f"pf_{k}" for k in DREAMBENCH_PLUS_PROMPT_KINDS)):
+        _, chosen = dreambench_plus_selection(metric)
+        selected = [r for r in rows if chosen(r)]
+        if not selected:
+            if metric in ("cp", "pf"):
+                out[metric] = Why.NOTHING_TO_JUDGE
+            continue
+        means = _run_means(selected)
+        out[metric] = _mean(means) if means else Why.none_scored(sum(r["status"] == "unparsed" for r in selected),
+                                                                 sum(r["status"] == "refused" for r in selected))
+        if metric in ("cp", "pf") and len({r["run"] for r in selected}) > 1:
+            std = _sample_std(means)
+            out[f"{metric}_run_std"] = std if std is not None else Why.no_values(f"{metric} per run")
+    cp, pf = out.get("cp"), out.get("pf")
+    out["cp_pf"] = cp * pf if isinstance(cp, float) and isinstance(pf, float) else Why.no_values("cp and pf")
+    out["unparsed"] = sum(r["status"] == "unparsed" for r in rows)
+    out["refused"] = sum(r["status"] == "refused" for r in rows)
     return out
 
 
@@ -380,6 +462,18 @@ def samples(task: str, metric: str, rows: list[dict]):
     if task == "gen" and metric == "face_sim":
         faces = [r for r in _of(rows, "face", "gen") if r["purpose"] == "identity" and r.get("face_sim") is not None]
         return [ratio(faces, lambda r: r["face_sim"])]
+    if task == "gen" and metric in DREAMBENCH_PLUS_METRICS and metric not in ("cp_pf", "cp_run_std", "pf_run_std",
+                                                                              "unparsed", "refused"):
+        # One part per run: the metric is the mean of the runs' means, each pooled over its items.
+        _, chosen = dreambench_plus_selection(metric)
+        selected = [r for r in _of(rows, "dreambench_plus", "gen") if chosen(r)]
+        parts = []
+        for run in sorted({r["run"] for r in selected}):
+            in_run = [r for r in selected if r["run"] == run]
+            if any(r["status"] == "scored" for r in in_run):
+                parts.append(ratio(in_run, lambda r: r["score"] / 4 if r["status"] == "scored" else 0.0,
+                                   lambda r: float(r["status"] == "scored")))
+        return parts or None
     if task == "attr_gen" and metric == "attr_score":  # a mean per prompt, then per concept, then over concepts
         prompts: dict[tuple[str, str], list[float]] = {}
         for r in _of(rows, "judge", "attr_gen"):
@@ -424,6 +518,10 @@ def aggregate_intervals(rows: Iterable[dict], ctx: ScoringContext, tasks: list[s
                 found = interval(own, seed, resamples, resample_concepts=False) if len(own) == len(parts) else None
                 if found:
                     per[c].setdefault(task, {})[metric] = found
+        if task == "gen" and isinstance(overall.get("gen", {}).get("cp_pf"), float):
+            found = _product_interval(samples("gen", "cp", scoped), samples("gen", "pf", scoped), seed, resamples)
+            if found:
+                intervals.setdefault("gen", {})["cp_pf"] = found
     return intervals, per
 
 
@@ -451,3 +549,11 @@ def paired_metric(rows_a: list[dict], rows_b: list[dict], task: str, metric: str
         return None
     return {"mean_a": sum(p.estimate() for p in a) / len(a), "mean_b": sum(p.estimate() for p in b) / len(b),
             **found}
+
+
+def _product_interval(cp_parts, pf_parts, seed: int, resamples: int) -> dict | None:
+    """CP x PF's interval: the concept jackknife of the product of the two means (each judged image
+    has a CP row and a PF row). ``seed`` and ``resamples``: as :func:`unifybench.uncertainty.interval`'s."""
+    from .uncertainty import product_interval
+
+    return product_interval(cp_parts, pf_parts)

@@ -20,7 +20,7 @@ TASKS = ANSWER_TASKS + GEN_KINDS
 # What a run does without --tasks: captioning is asked for by name.
 DEFAULT_TASKS = QA_KINDS + GEN_KINDS
 
-ConceptKind = Literal["human", "animal", "object"]
+ConceptKind = Literal["human", "animal", "object", "style"]  # style: DreamBench++ style subjects
 GenerationType = Literal["object", "live_subject"]
 
 
@@ -99,7 +99,7 @@ class Concept:
 @dataclass
 class Benchmark:
     name: str  # "mini", or the folder name
-    format: str  # "unifybench" | "dreambench" | "yollava"
+    format: str  # "unifybench" | "dreambench" | "yollava" | "dreambench_plus"
     root: Path
     concepts: list[Concept]
     items: dict[str, list[QAItem]]  # concept name -> its test items, in file order

@@ -76,6 +76,12 @@ def _run_row(results_path: Path) -> dict:
         row = {"benchmark": results["bench"]["name"], "protocol": results["protocol"], "backbones": backbones,
                "judge": (results.get("judge") or {}).get("judge") or "", "limit": _limit_label(limit),
                "method": results["method"]}
+        dreambench_plus = results.get("dreambench_plus_judge")
+        if results["bench"].get("format") == "dreambench_plus":  # its own tables, its judge mode in the title
+            row["benchmark"] += " (DreamBench++)"
+            if dreambench_plus:
+                row["judge"] = (f"{row['judge']}; " if row["judge"] else "") + \
+                    f"{dreambench_plus['judge']} (DreamBench++ judge, {dreambench_plus['mode']} mode)"
         if is_random_init(results.get("method_details")) and not _random_backbones(backbones):
             # A random-init method model (model=tiny) makes random-init numbers whatever scored them:
             # never in a table of real results, and never joined to one as an understanding-only run.

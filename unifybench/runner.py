@@ -159,6 +159,10 @@ def _prepare(spec: RunSpec, out_root: Path, rank: distributed.Rank, console, dev
         spec.judge.validate()
     prepare_out_dir(out_root, "--out", create=False)  # made with the run directory, once all is checked
     bench = load_benchmark(spec.bench, spec.format, split=spec.split)
+    if bench.format == "dreambench_plus" and spec.judge is not None and "gen" in spec.tasks:
+        from .scoring.judges.dreambench_plus import check_judge
+
+        check_judge(spec.judge)
     concepts = _select_concepts(bench, spec.concepts)
 
     supported = [t for t in spec.tasks if t in method_cls.tasks]

@@ -304,6 +304,32 @@ def interval_over_runs(runs: list[list[Samples]], resample_concepts: bool = True
     return out
 
 
+def product_interval(parts_x: list[Samples], parts_y: list[Samples]) -> dict | None:
+    """The 95% interval of the product of two metrics' statistics on the same concepts (DreamBench++'s
+    CP x PF): the delete-one-concept jackknife of the product, each deleted concept leaving both
+    factors, with the same t quantile and few-concept notes as :func:`interval`."""
+    units = _units(parts_x + parts_y, by_concept=True)
+    g = len(units)
+    if g < 2:
+        return None
+    full_x, left_x = _combined([(1.0, parts_x)], units)
+    full_y, left_y = _combined([(1.0, parts_y)], units)
+    estimate, left = full_x * full_y, left_x * left_y
+    if np.isnan(estimate) or np.isnan(left).any():
+        return None
+    se = float(np.sqrt((g - 1) / g * np.sum((left - left.mean()) ** 2)))
+    half = float(stats.t.ppf(1 - (1 - LEVEL) / 2, g - 1)) * se
+    (lx, hx), (ly, hy) = _bounds([parts_x]), _bounds([parts_y])
+    corners = [lx * ly, lx * hy, hx * ly, hx * hy]  # the product cannot leave these
+    out = {"lo": float(max(estimate - half, min(corners))), "hi": float(min(estimate + half, max(corners))),
+           "concepts": g, "items": _items(parts_x, [u[0] for u in units]),
+           "method": f"jackknife of the product over {g} concepts"}
+    note = _few(g)
+    if note:
+        out["note"] = note
+    return out
+
+
 def paired(parts_a: list[Samples], parts_b: list[Samples], seed: int = 0, resamples: int = DEFAULT_RESAMPLES,
            permutations: int = 10000) -> dict | None:
     """A minus B on the items both scored (the parts must hold the same concepts and items, in the

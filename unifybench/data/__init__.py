@@ -1,8 +1,8 @@
 """Benchmark readers: every supported format becomes one :class:`~unifybench.records.Benchmark`.
 
 Formats (see FORMATS.md): ``unifybench`` (the UniCTokens release layout, also the bundled
-``mini`` bench), ``dreambench`` (the DreamBooth dataset), ``yollava`` and ``myvlm`` (MyVLM's
-objects: photos and captions, for the caption task). Bad input of any kind
+``mini`` bench), ``dreambench`` (the DreamBooth dataset), ``yollava``, ``myvlm`` (MyVLM's
+objects: photos and captions, for the caption task) and ``dreambench_plus``. Bad input of any kind
 raises :class:`~unifybench.errors.BenchError` naming the file (and item or field).
 """
 from __future__ import annotations
@@ -16,6 +16,8 @@ from ..records import QA_KINDS, Benchmark
 from . import hub
 from .common import validate_images
 from .dreambench import read_dreambench
+from .dreambench_plus import CATEGORIES as DREAMBENCH_PLUS_CATEGORIES
+from .dreambench_plus import prompt_kind, read_dreambench_plus
 from .formats import FORMATS, check_root, detect_format
 from .myvlm import check_split, read_myvlm
 from .native import read_unifybench  # the UnifyBench (UniCTokens) layout
@@ -78,6 +80,8 @@ def load_benchmark(spec: str | Path = "mini", format: str = "auto", validate_ima
             bench = read_dreambench(root, name)
         elif format == "myvlm":
             bench = read_myvlm(root, name, split)
+        elif format == "dreambench_plus":
+            bench = read_dreambench_plus(root, name)
         else:
             bench = read_yollava(root, name)
     except BenchError:
@@ -148,4 +152,18 @@ def check_benchmark(path: str | Path, format: str = "auto") -> dict:
         "attr_prompts": bench.count_prompts("attr_gen"),
         **({"choice_letters": letters} if letters["items"] else {}),
         **({"source": bench.source} if bench.source else {}),
+        **(_dreambench_plus_counts(bench) if bench.format == "dreambench_plus" else {}),
     }
+
+
+def _dreambench_plus_counts(bench: Benchmark) -> dict:
+    """Subjects per category, prompts per kind, and prompts that do not name their subject phrase
+    (shown to methods without the concept's token)."""
+    categories = {c: sum(x.kind == c for x in bench.concepts) for c in DREAMBENCH_PLUS_CATEGORIES}
+    kinds: dict[str, int] = {}
+    unnamed = 0
+    for concept in bench.concepts:
+        for p in bench.prompts.get(concept.name, []):
+            kinds[prompt_kind(p.index)] = kinds.get(prompt_kind(p.index), 0) + 1
+            unnamed += concept.token not in p.prompt
+    return {"categories": categories, "prompt_kinds": kinds, "prompts_without_subject": unnamed}

@@ -122,5 +122,6 @@ def find_root(folder: Path) -> Path:
                 return candidate
         level = [d for parent in level for d in sorted(parent.iterdir())
                  if d.is_dir() and not d.name.startswith(".")]
-    raise BenchError("no benchmark in a known format (unifybench, dreambench, yollava, myvlm) at most two folders down",
+    raise BenchError("no benchmark in a known format (unifybench, dreambench, yollava, myvlm, dreambench_plus) at most "
+                     "two folders down",
                      folder)

@@ -31,6 +31,9 @@ KINDS = ("default", "random", "tiny")
 CLIP_MODELS = ("ViT-B-32", "ViT-L-14")
 DEFAULT_CLIP = "ViT-B-32"
 DINO_CHECKPOINT = "facebook/dino-vits16"
+# DreamBench++'s DINO (their torch.hub "dino_vits8"): DINO v1 ViT-S/8, for their reference protocol.
+DINO_VITS8 = "facebook/dino-vits8"
+DINO_PATCH = {DINO_CHECKPOINT: 16, DINO_VITS8: 8}
 CLIP_TAG = "openai"
 
 
@@ -53,6 +56,7 @@ class Backbones:
     dino_model: Any
     device: str = "cpu"
     info: dict = field(default_factory=dict)
+    dino_name: str = DINO_CHECKPOINT  # the DINO checkpoint (or, random and tiny, the architecture) built
 
     def _autocast(self):
         if torch.device(self.device).type == "cuda":
@@ -164,36 +168,39 @@ def _load_clip(kind: str, clip_name: str, seed: int, local_only: bool):
 
 # ----------------------------------------------------------------------------------------- DINO
 
-def _load_dino(kind: str, seed: int, local_only: bool):
+def _load_dino(kind: str, seed: int, local_only: bool, checkpoint: str = DINO_CHECKPOINT):
     from transformers import ViTConfig, ViTModel
 
+    if checkpoint not in DINO_PATCH:
+        raise BenchError(f"unknown DINO checkpoint {checkpoint!r} (known: {', '.join(DINO_PATCH)})", where="backbones")
+    patch = DINO_PATCH[checkpoint]
     if kind == "default":
         try:
-            model = ViTModel.from_pretrained(DINO_CHECKPOINT, add_pooling_layer=False,
+            model = ViTModel.from_pretrained(checkpoint, add_pooling_layer=False,
                                              local_files_only=local_only)
         except Exception as e:  # noqa: BLE001 - OSError when absent, others when unreadable
             raise BenchError(
-                f"cannot load DINO {DINO_CHECKPOINT} weights: {type(e).__name__}: {e}; run once with "
+                f"cannot load DINO {checkpoint} weights: {type(e).__name__}: {e}; run once with "
                 "network access or set HF_HOME to a Hugging Face cache that holds them, or use "
                 "--backbones random", where="backbones") from e
-        return model, DINO_CHECKPOINT
+        return model, checkpoint
     if kind == "random":
         config = ViTConfig(hidden_size=384, num_hidden_layers=12, num_attention_heads=6,
-                           intermediate_size=1536, patch_size=16, image_size=224, qkv_bias=True,
+                           intermediate_size=1536, patch_size=patch, image_size=224, qkv_bias=True,
                            layer_norm_eps=1e-6)
-        desc = f"{DINO_CHECKPOINT} architecture (ViT-S/16, random init, seed {seed}); not pretrained"
+        desc = f"{checkpoint} architecture (ViT-S/{patch}, random init, seed {seed}); not pretrained"
     else:
         config = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                           intermediate_size=64, patch_size=16, image_size=224, qkv_bias=True,
+                           intermediate_size=64, patch_size=patch, image_size=224, qkv_bias=True,
                            layer_norm_eps=1e-6)
-        desc = f"tiny ViT (hidden 32, 2 layers, patch 16, random init, seed {seed}); not a real backbone"
+        desc = f"tiny ViT (hidden 32, 2 layers, patch {patch}, random init, seed {seed}); not a real backbone"
     with _seeded(seed):
         model = ViTModel(config, add_pooling_layer=False)
     return model, desc
 
 
 def load_backbones(kind: str = "default", device: str = "cpu", clip_name: str = DEFAULT_CLIP,
-                   seed: int = 0, local_only: bool | None = None) -> Backbones:
+                   seed: int = 0, local_only: bool | None = None, dino_name: str = DINO_CHECKPOINT) -> Backbones:
     """Build CLIP and DINO for ``kind`` in {"default", "random", "tiny"}, in eval mode on ``device``.
     ``local_only``: look only in the local Hugging Face cache; default: when HF_HUB_OFFLINE is set or
     the hub cannot be reached (the hub client would otherwise retry for ~20 s per file). The process
@@ -203,11 +210,11 @@ def load_backbones(kind: str = "default", device: str = "cpu", clip_name: str = 
     if local_only is None:
         local_only = kind == "default" and offline.local_only()
     clip_model, tokenizer, clip_desc = _load_clip(kind, clip_name, seed, local_only)
-    dino_model, dino_desc = _load_dino(kind, seed, local_only)
+    dino_model, dino_desc = _load_dino(kind, seed, local_only, dino_name)
     clip_model = clip_model.to(device).eval()
     dino_model = dino_model.to(device).eval()
     info = {"clip": clip_desc, "dino": dino_desc}
     if kind != "default":
         info["seed"] = seed
     return Backbones(kind=kind, clip_model=clip_model, tokenizer=tokenizer, dino_model=dino_model,
-                     device=device, info=info)
+                     device=device, info=info, dino_name=dino_name)

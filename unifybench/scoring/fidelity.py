@@ -16,6 +16,13 @@ Protocols (``PROTOCOLS``):
   offset rounded down, CLIP mean/std); a generated image's CLIP-I is its cosine to the mean of the
   reference photos' raw (unnormalised) CLIP features; CLIP ViT-L/14, their encoder, by default.
   DINO is not in their code and stays as in dreambooth.
+- ``"dreambench_plus"`` (DreamBench++'s CLIP/DINO, ``metrics/clip_score.py`` and ``dino_score.py``
+  at 66ca27e): source and generated image stored as JPEG first (their generate_images.py saves both
+  as .jpg), then CLIP's own preprocessing (their ``CLIPProcessor`` of openai/clip-vit-base-patch32)
+  and for DINO resize 256 bicubic, crop 224, ImageNet mean/std, with DINO v1 ViT-S/8 (their
+  ``dino_vits8``; :data:`.encoders.DINO_VITS8`). Pairs are 1:1, each generated image with its one
+  source image: a DreamBench++ subject has one reference photo, so pairing "all" is exactly that.
+  Their scores are x100; ours stay cosines.
 
 CLIP-T, for every protocol, is the cosine between a generated image and its class prompt (the
 prompt with the concept replaced by its class noun). CLIP-I and CLIP-T share one CLIP encoding of
@@ -29,6 +36,7 @@ autocast on CUDA.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import re
 from pathlib import Path
@@ -117,6 +125,29 @@ def dino_dreambooth(img) -> torch.Tensor:
     return TF.normalize(_to_unit(_resize_crop(img, 256, 224)), IMAGENET_MEAN, IMAGENET_STD)
 
 
+def _their_jpeg(img):
+    """The image as DreamBench++ scores it: stored as .jpg (PIL's default quality 75) and read back."""
+    if isinstance(img, Image.Image):
+        buffer = io.BytesIO()
+        img.convert("RGB").save(buffer, format="JPEG")
+        buffer.seek(0)
+        with Image.open(buffer) as stored:
+            return stored.convert("RGB")
+    from torchvision.io import decode_jpeg, encode_jpeg  # uint8 [3, H, W] or [N, 3, H, W] decoded on the GPU
+
+    if img.dim() == 3:
+        return decode_jpeg(encode_jpeg(img.cpu(), quality=75)).to(img.device)
+    return torch.stack([decode_jpeg(encode_jpeg(x.cpu(), quality=75)) for x in img]).to(img.device)
+
+
+def clip_dreambench_plus(img) -> torch.Tensor:
+    return clip_dreambooth(_their_jpeg(img))
+
+
+def dino_dreambench_plus(img) -> torch.Tensor:
+    return dino_dreambooth(_their_jpeg(img))
+
+
 _CLIP_DB = "resize shortest side 224 bicubic (PIL), centre-crop 224, CLIP mean/std"
 _DINO_DB = "resize shortest side 256 bicubic (PIL), centre-crop 224, ImageNet mean/std"
 # Per protocol: each encoder's transform and pairing (PAIRINGS), and optionally the CLIP it is
@@ -132,6 +163,11 @@ PROTOCOLS: dict[str, dict] = {
                                "Normalize(mean=-1, std=2) (reference bug: pixels in [0.5,1]), "
                                "resize 224 bicubic, centre-crop 224, CLIP mean/std"),
         "dino_preprocessing": _DINO_DB,
+    },
+    "dreambench_plus": {
+        "clip": clip_dreambench_plus, "dino": dino_dreambench_plus, "clip_pairing": "all", "dino_pairing": "all",
+        "clip_preprocessing": "stored as JPEG (PIL quality 75), then " + _CLIP_DB,
+        "dino_preprocessing": "stored as JPEG (PIL quality 75), then " + _DINO_DB + " (DINO v1 ViT-S/8)",
     },
     "mean-reference": {
         "clip": clip_yochameleon, "dino": dino_dreambooth, "clip_pairing": "raw-mean", "dino_pairing": "all",

@@ -55,7 +55,8 @@ def score_run(bench, work: dict, store, spec, backbones: str, skipped: dict[str,
         protocol=spec.protocol,
         requested={c: [t for t in tasks_run if any(w.request.task == t for w in ws)] for c, ws in work.items()},
         humans={c: bench.concept(c).identity_prompt for c in work if bench.concept(c).kind == "human"},
-        judge=spec.judge is not None, choice_eval=spec.choice_eval)
+        judge=spec.judge is not None, choice_eval=spec.choice_eval,
+        dreambench_plus=bench.format == "dreambench_plus")
     from .answers import answer_rows
     from .captions import caption_rows
 
@@ -75,10 +76,16 @@ def score_run(bench, work: dict, store, spec, backbones: str, skipped: dict[str,
         from .face import face_rows
         from .fidelity import FidelityScorer, fidelity_rows
 
+        from .encoders import DINO_CHECKPOINT, DINO_VITS8
+
         fidelity_protocol = "reference" if spec.protocol == "reference" else "dreambooth"
-        if loaded_backbones is None:
+        dino_name = DINO_CHECKPOINT
+        if bench.format == "dreambench_plus" and spec.protocol == "reference":  # their CLIP/DINO, their DINO
+            fidelity_protocol, dino_name = "dreambench_plus", DINO_VITS8
+        if loaded_backbones is None or getattr(loaded_backbones, "dino_name", DINO_CHECKPOINT) != dino_name:
+            other_dino = {} if dino_name == DINO_CHECKPOINT else {"dino_name": dino_name}
             loaded_backbones = load_backbones(backbones, device=spec.device, seed=spec.seed,
-                                              clip_name=spec.clip_model)
+                                              clip_name=spec.clip_model, **other_dino)
         scorer = FidelityScorer(loaded_backbones, protocol=fidelity_protocol, batch_size=max(spec.batch_size, 32),
                                 device=spec.device)
         backbone_info = scorer.describe()
@@ -103,6 +110,12 @@ def score_run(bench, work: dict, store, spec, backbones: str, skipped: dict[str,
         judged, judge_info = judge_rows(bench, work, store, config=spec.judge, protocol=spec.protocol,
                                         tasks=judge_tasks, device=spec.device, batch_size=spec.batch_size,
                                         console=console)
+        rows += judged
+    dreambench_plus_info = None
+    if spec.judge is not None and bench.format == "dreambench_plus" and "gen" in tasks_run:
+        from .judges.dreambench_plus import dreambench_plus_rows
+
+        judged, dreambench_plus_info = dreambench_plus_rows(bench, work, store, config=spec.judge, console=console)
         rows += judged
 
     scores_path = store.run_dir / "scores.jsonl"
@@ -137,6 +150,8 @@ def score_run(bench, work: dict, store, spec, backbones: str, skipped: dict[str,
         "label": f"{random_scores}: {RANDOM_INIT_LABEL}" if random_scores else None,
         "seed": spec.seed,
         "judge": judge_info,
+        # DreamBench++'s judge protocol, its mode among it (deterministic or reference): every table says which.
+        **({"dreambench_plus_judge": dreambench_plus_info} if dreambench_plus_info else {}),
         "tasks": {t: overall[t] for t in spec.tasks if t in overall},
         # What the numbers rest on: a table of runs on different concept sets says so.
         "counts": {"concepts": len(work), "items": sum(r["scorer"] == "answer" for r in scored),
@@ -165,7 +180,9 @@ def print_summary(results: dict, console, skipped: dict | None = None) -> None:
     when the run began."""
     from rich.table import Table
 
-    table = Table(title=f"{results['method']} on {results['bench']['name']} (protocol {results['protocol']})")
+    mode = (results.get("dreambench_plus_judge") or {}).get("mode")
+    table = Table(title=f"{results['method']} on {results['bench']['name']} (protocol {results['protocol']}"
+                        + (f"; DreamBench++ judge mode {mode}" if mode else "") + ")")
     table.add_column("task")
     table.add_column("metric")
     table.add_column("value", justify="right")

@@ -383,3 +383,20 @@ def test_garbage_files_trained_elsewhere_are_refused_before_anything_is_made(tmp
                   "--concepts", "dog", "--tasks", "gen", "--out", str(tmp_path / "runs"))
         assert ran.returncode == 2 and message in ran.stderr and len(ran.stderr.strip().splitlines()) == 1, ran.stderr
         assert str(folder / filename) in ran.stderr and not (tmp_path / "runs").exists()
+
+
+def test_dreambench_plus_recipes_prompt_as_written_and_start_from_the_subjects_first_word(tmp_path):
+    """DreamBench++'s generate_models.py trains DreamBooth-LoRA on 'a photo of {subject}' and draws the
+    prompts as written ('a kitten on a beach'); its textual inversion starts from the subject's first
+    word (``sample.subject.split(" ")[0]``)."""
+    from tests._dreambench_plus import make_dreambench_plus
+
+    dbp = load_benchmark(str(make_dreambench_plus(tmp_path)))
+    woman = dbp.concept("human_00")
+    prompt = dbp.prompts["human_00"][0]
+    lora = DreamBoothLoRA({**LORA, "identifier": "none"})
+    assert lora._prompt(woman, None, prompt.prompt) == prompt.class_prompt == "a young woman on a beach"
+    assert f"a photo of {lora.instance_phrase(woman)}" == "a photo of young woman"
+    method = TextualInversion({**TI, "initializer": "first-word"}, seed=0)
+    _, how = method._initial_rows(woman)
+    assert how[0].startswith("'young': ")

@@ -67,7 +67,8 @@ _TI_ARGS = {
     "weight_decay": Arg(float, 1e-2, "AdamW weight decay", low=0),
     "flip_p": Arg(float, 0.5, "horizontal flip probability of a training image", low=0, high=1),
     "initializer": Arg(str, Auto("the concept's class noun"), "word whose embedding starts the placeholder "
-                       "(the mean of its tokens' embeddings when it is several tokens)"),
+                       "(the mean of its tokens' embeddings when it is several tokens); 'first-word': the class "
+                       "noun's first word (DreamBench++'s recipe)"),
     "embeds": Arg(Path, None, "folder of embeddings trained elsewhere: DIR/<concept>/learned_embeds.safetensors "
                   "(and learned_embeds_2.safetensors for SDXL), loaded with diffusers' load_textual_inversion",
                   exists="dir"),
@@ -79,7 +80,8 @@ _LORA_ARGS = {
     "train_batch": Arg(int, 1, "instance images per step", low=1),
     "weight_decay": Arg(float, 1e-2, "AdamW weight decay", low=0),
     "identifier": Arg(str, "sks", "the rare word of the instance phrase '<identifier> <class noun>'; 'token' "
-                      "uses the benchmark's concept token"),
+                      "uses the benchmark's concept token; 'none': the class noun alone (DreamBench++'s recipe, "
+                      "'a photo of {subject}')"),
     "prior": Arg(bool, False, "prior preservation with class images the base model draws once per class"),
     "class_images": Arg(int, 100, "class images for prior preservation (the script's)", low=1),
     "prior_weight": Arg(float, 1.0, "weight of the prior loss", low=0),
@@ -280,6 +282,8 @@ class TextualInversion(_DiffusionMethod):
         """Per text encoder, the placeholder's starting row: the initializer word's embedding when it
         is one token (the script requires it), else the mean of its tokens' embeddings."""
         word = self.initializer or concept.class_noun or "object"
+        if word == "first-word":  # DreamBench++'s recipe: the first word of the subject phrase
+            word = (concept.class_noun or "object").split()[0]
         rows, how = [], []
         for slot in self.host.slots:
             ids = slot.tokenizer.encode(word, add_special_tokens=False)
@@ -479,7 +483,7 @@ class DreamBoothLoRA(_DiffusionMethod):
         return d
 
     def instance_phrase(self, concept: Concept) -> str:
-        word = concept.token if self.identifier == "token" else self.identifier
+        word = concept.token if self.identifier == "token" else "" if self.identifier == "none" else self.identifier
         return f"{word} {concept.class_noun}".strip()
 
     def _prompt(self, concept, state, prompt):

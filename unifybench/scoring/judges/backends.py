@@ -105,7 +105,7 @@ class OpenAIBackend:
     that talks to a model through this transport sets its own (and its ``user_agent``)."""
 
     def __init__(self, config: JudgeConfig, *, temperature: float = 0, image_max_side: int = IMAGE_MAX_SIDE,
-                 user_agent: str = "unifybench-judge"):
+                 user_agent: str = "unifybench-judge", image_detail: str | None = None):
         try:
             import openai
         except ImportError as exc:
@@ -121,6 +121,7 @@ class OpenAIBackend:
                                      default_headers={"User-Agent": user_agent})
         self.temperature = temperature
         self.image_max_side = image_max_side
+        self.image_detail = image_detail  # the image_url "detail" sent ("high", as DreamBench++ asks), or none
         self._rng = random.Random(config.seed)
         self._rng_lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(config.concurrency)  # requests really in flight
@@ -139,7 +140,7 @@ class OpenAIBackend:
         return f"data:image/jpeg;base64,{data}"
 
     def _messages(self, request: JudgePrompt | ChatRequest) -> list[dict]:
-        return openai_messages(request.as_chat(), self._image_url)
+        return openai_messages(request.as_chat(), self._image_url, self.image_detail)
 
     def _sleep_before_retry(self, attempt: int, retry_after: str | None) -> None:
         delay = min(MAX_BACKOFF_S, self.config.backoff * (2 ** attempt))

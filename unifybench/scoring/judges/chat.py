@@ -70,17 +70,20 @@ class ChatRequest:
         return ChatRequest(self.messages[:-1] + (ChatMessage(last.role, tuple(parts)),))
 
 
-def openai_messages(request: ChatRequest, image_url) -> list[dict]:
+def openai_messages(request: ChatRequest, image_url, detail: str | None = None) -> list[dict]:
     """The chat-completions ``messages``: a turn that is one text is sent as a plain string (what the
     judge always sent), any other as content parts in order, each image as ``image_url(path)``
-    (a ``data:image/jpeg;base64,...`` URL)."""
+    (a ``data:image/jpeg;base64,...`` URL), with ``"detail": detail`` when one is given."""
+    def image(p) -> dict:
+        return {"url": image_url(p)} if detail is None else {"url": image_url(p), "detail": detail}
+
     out = []
     for message in request.messages:
         if len(message.parts) == 1 and isinstance(message.parts[0], str):
             content: object = message.parts[0]
         else:
             content = [{"type": "text", "text": p} if isinstance(p, str)
-                       else {"type": "image_url", "image_url": {"url": image_url(p)}} for p in message.parts]
+                       else {"type": "image_url", "image_url": image(p)} for p in message.parts]
         out.append({"role": message.role, "content": content})
     return out
 

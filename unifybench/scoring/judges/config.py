@@ -17,6 +17,7 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 NO_KEY_PLACEHOLDER = "EMPTY"
 REFERENCE_ATTR_SAMPLES = 4  # images judged per attribute prompt in the reference evaluation
 CACHE_FILE = "judge_cache.sqlite"
+JUDGE_MODES = ("deterministic", "reference")  # dreambench_plus.MODES (tested equal)
 
 
 @dataclass
@@ -34,6 +35,9 @@ class JudgeConfig:
     samples: int = 4  # attr_gen: images judged per prompt (--protocol reference: always 4)
     seed: int = 0  # the API's sampling seed and the seed of the attr_gen image sampling
     cache: str | None = None  # SQLite file; None: <run_dir>/judge_cache.sqlite
+    # DreamBench++'s judge (dreambench_plus.MODES): "deterministic" (temperature 0, one run) or
+    # "reference" (theirs: temperature 1, three runs, mean and std over runs).
+    mode: str = "deterministic"
 
     @property
     def backend(self) -> str:
@@ -55,6 +59,8 @@ class JudgeConfig:
             if not math.isfinite(value) or not low <= value <= high or (name == "timeout" and value == 0):
                 bound = f"> 0, <= {high}" if name == "timeout" else f">= {low}, <= {high}"
                 raise BenchError(f"expected a number {bound}, got {value!r}", where=f"--judge-{name}")
+        if self.mode not in JUDGE_MODES:
+            raise BenchError(f"unknown judge mode {self.mode!r}; known: {', '.join(JUDGE_MODES)}", where="--judge-mode")
         if self.cache is not None:
             cache = Path(self.cache)
             for parent in cache.parents:
