@@ -314,15 +314,25 @@ def test_aggregation_is_their_cal_score_and_avg_std(tmp_path):
     intervals, _ = aggregate_intervals(rows, ctx, ["gen"], overall, per_concept, seed=0, resamples=200)
     assert intervals["gen"]["cp"]["lo"] <= gen["cp"] <= intervals["gen"]["cp"]["hi"]
     assert "pf_imaginative" in intervals["gen"]
-    # CP x PF: the product of CP and PF replicates drawn with the same resamples, recomputed here.
+    # CP x PF: a delete-one-concept jackknife of the product, written out here: each concept left
+    # out of both factors, the jackknife standard error, a t quantile on concepts - 1 df.
     import numpy as np
+    from scipy import stats
 
     from unifybench.metrics import samples
-    from unifybench.uncertainty import replicates
 
-    cp_draws = replicates(samples("gen", "cp", rows), np.random.default_rng(0), 200, sorted(work))
-    pf_draws = replicates(samples("gen", "pf", rows), np.random.default_rng(0), 200, sorted(work))
-    lo, hi = np.quantile(cp_draws * pf_draws, [0.025, 0.975])
+    concepts = sorted(work)
+
+    def mean_without(metric, left_out):
+        kept = [r for r in rows if r["concept"] != left_out]
+        parts = samples("gen", metric, kept)
+        return sum(p.estimate() for p in parts) / len(parts)
+
+    left = np.array([mean_without("cp", c) * mean_without("pf", c) for c in concepts])
+    g = len(concepts)
+    se = np.sqrt((g - 1) / g * np.sum((left - left.mean()) ** 2))
+    half = stats.t.ppf(0.975, g - 1) * se
+    lo, hi = max(gen["cp_pf"] - half, 0.0), min(gen["cp_pf"] + half, 1.0)
     assert intervals["gen"]["cp_pf"]["lo"] == pytest.approx(lo) and intervals["gen"]["cp_pf"]["hi"] == pytest.approx(hi)
     assert intervals["gen"]["cp_pf"]["lo"] <= gen["cp_pf"] <= intervals["gen"]["cp_pf"]["hi"]
 
@@ -358,7 +368,11 @@ def test_run_on_dreambench_plus_gives_cp_pf_in_both_modes_from_the_command_line(
         assert results[mode]["dreambench_plus_judge"]["runs"] == runs
         for metric in ("cp", "pf", "cp_pf", "cp_animal", "cp_human", "cp_object", "cp_style", "pf_photorealistic"):
             assert isinstance(gen[metric], float), (mode, metric, gen[metric])
-        assert {"cp", "pf", "cp_pf", "cp_style"} <= set(results[mode]["intervals"]["gen"])
+        intervals = results[mode]["intervals"]["gen"]
+        assert {"cp", "pf", "cp_pf"} <= set(intervals)
+        assert "4 concepts" in intervals["cp_pf"]["note"]  # four subjects: said wherever the number is
+        # cp_style rests on one subject: any interval it has is over that subject's own items, and says so
+        assert "cp_style" not in intervals or "one concept" in intervals["cp_style"]["note"]
         assert ("cp_run_std" in gen) == (runs > 1)
     scores = [json.loads(line) for line in (only_run_dir(out) / "scores.jsonl").read_text().splitlines()]
     assert sum(r["scorer"] == "dreambench_plus" for r in scores) == 3 * 8
