@@ -17,10 +17,7 @@ from unifybench.scoring import encoders, fidelity
 from unifybench.scoring.encoders import load_backbones
 from unifybench.scoring.fidelity import FidelityScorer
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "dreambench"
-if not DATA.is_dir():
-    DATA = Path("/work/shared/data/dreambench")
-pytestmark = pytest.mark.skipif(not (DATA / "dog").is_dir(), reason="DreamBench photos not found")
+from _data_fixtures import DREAMBENCH as DATA  # noqa: E402 - photos held in the repository
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -41,7 +38,7 @@ def images(tmp_path_factory):
     refs = [DATA / "dog" / f"0{i}.jpg" for i in range(3)]
     tmp = tmp_path_factory.mktemp("gens")
     wide = tmp / "wide.png"  # a non-square image, so centre-cropping matters
-    Image.open(DATA / "cat" / "02.jpg").convert("RGB").crop((0, 64, 512, 448)).resize((400, 300)).save(wide)
+    Image.open(DATA / "cat" / "02.jpg").convert("RGB").crop((0, 32, 256, 224)).resize((400, 300)).save(wide)
     gens = [DATA / "cat" / "00.jpg", DATA / "cat" / "01.jpg", DATA / "dog" / "03.jpg", wide]
     return refs, gens
 
