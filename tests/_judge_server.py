@@ -10,7 +10,8 @@ subprocess) talks to it over a real socket. Behaviour is set per test:
   the request content), ``"chatty"`` (reasoning around a labelled score), ``"garbage"`` (no score),
   ``"garbage-then-ok"`` (garbage, but a proper score to a re-ask), ``"some-garbage"`` (no score
   for about one request in four, asked again or not), ``"fail"`` (always 500),
-  ``"fail-on"`` (500 when the request contains ``fail_marker``, normal otherwise).
+  ``"fail-on"`` (500 when the request contains ``fail_marker``, normal otherwise),
+  ``"out-of-range"`` (a signed or exponent score: ``Score: -1``, ``Score: 1e308``, ``Score: 0.5e1``).
 - ``delay_s``: sleep before every answer (a slow judge, for kill-and-resume tests).
 - ``mode="trickle"``: a 200 whose body comes one byte every ``trickle_s`` seconds (each read is quick,
   the whole reply is not: only a total deadline bounds it).
@@ -100,6 +101,8 @@ class JudgeServer:
             return "I would rather talk about the weather."
         if self.mode == "some-garbage":  # about one request in four, re-asks included, gets no score
             return "No idea, sorry." if self.digest(body)[1] % 4 == 0 else f"Score: {score}"
+        if self.mode == "out-of-range":
+            return ("Score: -1", "Score: 1e308", "Score: 0.5e1")[self.digest(body)[1] % 3]
         if self.mode == "garbage-then-ok":
             return f"Score: {score}" if REASK_MARKER in text else "Hmm, hard to say really."
         return f"Score: {score}"
