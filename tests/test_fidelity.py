@@ -332,3 +332,32 @@ def test_clip_vit_l14_is_selectable():
     big = load_backbones("random", clip_name="ViT-L-14")
     assert big.clip_model.visual.output_dim == 768 and "ViT-L-14" in big.info["clip"]
     assert big.clip_text(["a photo of a dog"]).shape == (1, 768)
+
+
+def test_real_images_on_a_benchmark_without_a_split_is_leave_one_out(tmp_path):
+    """DreamBench has no held-out photos: real-images returns the reference photos themselves, and
+    each is compared with the *other* reference photos (DreamBooth's real-image upper bound)."""
+    import json
+
+    from unifybench.testing import cli
+
+    out = tmp_path / "runs"
+    ran = cli("run", "--method", "real-images", "--bench", str(DATA), "--concepts", "dog", "--limit", "1",
+              "--images-per-prompt", "3", "--backbones", "tiny", "--out", str(out))
+    assert ran.returncode == 0, ran.stderr
+    run_dir = next(p for p in out.iterdir() if p.is_dir())
+    rows = [json.loads(line) for line in (run_dir / "scores.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if r.get("scorer") == "fidelity"]
+    assert len(rows) == 3
+    refs = sorted((DATA / "dog").glob("*.jpg"))
+    backbones = load_backbones("tiny", seed=0)
+    for row in rows:
+        image = run_dir / row["image"] if not Path(row["image"]).is_absolute() else Path(row["image"])
+        same = [r for r in refs if r.read_bytes() == image.read_bytes()]
+        assert len(same) == 1  # the photo itself, not a held-out one
+        others = [r for r in refs if r != same[0]]
+        want = plain_scores(backbones, others, [image], [row["prompt"]])
+        assert row["clip_i"] == pytest.approx(want["clip_i"][0], abs=1e-5)
+        assert row["dino"] == pytest.approx(want["dino"][0], abs=1e-5)
+        against_all = plain_scores(backbones, refs, [image], [row["prompt"]])
+        assert abs(against_all["clip_i"][0] - row["clip_i"]) > 1e-4  # it is not scored against itself
