@@ -103,6 +103,23 @@ def test_predictions_without_their_run_record_are_not_rescored(tmp_path):
     assert ran.returncode == 2 and "not a run record" in ran.stderr
 
 
+def test_a_run_record_of_the_wrong_shape_is_refused_like_a_missing_one(tmp_path):
+    out = tmp_path / "runs"
+    args = ["run", "--method", "always-yes", "--tasks", "rec", "--concepts", "dog", "--limit", "1", "--out", str(out)]
+    assert cli(*args).returncode == 0
+    run_dir = only_run_dir(out)
+    good = json.loads((run_dir / "run.json").read_text())
+    for bad, field in (({"spec": 5}, "'spec'"), ({**good, "method_details": None}, "'method_details'"),
+                       ({**good, "method_code": "x"}, "'method_code'"), ({**good, "identity": []}, "'identity'")):
+        (run_dir / "run.json").write_text(json.dumps(bad))
+        ran = cli(*args)
+        assert ran.returncode == 2, ran.stdout
+        line = ran.stderr.strip()
+        assert len(line.splitlines()) == 1 and "not a run record" in line and field in line and "run.json" in line
+    (run_dir / "run.json").write_text(json.dumps(good))
+    assert cli(*args).returncode == 0  # the record as written resumes
+
+
 # ----------------------------------------------------------------------------- the machine says no
 
 
