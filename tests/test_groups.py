@@ -98,3 +98,21 @@ def test_two_benchmarks_with_one_name_get_two_tables_and_do_not_compare(tmp_path
     refused = cli("compare", *map(str, runs))
     assert refused.returncode == 2 and "benchmark content: content " in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
+
+
+def test_one_run_found_in_two_directories_is_one_row_saying_so(tmp_path):
+    import shutil
+
+    runs = tmp_path / "runs"
+    assert cli("run", "--method", "always-yes", "--tasks", "rec", "--limit", "1", "--out", str(runs / "demo")).returncode == 0
+    # The same specification run again into runs/ (as `make demo` then `unifybench run` would), and a copy.
+    assert cli("run", "--method", "always-yes", "--tasks", "rec", "--limit", "1", "--out", str(runs)).returncode == 0
+    shutil.copytree(next((runs / "demo").iterdir()), tmp_path / "elsewhere" / "copy")
+    board = cli("leaderboard", str(runs), str(tmp_path / "elsewhere"), "--no-published", "--format", "csv")
+    assert board.returncode == 0, board.stderr
+    lines = board.stdout.strip().splitlines()
+    assert len(lines) == 2, board.stdout  # the header and one row
+    assert "the same run found in 3 directories" in lines[1]
+    # Another specification (another --limit) is another row.
+    assert cli("run", "--method", "always-yes", "--tasks", "rec", "--limit", "2", "--out", str(runs)).returncode == 0
+    assert len(cli("leaderboard", str(runs), "--no-published", "--format", "csv").stdout.strip().splitlines()) == 3

@@ -72,7 +72,8 @@ def _run_row(results_path: Path) -> dict:
         if clip_model not in (None, "ViT-B-32", "tiny"):  # CLIP-I/CLIP-T from another CLIP: another table
             backbones += f" (CLIP {clip_model})"
         limit = results["limit"] if "limit" in results else _limit_from_run_json(results_path.parent)
-        row = {"benchmark": results["bench"]["name"], "fingerprint": _fingerprint(results, results_path.parent),
+        record = _run_record(results_path.parent)
+        row = {"benchmark": results["bench"]["name"], "fingerprint": _fingerprint(record, results_path.parent),
                "protocol": results["protocol"], "backbones": backbones,
                "judge": (results.get("judge") or {}).get("judge") or "", "limit": _limit_label(limit),
                "method": results["method"]}
@@ -101,6 +102,9 @@ def _run_row(results_path: Path) -> dict:
                              for m, ci in ms.items()}
         row["_concept_intervals"] = results.get("concept_intervals") or {}
         row["_seed"] = results.get("seed")
+        # What made the predictions (the run directory's hash input) and what scored them: two
+        # directories that agree on both are one run found twice (a copy, or runs/demo inside runs/).
+        row["_run_identity"] = json.dumps([record["identity"], *GroupKey.of(row)], sort_keys=True, default=str)
     except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise BenchError(f"unreadable results ({exc.__class__.__name__}: {exc})", results_path) from exc
     row["source"] = f"run {results_path.parent.name}"
@@ -109,11 +113,21 @@ def _run_row(results_path: Path) -> dict:
     return row
 
 
-def _fingerprint(results: dict, run_dir: Path) -> str:
+def _run_record(run_dir: Path) -> dict:
+    try:
+        record = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise BenchError(f"unreadable run record ({exc.__class__.__name__})", run_dir / "run.json") from None
+    if not isinstance(record, dict) or not isinstance(record.get("identity"), dict):
+        raise BenchError("not a run record (no 'identity' object)", run_dir / "run.json")
+    return record
+
+
+def _fingerprint(record: dict, run_dir: Path) -> str:
     """The benchmark's content hash: run.json's identity (results.json names the benchmark only)."""
     try:
-        return str(json.loads((run_dir / "run.json").read_text(encoding="utf-8"))["identity"]["bench"]["fingerprint"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return str(record["identity"]["bench"]["fingerprint"])
+    except (KeyError, TypeError):
         raise BenchError("no benchmark fingerprint in run.json (identity.bench.fingerprint): cannot tell which "
                          "runs compare", run_dir / "run.json") from None
 
@@ -271,9 +285,25 @@ def seed_groups(rows: list[dict]) -> list[dict]:
     return out
 
 
+def _one_per_run(rows: list[dict]) -> list[dict]:
+    """One row per run identity: the first directory found stands for the others, and its source
+    says how many more were found."""
+    first: dict[str, dict] = {}
+    out = []
+    for row in rows:
+        seen = first.get(row["_run_identity"])
+        if seen is None:
+            first[row["_run_identity"]] = row
+            out.append(row)
+        else:
+            seen["_copies"] = seen.get("_copies", 0) + 1
+            seen["source"] = f"{seen['source'].split(' (')[0]} (the same run found in {seen['_copies'] + 1} directories)"
+    return out
+
+
 def collect(run_dirs: list[Path], include_published: bool = True) -> tuple[list[dict], list[Path]]:
     found = find_runs(run_dirs)
-    rows = seed_groups([_run_row(p) for p in found.results])
+    rows = seed_groups(_one_per_run([_run_row(p) for p in found.results]))
     if include_published:
         rows += published_rows()
     if not rows:
