@@ -276,3 +276,27 @@ def test_a_runs_files_are_readable_by_colleagues_on_a_shared_out(tmp_path):
     for name in ("run.json", "results.json", "scores.jsonl", "predictions.jsonl"):
         mode = stat.S_IMODE((run_dir / name).stat().st_mode)
         assert mode == 0o666 & ~umask, (name, oct(mode))  # as any file the user makes, not 0600
+
+
+def test_a_resume_keeps_the_thread_count_its_predictions_were_made_with(tmp_path, monkeypatch):
+    import os
+
+    # An idle 4-core machine: the automatic count (4) differs from the recorded one (1).
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    out = tmp_path / "runs"
+    args = ["run", "--method", "random-answer", "--tasks", "rec", "--concepts", "dog", "--limit", "2", "--out", str(out)]
+    assert cli(*args, "--threads", "1").returncode == 0
+    run_dir = only_run_dir(out)
+    predictions = run_dir / "predictions.jsonl"
+    lines = predictions.read_text().splitlines(keepends=True)
+    predictions.write_text("".join(lines[:1]))  # as if killed after the first request
+    ran = cli(*args, "--threads", "2")
+    assert ran.returncode == 2 and "made with 1 threads" in ran.stderr and "--threads 1" in ran.stderr
+    assert len(ran.stderr.strip().splitlines()) == 1
+    assert predictions.read_text() == lines[0]  # nothing predicted with the other count
+    assert cli(*args).returncode == 0  # the automatic count defers to the recorded one
+    threads = json.loads((run_dir / "run.json").read_text())["threads"]
+    assert threads["threads"] == 1 and "as recorded" in threads["why"]
+    assert cli(*args, "--threads", "2").returncode == 0  # nothing left to predict: scoring only

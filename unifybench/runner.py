@@ -194,6 +194,22 @@ def _prepare(spec: RunSpec, out_root: Path, rank: distributed.Rank, console, dev
                      backbones, loaded_backbones, skipped, device)
 
 
+def _resume_threads(chosen: dict, previous: dict, store, p) -> dict:
+    """CPU kernels sum in another order with another thread count (13 of 672 tiny-model images
+    differed between 1 and 2 threads), so a run directory's predictions are all made with one count:
+    a resume keeps the recorded one, and refuses another one asked for explicitly."""
+    recorded = (previous.get("threads") or {}).get("threads") if isinstance(previous.get("threads"), dict) else None
+    pending = store is not None and any(w.request.key not in store for ws in p.work.values() for w in ws)
+    if not isinstance(recorded, int) or store is None or not store.predictions or not pending \
+            or recorded == chosen["threads"]:
+        return chosen
+    if chosen["why"] in ("--threads", "OMP_NUM_THREADS"):
+        raise BenchError(f"the predictions here were made with {recorded} threads and {chosen['why']} asks for "
+                         f"{chosen['threads']}: image bytes depend on the thread count, so one run directory keeps "
+                         f"one; give --threads {recorded} (or leave it out) to resume, or another --out", p.run_dir)
+    return {**chosen, "threads": recorded, "why": f"as recorded in run.json, for a resume ({chosen['why']})"}
+
+
 def run(spec: RunSpec, out_root: Path, console=None, verbose: bool = False,
         method_class: type[Method] | None = None) -> RunOutcome:
     """Personalize, predict and score one specification. Everything that can be refused is refused
@@ -226,7 +242,7 @@ def run(spec: RunSpec, out_root: Path, console=None, verbose: bool = False,
                 raise
             problem = exc
         attempt = distributed.begin(rank, problem, p.run_dir if p else None)
-        threads = choose_threads(spec.threads)
+        threads = _resume_threads(choose_threads(spec.threads), previous or {}, store, p)
         set_threads(threads["threads"])
         held.callback(attempt.close)
         shares = distributed.shard(concept_weights(p.bench, p.work, p.method_cls.personalizes()), rank.world)
