@@ -300,3 +300,75 @@ def test_a_resume_keeps_the_thread_count_its_predictions_were_made_with(tmp_path
     threads = json.loads((run_dir / "run.json").read_text())["threads"]
     assert threads["threads"] == 1 and "as recorded" in threads["why"]
     assert cli(*args, "--threads", "2").returncode == 0  # nothing left to predict: scoring only
+
+
+# ----------------------------------------------------------------------------- one validation everywhere
+
+def _refused(ran, *needles):
+    assert ran.returncode == 2, (ran.returncode, ran.stdout, ran.stderr)
+    line = ran.stderr.strip()
+    assert len(line.splitlines()) == 1 and "Traceback" not in line, ran.stderr
+    for needle in needles:
+        assert needle in line, (needle, line)
+
+
+@pytest.mark.parametrize("kwargs, where", [
+    ({"protocol": "refrence"}, "--protocol"), ({"seed": -1}, "--seed"), ({"seed": "x"}, "--seed"),
+    ({"limit": "abc"}, "--limit"), ({"bootstrap": 10**12}, "--bootstrap"), ({"bootstrap": -1}, "--bootstrap"),
+    ({"images_per_prompt": 10**6}, "--images-per-prompt"), ({"tasks": 5}, "--tasks"), ({"concepts": 5}, "--concepts"),
+    ({"method_args": ["a=b"]}, "method_args"), ({"out": ""}, "out"), ({"judge": 5}, "--judge"),
+    ({"batch_size": True}, "--batch-size"), ({"backbones": "tinny"}, "--backbones"),
+])
+def test_evaluate_refuses_what_the_command_line_refuses_before_anything_is_made(tmp_path, monkeypatch, kwargs, where):
+    import unifybench
+    from unifybench.errors import BenchError
+
+    monkeypatch.chdir(tmp_path)
+    options = {"tasks": ["rec"], "out": str(tmp_path / "runs"), **kwargs}
+    with pytest.raises(BenchError) as err:
+        unifybench.evaluate("always-yes", **options)
+    assert where in err.value.one_line() and "\n" not in err.value.one_line()
+    assert list(tmp_path.iterdir()) == []  # no run directory, nothing in the current folder
+
+
+@pytest.mark.parametrize("spec, needles", [
+    ({"limit": "abc"}, ("--limit", "expected an integer")), ({"seed": "x"}, ("--seed",)),
+    ({"seed": -1}, ("--seed", ">= 0")), ({"bootstrap": 10**12}, ("--bootstrap",)), ({"bootstrap": -1}, ("--bootstrap",)),
+    ({"judge": "nonsense"}, ("judge",)), ({"judge": {"spec": "openai:x", "timout": 5}}, ("timout", "timeout")),
+    ({"judge": {"spec": "openai:x", "timeout": "slow"}}, ("--judge-timeout",)), ({"protocol": "refrence"}, ("reference",)),
+])
+def test_config_values_are_checked_like_flags_before_the_run_directory(tmp_path, spec, needles):
+    config = tmp_path / "spec.json"
+    config.write_text(json.dumps({"method": "always-yes", "tasks": ["rec"], **spec}))
+    out = tmp_path / "runs"
+    _refused(cli("run", "--config", str(config), "--out", str(out)), *needles)
+    assert not out.exists()
+
+
+def test_negative_seeds_are_refused_everywhere_before_anything_is_made(tmp_path):
+    out = tmp_path / "runs"
+    common = ("--method", "always-yes", "--tasks", "rec", "--limit", "1", "--out", str(out))
+    _refused(cli("run", *common, "--seed", "-1"), "--seed")
+    _refused(cli("run", *common, "--seeds", "1,-1"), "--seeds")
+    assert not out.exists()  # not even seed 1's run
+    assert cli("run", *common).returncode == 0
+    runs = [str(only_run_dir(out))] * 2
+    _refused(cli("compare", *runs, "--seed", "-1"), "--seed")
+
+
+def test_a_yaml_config_with_aliases_is_refused_before_it_expands(tmp_path):
+    import time
+
+    laughs = ["a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]"]
+    for i, name in enumerate("bcdefghi"):
+        prev = "abcdefghi"[i]
+        laughs.append(f"{name}: &{name} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]")
+    config = tmp_path / "laughs.yaml"
+    config.write_text("method: always-yes\n" + "\n".join(laughs) + "\n")
+    started = time.monotonic()
+    ran = cli("run", "--config", str(config), "--out", str(tmp_path / "runs"))
+    assert time.monotonic() - started < 10
+    _refused(ran, "aliases", "laughs.yaml")
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("method: always-yes\ntasks: [rec]\nlimit: 1\n")
+    assert cli("run", "--config", str(plain), "--out", str(tmp_path / "runs")).returncode == 0

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .errors import BenchError, error_line
 from .records import TASKS
+from .seeding import MAX_SEED
 
 # scoring.encoders.CLIP_MODELS (tested equal), repeated so that --help does not import torch.
 CLIP_CHOICES = ("ViT-B-32", "ViT-L-14")
@@ -64,10 +65,8 @@ RUN_FILES = ("run.json", "results.json", "scores.jsonl", "predictions.jsonl", "l
 
 
 def _seed_list(text: str) -> list[int]:
-    try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
+    seed = _count(0, MAX_SEED)
+    seeds = [seed(s) for s in text.split(",") if s.strip()]  # all checked before the first run starts
     if not seeds or len(set(seeds)) != len(seeds):
         raise argparse.ArgumentTypeError(f"expected distinct seeds, got {text!r}")
     return seeds
@@ -185,11 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--concepts", default=None, help="comma-separated concept names (default: all)")
     run.add_argument("--out", default="runs", type=_path, help="folder that holds run directories")
     seeds = run.add_mutually_exclusive_group()
-    seeds.add_argument("--seed", default=0, type=int, help="seed of every random draw (training, sampling, judging)")
+    seeds.add_argument("--seed", default=0, type=_count(0, MAX_SEED), help="seed of every random draw (training, sampling, judging)")
     seeds.add_argument("--seeds", default=None, type=_seed_list, metavar="S,S,...",
                        help="run once per seed, each in its own run directory (the leaderboard shows their mean and "
                             "spread as one row)")
-    run.add_argument("--batch-size", default=16, type=int, help="requests per method call; images per scorer batch")
+    run.add_argument("--batch-size", default=16, type=_count(1, 4096), help="requests per method call; images per scorer batch")
     run.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
     run.add_argument("--backbones", default="default", choices=["default", "auto", "random", "tiny"],
                      help="scorer weights: default (real checkpoints), auto (default, else random), "
@@ -198,8 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="CLIP for CLIP-I and CLIP-T (OpenAI weights)")
     run.add_argument("--protocol", default="default", choices=["default", "reference"],
                      help="'default' (our corrected rules) or 'reference' (the UniCTokens evaluation's, bugs included)")
-    run.add_argument("--images-per-prompt", default=4, type=int, help="images drawn per generation prompt")
-    run.add_argument("--limit", default=None, type=int,
+    run.add_argument("--images-per-prompt", default=4, type=_count(1, 256), help="images drawn per generation prompt")
+    run.add_argument("--limit", default=None, type=_count(1, 10**9),
                      help="at most N items and prompts per concept and task (a partial run; default: all)")
     run.add_argument("--method-arg", action="append", default=[], metavar="KEY=VALUE",
                      help="an argument of the method (repeatable; `unifybench methods` lists them)")
@@ -227,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     judge.add_argument("--judge-max-tokens", default=64, type=int, help="longest judge reply asked for")
     judge.add_argument("--judge-samples", default=4, type=int,
                        help="attr_gen images judged per prompt (--protocol reference: always 4)")
-    judge.add_argument("--judge-seed", default=None, type=int, help="the judge's seed (default: --seed)")
+    judge.add_argument("--judge-seed", default=None, type=_count(0, MAX_SEED), help="the judge's seed (default: --seed)")
     judge.add_argument("--judge-cache", default=None,
                        help="SQLite file of judge replies (default: judge_cache.sqlite in the run directory)")
 
@@ -238,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="run directories; the first is A")
     comp.add_argument("--format", default="md", choices=["md", "csv", "json"], help="the table's format")
     comp.add_argument("--bootstrap", default=1000, type=_count(100, 100000), help="bootstrap resamples")
-    comp.add_argument("--seed", default=0, type=int, help="seed of the resamples and permutations")
+    comp.add_argument("--seed", default=0, type=_count(0, MAX_SEED), help="seed of the resamples and permutations")
     comp.add_argument("--out", type=_path, default=None, help="write to this file (default: stdout)")
 
     methods = command("methods", "list the registered methods, their tasks and their --method-arg arguments "
@@ -264,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                                      "256 on CUDA)")
     score.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
     score.add_argument("--workers", default=None, type=_count(1, 256), help="decode processes (default: one per core)")
-    score.add_argument("--seed", default=0, type=int, help="seed of random/tiny backbones")
+    score.add_argument("--seed", default=0, type=_count(0, MAX_SEED), help="seed of random/tiny backbones")
     score.add_argument("--json", action="store_true", help="print one JSON object")
     _verbosity(score, run_log=False)
 
@@ -403,6 +402,22 @@ def _method_help(argv: list[str]) -> str | None:
     return out.getvalue()
 
 
+def _yaml_without_aliases(text: str, path: Path):
+    """YAML with no anchors or aliases: a run specification needs none, and nested aliases make a
+    700-byte file expand to gigabytes (a "billion laughs")."""
+    import yaml
+
+    class NoAliases(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                mark = self.peek_event().start_mark
+                raise BenchError(f"YAML aliases (*name) are not accepted in a run specification (line {mark.line + 1})",
+                                 path, "--config")
+            return super().compose_node(parent, index)
+
+    return yaml.load(text, Loader=NoAliases)  # noqa: S506 - a SafeLoader subclass
+
+
 def _config(path: Path) -> dict:
     """A run specification from a JSON or YAML file: a run.json (its 'spec') or the spec itself."""
     try:
@@ -411,11 +426,11 @@ def _config(path: Path) -> dict:
         raise BenchError(f"cannot read ({exc.strerror or exc.__class__.__name__})", path, "--config") from None
     try:
         if path.suffix.lower() in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text)
+            data = _yaml_without_aliases(text, path)
         else:
             data = json.loads(text)
+    except BenchError:
+        raise
     except Exception as exc:  # noqa: BLE001 - json's and yaml's errors: a file that does not parse
         raise BenchError(f"not a readable {path.suffix.lstrip('.') or 'JSON'} file ({exc.__class__.__name__})",
                          path, "--config") from None
@@ -444,7 +459,15 @@ def _spec_from(args, config: dict):
         raise BenchError(f"unknown key(s) {', '.join(unknown)}; {did_you_mean(unknown[0], known)}known: "
                          f"{', '.join(sorted(known))}", args.config, "--config")
     values = dict(config)
+    judge_keys = {f.name for f in fields(JudgeConfig)}
+    if isinstance(values.get("judge"), str):  # as the flag and evaluate() take it
+        values["judge"] = {"spec": values["judge"]}
     if isinstance(values.get("judge"), dict):
+        wrong = sorted(set(values["judge"]) - judge_keys)
+        if wrong or "spec" not in values["judge"]:
+            raise BenchError(f"judge: unknown key(s) {', '.join(map(str, wrong))}; "
+                             f"{did_you_mean(str(wrong[0]), judge_keys) if wrong else 'spec is required; '}"
+                             f"known: {', '.join(sorted(judge_keys))}", args.config, "--config")
         values["judge"] = JudgeConfig(**values["judge"])
     if isinstance(values.get("method_args"), dict):
         values["method_args"] = {str(k): str(v) for k, v in values["method_args"].items() if v is not None}

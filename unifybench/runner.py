@@ -31,7 +31,7 @@ from .record import BACKBONES_UNUSED, RANDOM_INIT_LABEL
 from .records import GEN_KINDS, QA_KINDS, TASKS, Benchmark
 from .scoring.judges import JudgeConfig
 from .scoring.phase import score_run
-from .seeding import seeded
+from .seeding import MAX_SEED, seeded
 from .store import RunStore, check_no_links, prepare_out_dir, run_dir_lock, safe_filename
 from .tasks import Work, build_requests
 
@@ -102,9 +102,55 @@ def _select_concepts(bench: Benchmark, wanted: list[str] | None) -> list[str]:
     return list(dict.fromkeys(wanted))  # each once, in the order given (the run directory hashes the set)
 
 
+# Each field's type and range, with the flag that sets it: one check for the flags, a --config file
+# and unifybench.evaluate() alike (check_spec), before anything is read or made.
+INTEGER_FIELDS = {  # field: (flag, lowest, highest, may be None)
+    "seed": ("--seed", 0, MAX_SEED, False), "batch_size": ("--batch-size", 1, 4096, False),
+    "images_per_prompt": ("--images-per-prompt", 1, 256, False), "limit": ("--limit", 1, 10**9, True),
+    "bootstrap": ("--bootstrap", 0, 100000, False), "threads": ("--threads", 1, 1024, True),
+}
+CHOICE_FIELDS = {  # field: (flag, choices)
+    "format": ("--format", ("auto", "unifybench", "dreambench", "yollava")),
+    "backbones": ("--backbones", ("default", "auto", "random", "tiny")),
+    "clip_model": ("--clip", ("ViT-B-32", "ViT-L-14")), "protocol": ("--protocol", ("default", "reference")),
+}
+TEXT_FIELDS = {"method": "--method", "bench": "--bench", "device": "--device"}
+
+
+def _check_fields(spec: RunSpec) -> None:
+    for name, (flag, low, high, optional) in INTEGER_FIELDS.items():
+        value = getattr(spec, name)
+        if value is None and optional:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise BenchError(f"expected an integer, got {value!r}", where=flag)
+        if not low <= value <= high:
+            raise BenchError(f"expected an integer >= {low}, <= {high}, got {value}", where=flag)
+    for name, (flag, choices) in CHOICE_FIELDS.items():
+        value = getattr(spec, name)
+        if value not in choices:
+            raise BenchError(f"expected one of {', '.join(choices)}, got {value!r}; "
+                             f"{did_you_mean(str(value), choices)}", where=flag)
+    for name, flag in TEXT_FIELDS.items():
+        if not isinstance(getattr(spec, name), str) or not getattr(spec, name).strip():
+            raise BenchError(f"expected a non-empty text, got {getattr(spec, name)!r}", where=flag)
+    if not isinstance(spec.tasks, (list, tuple)) or not all(isinstance(t, str) for t in spec.tasks):
+        raise BenchError(f"expected a list of task names, got {spec.tasks!r}", where="--tasks")
+    if spec.concepts is not None and (not isinstance(spec.concepts, (list, tuple))
+                                      or not all(isinstance(c, str) for c in spec.concepts)):
+        raise BenchError(f"expected a list of concept names, got {spec.concepts!r}", where="--concepts")
+    if not isinstance(spec.method_args, dict):
+        raise BenchError(f"expected KEY=VALUE pairs (a mapping), got {spec.method_args!r}", where="--method-arg")
+    if spec.judge is not None and not isinstance(spec.judge, JudgeConfig):
+        raise BenchError(f"expected a judge spec such as openai:MODEL, got {spec.judge!r}", where="--judge")
+    if not isinstance(spec.resume_changed_code, bool):
+        raise BenchError(f"expected true or false, got {spec.resume_changed_code!r}", where="--resume-changed-code")
+
+
 def check_spec(spec: RunSpec) -> None:
-    """Numbers and lists a run cannot start with: one line each, before anything is read or made.
-    Tasks are kept once each, in the canonical order: the order given changes nothing."""
+    """Types, ranges, numbers and lists a run cannot start with: one line each, before anything is
+    read or made. Tasks are kept once each, in the canonical order: the order given changes nothing."""
+    _check_fields(spec)
     if not spec.tasks:
         raise BenchError("no tasks given; choose from " + ", ".join(TASKS), where="--tasks")
     unknown = [t for t in spec.tasks if t not in TASKS]
@@ -145,12 +191,12 @@ def _prepare(spec: RunSpec, out_root: Path, rank: distributed.Rank, console, dev
     from .data.common import validate_images
 
     check_spec(spec)
+    if spec.judge is not None:
+        spec.judge.validate()
     check_device(spec.device)
     method_cls, provider = resolve_method(method_class or spec.method)
     spec.method = method_cls.name
     method_args = method_cls.parse_arguments(spec.method_args)
-    if spec.judge is not None:
-        spec.judge.validate()
     prepare_out_dir(out_root, "--out", create=False)  # made with the run directory, once all is checked
     bench = load_benchmark(spec.bench, spec.format)
     concepts = _select_concepts(bench, spec.concepts)
