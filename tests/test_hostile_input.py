@@ -372,3 +372,39 @@ def test_a_yaml_config_with_aliases_is_refused_before_it_expands(tmp_path):
     plain = tmp_path / "plain.yaml"
     plain.write_text("method: always-yes\ntasks: [rec]\nlimit: 1\n")
     assert cli("run", "--config", str(plain), "--out", str(tmp_path / "runs")).returncode == 0
+
+
+SURROGATE_PLUGIN = '''
+from unifybench.methods import Method
+
+class Surrogate(Method):
+    name = "surrogate-replies"
+    tasks = frozenset({"rec", "vqa"})
+
+    def answer(self, concept, state, requests):
+        return ["Yes \\udc80 indeed" for r in requests]
+'''
+
+
+def test_text_utf8_cannot_hold_is_escaped_in_leaderboard_and_gallery(tmp_path):
+    from _data_fixtures import make_unifybench
+    from conftest import make_plugin
+
+    bench = make_unifybench(tmp_path / os.fsdecode(b"caf\xe9"))  # a folder named in Latin-1
+    plugin = make_plugin(tmp_path / "plugin", "surrogate-plugin", "surrogate", SURROGATE_PLUGIN,
+                         {"surrogate-replies": "surrogate:Surrogate"})
+    out = tmp_path / "runs"
+    ran = cli("run", "--method", "surrogate-replies", "--bench", str(bench), "--tasks", "rec,vqa", "--limit", "1",
+              "--out", str(out), pythonpath=[plugin])
+    assert ran.returncode == 0, ran.stderr
+    run_dir = only_run_dir(out)
+    for fmt in ("html", "csv", "md"):
+        page = tmp_path / f"board.{fmt}"
+        made = cli("leaderboard", str(out), "--format", fmt, "--out", str(page))
+        assert made.returncode == 0, made.stderr
+        assert "caf\\udce9" in page.read_text(encoding="utf-8")
+        shown = cli("leaderboard", str(out), "--format", fmt)
+        assert shown.returncode == 0 and "caf\\udce9" in shown.stdout
+    gallery = cli("gallery", str(run_dir), "--out", str(tmp_path / "gallery.html"))
+    assert gallery.returncode == 0, gallery.stderr
+    assert "\\udc80" in (tmp_path / "gallery.html").read_text(encoding="utf-8")

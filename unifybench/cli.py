@@ -530,7 +530,7 @@ def cmd_compare(args) -> int:
         write_output(args.out, text)
         _console(stderr=True).print(f"wrote {args.out}", markup=False)
     else:
-        print(text, end="")
+        _print_text(text, end="")
     return 0
 
 
@@ -551,11 +551,28 @@ def cmd_leaderboard(args) -> int:
         write_output(args.out, text)
         _console(stderr=True).print(f"wrote {args.out}", markup=False)
     else:
-        print(text)
+        _print_text(text)
     if only_published:
         where = ", ".join(str(p) for p in args.runs) or "runs/"
         _console(stderr=True).print(f"no finished runs under {where}: only the published rows are shown", markup=False)
     return 0
+
+
+def encodable(text: str) -> str:
+    """``text`` with what UTF-8 cannot hold (a lone surrogate: a question read with one, a folder named
+    in Latin-1 as Python decodes it) written as a visible ``\\udcXX`` escape instead of crashing the page."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _print_text(text: str, end: str = "\n") -> None:
+    stream = sys.stdout
+    data = (encodable(text) + end).encode(stream.encoding or "utf-8", "backslashreplace")
+    if hasattr(stream, "buffer"):
+        stream.flush()
+        stream.buffer.write(data)
+        stream.buffer.flush()
+    else:  # a StringIO (tests, unifybench.testing.cli)
+        stream.write(data.decode(stream.encoding or "utf-8"))
 
 
 def write_output(path: Path, text: str) -> None:
@@ -575,7 +592,7 @@ def write_output(path: Path, text: str) -> None:
             break
     prepare_out_dir(path.parent, "--out")
     try:
-        path.write_text(text, encoding="utf-8")
+        path.write_text(encodable(text), encoding="utf-8")
     except OSError as exc:
         raise BenchError(f"cannot write ({exc.strerror or exc.__class__.__name__})", path, "--out") from None
 
