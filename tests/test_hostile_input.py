@@ -408,3 +408,72 @@ def test_text_utf8_cannot_hold_is_escaped_in_leaderboard_and_gallery(tmp_path):
     gallery = cli("gallery", str(run_dir), "--out", str(tmp_path / "gallery.html"))
     assert gallery.returncode == 0, gallery.stderr
     assert "\\udc80" in (tmp_path / "gallery.html").read_text(encoding="utf-8")
+
+
+@pytest.fixture
+def finished_run(tmp_path):
+    out = tmp_path / "runs"
+    args = ("run", "--method", "always-yes", "--tasks", "rec", "--concepts", "dog", "--limit", "1", "--out", str(out))
+    assert cli(*args).returncode == 0
+    return args, only_run_dir(out)
+
+
+@pytest.mark.parametrize("name, make", [
+    ("scores.jsonl", "folder"), ("results.json", "folder"), ("log.txt", "folder"), ("predictions.jsonl", "folder"),
+    ("images", "file"), (".lock", "hardlink"), ("predictions.jsonl", "hardlink"),
+])
+def test_run_files_of_the_wrong_type_are_one_line_naming_them(finished_run, tmp_path, name, make):
+    import shutil
+
+    args, run_dir = finished_run
+    target = run_dir / name
+    if target.is_dir():
+        shutil.rmtree(target)
+    elif target.exists():
+        target.unlink()
+    if make == "folder":
+        target.mkdir()
+    elif make == "file":
+        target.write_text("x")
+    else:
+        victim = tmp_path / "victim.txt"
+        victim.write_text("keep me\n")
+        os.link(victim, target)
+    ran = cli(*args)
+    assert ran.returncode == 2, ran.stdout
+    line = ran.stderr.strip()
+    assert len(line.splitlines()) == 1 and name in line, line
+    if make == "hardlink":
+        assert (tmp_path / "victim.txt").read_text() == "keep me\n"
+
+
+def _edit_json(path, change):
+    data = json.loads(path.read_text())
+    path.write_text(json.dumps(change(data)))
+
+
+def _edit_lines(path, change):
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    change(rows[0])
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+@pytest.mark.parametrize("damage, name", [
+    (lambda d: _edit_json(d / "results.json", lambda r: {**r, "tasks": [1]}), "results.json"),
+    (lambda d: (d / "results.json").write_text("null"), "results.json"),
+    (lambda d: _edit_lines(d / "predictions.jsonl", lambda r: r.pop("concept")), "predictions.jsonl"),
+    (lambda d: _edit_lines(d / "scores.jsonl", lambda r: r.update(task="bogus")), "scores.jsonl"),
+    (lambda d: _edit_json(d / "results.json", lambda r: {**r, "concepts": {"dog": 3}}), "results.json"),
+])
+def test_leaderboard_and_gallery_refuse_wrong_shaped_run_files_in_one_line(finished_run, tmp_path, damage, name):
+    _, run_dir = finished_run
+    damage(run_dir)
+    for command in (("gallery", str(run_dir), "--out", str(tmp_path / "g.html")),
+                    ("leaderboard", str(run_dir.parent), "--no-published")):
+        ran = cli(*command)
+        if command[0] == "leaderboard" and name in ("predictions.jsonl", "scores.jsonl"):
+            assert ran.returncode == 0, ran.stderr  # the leaderboard reads results.json only
+            continue
+        assert ran.returncode == 2, (command, ran.stdout)
+        line = ran.stderr.strip()
+        assert len(line.splitlines()) == 1 and name in line and "Traceback" not in line, line

@@ -60,10 +60,6 @@ def _count(low: int, high: int):
     return parse
 
 
-# The files a run directory keeps: a page or a table written over one of them would destroy the run.
-RUN_FILES = ("run.json", "results.json", "scores.jsonl", "predictions.jsonl", "log.txt", ".lock", "missing.txt")
-
-
 def _seed_list(text: str) -> list[int]:
     seed = _count(0, MAX_SEED)
     seeds = [seed(s) for s in text.split(",") if s.strip()]  # all checked before the first run starts
@@ -576,8 +572,9 @@ def _print_text(text: str, end: str = "\n") -> None:
 
 
 def write_output(path: Path, text: str) -> None:
-    """Write a page or table to ``path``; one line saying why when it cannot be."""
-    from .store import prepare_out_dir
+    """Write a page or table to ``path``; one line saying why when it cannot be (never over a file
+    of a run directory: that would destroy the run)."""
+    from .store import RUN_FILES, prepare_out_dir
 
     if path.is_dir():
         raise BenchError("is a folder; give a file name", path, "--out")

@@ -21,7 +21,7 @@ from .groups import GroupKey
 from .metrics import samples
 from .record import RANDOM_INIT_LABEL
 from .report import _csv_text, _md_text, _run_row
-from .store import read_jsonl
+from .store import read_score_rows
 from .uncertainty import DEFAULT_RESAMPLES, paired
 
 def _load(run_dir: Path) -> dict:
@@ -34,7 +34,7 @@ def _load(run_dir: Path) -> dict:
         results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
     except ValueError as exc:
         raise BenchError(f"unreadable run record ({exc.__class__.__name__}: {exc})", run_dir) from None
-    return {"dir": run_dir, "results": results, "key": key, "rows": read_jsonl(run_dir / "scores.jsonl")}
+    return {"dir": run_dir, "results": results, "key": key, "rows": read_score_rows(run_dir / "scores.jsonl")}
 
 
 def _label(run: dict) -> str:

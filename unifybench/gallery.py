@@ -15,7 +15,8 @@ from pathlib import Path
 from .errors import BenchError
 from .pages import esc, page, thumbnail_uri
 from .records import GEN_KINDS, QA_KINDS
-from .store import RunStore, read_jsonl
+from . import record
+from .store import RunStore, check_results, read_score_rows
 
 
 def _load(run_dir: Path) -> tuple[dict, dict, list[dict], RunStore]:
@@ -28,7 +29,11 @@ def _load(run_dir: Path) -> tuple[dict, dict, list[dict], RunStore]:
         results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise BenchError(f"unreadable run files ({exc.__class__.__name__}: {exc})", run_dir) from exc
-    return run_json, results, read_jsonl(run_dir / "scores.jsonl"), RunStore(run_dir)
+    if not isinstance(run_json, dict):
+        raise BenchError("not a run record (expected a JSON object)", run_dir / "run.json")
+    record.check_shape(run_json, run_dir / "run.json")
+    check_results(results, run_dir / "results.json")
+    return run_json, results, read_score_rows(run_dir / "scores.jsonl"), RunStore(run_dir)
 
 
 def _bench(run_json: dict):

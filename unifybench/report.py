@@ -24,6 +24,7 @@ from .groups import RANDOM_METHOD, GroupKey, random_backbones as _random_backbon
 from .metrics import DIRECTIONS, column_order, is_reason
 from .pages import esc, page
 from .record import BACKBONES_UNUSED, RANDOM_INIT_LABEL
+from .store import check_results
 
 PUBLISHED_CSV = Path(__file__).resolve().parent / "data" / "published.csv"
 INTERVAL_NOTE = ("± half the 95% interval (hierarchical bootstrap over concepts, then items); sd: the spread "
@@ -66,7 +67,7 @@ def _limit_label(limit) -> str:
 
 def _run_row(results_path: Path) -> dict:
     try:
-        results = json.loads(results_path.read_text(encoding="utf-8"))
+        results = check_results(json.loads(results_path.read_text(encoding="utf-8")), results_path)
         backbones = results["backbones"]["kind"]
         clip_model = results["backbones"].get("clip_model")
         if clip_model not in (None, "ViT-B-32", "tiny"):  # CLIP-I/CLIP-T from another CLIP: another table

@@ -32,7 +32,7 @@ from .records import GEN_KINDS, QA_KINDS, TASKS, Benchmark
 from .scoring.judges import JudgeConfig
 from .scoring.phase import score_run
 from .seeding import MAX_SEED, seeded
-from .store import RunStore, check_no_links, prepare_out_dir, run_dir_lock, safe_filename
+from .store import RunStore, check_no_links, check_run_files, prepare_out_dir, run_dir_lock, safe_filename
 from .tasks import Work, build_requests
 
 _LOG = get_logger("runner")
@@ -271,6 +271,7 @@ def run(spec: RunSpec, out_root: Path, console=None, verbose: bool = False,
             device = distributed.check_rank_device(rank, spec.device)
             p = _prepare(spec, out_root, rank, console, device, method_class)
             check_no_links(p.run_dir)
+            check_run_files(p.run_dir)
             # A plain run also holds every rank's lock a launch left: none while a rank still works here.
             held.enter_context(run_dir_lock(p.run_dir, rank.lock_name(),
                                             also_existing=None if rank.active else ".lock.rank*"))
