@@ -305,3 +305,14 @@ def test_signed_and_exponent_scores_are_unparsed_not_counted(tmp_path, monkeypat
     for task in ("vqa", "text_only"):
         assert results["tasks"][task]["judge_unparsed"] == 2 and isinstance(results["tasks"][task]["judge_score"], str)
     assert results["tasks"]["attr_gen"]["unparsed"] > 0 and isinstance(results["tasks"]["attr_gen"]["attr_score"], str)
+
+
+def test_a_reply_of_deeply_nested_json_is_one_line(tmp_path, monkeypatch, capsys):
+    with_key(monkeypatch)
+    path = plugin(tmp_path)
+    with JudgeServer("deepjson") as server:
+        proc = run_here(capsys, monkeypatch, *COMMON, "--concepts", "dog", *openai_args(server, "--judge-retries", "1"),
+                        "--out", str(tmp_path / "runs"), pythonpath=[path])
+    assert proc.returncode == 2
+    line = proc.stderr.strip()
+    assert len(line.splitlines()) == 1 and "not chat-completions JSON" in line and "Recursion" not in line, proc.stderr
