@@ -316,3 +316,14 @@ def test_a_reply_of_deeply_nested_json_is_one_line(tmp_path, monkeypatch, capsys
     assert proc.returncode == 2
     line = proc.stderr.strip()
     assert len(line.splitlines()) == 1 and "not chat-completions JSON" in line and "Recursion" not in line, proc.stderr
+
+
+def test_a_missing_hf_judge_is_refused_before_any_prediction(tmp_path, monkeypatch, capsys):
+    path = plugin(tmp_path)
+    out = tmp_path / "runs"
+    for judge in (f"hf:{tmp_path / 'no-such-model'}", "hf:nobody-here/no-such-judge"):
+        proc = run_here(capsys, monkeypatch, *COMMON, "--concepts", "dog", "--judge", judge, "--out", str(out),
+                        pythonpath=[path])
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert "judge model" in proc.stderr and "--judge hf:" in proc.stderr
+        assert not out.exists()  # nothing predicted, no run directory

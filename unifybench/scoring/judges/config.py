@@ -85,6 +85,13 @@ class JudgeConfig:
                                  where=f"--judge {self.spec}")
         elif self.base_url:
             raise BenchError("only the openai backend takes a base URL", where="--judge-base-url")
+        if backend == "hf":  # a model that cannot load is refused before any prediction is made
+            from ...kit.models import check_available
+
+            try:
+                check_available(self.model, builtins=("tiny",), what="judge model")
+            except BenchError as exc:
+                raise BenchError(exc.message, exc.path, f"--judge {self.spec}") from None
 
 
 def redact_url(url: str | None) -> str | None:
