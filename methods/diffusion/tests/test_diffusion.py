@@ -383,3 +383,19 @@ def test_garbage_files_trained_elsewhere_are_refused_before_anything_is_made(tmp
                   "--concepts", "dog", "--tasks", "gen", "--out", str(tmp_path / "runs"))
         assert ran.returncode == 2 and message in ran.stderr and len(ran.stderr.strip().splitlines()) == 1, ran.stderr
         assert str(folder / filename) in ran.stderr and not (tmp_path / "runs").exists()
+
+
+def test_a_unet_only_lora_prints_no_diffusers_warning_on_stderr(tmp_path):
+    """diffusers warns "No LoRA keys associated to CLIPTextModel" when a LoRA has no text-encoder
+    layers (the script's default): expected here, so not printed once per concept."""
+    import os
+    import subprocess
+    import sys
+
+    args = [x for k, v in LORA.items() for x in ("--method-arg", f"{k}={v}")]
+    ran = subprocess.run([sys.executable, "-m", "unifybench", "run", "--method", "dreambooth-lora", *args, "--tasks", "gen",
+                          "--concepts", "dog,cat", "--limit", "1", "--images-per-prompt", "1", "--backbones", "tiny",
+                          "--out", str(tmp_path / "runs"), "-q"],
+                         capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=600)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    assert "No LoRA keys" not in ran.stderr, ran.stderr[-2000:]

@@ -28,7 +28,7 @@ from unifybench.methods import ConceptLayers, Method
 from unifybench.records import Concept
 from unifybench.seeding import derive_seed, image_seed
 
-from .sd import DEFAULT_MODEL, RANDOM_MODELS, SCHEDULERS, SDHost
+from .sd import DEFAULT_MODEL, RANDOM_MODELS, SCHEDULERS, SDHost, quiet_diffusers
 
 TASKS = frozenset({"gen", "attr_gen"})
 # diffusers' textual_inversion.py: the prompts an object is trained under.
@@ -491,7 +491,10 @@ class DreamBoothLoRA(_DiffusionMethod):
     @contextlib.contextmanager
     def concept_layers(self, concept, state):
         pipe = self.host.pipe
-        pipe.load_lora_weights(str(state["lora_dir"]), weight_name=LORA_FILE, adapter_name=_adapter(concept))
+        # A LoRA of the UNet alone (the script's default) made diffusers warn "No LoRA keys associated to
+        # CLIPTextModel" on stderr once per concept; that is expected here, so it is not printed.
+        with quiet_diffusers():
+            pipe.load_lora_weights(str(state["lora_dir"]), weight_name=LORA_FILE, adapter_name=_adapter(concept))
         try:
             yield
         finally:
