@@ -399,3 +399,31 @@ def test_a_unet_only_lora_prints_no_diffusers_warning_on_stderr(tmp_path):
                          capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=600)
     assert ran.returncode == 0, ran.stderr[-3000:]
     assert "No LoRA keys" not in ran.stderr, ran.stderr[-2000:]
+
+
+def test_an_embedding_of_another_width_is_refused_before_the_run_directory(tmp_path):
+    from safetensors.torch import save_file
+
+    from unifybench_diffusion.sd import RANDOM_MODELS, RANDOM_TEXT_WIDTHS
+
+    for name, build in RANDOM_MODELS.items():  # the declared widths are the built encoders'
+        if name != "random":
+            pipe = build(0)
+            encoders = [pipe.text_encoder] + ([pipe.text_encoder_2] if getattr(pipe, "text_encoder_2", None) else [])
+            assert tuple(e.config.hidden_size for e in encoders) == RANDOM_TEXT_WIDTHS[name]
+    folder = tmp_path / "trained" / "dog"
+    folder.mkdir(parents=True)
+    save_file({"<dog>": torch.zeros(1, 7)}, str(folder / EMBEDS_FILES[0]))
+    args = [x for k, v in SAMPLE.items() for x in ("--method-arg", f"{k}={v}")]
+    ran = cli("run", "--method", "textual-inversion", *args, "--method-arg", f"embeds={tmp_path / 'trained'}",
+              "--concepts", "dog", "--tasks", "gen", "--out", str(tmp_path / "runs"))
+    line = ran.stderr.strip()
+    assert ran.returncode == 2 and len(line.splitlines()) == 1, ran.stderr[-2000:]
+    assert "width 7" in line and "width 32" in line and EMBEDS_FILES[0] in line
+    assert not (tmp_path / "runs").exists()
+    save_file({"<dog>": torch.zeros(1, 32)}, str(folder / EMBEDS_FILES[0]))  # the right width passes the check
+    saved = tmp_path / "sd"
+    RANDOM_MODELS["tiny"](0).save_pretrained(saved)
+    from unifybench_diffusion.sd import text_encoder_widths
+
+    assert text_encoder_widths(str(saved)) == (32,) and text_encoder_widths("nobody/not-cached") is None

@@ -28,7 +28,7 @@ from unifybench.methods import ConceptLayers, Method
 from unifybench.records import Concept
 from unifybench.seeding import derive_seed, image_seed
 
-from .sd import DEFAULT_MODEL, RANDOM_MODELS, SCHEDULERS, SDHost, quiet_diffusers
+from .sd import DEFAULT_MODEL, RANDOM_MODELS, SCHEDULERS, SDHost, quiet_diffusers, text_encoder_widths
 
 TASKS = frozenset({"gen", "attr_gen"})
 # diffusers' textual_inversion.py: the prompts an object is trained under.
@@ -335,9 +335,10 @@ class TextualInversion(_DiffusionMethod):
         """Embeddings trained elsewhere are found and read (their header) before anything is made."""
         if args.embeds is None:
             return
+        widths = text_encoder_widths(args.model)  # None: not readable here, diffusers checks at loading
         for concept in concepts:
             base = concept_folder(args.embeds, concept, has_file(EMBEDS_FILES[0]), EMBEDS_FILES[0])
-            for filename in EMBEDS_FILES:
+            for encoder, filename in enumerate(EMBEDS_FILES):
                 if not (base / filename).is_file():
                     continue
                 header = read_header(base / filename, "textual-inversion embeddings")
@@ -345,6 +346,10 @@ class TextualInversion(_DiffusionMethod):
                 if len(header) != 1 or shapes[0][0] not in _FLOATS or len(shapes[0][1]) != 2 or shapes[0][1][0] != 1:
                     raise BenchError(f"expected one float embedding of shape [1, width], found "
                                      f"{ {k: v[1] for k, v in header.items()} }", base / filename)
+                if widths is not None and (encoder >= len(widths) or shapes[0][1][1] != widths[encoder]):
+                    wanted = f"width {widths[encoder]}" if encoder < len(widths) else "no second text encoder"
+                    raise BenchError(f"an embedding of width {shapes[0][1][1]}, but model {args.model}'s text "
+                                     f"encoder {encoder + 1} has {wanted}", base / filename)
 
     def _embeds_folder(self, concept: Concept) -> Path:
         base = concept_folder(self.embeds, concept, has_file(EMBEDS_FILES[0]), EMBEDS_FILES[0])
