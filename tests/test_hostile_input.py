@@ -133,7 +133,7 @@ def test_a_full_disk_is_one_line_and_leaves_no_temporary_file(tmp_path, monkeypa
     def full(self, text, *a, **kw):
         if self.name.startswith(".results.json"):  # half the file lands, then the disk is full
             real(self, text[: len(text) // 2], *a, **kw)
-            raise OSError(errno.ENOSPC, "No space left on device", str(self))
+            raise OSError(errno.ENOSPC, "No space left on device")  # as a failing write() raises it: no file
         return real(self, text, *a, **kw)
 
     monkeypatch.setattr(Path, "write_text", full)
@@ -141,6 +141,7 @@ def test_a_full_disk_is_one_line_and_leaves_no_temporary_file(tmp_path, monkeypa
     ran = cli("run", *QUICK, "--out", str(out))
     assert ran.returncode == 2 and len(ran.stderr.strip().splitlines()) == 1 and "No space left" in ran.stderr
     run_dir = only_run_dir(out)
+    assert f"{run_dir / 'results.json'}: No space left" in ran.stderr  # the file being written, named
     assert not list(run_dir.glob(".*.tmp")) and not (run_dir / "results.json").exists()
     assert (run_dir / "predictions.jsonl").is_file()
     monkeypatch.setattr(Path, "write_text", real)
