@@ -478,3 +478,19 @@ def test_leaderboard_and_gallery_refuse_wrong_shaped_run_files_in_one_line(finis
         assert ran.returncode == 2, (command, ran.stdout)
         line = ran.stderr.strip()
         assert len(line.splitlines()) == 1 and name in line and "Traceback" not in line, line
+
+
+def test_the_gallery_says_when_the_benchmark_changed_since_the_run(tmp_path):
+    from _data_fixtures import make_unifybench
+
+    bench = make_unifybench(tmp_path / "bench")
+    out = tmp_path / "runs"
+    assert cli("run", "--method", "always-yes", "--tasks", "rec", "--bench", str(bench), "--out", str(out)).returncode == 0
+    run_dir = only_run_dir(out)
+    page = tmp_path / "g.html"
+    assert cli("gallery", str(run_dir), "--out", str(page)).returncode == 0
+    assert "is not the one this run was scored on" not in page.read_text()
+    info = bench / "concept" / "train" / "bo" / "info.json"
+    info.write_text(info.read_text().replace('"dog"', '"cat"', 1))  # the folder edited after the run
+    assert cli("gallery", str(run_dir), "--out", str(page)).returncode == 0
+    assert "is not the one this run was scored on" in page.read_text()

@@ -150,6 +150,12 @@ def build_gallery(run_dir: Path, *, concepts: list[str] | None = None, images_pe
     if bench_problem:
         head.append(f"<div class='banner'>reference photos and item images not shown: the benchmark "
                     f"could not be read ({esc(bench_problem)})</div>")
+    elif bench is not None and bench.fingerprint() != run_json["identity"].get("bench", {}).get("fingerprint"):
+        # Another folder at the same path, or the same one edited: what is shown is not what was scored.
+        head.append(f"<div class='banner'>the benchmark at {esc(str(bench.root))} is not the one this run was scored "
+                    f"on (content {esc(bench.fingerprint()[:10])}, the run's "
+                    f"{esc(str(run_json['identity'].get('bench', {}).get('fingerprint'))[:10])}): reference photos, "
+                    f"questions and item images below may differ from those scored</div>")
     head.append("<p>" + " · ".join(f"<a href='#c-{esc(n)}'>{esc(n)}</a>" for n in names) + "</p>")
 
     sections = []
