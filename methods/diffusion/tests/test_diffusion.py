@@ -427,3 +427,41 @@ def test_an_embedding_of_another_width_is_refused_before_the_run_directory(tmp_p
     from unifybench_diffusion.sd import text_encoder_widths
 
     assert text_encoder_widths(str(saved)) == (32,) and text_encoder_widths("nobody/not-cached") is None
+
+
+def test_a_lora_of_another_model_is_refused_before_the_run_directory(tmp_path):
+    from safetensors.torch import save_file
+
+    from unifybench_diffusion.sd import unet_linear_shapes
+
+    shapes = unet_linear_shapes("tiny")
+    to_q = next(name for name in shapes if name.endswith("attn1.to_q"))
+    width = shapes[to_q][0]
+    folder = tmp_path / "lora" / "dog"
+    folder.mkdir(parents=True)
+    args = [x for k, v in SAMPLE.items() for x in ("--method-arg", f"{k}={v}")]
+    cases = [({"unet.mid_block.no_such_layer.to_q.lora_A.weight": torch.zeros(4, width),
+               "unet.mid_block.no_such_layer.to_q.lora_B.weight": torch.zeros(width, 4)}, "names no module"),
+             ({f"unet.{to_q}.lora.down.weight": torch.zeros(4, width + 7),
+               f"unet.{to_q}.lora.up.weight": torch.zeros(shapes[to_q][1], 4)}, f"has width {width}")]
+    for layers, message in cases:
+        save_file(layers, str(folder / LORA_FILE))
+        ran = cli("run", "--method", "dreambooth-lora", *args, "--method-arg", f"lora={tmp_path / 'lora'}",
+                  "--concepts", "dog", "--tasks", "gen", "--out", str(tmp_path / "runs"))
+        line = ran.stderr.strip()
+        assert ran.returncode == 2 and len(line.splitlines()) == 1 and message in line and LORA_FILE in line, line
+        assert not (tmp_path / "runs").exists()
+    # A LoRA this adapter trained on the same model passes the check and is used.
+    trained = cli("run", "--method", "dreambooth-lora", *[x for k, v in LORA.items() for x in ("--method-arg", f"{k}={v}")],
+                  "--concepts", "dog", "--tasks", "gen", "--limit", "1", "--images-per-prompt", "1", "--backbones", "tiny",
+                  "--out", str(tmp_path / "trained"))
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    state = only_run_dir(tmp_path / "trained") / "state"
+    from safetensors import safe_open
+
+    with safe_open(str(next(state.rglob(LORA_FILE))), framework="pt") as saved:
+        assert any(k.startswith("unet.") and k.endswith(".lora.down.weight") for k in saved.keys())  # checked
+    reused = cli("run", "--method", "dreambooth-lora", *args, "--method-arg", f"lora={state}", "--concepts", "dog",
+                 "--tasks", "gen", "--limit", "1", "--images-per-prompt", "1", "--backbones", "tiny",
+                 "--out", str(tmp_path / "runs"))
+    assert reused.returncode == 0, reused.stderr[-2000:]

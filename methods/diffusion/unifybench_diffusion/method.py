@@ -28,7 +28,7 @@ from unifybench.methods import ConceptLayers, Method
 from unifybench.records import Concept
 from unifybench.seeding import derive_seed, image_seed
 
-from .sd import DEFAULT_MODEL, RANDOM_MODELS, SCHEDULERS, SDHost, quiet_diffusers, text_encoder_widths
+from .sd import DEFAULT_MODEL, RANDOM_MODELS, SCHEDULERS, SDHost, quiet_diffusers, text_encoder_widths, unet_linear_shapes
 
 TASKS = frozenset({"gen", "attr_gen"})
 # diffusers' textual_inversion.py: the prompts an object is trained under.
@@ -531,6 +531,7 @@ class DreamBoothLoRA(_DiffusionMethod):
                     (not k.endswith(".alpha") and len(shape) not in (2, 4))]
             if flat:
                 raise BenchError(f"LoRA weight {flat[0]} is not a float matrix", path)
+            _check_lora_modules(header, args.model, path)
 
     def _lora_state(self, concept: Concept, state_dir: Path) -> dict:
         if self.lora is not None:
@@ -653,6 +654,33 @@ class DreamBoothLoRA(_DiffusionMethod):
 
 def _adapter(concept: Concept) -> str:
     return "ub_" + "".join(ch if ch.isalnum() else "_" for ch in concept.name)
+
+
+_UNET_LORA_KEY = re.compile(r"^unet\.(.+)\.lora(_A|_B|\.down|\.up)\.weight$")
+
+
+def _check_lora_modules(header: dict, model: str, path: Path) -> None:
+    """Each UNet layer of a LoRA (``unet.<module>.lora.down.weight`` as diffusers saves it, or peft's
+    ``lora_A``/``lora_B``) must name a module of ``model``'s UNet with its width, else peft fails inside
+    the run (a LoRA for another model): refused here, before the run directory, naming the first
+    that does not fit."""
+    shapes = None
+    for key, (_, shape) in header.items():
+        found = _UNET_LORA_KEY.match(key)
+        if not found:
+            continue
+        if shapes is None:
+            shapes = unet_linear_shapes(model)
+            if shapes is None:  # not readable here: diffusers checks when it loads
+                return
+        module, down = found.group(1), found.group(2) in ("_A", ".down")
+        if module not in shapes:
+            raise BenchError(f"LoRA layer {key} names no module of model {model}'s UNet (a LoRA of another model?)",
+                             path)
+        width = shapes[module][0] if down else shapes[module][1]
+        if shape[1 if down else 0] != width:
+            raise BenchError(f"LoRA layer {key} has shape {shape}, but {module} of model {model}'s UNet has width "
+                             f"{width}", path)
 
 
 def save_lora(host: SDHost, folder: Path, unet_layers: dict[str, torch.Tensor]) -> None:
