@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import distributed, record
+from .data import FORMATS
 from .devices import check_device
 from .errors import BenchError, did_you_mean
 from .logs import get_logger, run_log
@@ -29,6 +30,7 @@ from .metrics import Why
 from .progress import choose_threads, null_console, progress_bars, set_threads
 from .record import BACKBONES_UNUSED, RANDOM_INIT_LABEL
 from .records import GEN_KINDS, QA_KINDS, TASKS, Benchmark
+from .scoring.encoders import CLIP_MODELS
 from .scoring.judges import JudgeConfig
 from .scoring.phase import score_run
 from .seeding import MAX_SEED, seeded
@@ -110,9 +112,9 @@ INTEGER_FIELDS = {  # field: (flag, lowest, highest, may be None)
     "bootstrap": ("--bootstrap", 0, 100000, False), "threads": ("--threads", 1, 1024, True),
 }
 CHOICE_FIELDS = {  # field: (flag, choices)
-    "format": ("--format", ("auto", "unifybench", "dreambench", "yollava")),
+    "format": ("--format", ("auto", *FORMATS)),
     "backbones": ("--backbones", ("default", "auto", "random", "tiny")),
-    "clip_model": ("--clip", ("ViT-B-32", "ViT-L-14")), "protocol": ("--protocol", ("default", "reference")),
+    "clip_model": ("--clip", CLIP_MODELS), "protocol": ("--protocol", ("default", "reference")),
 }
 TEXT_FIELDS = {"method": "--method", "bench": "--bench", "device": "--device"}
 
