@@ -180,11 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--concepts", default=None, help="comma-separated concept names (default: all)")
     run.add_argument("--out", default="runs", type=_path, help="folder that holds run directories")
     seeds = run.add_mutually_exclusive_group()
-    seeds.add_argument("--seed", default=0, type=_count(0, MAX_SEED), help="seed of every random draw (training, sampling, judging)")
+    seeds.add_argument("--seed", default=0, type=_count(0, MAX_SEED),
+                       help="seed of every random draw (training, sampling, judging)")
     seeds.add_argument("--seeds", default=None, type=_seed_list, metavar="S,S,...",
                        help="run once per seed, each in its own run directory (the leaderboard shows their mean and "
                             "spread as one row)")
-    run.add_argument("--batch-size", default=16, type=_count(1, 4096), help="requests per method call; images per scorer batch")
+    run.add_argument("--batch-size", default=16, type=_count(1, 4096),
+                     help="requests per method call; images per scorer batch")
     run.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
     run.add_argument("--backbones", default="default", choices=["default", "auto", "random", "tiny"],
                      help="scorer weights: default (real checkpoints), auto (default, else random), "
@@ -222,7 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     judge.add_argument("--judge-max-tokens", default=64, type=int, help="longest judge reply asked for")
     judge.add_argument("--judge-samples", default=4, type=int,
                        help="attr_gen images judged per prompt (--protocol reference: always 4)")
-    judge.add_argument("--judge-seed", default=None, type=_count(0, MAX_SEED), help="the judge's seed (default: --seed)")
+    judge.add_argument("--judge-seed", default=None, type=_count(0, MAX_SEED),
+                       help="the judge's seed (default: --seed)")
     judge.add_argument("--judge-cache", default=None,
                        help="SQLite file of judge replies (default: judge_cache.sqlite in the run directory)")
 
@@ -459,11 +462,12 @@ def _spec_from(args, config: dict):
     if isinstance(values.get("judge"), str):  # as the flag and evaluate() take it
         values["judge"] = {"spec": values["judge"]}
     if isinstance(values.get("judge"), dict):
-        wrong = sorted(set(values["judge"]) - judge_keys)
-        if wrong or "spec" not in values["judge"]:
-            raise BenchError(f"judge: unknown key(s) {', '.join(map(str, wrong))}; "
-                             f"{did_you_mean(str(wrong[0]), judge_keys) if wrong else 'spec is required; '}"
+        wrong = sorted(map(str, set(values["judge"]) - judge_keys))
+        if wrong:
+            raise BenchError(f"judge: unknown key(s) {', '.join(wrong)}; {did_you_mean(wrong[0], judge_keys)}"
                              f"known: {', '.join(sorted(judge_keys))}", args.config, "--config")
+        if "spec" not in values["judge"]:
+            raise BenchError("judge: 'spec' (such as openai:MODEL) is required", args.config, "--config")
         values["judge"] = JudgeConfig(**values["judge"])
     if isinstance(values.get("method_args"), dict):
         values["method_args"] = {str(k): str(v) for k, v in values["method_args"].items() if v is not None}

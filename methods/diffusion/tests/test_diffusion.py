@@ -393,8 +393,8 @@ def test_a_unet_only_lora_prints_no_diffusers_warning_on_stderr(tmp_path):
     import sys
 
     args = [x for k, v in LORA.items() for x in ("--method-arg", f"{k}={v}")]
-    ran = subprocess.run([sys.executable, "-m", "unifybench", "run", "--method", "dreambooth-lora", *args, "--tasks", "gen",
-                          "--concepts", "dog,cat", "--limit", "1", "--images-per-prompt", "1", "--backbones", "tiny",
+    ran = subprocess.run([sys.executable, "-m", "unifybench", "run", "--method", "dreambooth-lora", *args,
+                          "--tasks", "gen", "--concepts", "dog,cat", "--limit", "1", "--images-per-prompt", "1", "--backbones", "tiny",
                           "--out", str(tmp_path / "runs"), "-q"],
                          capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=600)
     assert ran.returncode == 0, ran.stderr[-3000:]
@@ -452,9 +452,9 @@ def test_a_lora_of_another_model_is_refused_before_the_run_directory(tmp_path):
         assert ran.returncode == 2 and len(line.splitlines()) == 1 and message in line and LORA_FILE in line, line
         assert not (tmp_path / "runs").exists()
     # A LoRA this adapter trained on the same model passes the check and is used.
-    trained = cli("run", "--method", "dreambooth-lora", *[x for k, v in LORA.items() for x in ("--method-arg", f"{k}={v}")],
-                  "--concepts", "dog", "--tasks", "gen", "--limit", "1", "--images-per-prompt", "1", "--backbones", "tiny",
-                  "--out", str(tmp_path / "trained"))
+    lora_args = [x for k, v in LORA.items() for x in ("--method-arg", f"{k}={v}")]
+    trained = cli("run", "--method", "dreambooth-lora", *lora_args, "--concepts", "dog", "--tasks", "gen", "--limit", "1",
+                  "--images-per-prompt", "1", "--backbones", "tiny", "--out", str(tmp_path / "trained"))
     assert trained.returncode == 0, trained.stderr[-2000:]
     state = only_run_dir(tmp_path / "trained") / "state"
     from safetensors import safe_open

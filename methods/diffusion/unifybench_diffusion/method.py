@@ -28,7 +28,8 @@ from unifybench.methods import ConceptLayers, Method
 from unifybench.records import Concept
 from unifybench.seeding import derive_seed, image_seed
 
-from .sd import DEFAULT_MODEL, RANDOM_MODELS, SCHEDULERS, SDHost, quiet_diffusers, text_encoder_widths, unet_linear_shapes
+from .sd import (DEFAULT_MODEL, RANDOM_MODELS, SCHEDULERS, SDHost, quiet_diffusers, text_encoder_widths,
+                 unet_linear_shapes)
 
 TASKS = frozenset({"gen", "attr_gen"})
 # diffusers' textual_inversion.py: the prompts an object is trained under.
