@@ -1,4 +1,5 @@
-"""The bench builders of unifybench.testing.benches, and a DreamBench copy from ../shared/data."""
+"""The bench builders of unifybench.testing.benches, and the repository's small DreamBench copy
+(tests/data/dreambench: 4 subjects at 256 px, see data_cards/tests-dreambench.md)."""
 from __future__ import annotations
 
 import shutil
@@ -7,10 +8,7 @@ from pathlib import Path
 from unifybench.testing.benches import (UNIFYBENCH_IMAGES, make_unifybench, make_yollava, photo,  # noqa: F401
                                         write_json)
 
-# ../shared/data beside the checkout (where the CI clone may lack it, the workplace's copy).
-DREAMBENCH = next((p for p in (Path(__file__).resolve().parents[2] / "shared" / "data" / "dreambench",
-                               Path("/work/shared/data/dreambench")) if p.is_dir()),
-                  Path("/work/shared/data/dreambench"))
+DREAMBENCH = Path(__file__).resolve().parent / "data" / "dreambench"
 
 
 def make_dreambench(root: Path, subjects=("dog", "can"), nested: bool = True) -> Path:
@@ -26,3 +24,10 @@ def make_dreambench(root: Path, subjects=("dog", "can"), nested: bool = True) ->
     for s in subjects:
         shutil.copytree(DREAMBENCH / s, base / s)
     return root
+
+
+def questions_only_yollava(root: Path) -> Path:
+    """Yo'LLaVA's two question files without the photo folder, as the questions are published apart."""
+    yl = make_yollava(root / "yollava")
+    shutil.rmtree(yl / "yollava-data")
+    return yl

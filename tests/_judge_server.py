@@ -10,7 +10,9 @@ subprocess) talks to it over a real socket. Behaviour is set per test:
   the request content), ``"chatty"`` (reasoning around a labelled score), ``"garbage"`` (no score),
   ``"garbage-then-ok"`` (garbage, but a proper score to a re-ask), ``"some-garbage"`` (no score
   for about one request in four, asked again or not), ``"fail"`` (always 500),
-  ``"fail-on"`` (500 when the request contains ``fail_marker``, normal otherwise).
+  ``"fail-on"`` (500 when the request contains ``fail_marker``, normal otherwise),
+  ``"deepjson"`` (a 200 whose body is 100,000 nested JSON arrays),
+  ``"out-of-range"`` (a signed or exponent score: ``Score: -1``, ``Score: 1e308``, ``Score: 0.5e1``).
 - ``delay_s``: sleep before every answer (a slow judge, for kill-and-resume tests).
 - ``mode="trickle"``: a 200 whose body comes one byte every ``trickle_s`` seconds (each read is quick,
   the whole reply is not: only a total deadline bounds it).
@@ -107,6 +109,8 @@ class JudgeServer:
             return "I would rather talk about the weather."
         if self.mode == "some-garbage":  # about one request in four, re-asks included, gets no score
             return "No idea, sorry." if self.digest(body)[1] % 4 == 0 else f"Score: {score}"
+        if self.mode == "out-of-range":
+            return ("Score: -1", "Score: 1e308", "Score: 0.5e1")[self.digest(body)[1] % 3]
         if self.mode == "garbage-then-ok":
             return f"Score: {score}" if REASK_MARKER in text else "Hmm, hard to say really."
         return f"Score: {score}"
@@ -176,6 +180,9 @@ class JudgeServer:
                     time.sleep(server.slow_s)
                 if action == "badjson":
                     self._send(200, b"<html>oops</html>")
+                    return
+                if server.mode == "deepjson":  # 100,000 nested arrays: a parser that recurses overflows
+                    self._send(200, b"[" * 100000 + b"]" * 100000)
                     return
                 if server.mode == "trickle":
                     payload = json.dumps({"choices": [{"message": {"content": "Score: 1"}}]}).encode()

@@ -10,7 +10,6 @@ import textwrap
 import time
 from pathlib import Path
 
-import pytest
 
 from unifybench.testing import cli, only_run_dir, read_results  # noqa: F401 - the tests' helpers
 
@@ -19,7 +18,6 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
 
 
 def cli_env(extra_pythonpath: list[Path] | None = None) -> dict[str, str]:
@@ -71,10 +69,3 @@ def kill_once(command: list[str], env: dict, folder: Path, pattern: str, timeout
         os.killpg(proc.pid, signal.SIGKILL)
     finally:
         proc.wait()
-
-
-@pytest.fixture
-def shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.skip("../shared/data is not beside the checkout")
-    return SHARED_DATA

@@ -38,6 +38,8 @@ window.addEventListener('load', () => {
     const h = tr.getBoundingClientRect().height;
     if (h > 4 * lh + 12) out.tall.push([tr.textContent.trim().slice(0, 60), Math.round(h)]);
   }
+  out.sideways = [...document.querySelectorAll('.scroll')].filter(s => s.scrollWidth > s.clientWidth + 1)
+    .map(s => [Math.round(s.scrollWidth), Math.round(s.clientWidth)]);
   const pre = document.createElement('pre'); pre.id = 'measured'; pre.textContent = JSON.stringify(out);
   document.body.appendChild(pre);
 });
@@ -81,3 +83,45 @@ def test_the_leaderboard_reads_at_laptop_width(pages, tmp_path, width):
 def test_the_gallery_reads_at_laptop_width(pages, tmp_path, width):
     found = measure(pages[1], width, tmp_path)
     assert found["narrow"] == [], found["narrow"]
+
+
+ONE_ROW_PLUGIN = '''
+from pathlib import Path
+from PIL import Image
+from unifybench.kit.args import Arg
+from unifybench.methods import Method
+
+class Unified(Method):
+    name = "unified-with-long-arguments"
+    tasks = frozenset({"rec", "vqa", "text_only", "choice", "gen", "attr_gen"})
+    arguments = {
+        "checkpoint": Arg(str, "/home/someone/experiments/personalization/checkpoints/unified_model_stage3_epoch15",
+                          "a long path, as real runs name them"),
+        "model": Arg(str, "some-organisation/a-unified-model-with-a-long-name-512x512", "a hub name"),
+        "epochs": Arg(int, 15, "epochs"),
+    }
+
+    def answer(self, concept, state, requests):
+        return ["Yes, it is the concept in a nice place." for r in requests]
+
+    def generate(self, concept, state, requests):
+        return [[Image.new("RGB", (32, 32), (r.index * 9 % 255, 60, 90)) for _ in range(r.n_images)]
+                for r in requests]
+'''
+
+
+@pytest.mark.parametrize("width", [1280, 1400])
+def test_a_one_row_table_of_every_task_does_not_scroll_sideways(tmp_path, width):
+    from conftest import make_plugin
+
+    plugin = make_plugin(tmp_path / "plugin", "one-row-plugin", "one_row", ONE_ROW_PLUGIN,
+                         {"unified-with-long-arguments": "one_row:Unified"})
+    out = tmp_path / "runs"
+    ran = cli("run", "--method", "unified-with-long-arguments", "--backbones", "tiny", "--limit", "1",
+              "--images-per-prompt", "1", "--concepts", "dog", "--out", str(out), pythonpath=[plugin])
+    assert ran.returncode == 0, ran.stderr
+    board = tmp_path / "board.html"
+    assert cli("leaderboard", str(out), "--no-published", "--format", "html", "--out", str(board)).returncode == 0
+    found = measure(board, width, tmp_path)
+    assert found["sideways"] == [], found["sideways"]  # [scroll width, visible width] of each table that scrolls
+    assert found["narrow"] == [] and found["tall"] == [], found

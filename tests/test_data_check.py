@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from _data_fixtures import DREAMBENCH, UNIFYBENCH_IMAGES, make_dreambench, make_unifybench, make_yollava, write_json
+from _data_fixtures import (DREAMBENCH, UNIFYBENCH_IMAGES, make_dreambench, make_unifybench, make_yollava,
+                            questions_only_yollava, write_json)
 from conftest import cli, cli_env
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,14 +53,14 @@ def test_valid_unifybench_prints_one_json_object(ub):
                        "choice_letters": {"items": 2, "by_letter": {"A": 1, "B": 1}, "first_option": 1}}
 
 
-def test_valid_dreambench_shared_copy():
+def test_valid_dreambench_copy():
     proc = check(DREAMBENCH)
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     assert summary.pop("rec_truths")["yes"] == 0
-    assert summary == {"format": "dreambench", "concepts": 24, "images": 127,
+    assert summary == {"format": "dreambench", "concepts": 4, "images": 21,
                        "items": {"rec": 0, "vqa": 0, "text_only": 0, "choice": 0},
-                       "gen_prompts": 600, "attr_prompts": 0}
+                       "gen_prompts": 100, "attr_prompts": 0}
 
 
 def test_valid_yollava_with_explicit_format(tmp_path):
@@ -169,8 +170,9 @@ def test_undetectable_format(tmp_path):
     assert_bad(check(tmp_path), str(tmp_path), "cannot detect the format; pass --format")
 
 
-def test_yollava_shared_copy_has_no_photos():
-    assert_bad(check("/work/shared/data/yollava"), "yollava-data/train/", "no training photos")
+def test_yollava_questions_without_photos(tmp_path):
+    # Yo'LLaVA's question files as published, without the photo folder (which is released apart).
+    assert_bad(check(questions_only_yollava(tmp_path)), "yollava-data/train/", "no training photos")
 
 
 def test_yollava_malformed_json(tmp_path):

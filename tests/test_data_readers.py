@@ -1,13 +1,11 @@
 """The readers: every format becomes the same Benchmark record."""
 from __future__ import annotations
 
-import subprocess
-from pathlib import Path
 
 import pytest
 
 from _data_fixtures import (DREAMBENCH, UNIFYBENCH_IMAGES, make_dreambench, make_unifybench, make_yollava,
-                            write_json)
+                            questions_only_yollava, write_json)
 from unifybench.data import (MINI_BENCH_PATH, check_benchmark, detect_format, generation_prompts,
                              load_benchmark)
 from unifybench.data.common import correct_option, parse_options, resolve_image
@@ -26,15 +24,14 @@ def yl_root(tmp_path_factory):
 
 # ------------------------------------------------------------------ DreamBench
 
-def test_dreambench_shared_copy_counts():
-    n_photos = int(subprocess.run(f"find {DREAMBENCH} -type f -name '*.jpg' | wc -l", shell=True,
-                                  capture_output=True, text=True, check=True).stdout)
-    assert n_photos == 127
+def test_dreambench_copy_counts():
+    n_photos = sum(1 for p in DREAMBENCH.rglob("*.jpg") if p.is_file())
+    assert n_photos == 21  # 5 + 6 + 5 + 5: bear_plushie, can, cat, dog
     summary = check_benchmark(DREAMBENCH)
     assert summary.pop("rec_truths")["no"] == 0  # DreamBench has no recognition items
-    assert summary == {"format": "dreambench", "concepts": 24, "images": n_photos,
+    assert summary == {"format": "dreambench", "concepts": 4, "images": n_photos,
                        "items": {"rec": 0, "vqa": 0, "text_only": 0, "choice": 0},
-                       "gen_prompts": 600, "attr_prompts": 0}
+                       "gen_prompts": 100, "attr_prompts": 0}
 
 
 def test_dreambench_records():
@@ -170,9 +167,10 @@ def test_yollava_records(yl_root):
     assert bench.count_prompts("gen") == 0
 
 
-def test_yollava_shared_questions_without_photos():
+def test_yollava_questions_without_photos(tmp_path):
+    root = questions_only_yollava(tmp_path)
     with pytest.raises(BenchError) as exc:
-        load_benchmark(Path("/work/shared/data/yollava"))
+        load_benchmark(root)
     assert "yollava-data/train/" in exc.value.path and "training photos" in exc.value.message
 
 

@@ -17,8 +17,7 @@ from unifybench.errors import BenchError  # noqa: E402
 from unifybench.scoring import face as face_mod  # noqa: E402
 from unifybench.scoring.face import FaceScorer, load_face_backend  # noqa: E402
 
-SHARED = Path("/work/shared/data/dreambench")
-pytestmark = pytest.mark.skipif(not (SHARED / "dog").is_dir(), reason="DreamBench photos not found")
+from _data_fixtures import DREAMBENCH  # noqa: E402 - photos held in the repository
 
 
 def fake_embedding(rgb: np.ndarray) -> np.ndarray | None:
@@ -59,10 +58,10 @@ def independent_face_sim(refs, gens):
 
 @pytest.fixture
 def photos(tmp_path):
-    refs = [SHARED / "dog" / f"0{i}.jpg" for i in range(3)]
+    refs = [DREAMBENCH / "dog" / f"0{i}.jpg" for i in range(3)]
     dark = tmp_path / "dark.png"
     Image.new("RGB", (64, 48), (5, 5, 8)).save(dark)
-    gens = [SHARED / "cat" / "00.jpg", dark, SHARED / "dog" / "03.jpg", SHARED / "cat" / "01.jpg"]
+    gens = [DREAMBENCH / "cat" / "00.jpg", dark, DREAMBENCH / "dog" / "03.jpg", DREAMBENCH / "cat" / "01.jpg"]
     return refs + [dark], gens
 
 

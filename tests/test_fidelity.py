@@ -17,10 +17,7 @@ from unifybench.scoring import encoders, fidelity
 from unifybench.scoring.encoders import load_backbones
 from unifybench.scoring.fidelity import FidelityScorer
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "dreambench"
-if not DATA.is_dir():
-    DATA = Path("/work/shared/data/dreambench")
-pytestmark = pytest.mark.skipif(not (DATA / "dog").is_dir(), reason="DreamBench photos not found")
+from _data_fixtures import DREAMBENCH as DATA  # noqa: E402 - photos held in the repository
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -41,7 +38,7 @@ def images(tmp_path_factory):
     refs = [DATA / "dog" / f"0{i}.jpg" for i in range(3)]
     tmp = tmp_path_factory.mktemp("gens")
     wide = tmp / "wide.png"  # a non-square image, so centre-cropping matters
-    Image.open(DATA / "cat" / "02.jpg").convert("RGB").crop((0, 64, 512, 448)).resize((400, 300)).save(wide)
+    Image.open(DATA / "cat" / "02.jpg").convert("RGB").crop((0, 32, 256, 224)).resize((400, 300)).save(wide)
     gens = [DATA / "cat" / "00.jpg", DATA / "cat" / "01.jpg", DATA / "dog" / "03.jpg", wide]
     return refs, gens
 
@@ -334,3 +331,32 @@ def test_clip_vit_l14_is_selectable():
     big = load_backbones("random", clip_name="ViT-L-14")
     assert big.clip_model.visual.output_dim == 768 and "ViT-L-14" in big.info["clip"]
     assert big.clip_text(["a photo of a dog"]).shape == (1, 768)
+
+
+def test_real_images_on_a_benchmark_without_a_split_is_leave_one_out(tmp_path):
+    """DreamBench has no held-out photos: real-images returns the reference photos themselves, and
+    each is compared with the *other* reference photos (DreamBooth's real-image upper bound)."""
+    import json
+
+    from unifybench.testing import cli
+
+    out = tmp_path / "runs"
+    ran = cli("run", "--method", "real-images", "--bench", str(DATA), "--concepts", "dog", "--limit", "1",
+              "--images-per-prompt", "3", "--backbones", "tiny", "--out", str(out))
+    assert ran.returncode == 0, ran.stderr
+    run_dir = next(p for p in out.iterdir() if p.is_dir())
+    rows = [json.loads(line) for line in (run_dir / "scores.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if r.get("scorer") == "fidelity"]
+    assert len(rows) == 3
+    refs = sorted((DATA / "dog").glob("*.jpg"))
+    backbones = load_backbones("tiny", seed=0)
+    for row in rows:
+        image = run_dir / row["image"] if not Path(row["image"]).is_absolute() else Path(row["image"])
+        same = [r for r in refs if r.read_bytes() == image.read_bytes()]
+        assert len(same) == 1  # the photo itself, not a held-out one
+        others = [r for r in refs if r != same[0]]
+        want = plain_scores(backbones, others, [image], [row["prompt"]])
+        assert row["clip_i"] == pytest.approx(want["clip_i"][0], abs=1e-5)
+        assert row["dino"] == pytest.approx(want["dino"][0], abs=1e-5)
+        against_all = plain_scores(backbones, refs, [image], [row["prompt"]])
+        assert abs(against_all["clip_i"][0] - row["clip_i"]) > 1e-4  # it is not scored against itself

@@ -103,6 +103,23 @@ def test_predictions_without_their_run_record_are_not_rescored(tmp_path):
     assert ran.returncode == 2 and "not a run record" in ran.stderr
 
 
+def test_a_run_record_of_the_wrong_shape_is_refused_like_a_missing_one(tmp_path):
+    out = tmp_path / "runs"
+    args = ["run", "--method", "always-yes", "--tasks", "rec", "--concepts", "dog", "--limit", "1", "--out", str(out)]
+    assert cli(*args).returncode == 0
+    run_dir = only_run_dir(out)
+    good = json.loads((run_dir / "run.json").read_text())
+    for bad, field in (({"spec": 5}, "'spec'"), ({**good, "method_details": None}, "'method_details'"),
+                       ({**good, "method_code": "x"}, "'method_code'"), ({**good, "identity": []}, "'identity'")):
+        (run_dir / "run.json").write_text(json.dumps(bad))
+        ran = cli(*args)
+        assert ran.returncode == 2, ran.stdout
+        line = ran.stderr.strip()
+        assert len(line.splitlines()) == 1 and "not a run record" in line and field in line and "run.json" in line
+    (run_dir / "run.json").write_text(json.dumps(good))
+    assert cli(*args).returncode == 0  # the record as written resumes
+
+
 # ----------------------------------------------------------------------------- the machine says no
 
 
@@ -116,7 +133,7 @@ def test_a_full_disk_is_one_line_and_leaves_no_temporary_file(tmp_path, monkeypa
     def full(self, text, *a, **kw):
         if self.name.startswith(".results.json"):  # half the file lands, then the disk is full
             real(self, text[: len(text) // 2], *a, **kw)
-            raise OSError(errno.ENOSPC, "No space left on device", str(self))
+            raise OSError(errno.ENOSPC, "No space left on device")  # as a failing write() raises it: no file
         return real(self, text, *a, **kw)
 
     monkeypatch.setattr(Path, "write_text", full)
@@ -124,6 +141,7 @@ def test_a_full_disk_is_one_line_and_leaves_no_temporary_file(tmp_path, monkeypa
     ran = cli("run", *QUICK, "--out", str(out))
     assert ran.returncode == 2 and len(ran.stderr.strip().splitlines()) == 1 and "No space left" in ran.stderr
     run_dir = only_run_dir(out)
+    assert f"{run_dir / 'results.json'}: No space left" in ran.stderr  # the file being written, named
     assert not list(run_dir.glob(".*.tmp")) and not (run_dir / "results.json").exists()
     assert (run_dir / "predictions.jsonl").is_file()
     monkeypatch.setattr(Path, "write_text", real)
@@ -259,3 +277,220 @@ def test_a_runs_files_are_readable_by_colleagues_on_a_shared_out(tmp_path):
     for name in ("run.json", "results.json", "scores.jsonl", "predictions.jsonl"):
         mode = stat.S_IMODE((run_dir / name).stat().st_mode)
         assert mode == 0o666 & ~umask, (name, oct(mode))  # as any file the user makes, not 0600
+
+
+def test_a_resume_keeps_the_thread_count_its_predictions_were_made_with(tmp_path, monkeypatch):
+    import os
+
+    # An idle 4-core machine: the automatic count (4) differs from the recorded one (1).
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    out = tmp_path / "runs"
+    args = ["run", "--method", "random-answer", "--tasks", "rec", "--concepts", "dog", "--limit", "2", "--out", str(out)]
+    assert cli(*args, "--threads", "1").returncode == 0
+    run_dir = only_run_dir(out)
+    predictions = run_dir / "predictions.jsonl"
+    lines = predictions.read_text().splitlines(keepends=True)
+    predictions.write_text("".join(lines[:1]))  # as if killed after the first request
+    ran = cli(*args, "--threads", "2")
+    assert ran.returncode == 2 and "made with 1 threads" in ran.stderr and "--threads 1" in ran.stderr
+    assert len(ran.stderr.strip().splitlines()) == 1
+    assert predictions.read_text() == lines[0]  # nothing predicted with the other count
+    assert cli(*args).returncode == 0  # the automatic count defers to the recorded one
+    threads = json.loads((run_dir / "run.json").read_text())["threads"]
+    assert threads["threads"] == 1 and "as recorded" in threads["why"]
+    assert cli(*args, "--threads", "2").returncode == 0  # nothing left to predict: scoring only
+
+
+# ----------------------------------------------------------------------------- one validation everywhere
+
+def _refused(ran, *needles):
+    assert ran.returncode == 2, (ran.returncode, ran.stdout, ran.stderr)
+    line = ran.stderr.strip()
+    assert len(line.splitlines()) == 1 and "Traceback" not in line, ran.stderr
+    for needle in needles:
+        assert needle in line, (needle, line)
+
+
+@pytest.mark.parametrize("kwargs, where", [
+    ({"protocol": "refrence"}, "--protocol"), ({"seed": -1}, "--seed"), ({"seed": "x"}, "--seed"),
+    ({"limit": "abc"}, "--limit"), ({"bootstrap": 10**12}, "--bootstrap"), ({"bootstrap": -1}, "--bootstrap"),
+    ({"images_per_prompt": 10**6}, "--images-per-prompt"), ({"tasks": 5}, "--tasks"), ({"concepts": 5}, "--concepts"),
+    ({"method_args": ["a=b"]}, "method_args"), ({"out": ""}, "out"), ({"judge": 5}, "--judge"),
+    ({"batch_size": True}, "--batch-size"), ({"backbones": "tinny"}, "--backbones"),
+])
+def test_evaluate_refuses_what_the_command_line_refuses_before_anything_is_made(tmp_path, monkeypatch, kwargs, where):
+    import unifybench
+    from unifybench.errors import BenchError
+
+    monkeypatch.chdir(tmp_path)
+    options = {"tasks": ["rec"], "out": str(tmp_path / "runs"), **kwargs}
+    with pytest.raises(BenchError) as err:
+        unifybench.evaluate("always-yes", **options)
+    assert where in err.value.one_line() and "\n" not in err.value.one_line()
+    assert list(tmp_path.iterdir()) == []  # no run directory, nothing in the current folder
+
+
+@pytest.mark.parametrize("spec, needles", [
+    ({"limit": "abc"}, ("--limit", "expected an integer")), ({"seed": "x"}, ("--seed",)),
+    ({"seed": -1}, ("--seed", ">= 0")), ({"bootstrap": 10**12}, ("--bootstrap",)), ({"bootstrap": -1}, ("--bootstrap",)),
+    ({"judge": "nonsense"}, ("judge",)), ({"judge": {"spec": "openai:x", "timout": 5}}, ("timout", "timeout")),
+    ({"judge": {"spec": "openai:x", "timeout": "slow"}}, ("--judge-timeout",)), ({"protocol": "refrence"}, ("reference",)),
+])
+def test_config_values_are_checked_like_flags_before_the_run_directory(tmp_path, spec, needles):
+    config = tmp_path / "spec.json"
+    config.write_text(json.dumps({"method": "always-yes", "tasks": ["rec"], **spec}))
+    out = tmp_path / "runs"
+    _refused(cli("run", "--config", str(config), "--out", str(out)), *needles)
+    assert not out.exists()
+
+
+def test_negative_seeds_are_refused_everywhere_before_anything_is_made(tmp_path):
+    out = tmp_path / "runs"
+    common = ("--method", "always-yes", "--tasks", "rec", "--limit", "1", "--out", str(out))
+    _refused(cli("run", *common, "--seed", "-1"), "--seed")
+    _refused(cli("run", *common, "--seeds", "1,-1"), "--seeds")
+    assert not out.exists()  # not even seed 1's run
+    assert cli("run", *common).returncode == 0
+    runs = [str(only_run_dir(out))] * 2
+    _refused(cli("compare", *runs, "--seed", "-1"), "--seed")
+
+
+def test_a_yaml_config_with_aliases_is_refused_before_it_expands(tmp_path):
+    import time
+
+    laughs = ["a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]"]
+    for i, name in enumerate("bcdefghi"):
+        prev = "abcdefghi"[i]
+        laughs.append(f"{name}: &{name} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]")
+    config = tmp_path / "laughs.yaml"
+    config.write_text("method: always-yes\n" + "\n".join(laughs) + "\n")
+    started = time.monotonic()
+    ran = cli("run", "--config", str(config), "--out", str(tmp_path / "runs"))
+    assert time.monotonic() - started < 10
+    _refused(ran, "aliases", "laughs.yaml")
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("method: always-yes\ntasks: [rec]\nlimit: 1\n")
+    assert cli("run", "--config", str(plain), "--out", str(tmp_path / "runs")).returncode == 0
+
+
+SURROGATE_PLUGIN = '''
+from unifybench.methods import Method
+
+class Surrogate(Method):
+    name = "surrogate-replies"
+    tasks = frozenset({"rec", "vqa"})
+
+    def answer(self, concept, state, requests):
+        return ["Yes \\udc80 indeed" for r in requests]
+'''
+
+
+def test_text_utf8_cannot_hold_is_escaped_in_leaderboard_and_gallery(tmp_path):
+    from _data_fixtures import make_unifybench
+    from conftest import make_plugin
+
+    bench = make_unifybench(tmp_path / os.fsdecode(b"caf\xe9"))  # a folder named in Latin-1
+    plugin = make_plugin(tmp_path / "plugin", "surrogate-plugin", "surrogate", SURROGATE_PLUGIN,
+                         {"surrogate-replies": "surrogate:Surrogate"})
+    out = tmp_path / "runs"
+    ran = cli("run", "--method", "surrogate-replies", "--bench", str(bench), "--tasks", "rec,vqa", "--limit", "1",
+              "--out", str(out), pythonpath=[plugin])
+    assert ran.returncode == 0, ran.stderr
+    run_dir = only_run_dir(out)
+    for fmt in ("html", "csv", "md"):
+        page = tmp_path / f"board.{fmt}"
+        made = cli("leaderboard", str(out), "--format", fmt, "--out", str(page))
+        assert made.returncode == 0, made.stderr
+        assert "caf\\udce9" in page.read_text(encoding="utf-8")
+        shown = cli("leaderboard", str(out), "--format", fmt)
+        assert shown.returncode == 0 and "caf\\udce9" in shown.stdout
+    gallery = cli("gallery", str(run_dir), "--out", str(tmp_path / "gallery.html"))
+    assert gallery.returncode == 0, gallery.stderr
+    assert "\\udc80" in (tmp_path / "gallery.html").read_text(encoding="utf-8")
+
+
+@pytest.fixture
+def finished_run(tmp_path):
+    out = tmp_path / "runs"
+    args = ("run", "--method", "always-yes", "--tasks", "rec", "--concepts", "dog", "--limit", "1", "--out", str(out))
+    assert cli(*args).returncode == 0
+    return args, only_run_dir(out)
+
+
+@pytest.mark.parametrize("name, make", [
+    ("scores.jsonl", "folder"), ("results.json", "folder"), ("log.txt", "folder"), ("predictions.jsonl", "folder"),
+    ("images", "file"), (".lock", "hardlink"), ("predictions.jsonl", "hardlink"),
+])
+def test_run_files_of_the_wrong_type_are_one_line_naming_them(finished_run, tmp_path, name, make):
+    import shutil
+
+    args, run_dir = finished_run
+    target = run_dir / name
+    if target.is_dir():
+        shutil.rmtree(target)
+    elif target.exists():
+        target.unlink()
+    if make == "folder":
+        target.mkdir()
+    elif make == "file":
+        target.write_text("x")
+    else:
+        victim = tmp_path / "victim.txt"
+        victim.write_text("keep me\n")
+        os.link(victim, target)
+    ran = cli(*args)
+    assert ran.returncode == 2, ran.stdout
+    line = ran.stderr.strip()
+    assert len(line.splitlines()) == 1 and name in line, line
+    if make == "hardlink":
+        assert (tmp_path / "victim.txt").read_text() == "keep me\n"
+
+
+def _edit_json(path, change):
+    data = json.loads(path.read_text())
+    path.write_text(json.dumps(change(data)))
+
+
+def _edit_lines(path, change):
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    change(rows[0])
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+@pytest.mark.parametrize("damage, name", [
+    (lambda d: _edit_json(d / "results.json", lambda r: {**r, "tasks": [1]}), "results.json"),
+    (lambda d: (d / "results.json").write_text("null"), "results.json"),
+    (lambda d: _edit_lines(d / "predictions.jsonl", lambda r: r.pop("concept")), "predictions.jsonl"),
+    (lambda d: _edit_lines(d / "scores.jsonl", lambda r: r.update(task="bogus")), "scores.jsonl"),
+    (lambda d: _edit_json(d / "results.json", lambda r: {**r, "concepts": {"dog": 3}}), "results.json"),
+])
+def test_leaderboard_and_gallery_refuse_wrong_shaped_run_files_in_one_line(finished_run, tmp_path, damage, name):
+    _, run_dir = finished_run
+    damage(run_dir)
+    for command in (("gallery", str(run_dir), "--out", str(tmp_path / "g.html")),
+                    ("leaderboard", str(run_dir.parent), "--no-published")):
+        ran = cli(*command)
+        if command[0] == "leaderboard" and name in ("predictions.jsonl", "scores.jsonl"):
+            assert ran.returncode == 0, ran.stderr  # the leaderboard reads results.json only
+            continue
+        assert ran.returncode == 2, (command, ran.stdout)
+        line = ran.stderr.strip()
+        assert len(line.splitlines()) == 1 and name in line and "Traceback" not in line, line
+
+
+def test_the_gallery_says_when_the_benchmark_changed_since_the_run(tmp_path):
+    from _data_fixtures import make_unifybench
+
+    bench = make_unifybench(tmp_path / "bench")
+    out = tmp_path / "runs"
+    assert cli("run", "--method", "always-yes", "--tasks", "rec", "--bench", str(bench), "--out", str(out)).returncode == 0
+    run_dir = only_run_dir(out)
+    page = tmp_path / "g.html"
+    assert cli("gallery", str(run_dir), "--out", str(page)).returncode == 0
+    assert "is not the one this run was scored on" not in page.read_text()
+    info = bench / "concept" / "train" / "bo" / "info.json"
+    info.write_text(info.read_text().replace('"dog"', '"cat"', 1))  # the folder edited after the run
+    assert cli("gallery", str(run_dir), "--out", str(page)).returncode == 0
+    assert "is not the one this run was scored on" in page.read_text()

@@ -23,6 +23,9 @@ FAKE_KEY = "sk-test-UNIFYBENCH-0123456789-never-written"
     ("Score: 1.\nIt is right.", 1.0), (" 0.5 ", 0.5), ("1/2", 0.5), ("Score: .5", 0.5),
     ("I think 1 or 0.5", None), ("Score: 7", None), ("", None), (None, None), ("yes", None),
     ("The answer is partly right", None), ("Score: 0.7", None),
+    # A sign or an exponent is part of the number: out of range or malformed, never its digits.
+    ("Score: -1", None), ("Score: +1", None), ("Score: 1e308", None), ("Score: 0.5e1", None), ("1e0", None),
+    ("Score: 10", None), ("-1", None), ("0.5E-0", None), ("Score - 1", 1.0), ("Score: 1.", 1.0),
 ])
 def test_parse_score_is_tolerant_but_never_guesses(reply, expected):
     assert parse_score(reply) == expected

@@ -291,3 +291,39 @@ def test_a_rejected_key_echoed_by_the_server_is_never_printed(tmp_path, monkeypa
                        "--limit", "1", "--out", str(tmp_path / "runs"), *openai_args(server), pythonpath=[])
     assert ran.returncode == 2 and "HTTP 401" in ran.stderr and "***" in ran.stderr
     assert FAKE_KEY not in ran.stderr and FAKE_KEY[:12] not in ran.stderr  # not even the part before a cut
+
+
+def test_signed_and_exponent_scores_are_unparsed_not_counted(tmp_path, monkeypatch, capsys):
+    with_key(monkeypatch)
+    path = plugin(tmp_path)
+    out = tmp_path / "runs"
+    with JudgeServer("out-of-range") as server:
+        proc = run_here(capsys, monkeypatch, *COMMON, "--concepts", "dog", *openai_args(server), "--out", str(out),
+                        pythonpath=[path])
+    assert proc.returncode == 0, proc.stderr
+    results = read_results(only_run_dir(out))
+    for task in ("vqa", "text_only"):
+        assert results["tasks"][task]["judge_unparsed"] == 2 and isinstance(results["tasks"][task]["judge_score"], str)
+    assert results["tasks"]["attr_gen"]["unparsed"] > 0 and isinstance(results["tasks"]["attr_gen"]["attr_score"], str)
+
+
+def test_a_reply_of_deeply_nested_json_is_one_line(tmp_path, monkeypatch, capsys):
+    with_key(monkeypatch)
+    path = plugin(tmp_path)
+    with JudgeServer("deepjson") as server:
+        proc = run_here(capsys, monkeypatch, *COMMON, "--concepts", "dog", *openai_args(server, "--judge-retries", "1"),
+                        "--out", str(tmp_path / "runs"), pythonpath=[path])
+    assert proc.returncode == 2
+    line = proc.stderr.strip()
+    assert len(line.splitlines()) == 1 and "not chat-completions JSON" in line and "Recursion" not in line, proc.stderr
+
+
+def test_a_missing_hf_judge_is_refused_before_any_prediction(tmp_path, monkeypatch, capsys):
+    path = plugin(tmp_path)
+    out = tmp_path / "runs"
+    for judge in (f"hf:{tmp_path / 'no-such-model'}", "hf:nobody-here/no-such-judge"):
+        proc = run_here(capsys, monkeypatch, *COMMON, "--concepts", "dog", "--judge", judge, "--out", str(out),
+                        pythonpath=[path])
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert "judge model" in proc.stderr and "--judge hf:" in proc.stderr
+        assert not out.exists()  # nothing predicted, no run directory

@@ -409,3 +409,14 @@ def test_weights_load_strictly_or_name_what_differs_in_one_line(tmp_path, monkey
         hub_snapshot("nobody/nothing-here", "model", local_only=True, hint="pass model=tiny")
     line = err.value.one_line()
     assert "cannot load 'nobody/nothing-here'" in line and line.endswith("pass model=tiny") and "--method-arg model" in line
+
+
+def test_every_model_that_cannot_be_loaded_is_named_in_the_one_line(tmp_path):
+    """Show-o needs three checkpoints: offline, one line names all three (not one per attempt)."""
+    ran = cli("run", "--method", "unictokens", "--out", str(tmp_path / "runs"))
+    line = ran.stderr.strip()
+    assert ran.returncode == 2 and len(line.splitlines()) == 1, ran.stderr
+    assert "3 models cannot be loaded" in line
+    for where in ("--method-arg model", "--method-arg vq_model", "--method-arg tokenizer"):
+        assert where in line
+    assert line.count("hf download") == 3 and not (tmp_path / "runs").exists()

@@ -15,8 +15,6 @@ from test_fidelity import DATA, plain_scores  # noqa: E402
 from unifybench import cli  # noqa: E402
 from unifybench.scoring.encoders import load_backbones  # noqa: E402
 
-pytestmark = pytest.mark.skipif(not (DATA / "dog").is_dir(), reason="DreamBench photos not found")
-
 
 @pytest.fixture(autouse=True)
 def _cache_in_tmp(tmp_path, monkeypatch):

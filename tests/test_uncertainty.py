@@ -299,4 +299,4 @@ def test_compare_refuses_runs_that_a_table_would_keep_apart(tmp_path):
         assert cli("run", "--method", "always-yes", "--tasks", "rec", "--limit", "1", "--out", str(out),
                    *extra).returncode == 0
     ran = cli("compare", *map(str, sorted(p for p in out.iterdir() if p.is_dir())))
-    assert ran.returncode == 2 and "differ in protocol" in ran.stderr and len(ran.stderr.strip().splitlines()) == 1
+    assert ran.returncode == 2 and "protocol: " in ran.stderr and "reference" in ran.stderr and len(ran.stderr.strip().splitlines()) == 1

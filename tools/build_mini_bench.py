@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """(Re)build the bundled mini benchmark, unifybench/data/mini/, in UnifyBench's native layout.
 
-Inputs: the DreamBench photos (default ``../shared/data/dreambench`` relative to the repository
-root) and the hand-written spec ``tools/mini_bench_spec.json`` (descriptions, invented facts,
+Inputs: the DreamBench photos (the DreamBooth dataset's ``dataset/`` folder, given on the command line)
+and the hand-written spec ``tools/mini_bench_spec.json`` (descriptions, invented facts,
 QA items, attribute-reasoning prompts). Everything else is derived here, deterministically:
 
 - photos are downscaled so the longer side is at most ``max_side`` px (LANCZOS) and saved as
@@ -25,7 +25,6 @@ from pathlib import Path
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_SRC = REPO.parent / "shared" / "data" / "dreambench"
 DEFAULT_SPEC = REPO / "tools" / "mini_bench_spec.json"
 DEFAULT_OUT = REPO / "unifybench" / "data" / "mini"
 PHOTO_EXTS = {".jpg", ".jpeg", ".png", ".webp"}
@@ -249,8 +248,7 @@ def build(src: Path, spec_path: Path, out: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("dreambench", nargs="?", type=Path, default=DEFAULT_SRC,
-                        help="DreamBench folder (default: ../shared/data/dreambench from the repo root)")
+    parser.add_argument("dreambench", type=Path, help="DreamBench folder (the DreamBooth dataset's `dataset/`)")
     parser.add_argument("--spec", type=Path, default=DEFAULT_SPEC)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--provenance", action="store_true", help="print which source photo became which file")

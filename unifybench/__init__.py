@@ -28,6 +28,7 @@ def evaluate(method, *, bench: str = "mini", tasks=None, concepts=None, out="run
     Bad input raises :class:`unifybench.errors.BenchError` (its ``one_line()`` is the CLI's message).
     """
     from dataclasses import fields
+    from pathlib import Path
 
     from .errors import BenchError
     from .runner import RunSpec, run
@@ -41,16 +42,25 @@ def evaluate(method, *, bench: str = "mini", tasks=None, concepts=None, out="run
     if method_class is None and not isinstance(method, str):
         raise BenchError(f"expected a method name or a Method subclass, got {type(method).__name__}",
                          where="unifybench.evaluate")
+    if not isinstance(out, (str, Path)) or not str(out).strip():  # "" would mean the current folder
+        raise BenchError(f"expected a folder for run directories, got {out!r}", where="out")
+    if method_args is not None and not isinstance(method_args, dict):
+        raise BenchError(f"expected a mapping of method arguments, got {method_args!r}", where="method_args")
+    if isinstance(tasks, str) or isinstance(concepts, str):  # a string is not a list of one name
+        tasks = tasks.split(",") if isinstance(tasks, str) else tasks
+        concepts = concepts.split(",") if isinstance(concepts, str) else concepts
     unknown = sorted(set(options) - known)
     if unknown:
         raise BenchError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}",
                          where="unifybench.evaluate")
     spec = RunSpec(method=getattr(method, "name", "") if method_class else method, bench=str(bench), seed=seed,
-                   concepts=list(concepts) if concepts else None,
+                   concepts=list(concepts) if isinstance(concepts, (list, tuple)) and concepts else None,
                    method_args={str(k): str(v) for k, v in (method_args or {}).items()},
                    judge=JudgeConfig(spec=judge, seed=seed) if isinstance(judge, str) else judge, **options)
     if tasks is not None:
-        spec.tasks = list(tasks)
+        spec.tasks = list(tasks) if isinstance(tasks, (list, tuple, set, frozenset)) else tasks  # else: refused
+    if concepts is not None and not isinstance(concepts, (list, tuple)):
+        spec.concepts = concepts  # refused by check_spec, as the command line refuses it
     console = None
     if progress or (progress is None and sys.stderr.isatty()):
         from rich.console import Console

@@ -25,7 +25,9 @@ def _request_rng(seed: int, request: AnswerRequest | GenRequest) -> random.Rando
 
 
 class RealImages(Method):
-    """DreamBooth's upper-bound row: 'generates' held-out real photos of the concept."""
+    """DreamBooth's upper-bound row: 'generates' held-out real photos of the concept. Without held-out
+    photos (DreamBench) it returns the reference photos, and the scorer compares each with the other
+    reference photos only (leave-one-out, scoring/fidelity.pair_scores)."""
 
     name = "real-images"
     tasks = frozenset({"gen"})

@@ -15,8 +15,9 @@ from pathlib import Path
 
 from .errors import BenchError, error_line
 from .kit.args import parse_method_args
-from .output import RUN_FILES, write_output  # noqa: F401 - RUN_FILES and write_output, importable here as before
+from .output import encodable, write_output  # noqa: F401 - write_output, importable here as before
 from .records import DEFAULT_TASKS, TASKS
+from .seeding import MAX_SEED
 
 # scoring.encoders.CLIP_MODELS (tested equal), repeated so that --help does not import torch.
 CLIP_CHOICES = ("ViT-B-32", "ViT-L-14")
@@ -61,10 +62,8 @@ def _count(low: int, high: int):
 
 
 def _seed_list(text: str) -> list[int]:
-    try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
+    seed = _count(0, MAX_SEED)
+    seeds = [seed(s) for s in text.split(",") if s.strip()]  # all checked before the first run starts
     if not seeds or len(set(seeds)) != len(seeds):
         raise argparse.ArgumentTypeError(f"expected distinct seeds, got {text!r}")
     return seeds
@@ -184,11 +183,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--concepts", default=None, help="comma-separated concept names (default: all)")
     run.add_argument("--out", default="runs", type=_path, help="folder that holds run directories")
     seeds = run.add_mutually_exclusive_group()
-    seeds.add_argument("--seed", default=0, type=int, help="seed of every random draw (training, sampling, judging)")
+    seeds.add_argument("--seed", default=0, type=_count(0, MAX_SEED),
+                       help="seed of every random draw (training, sampling, judging)")
     seeds.add_argument("--seeds", default=None, type=_seed_list, metavar="S,S,...",
                        help="run once per seed, each in its own run directory (the leaderboard shows their mean and "
                             "spread as one row)")
-    run.add_argument("--batch-size", default=16, type=int, help="requests per method call; images per scorer batch")
+    run.add_argument("--batch-size", default=16, type=_count(1, 4096),
+                     help="requests per method call; images per scorer batch")
     run.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
     run.add_argument("--backbones", default="default", choices=["default", "auto", "random", "tiny"],
                      help="scorer weights: default (real checkpoints), auto (default, else random), "
@@ -200,8 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--choice-eval", default="plain", choices=["plain", "circular"],
                      help="multiple choice: 'plain' (each item once; metric choice.accuracy) or 'circular' (once per "
                           "rotation of its options, right only if every rotation is: choice.circular_accuracy)")
-    run.add_argument("--images-per-prompt", default=4, type=int, help="images drawn per generation prompt")
-    run.add_argument("--limit", default=None, type=int,
+    run.add_argument("--images-per-prompt", default=4, type=_count(1, 256), help="images drawn per generation prompt")
+    run.add_argument("--limit", default=None, type=_count(1, 10**9),
                      help="at most N items and prompts per concept and task (a partial run; default: all)")
     run.add_argument("--method-arg", action="append", default=[], metavar="KEY=VALUE",
                      help="an argument of the method (repeatable; `unifybench methods` lists them)")
@@ -229,7 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     judge.add_argument("--judge-max-tokens", default=64, type=int, help="longest judge reply asked for")
     judge.add_argument("--judge-samples", default=4, type=int,
                        help="attr_gen images judged per prompt (--protocol reference: always 4)")
-    judge.add_argument("--judge-seed", default=None, type=int, help="the judge's seed (default: --seed)")
+    judge.add_argument("--judge-seed", default=None, type=_count(0, MAX_SEED),
+                       help="the judge's seed (default: --seed)")
     judge.add_argument("--judge-mode", default="deterministic", choices=["deterministic", "reference"],
                        help="DreamBench++ benches: deterministic (temperature 0, fixed seed, one run, cached) or "
                             "reference (theirs: temperature 1, three runs, mean and std; judge gpt-4o-2024-05-13)")
@@ -244,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--format", default="md", choices=["md", "csv", "json"], help="the table's format")
     comp.add_argument("--bootstrap", default=1000, type=_count(100, 100000),
                       help="accepted for older scripts and ignored: the interval is a jackknife, it draws nothing")
-    comp.add_argument("--seed", default=0, type=int, help="seed of the permutations")
+    comp.add_argument("--seed", default=0, type=_count(0, MAX_SEED), help="seed of the permutations")
     comp.add_argument("--out", type=_path, default=None, help="write to this file (default: stdout)")
 
     methods = command("methods", "list the registered methods, their tasks and their --method-arg arguments "
@@ -271,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                                      "256 on CUDA)")
     score.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
     score.add_argument("--workers", default=None, type=_count(1, 256), help="decode processes (default: one per core)")
-    score.add_argument("--seed", default=0, type=int, help="seed of random/tiny backbones")
+    score.add_argument("--seed", default=0, type=_count(0, MAX_SEED), help="seed of random/tiny backbones")
     score.add_argument("--json", action="store_true", help="print one JSON object")
     _verbosity(score, run_log=False)
 
@@ -430,6 +432,22 @@ def _method_help(argv: list[str]) -> str | None:
     return out.getvalue()
 
 
+def _yaml_without_aliases(text: str, path: Path):
+    """YAML with no anchors or aliases: a run specification needs none, and nested aliases make a
+    700-byte file expand to gigabytes (a "billion laughs")."""
+    import yaml
+
+    class NoAliases(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                mark = self.peek_event().start_mark
+                raise BenchError(f"YAML aliases (*name) are not accepted in a run specification (line {mark.line + 1})",
+                                 path, "--config")
+            return super().compose_node(parent, index)
+
+    return yaml.load(text, Loader=NoAliases)  # noqa: S506 - a SafeLoader subclass
+
+
 def _config(path: Path) -> dict:
     """A run specification from a JSON or YAML file: a run.json (its 'spec') or the spec itself."""
     try:
@@ -438,11 +456,11 @@ def _config(path: Path) -> dict:
         raise BenchError(f"cannot read ({exc.strerror or exc.__class__.__name__})", path, "--config") from None
     try:
         if path.suffix.lower() in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text)
+            data = _yaml_without_aliases(text, path)
         else:
             data = json.loads(text)
+    except BenchError:
+        raise
     except Exception as exc:  # noqa: BLE001 - json's and yaml's errors: a file that does not parse
         raise BenchError(f"not a readable {path.suffix.lstrip('.') or 'JSON'} file ({exc.__class__.__name__})",
                          path, "--config") from None
@@ -471,7 +489,16 @@ def _spec_from(args, config: dict):
         raise BenchError(f"unknown key(s) {', '.join(unknown)}; {did_you_mean(unknown[0], known)}known: "
                          f"{', '.join(sorted(known))}", args.config, "--config")
     values = dict(config)
+    judge_keys = {f.name for f in fields(JudgeConfig)}
+    if isinstance(values.get("judge"), str):  # as the flag and evaluate() take it
+        values["judge"] = {"spec": values["judge"]}
     if isinstance(values.get("judge"), dict):
+        wrong = sorted(map(str, set(values["judge"]) - judge_keys))
+        if wrong:
+            raise BenchError(f"judge: unknown key(s) {', '.join(wrong)}; {did_you_mean(wrong[0], judge_keys)}"
+                             f"known: {', '.join(sorted(judge_keys))}", args.config, "--config")
+        if "spec" not in values["judge"]:
+            raise BenchError("judge: 'spec' (such as openai:MODEL) is required", args.config, "--config")
         values["judge"] = JudgeConfig(**values["judge"])
     if isinstance(values.get("method_args"), dict):
         values["method_args"] = {str(k): str(v) for k, v in values["method_args"].items() if v is not None}
@@ -535,7 +562,7 @@ def cmd_compare(args) -> int:
         write_output(args.out, text)
         _console(stderr=True).print(f"wrote {args.out}", markup=False)
     else:
-        print(text, end="")
+        _print_text(text, end="")
     return 0
 
 
@@ -556,11 +583,22 @@ def cmd_leaderboard(args) -> int:
         write_output(args.out, text)
         _console(stderr=True).print(f"wrote {args.out}", markup=False)
     else:
-        print(text)
+        _print_text(text)
     if only_published:
         where = ", ".join(str(p) for p in args.runs) or "runs/"
         _console(stderr=True).print(f"no finished runs under {where}: only the published rows are shown", markup=False)
     return 0
+
+
+def _print_text(text: str, end: str = "\n") -> None:
+    stream = sys.stdout
+    data = (encodable(text) + end).encode(stream.encoding or "utf-8", "backslashreplace")
+    if hasattr(stream, "buffer"):
+        stream.flush()
+        stream.buffer.write(data)
+        stream.buffer.flush()
+    else:  # a StringIO (tests, unifybench.testing.cli)
+        stream.write(data.decode(stream.encoding or "utf-8"))
 
 
 def cmd_score_images(args) -> int:

@@ -3,9 +3,12 @@
 For every metric both runs scored, the paired difference A − B over the concepts and items both
 runs have (an item is a request, and for generation each image file), its 95% interval (the concept
 jackknife of :mod:`unifybench.uncertainty` on the difference, t on concepts - 1 df) with the t test
-it inverts (``p_t``), and a permutation p-value that swaps A and B concept by concept (``p``). Runs
-are compared only where a table would put them side by side: the same benchmark content, protocol,
-scorer backbones, judge and ``--limit``; otherwise one line says which differs.
+it inverts (``p_t``), and a permutation p-value that swaps A and B concept by concept (``p``). A
+metric is compared only where the leaderboard's rule would put the two values side by side: the same
+:class:`~unifybench.groups.GroupKey` (benchmark name and content, protocol, judge, ``--limit``, and
+scorer backbones only for the metrics computed with them: UniCTokens and Yo'LLaVA compare on
+recognition, VQA and choice). Where no metric compares, one line says what differs; random-init
+numbers are labelled as such.
 """
 from __future__ import annotations
 
@@ -15,13 +18,12 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import BenchError
+from .groups import GroupKey
 from .metrics import paired_metric
-from .report import _csv_text, _md_text, decimals, interval_text
-from .store import read_jsonl
+from .record import RANDOM_INIT_LABEL
+from .report import _csv_text, _md_text, _run_row, decimals, interval_text
+from .store import read_score_rows
 from .uncertainty import DEFAULT_RESAMPLES
-
-# What must be equal for two runs' numbers to be compared (what keeps them out of one table).
-SAME = ("benchmark content", "protocol", "scorer backbones", "judge", "limit")
 
 
 def _load(run_dir: Path) -> dict:
@@ -29,19 +31,12 @@ def _load(run_dir: Path) -> dict:
     for name in ("run.json", "results.json", "scores.jsonl"):
         if not (run_dir / name).is_file():
             raise BenchError(f"not a scored run directory (no {name})", run_dir)
+    key = GroupKey.of(_run_row(run_dir / "results.json"))  # the leaderboard's reading of the run
     try:
-        record = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
         results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
-        facts = {
-            "benchmark content": record["identity"]["bench"]["fingerprint"],
-            "protocol": results["protocol"],
-            "scorer backbones": (results["backbones"]["kind"], results["backbones"].get("clip_model")),
-            "judge": (results.get("judge") or {}).get("judge"),
-            "limit": results.get("limit"),
-        }
-    except (ValueError, KeyError, TypeError) as exc:
+    except ValueError as exc:
         raise BenchError(f"unreadable run record ({exc.__class__.__name__}: {exc})", run_dir) from None
-    return {"dir": run_dir, "results": results, "facts": facts, "rows": read_jsonl(run_dir / "scores.jsonl")}
+    return {"dir": run_dir, "results": results, "key": key, "rows": read_score_rows(run_dir / "scores.jsonl")}
 
 
 def _label(run: dict) -> str:
@@ -58,21 +53,27 @@ def compare(run_dirs: list[Path], resamples: int = DEFAULT_RESAMPLES, seed: int 
     base = runs[0]
     out = []
     for other in runs[1:]:
-        differ = [f for f in SAME if base["facts"][f] != other["facts"][f]]
-        if differ:
-            detail = "; ".join(f"{base['facts'][f]} vs {other['facts'][f]}" for f in differ)
-            raise BenchError(f"{base['dir'].name} and {other['dir'].name} differ in {', '.join(differ)} ({detail}): "
-                             f"their numbers do not compare", where="compare")
+        apart: set[str] = set()  # why metrics both runs scored were left out
+        compared = 0
         for task, metrics in base["results"]["tasks"].items():
             for metric, value in metrics.items():
                 theirs = other["results"]["tasks"].get(task, {}).get(metric)
                 if not isinstance(value, float) or not isinstance(theirs, float):
                     continue
+                key = base["key"].for_metric(f"{task}.{metric}")
+                if key != other["key"].for_metric(f"{task}.{metric}"):
+                    apart.update(key.differences(other["key"].for_metric(f"{task}.{metric}")))
+                    continue
+                compared += 1
                 found = paired_metric(base["rows"], other["rows"], task, metric, seed)
                 if found is None:
                     continue
-                out.append({"a": _label(base), "b": _label(other), "metric": f"{task}.{metric}",
-                            **found})
+                out.append({"a": _label(base), "b": _label(other), "metric": f"{task}.{metric}", **found,
+                            "random_init": key.random_init})
+        if apart and not compared:
+            raise BenchError(f"{base['dir'].name} and {other['dir'].name} differ ({'; '.join(sorted(apart))}): the "
+                             f"leaderboard keeps them in separate tables and no metric of theirs compares; rerun one "
+                             f"with the other's settings", where="compare")
     return out
 
 
@@ -80,15 +81,19 @@ def as_table(rows: list[dict], fmt: str) -> str:
     if fmt == "json":
         return json.dumps(rows, indent=2) + "\n"
     frame = pd.DataFrame(rows, columns=["a", "b", "metric", "mean_a", "mean_b", "diff", "lo", "hi", "p", "p_t",
-                                        "concepts", "items", "method", "note"])
+                                        "concepts", "items", "method", "note", "random_init"])
     if fmt == "csv":
         for column in ("a", "b", "metric"):  # labels carry --method-arg values: no formula, ever
             frame[column] = frame[column].map(_csv_text)
         return frame.to_csv(index=False, lineterminator="\n")
     lines = []
+    random_metrics = {r["metric"] for r in rows if r.get("random_init")}
     for (a, b), part in frame.groupby(["a", "b"], sort=False):
-        lines += [f"### A = {_md_text(a)}; B = {_md_text(b)}", "",
-                  "| metric | A | B | A − B, 95% interval | p (permutation) | p (t) | concepts | items |",
+        lines += [f"### A = {_md_text(a)}; B = {_md_text(b)}", ""]
+        shown = [m for m in part["metric"] if m in random_metrics]
+        if shown:
+            lines += [f"{RANDOM_INIT_LABEL} ({', '.join(shown)}): a model or scorer had random weights.", ""]
+        lines += ["| metric | A | B | A − B, 95% interval | p (permutation) | p (t) | concepts | items |",
                   "|---|---|---|---|---|---|---|---|"]
         for r in part.to_dict("records"):
             note = f" ({r['note']})" if isinstance(r.get("note"), str) else ""

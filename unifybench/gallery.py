@@ -15,10 +15,11 @@ from pathlib import Path
 from .errors import BenchError
 from .output import write_output
 from .pages import esc, page, thumbnail_uri
+from . import record
 from .records import ANSWER_TASKS, GEN_KINDS
 from .report import interval_text
+from .store import RunStore, check_results, read_score_rows
 from .tasks import caption_items
-from .store import RunStore, read_jsonl
 
 
 def _load(run_dir: Path) -> tuple[dict, dict, list[dict], RunStore]:
@@ -31,7 +32,11 @@ def _load(run_dir: Path) -> tuple[dict, dict, list[dict], RunStore]:
         results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise BenchError(f"unreadable run files ({exc.__class__.__name__}: {exc})", run_dir) from exc
-    return run_json, results, read_jsonl(run_dir / "scores.jsonl"), RunStore(run_dir)
+    if not isinstance(run_json, dict):
+        raise BenchError("not a run record (expected a JSON object)", run_dir / "run.json")
+    record.check_shape(run_json, run_dir / "run.json")
+    check_results(results, run_dir / "results.json")
+    return run_json, results, read_score_rows(run_dir / "scores.jsonl"), RunStore(run_dir)
 
 
 def _bench(run_json: dict):
@@ -157,6 +162,12 @@ def build_gallery(run_dir: Path, *, concepts: list[str] | None = None, images_pe
     if bench_problem:
         head.append(f"<div class='banner'>reference photos and item images not shown: the benchmark "
                     f"could not be read ({esc(bench_problem)})</div>")
+    elif bench is not None and bench.fingerprint() != run_json["identity"].get("bench", {}).get("fingerprint"):
+        # Another folder at the same path, or the same one edited: what is shown is not what was scored.
+        head.append(f"<div class='banner'>the benchmark at {esc(str(bench.root))} is not the one this run was scored "
+                    f"on (content {esc(bench.fingerprint()[:10])}, the run's "
+                    f"{esc(str(run_json['identity'].get('bench', {}).get('fingerprint'))[:10])}): reference photos, "
+                    f"questions and item images below may differ from those scored</div>")
     head.append("<p>" + " · ".join(f"<a href='#c-{esc(n)}'>{esc(n)}</a>" for n in names) + "</p>")
 
     sections = []

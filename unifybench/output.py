@@ -7,13 +7,18 @@ from pathlib import Path
 
 from .errors import BenchError
 
-# The files a run directory keeps: a page or a table written over one of them would destroy the run.
-RUN_FILES = ("run.json", "results.json", "scores.jsonl", "predictions.jsonl", "log.txt", ".lock", "missing.txt")
+
+def encodable(text: str) -> str:
+    """``text`` with what UTF-8 cannot hold (a lone surrogate: a question read with one, a folder named
+    in Latin-1 as Python decodes it) written as a visible ``\\udcXX`` escape instead of crashing the page."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def write_output(path: Path, text: str) -> None:
-    """Write a page or table to ``path``; one line saying why when it cannot be."""
-    from .store import prepare_out_dir  # here, not above: the store brings PIL, and `--help` needs neither
+    """Write a page or table to ``path``; one line saying why when it cannot be (never over a file of
+    a run directory: that would destroy the run)."""
+    # here, not above: the store brings PIL, and `--help` needs neither
+    from .store import RUN_FILES, prepare_out_dir
 
     if path.is_dir():
         raise BenchError("is a folder; give a file name", path, "--out")
@@ -28,6 +33,6 @@ def write_output(path: Path, text: str) -> None:
             break
     prepare_out_dir(path.parent, "--out")
     try:
-        path.write_text(text, encoding="utf-8")
+        path.write_text(encodable(text), encoding="utf-8")
     except OSError as exc:
         raise BenchError(f"cannot write ({exc.strerror or exc.__class__.__name__})", path, "--out") from None

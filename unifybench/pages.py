@@ -20,21 +20,25 @@ h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 17px; margin: 28px 0 6p
 h3 { font-size: 15px; margin: 18px 0 6px; }
 .muted { color: var(--muted); } .small { font-size: 12px; }
 .scroll { overflow-x: auto; border: 1px solid var(--line); border-radius: 6px; }
-table { border-collapse: collapse; font-variant-numeric: tabular-nums; }
-th, td { padding: 4px 8px; border-bottom: 1px solid var(--line); white-space: nowrap; text-align: right; }
+table { border-collapse: collapse; font-variant-numeric: tabular-nums; font-size: 13px; }
+th, td { padding: 4px 5px; border-bottom: 1px solid var(--line); white-space: nowrap; text-align: right; }
 th { background: var(--head); font-weight: 600; position: sticky; top: 0; }
 th.task { text-align: center; border-left: 2px solid #fff; }
 td.first-of-task, th.first-of-task { border-left: 2px solid var(--line); }
-td.text, th.text { text-align: left; white-space: normal; min-width: 10em; max-width: 22em; overflow-wrap: break-word; }
-th.text, td.nowrap { white-space: nowrap; }
+td.text, th.text { text-align: left; white-space: normal; min-width: 6em; max-width: 22em; overflow-wrap: break-word; }
+th.text { white-space: nowrap; } td.nowrap { min-width: 0; }
 .ci { color: var(--muted); font-size: 11px; font-weight: 400; margin-left: 4px; }
+/* A table of every task must fit a laptop's width: an interval goes under its value, and a metric's
+   arrow under its name, so a column is as wide as its widest word. */
+td > .ci { display: block; margin-left: 0; }
+th.metric { white-space: normal; }
 .clamp { display: -webkit-box; -webkit-line-clamp: 4; -webkit-box-orient: vertical; overflow: hidden; }
 details.reply > summary { list-style: none; color: inherit; display: block; }
 details.reply > summary::-webkit-details-marker { display: none; }
 details.reply[open] .clamp { display: block; -webkit-line-clamp: unset; }
 svg.plot { display: block; margin: 4px 0 10px; } svg.plot text { font: 11px system-ui, sans-serif; fill: var(--ink); }
 td.method, th.method { text-align: left; position: sticky; left: 0; background: #fff; z-index: 1;
-                       min-width: 14em; max-width: 26em; white-space: normal; }
+                       min-width: 8em; max-width: 16em; white-space: normal; overflow-wrap: anywhere; }
 th.method { background: var(--head); z-index: 2; }
 tr.published td { color: var(--muted); } tr.published td.method { font-style: italic; }
 td.best, tr.published td.best { color: var(--best); font-weight: 700; }

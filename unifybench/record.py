@@ -94,7 +94,33 @@ def read_previous(run_dir: Path) -> dict:
                          f"start it again", path) from None
     if not isinstance(data, dict):
         raise BenchError("not a run record (expected a JSON object); move the run directory aside", path)
+    check_shape(data, path)
     return data
+
+
+# What a run.json must hold, field by field (what write() makes): a record that parses but lacks
+# one would lose the random-init label or the changed-code check on a resume.
+RECORD_FIELDS = {"spec": dict, "identity": dict, "benchmark": dict, "backbones": dict, "method_details": dict,
+                 "method_code": dict, "created": str}
+# Absent from records written before the harness kept them; when present, of their type.
+OPTIONAL_FIELDS = ("method_code", "created")
+
+
+def check_shape(data: dict, path: Path) -> None:
+    """Refuse a run.json that parses but is not what :func:`write` makes, naming the first wrong field."""
+    for name, kind in RECORD_FIELDS.items():
+        if name in OPTIONAL_FIELDS and name not in data:
+            continue
+        if not isinstance(data.get(name), kind):
+            found = "missing" if name not in data else f"a {type(data[name]).__name__}"
+            raise BenchError(f"not a run record: '{name}' should be a JSON {_JSON_NAMES[kind]}, found {found}; move "
+                             f"the run directory aside to start it again", path)
+    if not isinstance(data.get("method_code", {}).get("sha256"), (str, type(None))):
+        raise BenchError("not a run record: 'method_code.sha256' should be a string; move the run directory aside",
+                         path)
+
+
+_JSON_NAMES = {dict: "object", str: "string"}
 
 
 def code_differs(previous: dict, method_code: dict) -> str | None:

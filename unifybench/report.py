@@ -1,7 +1,9 @@
-"""Results to tables: methods x metrics, one table per (benchmark, protocol, backbones, judge, limit).
+"""Results to tables: methods x metrics, one table per :class:`~unifybench.groups.GroupKey` (benchmark
+name and content, protocol, backbones, judge, limit), the key ``compare`` uses too.
 
 Rows made on different benchmarks, protocols, scorer backbones, judges or ``--limit`` never share a
-table, so no column mixes them; a table's title says what its rows share. Published rows (with
+table, so no column mixes them; a table's title says what its rows share (two benchmarks with one
+name: each title gives its content hash). Published rows (with
 source and confidence) join the table of their benchmark and protocol. Random-init scores get
 their own tables, titled as plumbing-only. pandas holds the rows; md, csv and html render them.
 """
@@ -18,9 +20,11 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import BenchError
+from .groups import RANDOM_METHOD, GroupKey, random_backbones as _random_backbones
 from .metrics import DIRECTIONS, column_order, is_reason
 from .pages import esc, page
 from .record import BACKBONES_UNUSED, RANDOM_INIT_LABEL, is_random_init
+from .store import check_results
 
 PUBLISHED_CSV = Path(__file__).resolve().parent / "data" / "published.csv"
 INTERVAL_NOTE = ("95% interval: value ± h where symmetric, else value [lo, hi]; the concepts are the unit (concept "
@@ -29,7 +33,7 @@ INTERVAL_NOTE = ("95% interval: value ± h where symmetric, else value [lo, hi];
                  "the variance of the seeds' mean; sd: the spread between its seeds. Published rows report no interval.")
 # The level of the paired test that marks a row "not significantly different from the best".
 SIGNIFICANCE = 0.05
-GROUP_FIELDS = ("benchmark", "protocol", "backbones", "judge", "limit")
+GROUP_FIELDS = GroupKey._fields
 TRAILING = ("source", "confidence")
 
 
@@ -67,13 +71,15 @@ def _limit_label(limit) -> str:
 
 def _run_row(results_path: Path) -> dict:
     try:
-        results = json.loads(results_path.read_text(encoding="utf-8"))
+        results = check_results(json.loads(results_path.read_text(encoding="utf-8")), results_path)
         backbones = results["backbones"]["kind"]
         clip_model = results["backbones"].get("clip_model")
         if clip_model not in (None, "ViT-B-32", "tiny"):  # CLIP-I/CLIP-T from another CLIP: another table
             backbones += f" (CLIP {clip_model})"
         limit = results["limit"] if "limit" in results else _limit_from_run_json(results_path.parent)
-        row = {"benchmark": results["bench"]["name"], "protocol": results["protocol"], "backbones": backbones,
+        record = _run_record(results_path.parent)
+        row = {"benchmark": results["bench"]["name"], "fingerprint": _fingerprint(record, results_path.parent),
+               "protocol": results["protocol"], "backbones": backbones,
                "judge": (results.get("judge") or {}).get("judge") or "", "limit": _limit_label(limit),
                "method": results["method"]}
         dreambench_plus = results.get("dreambench_plus_judge")
@@ -82,7 +88,7 @@ def _run_row(results_path: Path) -> dict:
             if dreambench_plus:
                 row["judge"] = (f"{row['judge']}; " if row["judge"] else "") + \
                     f"{dreambench_plus['judge']} (DreamBench++ judge, {dreambench_plus['mode']} mode)"
-        if is_random_init(results.get("method_details")) and not _random_backbones(backbones):
+        if is_random_init(results.get("method_details")):
             # A random-init method model (model=tiny) makes random-init numbers whatever scored them:
             # never in a table of real results, and never joined to one as an understanding-only run.
             row["backbones"] = RANDOM_METHOD if backbones == BACKBONES_UNUSED else f"{RANDOM_METHOD}; {backbones}"
@@ -118,12 +124,34 @@ def _run_row(results_path: Path) -> dict:
         row["_dir"] = str(results_path.parent)  # its scores.jsonl: seed groups' intervals, paired marks
         row["_concept_intervals"] = results.get("concept_intervals") or {}
         row["_seed"] = results.get("seed")
+        # What made the predictions (the run directory's hash input) and what scored them: two
+        # directories that agree on both are one run found twice (a copy, or runs/demo inside runs/).
+        row["_run_identity"] = json.dumps([record["identity"], *GroupKey.of(row)], sort_keys=True, default=str)
     except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise BenchError(f"unreadable results ({exc.__class__.__name__}: {exc})", results_path) from exc
     row["source"] = f"run {results_path.parent.name}"
     row["confidence"] = "this harness"
     row["_concepts"] = concepts
     return row
+
+
+def _run_record(run_dir: Path) -> dict:
+    try:
+        record = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise BenchError(f"unreadable run record ({exc.__class__.__name__})", run_dir / "run.json") from None
+    if not isinstance(record, dict) or not isinstance(record.get("identity"), dict):
+        raise BenchError("not a run record (no 'identity' object)", run_dir / "run.json")
+    return record
+
+
+def _fingerprint(record: dict, run_dir: Path) -> str:
+    """The benchmark's content hash: run.json's identity (results.json names the benchmark only)."""
+    try:
+        return str(record["identity"]["bench"]["fingerprint"])
+    except (KeyError, TypeError):
+        raise BenchError("no benchmark fingerprint in run.json (identity.bench.fingerprint): cannot tell which "
+                         "runs compare", run_dir / "run.json") from None
 
 
 def _limit_from_run_json(run_dir: Path):
@@ -152,7 +180,7 @@ def published_rows() -> list[dict]:
 @dataclass
 class Table:
     title: str
-    key: tuple
+    key: GroupKey
     rows: pd.DataFrame  # one row per run or published result; metric columns hold floats or reasons
     metrics: list[str]  # the columns shown: at least one row has a value
     unscored: dict[str, list[str]]  # columns no row has a value in -> the reasons given
@@ -167,19 +195,13 @@ class Table:
 
     @property
     def random_init(self) -> bool:
-        return _random_backbones(self.key[2])
+        return self.key.random_init
 
 
-# The backbones label of a run whose method model has random weights (results' method_details).
-RANDOM_METHOD = "random-init method model"
-
-
-def _random_backbones(backbones: str) -> bool:
-    return backbones.split()[0] in ("random", "tiny") or backbones.startswith(RANDOM_METHOD)
-
-
-def _group_title(key: tuple) -> str:
-    bench, protocol, backbones, judge, limit = key
+def _group_title(key: GroupKey, same_name: bool) -> str:
+    bench, protocol, backbones, judge, limit, fingerprint = key
+    if same_name and fingerprint:  # another table holds a benchmark of this name with other content
+        bench += f" (content {fingerprint[:10]})"
     judged = f", judge {judge}" if judge else ""
     limited = f", {limit} (partial: first items and prompts only)" if limit else ""
     if backbones == BACKBONES_UNUSED:
@@ -200,31 +222,38 @@ def build_tables(rows: list[dict]) -> list[Table]:
     for field in GROUP_FIELDS:
         frame[field] = frame[field].fillna("") if field in frame else ""
     published = frame["method"].str.endswith("[published]")
-    uses_backbones = frame["backbones"] != BACKBONES_UNUSED
-    keys: dict[tuple, list[int]] = {}
-    for i in frame.index[uses_backbones]:
-        keys.setdefault(tuple(frame.loc[i, list(GROUP_FIELDS)]), []).append(i)
-    # A run with no generation scores used no scorer backbone: it joins every table of its
-    # benchmark, protocol, judge and limit that holds runs scored with real backbones, or a table of
-    # its own: never one titled random-init, which its numbers are not.
+    uses_backbones = ~frame["backbones"].isin([BACKBONES_UNUSED, RANDOM_METHOD])
+    keys: dict[GroupKey, list[int]] = {}
+    for i in frame.index[uses_backbones & ~published]:
+        keys.setdefault(GroupKey.of(frame.loc[i]), []).append(i)
+    # A published row names no benchmark content: it joins every table of its benchmark's name.
+    for i in frame.index[published]:
+        own = GroupKey.of(frame.loc[i])
+        homes = [k for k in list(keys) if k._replace(fingerprint="") == own]
+        for key in homes or [own]:
+            keys.setdefault(key, []).append(i)
+    # A run with no generation scores used no scorer backbone: it joins every table whose key is its
+    # own once backbones drop out (GroupKey.without_backbones: the rule compare applies per metric),
+    # or a table of its own.
     for i in frame.index[~uses_backbones]:
-        row = frame.loc[i]
-        homes = [k for k, members in keys.items()
-                 if (k[0], k[1], k[3], k[4]) == (row.benchmark, row.protocol, row.judge, row.limit)
-                 and not published[members].all() and not _random_backbones(k[2])]
-        for key in homes or [(row.benchmark, row.protocol, BACKBONES_UNUSED, row.judge, row.limit)]:
+        own = GroupKey.of(frame.loc[i])
+        homes = [k for k, members in keys.items() if k.without_backbones() == own and not published[members].all()]
+        for key in homes or [own]:
             keys.setdefault(key, []).insert(0, i)
     # Runs first, then published-only groups; inside a group, rows in the order given.
     ordered = sorted(keys.items(), key=lambda kv: bool(published[kv[1]].all()))
     columns = [c for c in column_order() if c in frame]
+    fingerprints: dict[str, set[str]] = {}
+    for key in keys:
+        fingerprints.setdefault(key.benchmark, set()).add(key.fingerprint)
     tables = []
     for key, members in ordered:
         part = frame.loc[members].reset_index(drop=True)
-        present = [c for c in _judge_first(columns) if part[c].notna().any()] if key[3] else \
+        present = [c for c in _judge_first(columns) if part[c].notna().any()] if key.judge else \
             [c for c in columns if part[c].notna().any()]
         metrics = [c for c in present if not part[c].dropna().map(is_reason).all()]
         unscored = {c: sorted(set(part[c].dropna())) for c in present if c not in metrics}
-        title = _group_title(key)
+        title = _group_title(key, len(fingerprints[key.benchmark] - {""}) > 1)
         sets = {s for s in part.get("_concept_set", pd.Series(dtype=object)).dropna() if s}
         if len(sets) > 1:  # rows on different concepts: each says how many, and the title says they differ
             title += " — rows on different concept sets (each row says how many)"
@@ -325,9 +354,25 @@ def _seeds_interval(members: list[dict], metric: str) -> dict | None:
         return None
 
 
+def _one_per_run(rows: list[dict]) -> list[dict]:
+    """One row per run identity: the first directory found stands for the others, and its source
+    says how many more were found."""
+    first: dict[str, dict] = {}
+    out = []
+    for row in rows:
+        seen = first.get(row["_run_identity"])
+        if seen is None:
+            first[row["_run_identity"]] = row
+            out.append(row)
+        else:
+            seen["_found_in"] = seen.get("_found_in", 1) + 1
+            seen["source"] = f"{seen['source'].split(' (')[0]} (the same run found in {seen['_found_in']} directories)"
+    return out
+
+
 def collect(run_dirs: list[Path], include_published: bool = True) -> tuple[list[dict], list[Path]]:
     found = find_runs(run_dirs)
-    rows = seed_groups([_run_row(p) for p in found.results])
+    rows = seed_groups(_one_per_run([_run_row(p) for p in found.results]))
     if include_published:
         rows += published_rows()
     if not rows:
@@ -704,8 +749,8 @@ def as_html(tables: list[Table]) -> str:
             trailing = "".join(_text_cell(str(row.get(c) or "")) for c in TRAILING)
             body.append(f"<tr class='{'published' if published else 'run'}'>"
                         f"<td class='method'>{esc(row['method'])}</td>{cells}{trailing}</tr>")
-        banner = (f"<div class='banner'>{esc(RANDOM_INIT_LABEL)}: {'the method model' if table.key[2].startswith(RANDOM_METHOD) else 'these scorer backbones'} "
-                  f"{'has' if table.key[2].startswith(RANDOM_METHOD) else 'have'} random weights; "
+        banner = (f"<div class='banner'>{esc(RANDOM_INIT_LABEL)}: {'the method model' if table.key.backbones.startswith(RANDOM_METHOD) else 'these scorer backbones'} "
+                  f"{'has' if table.key.backbones.startswith(RANDOM_METHOD) else 'have'} random weights; "
                   f"the numbers test the plumbing and nothing else.</div>" if table.random_init else "")
         unscored = (f"<p class='notes'>No row of this table has: {esc(table.unscored_line())}</p>"
                     if table.unscored else "")

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import distributed, record
+from .data import FORMATS
+from .data.myvlm import SPLITS
 from .devices import check_device
 from .errors import BenchError, did_you_mean
 from .kit.files import write_json_atomic
@@ -30,10 +32,11 @@ from .metrics import Why
 from .progress import choose_threads, null_console, progress_bars, set_threads
 from .record import BACKBONES_UNUSED, RANDOM_INIT_LABEL
 from .records import ANSWER_TASKS, DEFAULT_TASKS, GEN_KINDS, TASKS, Benchmark
+from .scoring.encoders import CLIP_MODELS
 from .scoring.judges import JudgeConfig
 from .scoring.phase import score_run
-from .seeding import seeded
-from .store import RunStore, check_no_links, prepare_out_dir, run_dir_lock, safe_filename
+from .seeding import MAX_SEED, seeded
+from .store import RunStore, check_no_links, check_run_files, prepare_out_dir, run_dir_lock, safe_filename
 from .tasks import CHOICE_EVALS, Work, build_requests
 
 _LOG = get_logger("runner")
@@ -106,9 +109,57 @@ def _select_concepts(bench: Benchmark, wanted: list[str] | None) -> list[str]:
     return list(dict.fromkeys(wanted))  # each once, in the order given (the run directory hashes the set)
 
 
+# Each field's type and range, with the flag that sets it: one check for the flags, a --config file
+# and unifybench.evaluate() alike (check_spec), before anything is read or made.
+INTEGER_FIELDS = {  # field: (flag, lowest, highest, may be None)
+    "seed": ("--seed", 0, MAX_SEED, False), "batch_size": ("--batch-size", 1, 4096, False),
+    "images_per_prompt": ("--images-per-prompt", 1, 256, False), "limit": ("--limit", 1, 10**9, True),
+    "bootstrap": ("--bootstrap", 0, 100000, False), "threads": ("--threads", 1, 1024, True),
+    "split": ("--split", 0, SPLITS - 1, False),
+}
+CHOICE_FIELDS = {  # field: (flag, choices)
+    "format": ("--format", ("auto", *FORMATS)),
+    "backbones": ("--backbones", ("default", "auto", "random", "tiny")),
+    "clip_model": ("--clip", CLIP_MODELS), "protocol": ("--protocol", ("default", "reference")),
+    "choice_eval": ("--choice-eval", CHOICE_EVALS),
+}
+TEXT_FIELDS = {"method": "--method", "bench": "--bench", "device": "--device"}
+
+
+def _check_fields(spec: RunSpec) -> None:
+    for name, (flag, low, high, optional) in INTEGER_FIELDS.items():
+        value = getattr(spec, name)
+        if value is None and optional:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise BenchError(f"expected an integer, got {value!r}", where=flag)
+        if not low <= value <= high:
+            raise BenchError(f"expected an integer >= {low}, <= {high}, got {value}", where=flag)
+    for name, (flag, choices) in CHOICE_FIELDS.items():
+        value = getattr(spec, name)
+        if value not in choices:
+            raise BenchError(f"expected one of {', '.join(choices)}, got {value!r}; "
+                             f"{did_you_mean(str(value), choices)}", where=flag)
+    for name, flag in TEXT_FIELDS.items():
+        if not isinstance(getattr(spec, name), str) or not getattr(spec, name).strip():
+            raise BenchError(f"expected a non-empty text, got {getattr(spec, name)!r}", where=flag)
+    if not isinstance(spec.tasks, (list, tuple)) or not all(isinstance(t, str) for t in spec.tasks):
+        raise BenchError(f"expected a list of task names, got {spec.tasks!r}", where="--tasks")
+    if spec.concepts is not None and (not isinstance(spec.concepts, (list, tuple))
+                                      or not all(isinstance(c, str) for c in spec.concepts)):
+        raise BenchError(f"expected a list of concept names, got {spec.concepts!r}", where="--concepts")
+    if not isinstance(spec.method_args, dict):
+        raise BenchError(f"expected KEY=VALUE pairs (a mapping), got {spec.method_args!r}", where="--method-arg")
+    if spec.judge is not None and not isinstance(spec.judge, JudgeConfig):
+        raise BenchError(f"expected a judge spec such as openai:MODEL, got {spec.judge!r}", where="--judge")
+    if not isinstance(spec.resume_changed_code, bool):
+        raise BenchError(f"expected true or false, got {spec.resume_changed_code!r}", where="--resume-changed-code")
+
+
 def check_spec(spec: RunSpec) -> None:
-    """Numbers and lists a run cannot start with: one line each, before anything is read or made.
-    Tasks are kept once each, in the canonical order: the order given changes nothing."""
+    """Types, ranges, numbers and lists a run cannot start with: one line each, before anything is
+    read or made. Tasks are kept once each, in the canonical order: the order given changes nothing."""
+    _check_fields(spec)
     if not spec.tasks:
         raise BenchError("no tasks given; choose from " + ", ".join(TASKS), where="--tasks")
     unknown = [t for t in spec.tasks if t not in TASKS]
@@ -151,12 +202,12 @@ def _prepare(spec: RunSpec, out_root: Path, rank: distributed.Rank, console, dev
     from .data.common import validate_images
 
     check_spec(spec)
+    if spec.judge is not None:
+        spec.judge.validate()
     check_device(spec.device)
     method_cls, provider = resolve_method(method_class or spec.method)
     spec.method = method_cls.name
     method_args = method_cls.parse_arguments(spec.method_args)
-    if spec.judge is not None:
-        spec.judge.validate()
     prepare_out_dir(out_root, "--out", create=False)  # made with the run directory, once all is checked
     bench = load_benchmark(spec.bench, spec.format, split=spec.split)
     if bench.format == "dreambench_plus" and spec.judge is not None and "gen" in spec.tasks:
@@ -207,6 +258,22 @@ def _prepare(spec: RunSpec, out_root: Path, rank: distributed.Rank, console, dev
                      backbones, loaded_backbones, skipped, device)
 
 
+def _resume_threads(chosen: dict, previous: dict, store, p) -> dict:
+    """CPU kernels sum in another order with another thread count (13 of 672 tiny-model images
+    differed between 1 and 2 threads), so a run directory's predictions are all made with one count:
+    a resume keeps the recorded one, and refuses another one asked for explicitly."""
+    recorded = (previous.get("threads") or {}).get("threads") if isinstance(previous.get("threads"), dict) else None
+    pending = store is not None and any(w.request.key not in store for ws in p.work.values() for w in ws)
+    if not isinstance(recorded, int) or store is None or not store.predictions or not pending \
+            or recorded == chosen["threads"]:
+        return chosen
+    if chosen["why"] in ("--threads", "OMP_NUM_THREADS"):
+        raise BenchError(f"the predictions here were made with {recorded} threads and {chosen['why']} asks for "
+                         f"{chosen['threads']}: image bytes depend on the thread count, so one run directory keeps "
+                         f"one; give --threads {recorded} (or leave it out) to resume, or another --out", p.run_dir)
+    return {**chosen, "threads": recorded, "why": f"as recorded in run.json, for a resume ({chosen['why']})"}
+
+
 def run(spec: RunSpec, out_root: Path, console=None, verbose: bool = False,
         method_class: type[Method] | None = None) -> RunOutcome:
     """Personalize, predict and score one specification. Everything that can be refused is refused
@@ -222,6 +289,7 @@ def run(spec: RunSpec, out_root: Path, console=None, verbose: bool = False,
             device = distributed.check_rank_device(rank, spec.device)
             p = _prepare(spec, out_root, rank, console, device, method_class)
             check_no_links(p.run_dir)
+            check_run_files(p.run_dir)
             # A plain run also holds every rank's lock a launch left: none while a rank still works here.
             held.enter_context(run_dir_lock(p.run_dir, rank.lock_name(),
                                             also_existing=None if rank.active else ".lock.rank*"))
@@ -241,7 +309,7 @@ def run(spec: RunSpec, out_root: Path, console=None, verbose: bool = False,
                 raise
             problem = exc
         attempt = distributed.begin(rank, problem, p.run_dir if p else None)
-        threads = choose_threads(spec.threads)
+        threads = _resume_threads(choose_threads(spec.threads), previous or {}, store, p)
         set_threads(threads["threads"])
         held.callback(attempt.close)
         shares = distributed.shard(concept_weights(p.bench, p.work, p.method_cls.personalizes()), rank.world)

@@ -14,6 +14,11 @@ import random
 import sys
 
 
+# The largest seed a run takes (--seed, --seeds, a --config, evaluate()): numpy's legacy generators'
+# bound; every draw of a run is derived from it. Negative seeds are refused before anything is made.
+MAX_SEED = 2**32 - 1
+
+
 def derive_seed(*parts) -> int:
     """A 63-bit seed from any parts (``derive_seed(0, "dog", "personalize")``)."""
     digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()

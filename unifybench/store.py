@@ -29,6 +29,7 @@ from pathlib import Path
 from PIL import Image
 
 from .errors import BenchError
+from .records import TASKS
 from .kit.files import atomic_write, write_jsonl_atomic
 
 
@@ -109,6 +110,33 @@ def check_no_links(run_dir: Path) -> None:
                                  f"run writes only inside its own directory: remove the link", run_dir)
 
 
+# The files and folders a run directory holds, by name (cli's write_output refuses to overwrite them).
+RUN_FILES = ("run.json", "results.json", "scores.jsonl", "predictions.jsonl", "log.txt", ".lock", "missing.txt")
+RUN_FOLDERS = ("images", "state")
+
+
+def check_run_files(run_dir: Path) -> None:
+    """Refuse a run directory whose files are folders (or its folders files), or hard-linked: a run
+    replaces, appends to and locks them, which would crash half-way or write through the link into
+    another file. One line naming the entry."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return
+    entries = [(run_dir / n, "file") for n in RUN_FILES] + [(run_dir / n, "folder") for n in RUN_FOLDERS]
+    entries += [(p, "file") for p in run_dir.glob("predictions.rank*.jsonl")] + \
+        [(p, "file") for p in run_dir.glob(".lock.rank*")]
+    for path, kind in entries:
+        if not path.exists():
+            continue
+        if kind == "file" and not path.is_file():
+            raise BenchError("is not a file (a run writes this name as a file); move it aside", path)
+        if kind == "folder" and not path.is_dir():
+            raise BenchError("is not a folder (a run keeps its files in it); move it aside", path)
+        if kind == "file" and path.stat().st_nlink > 1:
+            raise BenchError(f"has {path.stat().st_nlink} hard links: writing it would change another file too; "
+                             f"replace it with a copy or move it aside", path)
+
+
 def open_no_follow(path: Path, mode: str):
     """``open(path, mode)`` for appending or locking, refusing a symbolic link at the last step."""
     flags = {"a": os.O_WRONLY | os.O_APPEND | os.O_CREAT, "a+": os.O_RDWR | os.O_APPEND | os.O_CREAT}[mode]
@@ -133,6 +161,41 @@ def read_jsonl(path: Path) -> list[dict]:
             except json.JSONDecodeError as exc:
                 raise BenchError(f"not a JSON line ({exc.msg})", path, f"line {line_no}") from exc
     return rows
+
+
+def read_score_rows(path: Path) -> list[dict]:
+    """``scores.jsonl``: every row a JSON object with a text ``scorer``, a known ``task`` and a text
+    ``concept``, as the scorers write them; otherwise one line naming the file and the line."""
+    if not path.is_file():
+        raise BenchError("not a file; move it aside", path)
+    rows = read_jsonl(path)
+    for line_no, row in enumerate(rows, 1):
+        if not isinstance(row, dict) or not isinstance(row.get("scorer"), str) or row.get("task") not in TASKS \
+                or not isinstance(row.get("concept"), str):
+            raise BenchError("not a score row (a JSON object with a text 'scorer', a known 'task' and a text "
+                             "'concept')", path, f"row {line_no}")
+    return rows
+
+
+def check_results(results, path: Path) -> dict:
+    """``results.json`` as the scorer writes it: an object whose ``tasks`` map each task to its metrics
+    (and ``concepts`` each concept to its tasks); otherwise one line naming the file."""
+    def mapping_of_mappings(value) -> bool:
+        return isinstance(value, dict) and all(isinstance(v, dict) for v in value.values())
+
+    if not isinstance(results, dict):
+        raise BenchError(f"not a results record (expected a JSON object, found {type(results).__name__})", path)
+    for name, required in (("tasks", True), ("concepts", False), ("bench", True), ("backbones", True)):
+        value = results.get(name)
+        if value is None and not required:
+            continue
+        ok = mapping_of_mappings(value) if name in ("tasks", "concepts") else isinstance(value, dict)
+        if not ok:
+            raise BenchError(f"not a results record: '{name}' should be a JSON object"
+                             f"{' of objects' if name in ('tasks', 'concepts') else ''}", path)
+    if not all(mapping_of_mappings(v) for v in (results.get("concepts") or {}).values()):
+        raise BenchError("not a results record: 'concepts' should map each concept to its tasks' metrics", path)
+    return results
 
 
 class RunStore:
@@ -220,6 +283,8 @@ class RunStore:
                 self.inside(rel, path, where)
         else:
             raise BenchError("a prediction record has an 'answer' or 'images'", path, where)
+        if record.get("task") not in TASKS or not isinstance(record.get("concept"), str):
+            raise BenchError("not a prediction record (a known 'task' and a text 'concept' are required)", path, where)
 
     def inside(self, rel: str, path: Path | None = None, where: str | None = None) -> Path:
         """``run_dir / rel`` when ``rel`` is a relative path that stays inside the run directory,

@@ -1,6 +1,6 @@
 """Benchmark readers: every supported format becomes one :class:`~unifybench.records.Benchmark`.
 
-Formats (see FORMATS.md): ``unifybench`` (the UniCTokens release layout, also the bundled
+Formats (see docs/formats.md): ``unifybench`` (the UniCTokens release layout, also the bundled
 ``mini`` bench), ``dreambench`` (the DreamBooth dataset), ``yollava``, ``myvlm`` (MyVLM's
 objects: photos and captions, for the caption task) and ``dreambench_plus``. Bad input of any kind
 raises :class:`~unifybench.errors.BenchError` naming the file (and item or field).

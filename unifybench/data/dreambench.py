@@ -1,4 +1,4 @@
-"""Reader for the DreamBench (DreamBooth dataset) layout (FORMATS.md section 2).
+"""Reader for the DreamBench (DreamBooth dataset) layout (docs/formats.md section 2).
 
 ``prompts_and_classes.txt`` is parsed as text: it is never evaluated.
 """

@@ -1,4 +1,4 @@
-"""Reader for the UnifyBench (UniCTokens) release layout (FORMATS.md section 1)."""
+"""Reader for the UnifyBench (UniCTokens) release layout (docs/formats.md section 1)."""
 from __future__ import annotations
 
 import re

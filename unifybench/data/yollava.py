@@ -1,4 +1,4 @@
-"""Reader for Yo'LLaVA (FORMATS.md section 3): visual and text-only multiple choice, recognition."""
+"""Reader for Yo'LLaVA (docs/formats.md section 3): visual and text-only multiple choice, recognition."""
 from __future__ import annotations
 
 from pathlib import Path

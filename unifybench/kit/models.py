@@ -43,6 +43,23 @@ def kind_of(name: str, builtins: tuple[str, ...] = ()) -> str:
     return "folder"
 
 
+def check_all_available(*checks: dict) -> None:
+    """:func:`check_available` for each of ``checks`` (its keyword arguments), refusing in one line that
+    names every model that cannot be loaded, not only the first: offline, a user downloads them all
+    at once instead of one per attempt."""
+    problems = []
+    for kwargs in checks:
+        try:
+            check_available(**kwargs)
+        except BenchError as exc:
+            problems.append(exc)
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        raise BenchError(f"{len(problems)} models cannot be loaded: "
+                         + "; ".join(f"[{p.where}] {p.message}" for p in problems), where="--method-arg")
+
+
 def check_available(name: str, *, builtins: tuple[str, ...] = (), argument: str = "model",
                     what: str = "model") -> str:
     """Refuse, in one line, a model that cannot be loaded here; returns its kind (see :func:`kind_of`)."""

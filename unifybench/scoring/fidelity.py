@@ -210,13 +210,23 @@ def _when_done(indices: list[int], emb: dict[str, torch.Tensor], done) -> tuple[
     return indices, emb
 
 
-def pair_scores(gen: torch.Tensor, ref: torch.Tensor, pairing: str) -> torch.Tensor:
+def pair_scores(gen: torch.Tensor, ref: torch.Tensor, pairing: str, left_out: Sequence[int | None] = ()) -> torch.Tensor:
     """Per generated row (a unit vector): mean cosine to every reference row ("all": unit rows) or
     cosine to the mean of the reference rows ("raw-mean": raw features, averaged before any
-    normalisation, as Yo'Chameleon's CLIPEvaluator averages ``get_image_features``)."""
-    if pairing == "raw-mean":
-        return gen @ F.normalize(ref.mean(0), dim=-1)
-    return (gen @ ref.T).mean(1)
+    normalisation, as Yo'Chameleon's CLIPEvaluator averages ``get_image_features``). ``left_out[k]``,
+    when not None, is the reference row that generated row k *is* (the same file bytes): it is
+    compared with the other references only, as DreamBooth's real-image upper bound compares each
+    real photo with the others."""
+    def against(rows: torch.Tensor, refs: torch.Tensor) -> torch.Tensor:
+        if pairing == "raw-mean":
+            return rows @ F.normalize(refs.mean(0), dim=-1)
+        return (rows @ refs.T).mean(-1)
+
+    scores = against(gen, ref)
+    for k, j in enumerate(left_out):
+        if j is not None and ref.shape[0] > 1:
+            scores[k] = against(gen[k], torch.cat([ref[:j], ref[j + 1:]]))
+    return scores
 
 
 def raw_encoders(protocol: str) -> frozenset[str]:
@@ -226,6 +236,30 @@ def raw_encoders(protocol: str) -> frozenset[str]:
 
 
 _DEFAULT = object()
+
+
+def _reference_copies(refs: Sequence, gens: Sequence, digest, offset: int) -> dict[int, int]:
+    """{offset + i: j} for each generated image i whose bytes are reference photo j's. Only files of
+    a reference's size are hashed, so a run of generated images costs a stat each."""
+    def size(path) -> int:
+        try:
+            return Path(path).stat().st_size
+        except OSError:  # unreadable: the stream that embeds it says so, naming the file
+            return -1
+
+    sizes = {size(r) for r in refs} - {-1}
+    candidates = [i for i, g in enumerate(gens) if size(g) in sizes]
+    if not candidates:
+        return {}
+    ref_index = {}
+    for j, r in enumerate(refs):
+        ref_index.setdefault(digest(Path(r)), j)
+    found = {}
+    for i in candidates:
+        j = ref_index.get(digest(Path(gens[i])))
+        if j is not None:
+            found[offset + i] = j
+    return found
 
 
 class FidelityScorer:
@@ -371,6 +405,7 @@ class FidelityScorer:
         flat_gens: list[Path] = []
         owner: list[tuple[int, int]] = []  # flat index -> (group, index in group)
         refs_of: list[dict[str, torch.Tensor]] = []
+        same_as_ref: dict[int, int] = {}  # flat index of a generated image that is a reference photo -> that photo
         texts_all: list[str] = []
         for g, (refs, gens, texts) in enumerate(groups):
             if texts is not None and len(texts) != len(gens):
@@ -383,6 +418,7 @@ class FidelityScorer:
                 texts_all.extend(texts)
             results.append(out)
             refs_of.append(self.reference_embeddings(refs) if gens else {})
+            same_as_ref.update(_reference_copies(refs, gens, self._digest, offset=len(flat_gens)))
             flat_gens.extend(Path(p) for p in gens)
             owner.extend((g, i) for i in range(len(gens)))
         if not flat_gens:
@@ -398,8 +434,9 @@ class FidelityScorer:
                 positions = [owner[indices[k]][1] for k in rows]
                 ref, out, texts = refs_of[g], results[g], groups[g][2]
                 clip = emb["clip"][rows]
-                scores = {"clip_i": pair_scores(clip, ref["clip"], spec["clip_pairing"]),
-                          "dino": pair_scores(emb["dino"][rows], ref["dino"], spec["dino_pairing"])}
+                left_out = [same_as_ref.get(indices[k]) for k in rows]
+                scores = {"clip_i": pair_scores(clip, ref["clip"], spec["clip_pairing"], left_out),
+                          "dino": pair_scores(emb["dino"][rows], ref["dino"], spec["dino_pairing"], left_out)}
                 if texts is not None:
                     prompts = torch.stack([self._texts[texts[i]] for i in positions])
                     scores["clip_t"] = (clip * prompts).sum(1)

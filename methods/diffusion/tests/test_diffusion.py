@@ -400,3 +400,85 @@ def test_dreambench_plus_recipes_prompt_as_written_and_start_from_the_subjects_f
     method = TextualInversion({**TI, "initializer": "first-word"}, seed=0)
     _, how = method._initial_rows(woman)
     assert how[0].startswith("'young': ")
+
+
+def test_a_unet_only_lora_prints_no_diffusers_warning_on_stderr(tmp_path):
+    """diffusers warns "No LoRA keys associated to CLIPTextModel" when a LoRA has no text-encoder
+    layers (the script's default): expected here, so not printed once per concept."""
+    import os
+    import subprocess
+    import sys
+
+    args = [x for k, v in LORA.items() for x in ("--method-arg", f"{k}={v}")]
+    ran = subprocess.run([sys.executable, "-m", "unifybench", "run", "--method", "dreambooth-lora", *args,
+                          "--tasks", "gen", "--concepts", "dog,cat", "--limit", "1", "--images-per-prompt", "1", "--backbones", "tiny",
+                          "--out", str(tmp_path / "runs"), "-q"],
+                         capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=600)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    assert "No LoRA keys" not in ran.stderr, ran.stderr[-2000:]
+
+
+def test_an_embedding_of_another_width_is_refused_before_the_run_directory(tmp_path):
+    from safetensors.torch import save_file
+
+    from unifybench_diffusion.sd import RANDOM_MODELS, RANDOM_TEXT_WIDTHS
+
+    for name, build in RANDOM_MODELS.items():  # the declared widths are the built encoders'
+        if name != "random":
+            pipe = build(0)
+            encoders = [pipe.text_encoder] + ([pipe.text_encoder_2] if getattr(pipe, "text_encoder_2", None) else [])
+            assert tuple(e.config.hidden_size for e in encoders) == RANDOM_TEXT_WIDTHS[name]
+    folder = tmp_path / "trained" / "dog"
+    folder.mkdir(parents=True)
+    save_file({"<dog>": torch.zeros(1, 7)}, str(folder / EMBEDS_FILES[0]))
+    args = [x for k, v in SAMPLE.items() for x in ("--method-arg", f"{k}={v}")]
+    ran = cli("run", "--method", "textual-inversion", *args, "--method-arg", f"embeds={tmp_path / 'trained'}",
+              "--concepts", "dog", "--tasks", "gen", "--out", str(tmp_path / "runs"))
+    line = ran.stderr.strip()
+    assert ran.returncode == 2 and len(line.splitlines()) == 1, ran.stderr[-2000:]
+    assert "width 7" in line and "width 32" in line and EMBEDS_FILES[0] in line
+    assert not (tmp_path / "runs").exists()
+    save_file({"<dog>": torch.zeros(1, 32)}, str(folder / EMBEDS_FILES[0]))  # the right width passes the check
+    saved = tmp_path / "sd"
+    RANDOM_MODELS["tiny"](0).save_pretrained(saved)
+    from unifybench_diffusion.sd import text_encoder_widths
+
+    assert text_encoder_widths(str(saved)) == (32,) and text_encoder_widths("nobody/not-cached") is None
+
+
+def test_a_lora_of_another_model_is_refused_before_the_run_directory(tmp_path):
+    from safetensors.torch import save_file
+
+    from unifybench_diffusion.sd import unet_linear_shapes
+
+    shapes = unet_linear_shapes("tiny")
+    to_q = next(name for name in shapes if name.endswith("attn1.to_q"))
+    width = shapes[to_q][0]
+    folder = tmp_path / "lora" / "dog"
+    folder.mkdir(parents=True)
+    args = [x for k, v in SAMPLE.items() for x in ("--method-arg", f"{k}={v}")]
+    cases = [({"unet.mid_block.no_such_layer.to_q.lora_A.weight": torch.zeros(4, width),
+               "unet.mid_block.no_such_layer.to_q.lora_B.weight": torch.zeros(width, 4)}, "names no module"),
+             ({f"unet.{to_q}.lora.down.weight": torch.zeros(4, width + 7),
+               f"unet.{to_q}.lora.up.weight": torch.zeros(shapes[to_q][1], 4)}, f"has width {width}")]
+    for layers, message in cases:
+        save_file(layers, str(folder / LORA_FILE))
+        ran = cli("run", "--method", "dreambooth-lora", *args, "--method-arg", f"lora={tmp_path / 'lora'}",
+                  "--concepts", "dog", "--tasks", "gen", "--out", str(tmp_path / "runs"))
+        line = ran.stderr.strip()
+        assert ran.returncode == 2 and len(line.splitlines()) == 1 and message in line and LORA_FILE in line, line
+        assert not (tmp_path / "runs").exists()
+    # A LoRA this adapter trained on the same model passes the check and is used.
+    lora_args = [x for k, v in LORA.items() for x in ("--method-arg", f"{k}={v}")]
+    trained = cli("run", "--method", "dreambooth-lora", *lora_args, "--concepts", "dog", "--tasks", "gen", "--limit", "1",
+                  "--images-per-prompt", "1", "--backbones", "tiny", "--out", str(tmp_path / "trained"))
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    state = only_run_dir(tmp_path / "trained") / "state"
+    from safetensors import safe_open
+
+    with safe_open(str(next(state.rglob(LORA_FILE))), framework="pt") as saved:
+        assert any(k.startswith("unet.") and k.endswith(".lora.down.weight") for k in saved.keys())  # checked
+    reused = cli("run", "--method", "dreambooth-lora", *args, "--method-arg", f"lora={state}", "--concepts", "dog",
+                 "--tasks", "gen", "--limit", "1", "--images-per-prompt", "1", "--backbones", "tiny",
+                 "--out", str(tmp_path / "runs"))
+    assert reused.returncode == 0, reused.stderr[-2000:]

@@ -28,7 +28,8 @@ from unifybench.methods import ConceptLayers, Method
 from unifybench.records import Concept
 from unifybench.seeding import derive_seed, image_seed
 
-from .sd import DEFAULT_MODEL, RANDOM_MODELS, SCHEDULERS, SDHost
+from .sd import (DEFAULT_MODEL, RANDOM_MODELS, SCHEDULERS, SDHost, quiet_diffusers, text_encoder_widths,
+                 unet_linear_shapes)
 
 TASKS = frozenset({"gen", "attr_gen"})
 # diffusers' textual_inversion.py: the prompts an object is trained under.
@@ -339,9 +340,10 @@ class TextualInversion(_DiffusionMethod):
         """Embeddings trained elsewhere are found and read (their header) before anything is made."""
         if args.embeds is None:
             return
+        widths = text_encoder_widths(args.model)  # None: not readable here, diffusers checks at loading
         for concept in concepts:
             base = concept_folder(args.embeds, concept, has_file(EMBEDS_FILES[0]), EMBEDS_FILES[0])
-            for filename in EMBEDS_FILES:
+            for encoder, filename in enumerate(EMBEDS_FILES):
                 if not (base / filename).is_file():
                     continue
                 header = read_header(base / filename, "textual-inversion embeddings")
@@ -349,6 +351,10 @@ class TextualInversion(_DiffusionMethod):
                 if len(header) != 1 or shapes[0][0] not in _FLOATS or len(shapes[0][1]) != 2 or shapes[0][1][0] != 1:
                     raise BenchError(f"expected one float embedding of shape [1, width], found "
                                      f"{ {k: v[1] for k, v in header.items()} }", base / filename)
+                if widths is not None and (encoder >= len(widths) or shapes[0][1][1] != widths[encoder]):
+                    wanted = f"width {widths[encoder]}" if encoder < len(widths) else "no second text encoder"
+                    raise BenchError(f"an embedding of width {shapes[0][1][1]}, but model {args.model}'s text "
+                                     f"encoder {encoder + 1} has {wanted}", base / filename)
 
     def _embeds_folder(self, concept: Concept) -> Path:
         base = concept_folder(self.embeds, concept, has_file(EMBEDS_FILES[0]), EMBEDS_FILES[0])
@@ -495,7 +501,10 @@ class DreamBoothLoRA(_DiffusionMethod):
     @contextlib.contextmanager
     def concept_layers(self, concept, state):
         pipe = self.host.pipe
-        pipe.load_lora_weights(str(state["lora_dir"]), weight_name=LORA_FILE, adapter_name=_adapter(concept))
+        # A LoRA of the UNet alone (the script's default) made diffusers warn "No LoRA keys associated to
+        # CLIPTextModel" on stderr once per concept; that is expected here, so it is not printed.
+        with quiet_diffusers():
+            pipe.load_lora_weights(str(state["lora_dir"]), weight_name=LORA_FILE, adapter_name=_adapter(concept))
         try:
             yield
         finally:
@@ -527,6 +536,7 @@ class DreamBoothLoRA(_DiffusionMethod):
                     (not k.endswith(".alpha") and len(shape) not in (2, 4))]
             if flat:
                 raise BenchError(f"LoRA weight {flat[0]} is not a float matrix", path)
+            _check_lora_modules(header, args.model, path)
 
     def _lora_state(self, concept: Concept, state_dir: Path) -> dict:
         if self.lora is not None:
@@ -649,6 +659,33 @@ class DreamBoothLoRA(_DiffusionMethod):
 
 def _adapter(concept: Concept) -> str:
     return "ub_" + "".join(ch if ch.isalnum() else "_" for ch in concept.name)
+
+
+_UNET_LORA_KEY = re.compile(r"^unet\.(.+)\.lora(_A|_B|\.down|\.up)\.weight$")
+
+
+def _check_lora_modules(header: dict, model: str, path: Path) -> None:
+    """Each UNet layer of a LoRA (``unet.<module>.lora.down.weight`` as diffusers saves it, or peft's
+    ``lora_A``/``lora_B``) must name a module of ``model``'s UNet with its width, else peft fails inside
+    the run (a LoRA for another model): refused here, before the run directory, naming the first
+    that does not fit."""
+    shapes = None
+    for key, (_, shape) in header.items():
+        found = _UNET_LORA_KEY.match(key)
+        if not found:
+            continue
+        if shapes is None:
+            shapes = unet_linear_shapes(model)
+            if shapes is None:  # not readable here: diffusers checks when it loads
+                return
+        module, down = found.group(1), found.group(2) in ("_A", ".down")
+        if module not in shapes:
+            raise BenchError(f"LoRA layer {key} names no module of model {model}'s UNet (a LoRA of another model?)",
+                             path)
+        width = shapes[module][0] if down else shapes[module][1]
+        if shape[1 if down else 0] != width:
+            raise BenchError(f"LoRA layer {key} has shape {shape}, but {module} of model {model}'s UNet has width "
+                             f"{width}", path)
 
 
 def save_lora(host: SDHost, folder: Path, unet_layers: dict[str, torch.Tensor]) -> None:

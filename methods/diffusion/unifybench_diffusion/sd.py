@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -370,6 +371,62 @@ class SDHost:
 
 # Built in code, random weights: tests and smoke runs (tiny), cost at full size (random).
 RANDOM_MODELS = {"tiny": build_tiny, "tiny-xl": build_tiny_xl, "random": build_random}
+# Their text encoders' widths (hidden_size in the builders above), for checking an embedding's width
+# before a run is made (test_diffusion checks them against the built pipelines).
+RANDOM_TEXT_WIDTHS = {"tiny": (32,), "tiny-xl": (32, 32), "random": (768,)}
+
+
+def unet_linear_shapes(model: str) -> dict[str, tuple[int, int]] | None:
+    """``{module name: (in_features, out_features)}`` of every Linear (and 1x1-able Conv2d, as
+    ``(in_channels, out_channels)``) of ``model``'s UNet, built from its config on the meta device
+    (no weights read); None where the config is not readable here (full-size ``random``: too big to
+    build just to list it)."""
+    if model == "random":
+        return None
+    if model in RANDOM_MODELS:
+        unet = RANDOM_MODELS[model](0).unet
+    else:
+        from diffusers import UNet2DConditionModel
+
+        folder = Path(model).expanduser()
+        try:
+            config = UNet2DConditionModel.load_config(str(folder) if folder.is_dir() else model, subfolder="unet",
+                                                      local_files_only=not folder.is_dir())
+        except Exception:  # noqa: BLE001 - not cached, no unet/config.json: diffusers checks at loading
+            return None
+        with torch.device("meta"):
+            unet = UNet2DConditionModel.from_config(config)
+    shapes = {}
+    for name, module in unet.named_modules():
+        if isinstance(module, torch.nn.Linear):
+            shapes[name] = (module.in_features, module.out_features)
+        elif isinstance(module, torch.nn.Conv2d):
+            shapes[name] = (module.in_channels, module.out_channels)
+    return shapes
+
+
+def text_encoder_widths(model: str) -> tuple[int, ...] | None:
+    """The hidden size of each text encoder of ``model`` (a built-in name, a folder, or a hub name
+    in the local cache), read from configs without loading weights; None when not readable here."""
+    if model in RANDOM_TEXT_WIDTHS:
+        return RANDOM_TEXT_WIDTHS[model]
+    import json
+
+    widths = []
+    for sub in ("text_encoder", "text_encoder_2"):
+        path = Path(model).expanduser() / sub / "config.json"
+        if not path.is_file():
+            try:
+                from huggingface_hub import hf_hub_download
+
+                path = Path(hf_hub_download(model, f"{sub}/config.json", local_files_only=True))
+            except Exception:  # noqa: BLE001 - not a hub name, not cached, or no such encoder
+                break
+        try:
+            widths.append(int(json.loads(path.read_text(encoding="utf-8"))["hidden_size"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+    return tuple(widths) or None
 _INT_VIEW = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 

@@ -14,7 +14,7 @@ from unifybench.logs import get_logger
 from unifybench.kit.args import Arg, Auto, Derived
 from unifybench.kit.checkpoints import concept_folder
 from unifybench.kit.files import write_json_atomic
-from unifybench.kit.models import check_available, on_cuda, shared
+from unifybench.kit.models import check_all_available, on_cuda, shared
 from unifybench.methods import ConceptLayers, Method
 from unifybench.records import TASKS, Concept
 from unifybench.data.common import concept_phrase
@@ -150,10 +150,11 @@ class _UnifiedMethod(ConceptLayers, Method):
     @classmethod
     def check_available(cls, args):
         builtins = ("tiny", RANDOM_MODELS[args.backend])
-        check_available(args.model, builtins=builtins, what=f"{args.backend} model")
+        checks = [dict(name=args.model, builtins=builtins, what=f"{args.backend} model")]
         if args.backend == "showo" and args.model not in builtins:
-            check_available(args.vq_model, builtins=("tiny", "random"), argument="vq_model", what="MAGVIT-v2")
-            check_available(args.tokenizer, argument="tokenizer", what="tokenizer")
+            checks += [dict(name=args.vq_model, builtins=("tiny", "random"), argument="vq_model", what="MAGVIT-v2"),
+                       dict(name=args.tokenizer, argument="tokenizer", what="tokenizer")]
+        check_all_available(*checks)
 
     @property
     def backend(self):

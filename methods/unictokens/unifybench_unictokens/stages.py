@@ -1,6 +1,6 @@
 """UniCTokens' three stages and transition, written against :class:`backend.UnifiedBackend` only.
 
-Rows, in the published order (FORMATS.md §4): the identifier ``<c>``, then ``<token_0>`` ...
+Rows, in the published order (docs/formats.md §4): the identifier ``<c>``, then ``<token_0>`` ...
 ``<token_31>``: 16 shared (stage 1), 8 generation (stage 2), 8 understanding (stage 3).
 
 State folder of one concept::

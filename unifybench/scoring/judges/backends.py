@@ -189,7 +189,8 @@ class OpenAIBackend:
                 snippet = snippet[:200].replace("\n", " ")
                 hint = f" (is ${self.config.api_key_env} set to a valid key?)" if status in (401, 403) else ""
                 raise JudgeUnavailable(f"HTTP {status} from {self.base_url}{hint}: {snippet}") from None
-            except (openai.APIResponseValidationError, ValueError, AttributeError, IndexError, TypeError):
+            except (openai.APIResponseValidationError, ValueError, AttributeError, IndexError, TypeError,
+                    RecursionError):  # RecursionError: a body of deeply nested JSON
                 last = "a reply that is not chat-completions JSON"
                 continue
             return Reply(text if isinstance(text, str) else "", int(getattr(usage, "prompt_tokens", 0) or 0),

@@ -9,6 +9,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from ...errors import BenchError
+from ...seeding import MAX_SEED
 
 BACKENDS = ("openai", "hf")
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -52,11 +53,16 @@ class JudgeConfig:
         return os.environ.get(self.api_key_env, "").strip()
 
     def validate(self) -> None:
+        if not isinstance(self.spec, str):
+            raise BenchError(f"expected a judge spec such as openai:MODEL, got {self.spec!r}", where="--judge")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
+            raise BenchError(f"expected an integer >= 0, <= {MAX_SEED}, got {self.seed!r}", where="--judge-seed")
         backend, _ = parse_judge_spec(self.spec)
         for name, value, low, high in (("timeout", self.timeout, 0, 3600), ("backoff", self.backoff, 0, 600),
                                        ("retries", self.retries, 0, 100), ("concurrency", self.concurrency, 1, 256),
                                        ("max-tokens", self.max_tokens, 1, 32768), ("samples", self.samples, 1, 64)):
-            if not math.isfinite(value) or not low <= value <= high or (name == "timeout" and value == 0):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or not low <= value <= high or (name == "timeout" and value == 0):
                 bound = f"> 0, <= {high}" if name == "timeout" else f">= {low}, <= {high}"
                 raise BenchError(f"expected a number {bound}, got {value!r}", where=f"--judge-{name}")
         if self.mode not in JUDGE_MODES:
@@ -85,6 +91,13 @@ class JudgeConfig:
                                  where=f"--judge {self.spec}")
         elif self.base_url:
             raise BenchError("only the openai backend takes a base URL", where="--judge-base-url")
+        if backend == "hf":  # a model that cannot load is refused before any prediction is made
+            from ...kit.models import check_available
+
+            try:
+                check_available(self.model, builtins=("tiny",), what="judge model")
+            except BenchError as exc:
+                raise BenchError(exc.message, exc.path, f"--judge {self.spec}") from None
 
 
 def redact_url(url: str | None) -> str | None:

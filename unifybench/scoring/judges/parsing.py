@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import re
 
-_NUMBER = r"(\d+(?:\.\d+)?|\.\d+)"
-_LABELLED = re.compile(r"\bscore\b[^0-9.\n]{0,12}?" + _NUMBER + r"(?:\s*(?:/|out\s+of)\s*" + _NUMBER + r")?",
+# A plain decimal, whole: never the head of "1e308" or "0.5e1" (read as 1 and 0.5 before).
+_NUMBER = r"(\d+(?:\.\d+)?|\.\d+)(?!\d|\.\d|[eE][-+]?\d|\.\d*[eE])"
+# Between the label and the number: no sign ("Score: -1" is out of range, not 1); a dash with a
+# space after it is punctuation ("Score - 1").
+_LABELLED = re.compile(r"\bscore\b(?:[^0-9.\n+-]|-(?=\s)){0,12}?" + _NUMBER + r"(?:\s*(?:/|out\s+of)\s*" + _NUMBER + r")?",
                        re.IGNORECASE)
 _BARE = re.compile(r"^" + _NUMBER + r"(?:\s*(?:/|out\s+of)\s*" + _NUMBER + r")?$", re.IGNORECASE)
 VALID_SCORES = (0.0, 0.5, 1.0)
