@@ -46,4 +46,6 @@ def test_the_plugins_own_tests_pass_the_contract_kit(installed, tmp_path):
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tests)],
                           capture_output=True, text=True, env=cli_env([installed]), cwd=tmp_path, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:]
-    assert "6 passed, 1 skipped" in done.stdout  # no shared base model: nothing to fingerprint
+    # skipped: no shared base model (nothing to fingerprint), no progress step inside personalize (it
+    # trains nothing: no place to interrupt)
+    assert "8 passed, 2 skipped" in done.stdout, done.stdout[-3000:]

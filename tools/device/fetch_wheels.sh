@@ -4,7 +4,7 @@
 # open_clip (not installed there) and transformers 5.24 (the image's 5.17 has a broken Janus image
 # `generate`, the eager baseline of the generation benchmark), diffusers (the Stable Diffusion
 # baselines; peft is in the image) with importlib_metadata, which it imports. --no-deps: everything
-# else they need is in the image (see /work/.library/device/KINDS.md).
+# else they need is in the image (the device tool's notes on the machine kinds).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 rm -rf .whl && mkdir -p .whl
