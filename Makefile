@@ -57,6 +57,7 @@ smoke: install
 	$(PY) -m unifybench run --method real-images $(SMOKE)
 	$(PY) -m unifybench run --method always-yes $(SMOKE)
 	$(PY) -m unifybench run --method random-answer $(SMOKE)
+	$(PY) -m unifybench run --method always-first $(SMOKE)
 	$(PY) -m unifybench run --method unictokens --method-arg model=tiny --method-arg backend=janus \
 	  --method-arg epochs=1 --method-arg transition_images=1 --method-arg max_new_tokens=8 $(SMOKE)
 	$(PY) -m unifybench run --method text-prompt --method-arg model=tiny --method-arg steps=4 \
@@ -72,6 +73,7 @@ smoke: install
 	$(PY) -m unifybench run --method sd-prompt --method-arg model=tiny --method-arg steps=4 $(SMOKE)
 	$(PY) -m unifybench run --method yochameleon --method-arg model=tiny --method-arg epochs=1 \
 	  --method-arg max_negatives=2 --method-arg gen_repeats=2 --method-arg max_new_tokens=8 $(SMOKE)
+	$(PY) -m unifybench run --method rap --method-arg model=tiny --method-arg max_new_tokens=8 $(SMOKE)
 	$(PY) -m unifybench leaderboard $(SMOKE_OUT) --no-published
 
 clean:

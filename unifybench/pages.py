@@ -30,7 +30,7 @@ th.text { white-space: nowrap; } td.nowrap { min-width: 0; }
 .ci { color: var(--muted); font-size: 11px; font-weight: 400; margin-left: 4px; }
 /* A table of every task must fit a laptop's width: an interval goes under its value, and a metric's
    arrow under its name, so a column is as wide as its widest word. */
-td > .ci { display: block; margin-left: 0; }
+td > .ci { display: block; margin-left: 0; white-space: normal; } .ci .nw { white-space: nowrap; }
 th.metric { white-space: normal; }
 .clamp { display: -webkit-box; -webkit-line-clamp: 4; -webkit-box-orient: vertical; overflow: hidden; }
 details.reply > summary { list-style: none; color: inherit; display: block; }

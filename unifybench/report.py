@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -640,7 +641,11 @@ def _metric_cells(values: list, metrics: list[str], marks: dict[str, dict[int, s
             classes.append("tie")
             title = f" title='{esc(TIE_TITLE)}'"
             text = f"≈ {text}"
-        extra = f"<span class='ci'>{esc(extra)}</span>" if extra else ""
+        # the interval, its note and a seed spread each kept whole, free to wrap between them: a
+        # column is then as wide as its interval, not as the three side by side
+        pieces = re.split(r" (?=\[note |\(sd )", extra) if extra else []
+        extra = ("<span class='ci'>" + " ".join(f"<span class='nw'>{esc(p)}</span>" for p in pieces) + "</span>"
+                 if pieces else "")
         cells.append(f"<td class='{' '.join(classes)}'{title}>{esc(text)}{extra}</td>")
     return "".join(cells)
 
