@@ -7,6 +7,7 @@ import json
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -296,3 +297,27 @@ def test_only_rank_0_judges_and_a_shared_cache_keeps_every_finished_judgment(tmp
         assert again.returncode == 0, again.stderr[-3000:]
         assert len(server.requests) == asked_before
         assert _results(tmp_path / "elsewhere")["tasks"] == results["tasks"]
+
+
+def test_ranks_launched_with_different_settings_are_told_at_once(tmp_path):
+    """Two nodes whose commands differ (here --seed) would name two run directories and each wait
+    for the other's concepts: the rendezvous says so in one line instead, before anything is made."""
+    port = _free_port()
+
+    def node(node_rank: int) -> list[str]:
+        return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+                "--node-rank", str(node_rank), "--master-addr", "127.0.0.1", "--master-port", str(port),
+                "-m", "unifybench", "run", "--method", "always-yes", "--tasks", "rec", "--seed", str(node_rank),
+                "--out", str(tmp_path / "runs")]
+
+    started = time.monotonic()
+    nodes = [subprocess.Popen(node(r), env=_env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for r in range(2)]
+    outputs = [n.communicate(timeout=300) for n in nodes]
+    assert all(n.returncode != 0 for n in nodes)
+    ours = [line for _, err in outputs for line in err.splitlines() if line.startswith("unifybench: error:")]
+    assert len(ours) == 1, outputs
+    assert "launched with different settings" in ours[0] and "rank 0: always-yes__mini__" in ours[0]
+    assert "rank 1: always-yes__mini__" in ours[0]
+    assert time.monotonic() - started < 120  # not the 600 s a rank waits for a silent one
+    assert not list((tmp_path / "runs").glob("*/predictions*"))  # no concept was begun

@@ -133,12 +133,14 @@ def shard(weights: dict[str, float], world: int) -> dict[int, list[str]]:
     return shares
 
 
-def rendezvous(rank: Rank, problem: BaseException | None) -> str:
+def rendezvous(rank: Rank, problem: BaseException | None, run_dir: Path | None = None) -> str:
     """Meet the other ranks once: each says whether it is ready (``problem``: what stopped it before
     this point, or None), rank 0 gives the attempt's id. When any rank has a problem, every rank
     stops here: a rank with bad input prints its line unless a lower rank met the same one; the
     others stop quietly. The lines are printed before any rank leaves (a barrier), since torchrun
-    ends a node's workers as soon as one of them exits."""
+    ends a node's workers as soon as one of them exits. Ranks whose settings give another run
+    directory (``run_dir``: its name is the run's identity) are each a problem, said here at once:
+    otherwise each would wait for the others' concepts in a directory they never write."""
     import torch.distributed as dist
 
     timeout = timedelta(seconds=_env_seconds("UNIFYBENCH_RENDEZVOUS_TIMEOUT_S", 3600.0))
@@ -153,6 +155,13 @@ def rendezvous(rank: Rank, problem: BaseException | None) -> str:
         dist.broadcast_object_list(box, src=0)
         problems: list[str | None] = [None] * rank.world
         dist.all_gather_object(problems, mine)
+        identities: list[str | None] = [None] * rank.world
+        dist.all_gather_object(identities, None if run_dir is None else Path(run_dir).name)
+        differing = None if any(problems) else _differing_settings(identities)
+        if differing:
+            problem = BenchError(differing, where=rank.label())
+            mine = one_line(problem)
+            problems = [mine] * rank.world  # every rank has it: rank 0 prints it, the others stop quietly
         if isinstance(problem, BenchError):
             if mine not in problems[:rank.rank]:
                 print(error_line(problem), file=sys.stderr, flush=True)
@@ -166,6 +175,20 @@ def rendezvous(rank: Rank, problem: BaseException | None) -> str:
     if failed:
         raise OtherRankFailed(f"stopped: rank {failed[0][0]} could not start: {failed[0][1]}", where=rank.label())
     return str(box[0])
+
+
+def _differing_settings(identities: list[str | None]) -> str | None:
+    """One line when the ranks would write different run directories (other arguments, benchmark or
+    --out on some rank), naming each rank's; None when they agree."""
+    named = [(r, name) for r, name in enumerate(identities) if name is not None]
+    if len({name for _, name in named}) <= 1:
+        return None
+    by_name: dict[str, list[int]] = {}
+    for r, name in named:
+        by_name.setdefault(name, []).append(r)
+    return ("the ranks were launched with different settings (they name different run directories: " +
+            "; ".join(f"rank{'s' if len(rs) > 1 else ''} {', '.join(map(str, rs))}: {name}"
+                      for name, rs in by_name.items()) + "); launch every rank with the same arguments")
 
 
 def one_line(exc: BaseException) -> str:
@@ -182,7 +205,7 @@ def begin(rank: Rank, problem: BaseException | None, run_dir: Path | None) -> "A
     meets the others (:func:`rendezvous`)."""
     if not rank.active:
         return SoloAttempt()
-    return Attempt(run_dir, rendezvous(rank, problem), rank)
+    return Attempt(run_dir, rendezvous(rank, problem, run_dir), rank)
 
 
 class SoloAttempt:
