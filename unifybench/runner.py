@@ -17,59 +17,29 @@ import contextlib
 import hashlib
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import distributed, record
-from .data import FORMATS
-from .data.myvlm import SPLITS
 from .devices import check_device
 from .errors import BenchError, did_you_mean
 from .kit.files import write_json_atomic
 from .logs import get_logger, run_log
 from .methods import GenRequest, Method, Provider, method_code, resolve_method
 from .metrics import Why
+from .options import check_declared
 from .progress import choose_threads, null_console, progress_bars, set_threads
 from .record import BACKBONES_UNUSED, RANDOM_INIT_LABEL
-from .records import ANSWER_TASKS, DEFAULT_TASKS, GEN_KINDS, TASKS, Benchmark
-from .scoring.encoders import CLIP_MODELS
+from .records import ANSWER_TASKS, GEN_KINDS, TASKS, Benchmark
 from .scoring.judges import JudgeConfig
 from .scoring.phase import score_run
-from .seeding import MAX_SEED, seeded
+from .seeding import seeded
+from .spec import RunSpec
 from .store import RunStore, check_no_links, check_run_files, prepare_out_dir, run_dir_lock, safe_filename
-from .tasks import CHOICE_EVALS, Work, build_requests
+from .tasks import Work, build_requests
 
 _LOG = get_logger("runner")
 __all__ = ["RunSpec", "RunOutcome", "run", "check_spec"]
-
-
-@dataclass
-class RunSpec:
-    method: str
-    bench: str = "mini"
-    format: str = "auto"
-    tasks: list[str] = field(default_factory=lambda: list(DEFAULT_TASKS))
-    concepts: list[str] | None = None
-    seed: int = 0
-    batch_size: int = 16
-    device: str = "cpu"
-    backbones: str = "default"  # default | auto | random | tiny
-    clip_model: str = "ViT-B-32"  # scoring.encoders.CLIP_MODELS; ignored by tiny backbones
-    protocol: str = "default"  # default | reference
-    # plain | circular (each multiple-choice item asked once per rotation of its options, MMBench's CircularEval)
-    choice_eval: str = "plain"
-    images_per_prompt: int = 4
-    limit: int | None = None
-    split: int = 0  # MyVLM's training split (data/myvlm.py); its photos are in the bench fingerprint
-    method_args: dict[str, str] = field(default_factory=dict)
-    # Scoring only: recorded in run.json, not part of the run directory's hash (scoring/judges.py).
-    judge: JudgeConfig | None = None
-    # Add predictions to a run directory whose recorded method code differs (recorded in run.json).
-    resume_changed_code: bool = False
-    # Scoring only: 0 turns the intervals off (the concept jackknife draws no resamples).
-    bootstrap: int = 1000
-    # torch's threads in this process (None: the free cores, progress.choose_threads); recorded.
-    threads: int | None = None
 
 
 @dataclass
@@ -109,40 +79,10 @@ def _select_concepts(bench: Benchmark, wanted: list[str] | None) -> list[str]:
     return list(dict.fromkeys(wanted))  # each once, in the order given (the run directory hashes the set)
 
 
-# Each field's type and range, with the flag that sets it: one check for the flags, a --config file
-# and unifybench.evaluate() alike (check_spec), before anything is read or made.
-INTEGER_FIELDS = {  # field: (flag, lowest, highest, may be None)
-    "seed": ("--seed", 0, MAX_SEED, False), "batch_size": ("--batch-size", 1, 4096, False),
-    "images_per_prompt": ("--images-per-prompt", 1, 256, False), "limit": ("--limit", 1, 10**9, True),
-    "bootstrap": ("--bootstrap", 0, 100000, False), "threads": ("--threads", 1, 1024, True),
-    "split": ("--split", 0, SPLITS - 1, False),
-}
-CHOICE_FIELDS = {  # field: (flag, choices)
-    "format": ("--format", ("auto", *FORMATS)),
-    "backbones": ("--backbones", ("default", "auto", "random", "tiny")),
-    "clip_model": ("--clip", CLIP_MODELS), "protocol": ("--protocol", ("default", "reference")),
-    "choice_eval": ("--choice-eval", CHOICE_EVALS),
-}
-TEXT_FIELDS = {"method": "--method", "bench": "--bench", "device": "--device"}
-
-
 def _check_fields(spec: RunSpec) -> None:
-    for name, (flag, low, high, optional) in INTEGER_FIELDS.items():
-        value = getattr(spec, name)
-        if value is None and optional:
-            continue
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise BenchError(f"expected an integer, got {value!r}", where=flag)
-        if not low <= value <= high:
-            raise BenchError(f"expected an integer >= {low}, <= {high}, got {value}", where=flag)
-    for name, (flag, choices) in CHOICE_FIELDS.items():
-        value = getattr(spec, name)
-        if value not in choices:
-            raise BenchError(f"expected one of {', '.join(choices)}, got {value!r}; "
-                             f"{did_you_mean(str(value), choices)}", where=flag)
-    for name, flag in TEXT_FIELDS.items():
-        if not isinstance(getattr(spec, name), str) or not getattr(spec, name).strip():
-            raise BenchError(f"expected a non-empty text, got {getattr(spec, name)!r}", where=flag)
+    # Types, ranges and choices as declared on RunSpec's fields (spec.py): the flags are generated from
+    # the same declarations, so a --config file and unifybench.evaluate() meet the flags' rule.
+    check_declared(spec)
     if not isinstance(spec.tasks, (list, tuple)) or not all(isinstance(t, str) for t in spec.tasks):
         raise BenchError(f"expected a list of task names, got {spec.tasks!r}", where="--tasks")
     if spec.concepts is not None and (not isinstance(spec.concepts, (list, tuple))
@@ -173,8 +113,6 @@ def check_spec(spec: RunSpec) -> None:
         raise BenchError(f"must be at least 1 (leave it out for every item), got {spec.limit}", where="--limit")
     if spec.concepts is not None and not spec.concepts:
         raise BenchError("no concepts given", where="--concepts")
-    if spec.choice_eval not in CHOICE_EVALS:
-        raise BenchError(f"expected one of {', '.join(CHOICE_EVALS)}, got {spec.choice_eval!r}", where="--choice-eval")
 
 
 @dataclass

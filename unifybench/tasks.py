@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 
 from .methods import AnswerRequest, GenRequest
 from .records import GEN_KINDS, QA_KINDS, Benchmark, GenPrompt, QAItem
+from .spec import CHOICE_EVALS  # noqa: F401 - importable here as before (declared with --choice-eval)
 
 # The captioning instruction of MyVLM's and RAP's evaluations (RAP-MLLM eval/caption.py).
 CAPTION_PROMPT = "Give a caption of the image."
@@ -36,9 +37,6 @@ class Work:
     # "identity": the extra request for a human concept's identity prompt ("A photo of <c>."), whose
     # images are scored for face identity only (not for CLIP-I, CLIP-T or DINO).
     purpose: str = "prompt"
-
-
-CHOICE_EVALS = ("plain", "circular")
 
 
 def build_requests(bench: Benchmark, tasks: list[str], concepts: list[str], *, seed: int,

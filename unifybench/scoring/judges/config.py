@@ -1,7 +1,6 @@
 """What picks and drives a judge: :class:`JudgeConfig` and the ``--judge`` spec (the key is never part of it)."""
 from __future__ import annotations
 
-import math
 import os
 import re
 from dataclasses import dataclass
@@ -9,6 +8,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from ...errors import BenchError
+from ...options import check_declared, option
 from ...seeding import MAX_SEED
 
 BACKENDS = ("openai", "hf")
@@ -25,20 +25,34 @@ JUDGE_MODES = ("deterministic", "reference")  # dreambench_plus.MODES (tested eq
 class JudgeConfig:
     """Everything that picks and drives a judge (the key itself is never part of it)."""
 
-    spec: str  # "openai:MODEL" or "hf:NAME_OR_PATH"
-    base_url: str | None = None  # openai: the endpoint root, e.g. https://api.deepseek.com/v1
-    api_key_env: str = "OPENAI_API_KEY"  # openai: the environment variable holding the key
-    concurrency: int = 8  # openai: requests in flight at once
-    timeout: float = 60.0  # openai: seconds a whole request may take before a retry
-    retries: int = 5  # openai: retries per call after the first try
-    backoff: float = 1.0  # openai: first backoff in seconds, doubled per retry, with jitter
-    max_tokens: int = 64  # longest reply asked for
-    samples: int = 4  # attr_gen: images judged per prompt (--protocol reference: always 4)
-    seed: int = 0  # the API's sampling seed and the seed of the attr_gen image sampling
-    cache: str | None = None  # SQLite file; None: <run_dir>/judge_cache.sqlite
-    # DreamBench++'s judge (dreambench_plus.MODES): "deterministic" (temperature 0, one run) or
-    # "reference" (theirs: temperature 1, three runs, mean and std over runs).
-    mode: str = "deterministic"
+    # Each field's flag, help and range declared once (options.py): the --judge-* options are generated
+    # from them and validate() checks them, whichever way the config was made.
+    spec: str = option(flag="--judge", type=str, metavar="openai:MODEL|hf:NAME_OR_PATH",
+                       help="the judge model (default: none, and judged metrics read 'not scored')")
+    base_url: str | None = option(None, flag="--judge-base-url", optional=True,
+                                  help=f"OpenAI-compatible endpoint (default: {DEFAULT_BASE_URL})")
+    api_key_env: str = option("OPENAI_API_KEY", flag="--judge-api-key-env", type=str,
+                              help="environment variable holding the key")
+    concurrency: int = option(8, flag="--judge-concurrency", type=int, low=1, high=256, noun="a number",
+                              help="requests in flight at once")
+    timeout: float = option(60.0, flag="--judge-timeout", type=float, low=0, high=3600, above_low=True,
+                            help="seconds a request may take before a retry")
+    retries: int = option(5, flag="--judge-retries", type=int, low=0, high=100, noun="a number",
+                          help="retries per call (timeouts, 429, 5xx)")
+    backoff: float = option(1.0, flag="--judge-backoff", type=float, low=0, high=600,
+                            help="first retry delay in seconds, doubled (with jitter)")
+    max_tokens: int = option(64, flag="--judge-max-tokens", type=int, low=1, high=32768, noun="a number",
+                             help="longest judge reply asked for")
+    samples: int = option(4, flag="--judge-samples", type=int, low=1, high=64, noun="a number",
+                          help="attr_gen images judged per prompt (--protocol reference: always 4)")
+    # The API's sampling seed and the seed of the attr_gen image sampling.
+    seed: int = option(0, flag="--judge-seed", type=int, low=0, high=MAX_SEED, default_text="--seed",
+                       help="the judge's seed")
+    cache: str | None = option(None, flag="--judge-cache", optional=True,
+                               help=f"SQLite file of judge replies (default: {CACHE_FILE} in the run directory)")
+    mode: str = option("deterministic", flag="--judge-mode", choices=JUDGE_MODES,
+                       help="DreamBench++ benches: deterministic (temperature 0, fixed seed, one run, cached) or "
+                            "reference (theirs: temperature 1, three runs, mean and std; judge gpt-4o-2024-05-13)")
 
     @property
     def backend(self) -> str:
@@ -55,18 +69,9 @@ class JudgeConfig:
     def validate(self) -> None:
         if not isinstance(self.spec, str):
             raise BenchError(f"expected a judge spec such as openai:MODEL, got {self.spec!r}", where="--judge")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
-            raise BenchError(f"expected an integer >= 0, <= {MAX_SEED}, got {self.seed!r}", where="--judge-seed")
+        check_declared(self, ("seed",))
         backend, _ = parse_judge_spec(self.spec)
-        for name, value, low, high in (("timeout", self.timeout, 0, 3600), ("backoff", self.backoff, 0, 600),
-                                       ("retries", self.retries, 0, 100), ("concurrency", self.concurrency, 1, 256),
-                                       ("max-tokens", self.max_tokens, 1, 32768), ("samples", self.samples, 1, 64)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                    or not low <= value <= high or (name == "timeout" and value == 0):
-                bound = f"> 0, <= {high}" if name == "timeout" else f">= {low}, <= {high}"
-                raise BenchError(f"expected a number {bound}, got {value!r}", where=f"--judge-{name}")
-        if self.mode not in JUDGE_MODES:
-            raise BenchError(f"unknown judge mode {self.mode!r}; known: {', '.join(JUDGE_MODES)}", where="--judge-mode")
+        check_declared(self, ("timeout", "backoff", "retries", "concurrency", "max_tokens", "samples", "mode"))
         if self.cache is not None:
             cache = Path(self.cache)
             for parent in cache.parents:
