@@ -68,8 +68,9 @@ class RunSpec:
     method_args: dict[str, str] = option(factory=dict, flag="--method-arg", action="append", metavar="KEY=VALUE",
                                          help="an argument of the method (repeatable; `unifybench methods` lists them)")
     # Scoring only: recorded in run.json, not part of the run directory's hash (scoring/judges).
-    judge: JudgeConfig | None = option(None, flag="--judge", optional=True, metavar="openai:MODEL|hf:NAME_OR_PATH",
-                           help="the judge model (default: none, and judged metrics read 'not scored')")
+    # Its options are JudgeConfig's own (--judge, --judge-*). Scoring only: recorded in run.json, not part
+    # of the run directory's hash.
+    judge: JudgeConfig | None = None
     resume_changed_code: bool = option(False, flag="--resume-changed-code", action="store_true",
                                        help="add predictions to a run directory although the method's code changed "
                                             "since its predictions were made (refused otherwise; recorded in run.json)")

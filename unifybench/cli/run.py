@@ -37,19 +37,23 @@ def _judge(args, config: dict, seed: int) -> JudgeConfig | None:
     return judge
 
 
-def cmd_run(args) -> int:
-    from ..runner import run
-
+def spec_from_args(args) -> RunSpec:
+    """The run asked for: --config's values, then the options typed on the command line over them."""
     config = spec_from_config(args, read_config(args.config)) if args.config else {}
     typed = _typed(args, RunSpec)
-    typed.pop("judge", None)  # the spec field's flag is JudgeConfig's (--judge), read by _judge
     if "method_args" in typed:  # KEY=VALUE pairs typed over the file's
         typed["method_args"] = {**config.get("method_args", {}), **parse_method_args(typed["method_args"])}
     values = {**config, **typed}
     values["judge"] = _judge(args, config, values.get("seed", 0))
     if not values.get("method"):
         raise BenchError("no method: give --method NAME (or a --config that names one)", where="--method")
-    spec = RunSpec(**values)
+    return RunSpec(**values)
+
+
+def cmd_run(args) -> int:
+    from ..runner import run
+
+    spec = spec_from_args(args)
     outcomes = []
     for seed in args.seeds or [spec.seed]:  # each seed a run of its own: each resumes on its own
         spec.seed = seed
