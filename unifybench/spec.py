@@ -23,6 +23,7 @@ CLIP_CHOICES = ("ViT-B-32", "ViT-L-14")
 # Multiple choice: each item asked once, or once per rotation of its options (MMBench's CircularEval).
 CHOICE_EVALS = ("plain", "circular")
 BACKBONE_KINDS = ("default", "auto", "random", "tiny")
+FORMAT_CHOICES = ("auto", *FORMATS)  # a benchmark folder's layout: auto-detected, or one of the readers
 PROTOCOLS = ("default", "reference")
 
 
@@ -33,7 +34,7 @@ class RunSpec:
     bench: str = option("mini", flag="--bench", type=str,
                         help="'mini' (bundled), a benchmark folder, or a Hugging Face dataset name "
                              "(owner/name[@revision]) fetched into its cache")
-    format: str = option("auto", flag="--format", choices=("auto", *FORMATS),
+    format: str = option("auto", flag="--format", choices=FORMAT_CHOICES,
                          help="the benchmark folder's layout (auto: detected)")
     # Checked by check_spec (known names, each once, canonical order); the flag's text is parsed by the CLI.
     tasks: list[str] = option(factory=lambda: list(DEFAULT_TASKS), flag="--tasks", default_text="",

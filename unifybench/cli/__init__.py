@@ -25,6 +25,7 @@ from .score_images import cmd_score_images
 __all__ = ["CLIP_CHOICES", "COMMANDS", "EXIT_BAD_INPUT", "FORMAT_CHOICES", "argument_table", "build_parser", "main",
            "terminal_safe", "write_output"]
 
+
 def _method_help(argv: list[str]) -> str | None:
     """``unifybench run --method M --help``: M's arguments after the options, or None."""
     if not argv or argv[0] != "run" or not ({"-h", "--help"} & set(argv)):

@@ -43,4 +43,3 @@ def cmd_gallery(args) -> int:
     out = write_gallery(args.run_dir, args.out, concepts=concepts, images_per_prompt=args.images_per_prompt)
     console(stderr=True).print(f"wrote {out}", markup=False)
     return 0
-

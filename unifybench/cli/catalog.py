@@ -119,4 +119,3 @@ def cmd_tasks(args) -> int:
             table.add_row("", m.name, m.direction, m.description)
     console().print(table)
     return 0
-

@@ -79,4 +79,3 @@ def spec_from_config(args, config: dict):
     if isinstance(values.get("method_args"), dict):
         values["method_args"] = {str(k): str(v) for k, v in values["method_args"].items() if v is not None}
     return values
-

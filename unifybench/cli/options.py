@@ -12,13 +12,13 @@ from ..options import declared, field_default
 from ..records import TASKS
 from ..scoring.judges.config import JudgeConfig
 from ..seeding import MAX_SEED
-from ..spec import CLIP_CHOICES, RunSpec
+from ..spec import CLIP_CHOICES, FORMAT_CHOICES, RunSpec
 from .render import terminal_safe
 
 
-# unifybench.data.FORMATS with "auto" (tested equal).
-FORMAT_CHOICES = RunSpec.__dataclass_fields__["format"].metadata["option"].choices
 EXIT_BAD_INPUT = 2
+
+
 # The CLI-only spelling of a field's value: comma-separated lists, and the judge spec checked at once.
 def _path(text: str) -> Path:
     """A path option: an empty one would mean the current folder without anyone choosing it."""
@@ -258,4 +258,3 @@ def build_parser(run_epilog: str | None = None) -> argparse.ArgumentParser:
     gallery.add_argument("--images-per-prompt", default=None, type=_count(1, 1000),
                          help="at most N images shown per prompt (default: all)")
     return parser
-

@@ -52,4 +52,3 @@ def argument_table(name: str, cls):
         accepted = arg.range_text()
         table.add_row(key, arg.type_name, arg.default_text(), arg.help + (f" ({accepted})" if accepted else ""))
     return table
-

@@ -35,4 +35,3 @@ def cmd_score_images(args) -> int:
     if out.get("label"):
         screen.print(f"[yellow]{out['label']}[/yellow]")
     return 0
-
