@@ -84,3 +84,14 @@ def test_judge_ranges_come_from_the_declarations():
     with pytest.raises(BenchError) as refused:
         JudgeConfig("hf:tiny", mode="loose").validate()
     assert refused.value.where == "--judge-mode"
+
+
+def test_the_command_line_and_its_declarations_import_neither_torch_nor_pil():
+    """`unifybench --help` stays quick: the parser reads RunSpec and JudgeConfig without the runner."""
+    import subprocess
+    import sys
+
+    code = ("import sys, unifybench.cli; unifybench.cli.build_parser(); "
+            "print(sorted(m for m in ('torch', 'PIL', 'open_clip', 'transformers') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
