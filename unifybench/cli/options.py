@@ -10,16 +10,14 @@ from pathlib import Path
 from ..errors import BenchError
 from ..options import declared, field_default
 from ..records import TASKS
-from ..scoring.judges.config import JudgeConfig
+from ..scoring.judges.config import JudgeConfig, parse_judge_spec
 from ..seeding import MAX_SEED
 from ..spec import CLIP_CHOICES, FORMAT_CHOICES, RunSpec
 from .render import terminal_safe
 
-
 EXIT_BAD_INPUT = 2
 
 
-# The CLI-only spelling of a field's value: comma-separated lists, and the judge spec checked at once.
 def _path(text: str) -> Path:
     """A path option: an empty one would mean the current folder without anyone choosing it."""
     if not text.strip():
@@ -61,8 +59,6 @@ def _parse_tasks(text: str) -> list[str]:
 
 
 def _parse_judge(text: str) -> str:
-    from ..scoring.judges.config import parse_judge_spec
-
     parse_judge_spec(text)
     return text
 
@@ -71,6 +67,7 @@ def _concept_list(text: str) -> list[str]:
     return [c.strip() for c in text.split(",") if c.strip()]
 
 
+# The command line's spelling of these fields: comma-separated lists, and the judge spec checked at once.
 CONVERTERS = {"tasks": _parse_tasks, "concepts": _concept_list, "spec": _parse_judge}
 
 
