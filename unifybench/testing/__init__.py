@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
 from ..errors import BenchError
+from ..record import MethodDetails
 from .tiny import bundled_concept, small_bench, tiny_clip, tiny_llava
 
 __all__ = ["MethodContract", "RowsContract", "Ran", "cli", "predict", "predictions", "only_run_dir", "read_results",
@@ -506,12 +507,12 @@ class MethodContract:
     def test_describe_is_json_and_says_whether_the_weights_are_random(self):
         assert self._described, "the runner never called describe()"
         details = self._described[0]
-        assert isinstance(details, dict), f"describe() returned a {type(details).__name__}, not a dict"
+        try:  # the runner's own check of what it records
+            MethodDetails.from_describe(details, getattr(self.method, "name", self.method))
+        except BenchError as exc:
+            raise AssertionError(exc.one_line()) from None
         problem = _not_json(details, "describe()")
         assert problem is None, f"describe() is not JSON-able (run.json records it): {problem}"
-        if "random_init" in details:
-            assert isinstance(details["random_init"], bool), \
-                f"describe()['random_init'] is {details['random_init']!r}: True or False (it labels every score)"
 
     def test_a_concept_predicts_the_same_alone_at_batch_size_1_as_after_another_at_batch_size_n(self, tmp_path):
         asked = {s: n for s, n in self._largest_batch.items() if n}
