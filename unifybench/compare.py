@@ -21,22 +21,18 @@ from .errors import BenchError
 from .groups import GroupKey
 from .metrics import paired_metric
 from .record import RANDOM_INIT_LABEL
-from .report import _csv_text, _md_text, _run_row, decimals, interval_text
-from .store import read_score_rows
+from .leaderboard.cells import decimals, interval_text, md_text
+from .leaderboard.render_csv import csv_text
+from .leaderboard.rows import run_row
+from .scored_run import load_scored_run
+from .store import RESULTS_JSON
 from .uncertainty import DEFAULT_RESAMPLES
 
 
 def _load(run_dir: Path) -> dict:
-    run_dir = Path(run_dir)
-    for name in ("run.json", "results.json", "scores.jsonl"):
-        if not (run_dir / name).is_file():
-            raise BenchError(f"not a scored run directory (no {name})", run_dir)
-    key = GroupKey.of(_run_row(run_dir / "results.json"))  # the leaderboard's reading of the run
-    try:
-        results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise BenchError(f"unreadable run record ({exc.__class__.__name__}: {exc})", run_dir) from None
-    return {"dir": run_dir, "results": results, "key": key, "rows": read_score_rows(run_dir / "scores.jsonl")}
+    scored = load_scored_run(run_dir)
+    key = GroupKey.of(run_row(scored.run_dir / RESULTS_JSON))  # the leaderboard's reading of the run
+    return {"dir": scored.run_dir, "results": scored.results, "key": key, "rows": scored.score_rows}
 
 
 def _label(run: dict) -> str:
@@ -84,12 +80,12 @@ def as_table(rows: list[dict], fmt: str) -> str:
                                         "concepts", "items", "method", "note", "random_init"])
     if fmt == "csv":
         for column in ("a", "b", "metric"):  # labels carry --method-arg values: no formula, ever
-            frame[column] = frame[column].map(_csv_text)
+            frame[column] = frame[column].map(csv_text)
         return frame.to_csv(index=False, lineterminator="\n")
     lines = []
     random_metrics = {r["metric"] for r in rows if r.get("random_init")}
     for (a, b), part in frame.groupby(["a", "b"], sort=False):
-        lines += [f"### A = {_md_text(a)}; B = {_md_text(b)}", ""]
+        lines += [f"### A = {md_text(a)}; B = {md_text(b)}", ""]
         shown = [m for m in part["metric"] if m in random_metrics]
         if shown:
             lines += [f"{RANDOM_INIT_LABEL} ({', '.join(shown)}): a model or scorer had random weights.", ""]

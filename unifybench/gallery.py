@@ -9,34 +9,16 @@ embedded as thumbnails, so the file can be mailed or opened anywhere; every text
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from .errors import BenchError
 from .output import write_output
 from .pages import esc, page, thumbnail_uri
-from . import record
 from .records import ANSWER_TASKS, GEN_KINDS
-from .report import interval_text
-from .store import RunStore, check_results, read_score_rows
+from .leaderboard.cells import interval_text
+from .scored_run import load_scored_run
+from .store import RunStore
 from .tasks import caption_items
-
-
-def _load(run_dir: Path) -> tuple[dict, dict, list[dict], RunStore]:
-    for name in ("run.json", "results.json", "scores.jsonl"):
-        if not (run_dir / name).is_file():
-            hint = "; run `unifybench run` to finish and score it" if name != "run.json" else ""
-            raise BenchError(f"not a scored run directory: no {name}{hint}", run_dir)
-    try:
-        run_json = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
-        results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise BenchError(f"unreadable run files ({exc.__class__.__name__}: {exc})", run_dir) from exc
-    if not isinstance(run_json, dict):
-        raise BenchError("not a run record (expected a JSON object)", run_dir / "run.json")
-    record.check_shape(run_json, run_dir / "run.json")
-    check_results(results, run_dir / "results.json")
-    return run_json, results, read_score_rows(run_dir / "scores.jsonl"), RunStore(run_dir)
 
 
 def _bench(run_json: dict):
@@ -124,7 +106,8 @@ def _metrics_line(metrics: dict, intervals: dict | None = None) -> str:
 
 def build_gallery(run_dir: Path, *, concepts: list[str] | None = None, images_per_prompt: int | None = None) -> str:
     run_dir = Path(run_dir)
-    run_json, results, rows, store = _load(run_dir)
+    scored = load_scored_run(run_dir)
+    run_json, results, rows, store = scored.record, scored.results, scored.score_rows, RunStore(run_dir)
     bench, bench_problem = _bench(run_json)
     by_image: dict[tuple[str, str], dict] = {}
     by_key: dict[tuple[str, str], dict] = {}

@@ -18,11 +18,11 @@ def write_output(path: Path, text: str) -> None:
     """Write a page or table to ``path``; one line saying why when it cannot be (never over a file of
     a run directory: that would destroy the run)."""
     # here, not above: the store brings PIL, and `--help` needs neither
-    from .store import RUN_FILES, prepare_out_dir
+    from .store import RUN_FILES, RUN_JSON, prepare_out_dir
 
     if path.is_dir():
         raise BenchError("is a folder; give a file name", path, "--out")
-    if (path.name in RUN_FILES or path.name.startswith("predictions.")) and (path.parent / "run.json").exists():
+    if (path.name in RUN_FILES or path.name.startswith("predictions.")) and (path.parent / RUN_JSON).exists():
         raise BenchError("is a file of the run directory it lies in; write the page elsewhere", path, "--out")
     if path.is_symlink():
         raise BenchError("is a symbolic link; give a file name", path, "--out")

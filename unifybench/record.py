@@ -18,21 +18,48 @@ import json
 import platform
 import subprocess
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from .errors import BenchError
 from .kit.files import write_json_atomic
+from .store import RUN_JSON
 
 RANDOM_INIT_LABEL = "random-init weights: plumbing and speed only, not a result"
 BACKBONES_UNUSED = "not used"
 
 
+@dataclass(frozen=True)
+class MethodDetails:
+    """A method's ``describe()``, checked where the core reads it: ``random_init`` a bool (it labels
+    every score), the rest recorded as given in ``run.json``'s ``method_details``."""
+    random_init: bool
+    recorded: dict
+
+    @classmethod
+    def from_describe(cls, details, method: str) -> "MethodDetails":
+        """What the runner takes from ``describe()``: a dict whose ``random_init``, when given, is True
+        or False; anything else is one line naming the method."""
+        if not isinstance(details, dict):
+            raise BenchError(f"describe() returned a {type(details).__name__}, not a dict", where=f"method {method}")
+        random_init = details.get("random_init", False)
+        if not isinstance(random_init, bool):
+            raise BenchError(f"describe()['random_init'] is {random_init!r}: expected True or False (it labels "
+                             f"every score)", where=f"method {method}")
+        return cls(random_init, details)
+
+    @classmethod
+    def from_record(cls, method_details: dict | None) -> "MethodDetails":
+        """What a run's record says (None: nothing described, as when every prediction existed)."""
+        details = method_details if isinstance(method_details, dict) else {}
+        return cls(bool(details.get("random_init")), details)
+
+
 def is_random_init(method_details: dict | None) -> bool:
-    """Whether a method's predictions come from random-init weights: its ``describe()``'s
-    ``random_init`` (a bool, the contract kit checks). The one place every label and table asks."""
-    return bool((method_details or {}).get("random_init"))
+    """Whether a method's predictions come from random-init weights: the recorded ``describe()``'s
+    ``random_init``. The one place every label and table asks."""
+    return MethodDetails.from_record(method_details).random_init
 
 
 @functools.cache  # once per process: run.json is written more than once per run
@@ -84,7 +111,7 @@ def backbone_names(kind: str, clip: str = "ViT-B-32") -> dict[str, str]:
 
 def read_previous(run_dir: Path) -> dict:
     """The run.json an earlier run left here, or {} when there is none."""
-    path = run_dir / "run.json"
+    path = run_dir / RUN_JSON
     if not path.exists():
         return {}
     try:
@@ -181,5 +208,5 @@ def write(run_dir: Path, spec, identity: dict, bench, backbones: str, *, previou
     }
     if notes:
         record["resumed_with_changed_code"] = notes
-    write_json_atomic(run_dir / "run.json", record)
+    write_json_atomic(run_dir / RUN_JSON, record)
     return record

@@ -29,13 +29,13 @@ from .methods import GenRequest, Method, Provider, method_code, resolve_method
 from .metrics import Why
 from .options import check_declared
 from .progress import choose_threads, null_console, progress_bars, set_threads
-from .record import BACKBONES_UNUSED, RANDOM_INIT_LABEL
+from .record import BACKBONES_UNUSED, RANDOM_INIT_LABEL, MethodDetails
 from .records import ANSWER_TASKS, GEN_KINDS, TASKS, Benchmark
 from .scoring.judges import JudgeConfig
 from .scoring.phase import score_run
 from .seeding import seeded
 from .spec import RunSpec
-from .store import RunStore, check_no_links, check_run_files, prepare_out_dir, run_dir_lock, safe_filename
+from .store import RESULTS_JSON, RunStore, check_no_links, check_run_files, prepare_out_dir, run_dir_lock, safe_filename
 from .tasks import Work, build_requests
 
 _LOG = get_logger("runner")
@@ -303,7 +303,7 @@ def run(spec: RunSpec, out_root: Path, console=None, verbose: bool = False,
             results["method_code_changed"] = {"changes": stale_code, "recorded": previous["method_code"].get("sha256"),
                                               "current": p.code.get("sha256")}
         if resumed_notes or stale_code:
-            write_json_atomic(p.run_dir / "results.json", results)
+            write_json_atomic(p.run_dir / RESULTS_JSON, results)
         if stale_code:
             console.print(f"note: the method's code changed since these predictions were made ({stale_code}): the "
                           f"numbers are the old code's; give another --out to predict with the current code")
@@ -331,7 +331,7 @@ def _predict_pending(p: _Prepared, spec: RunSpec, store: RunStore, console, work
         return None
     _LOG.info(f"{spec.method}: {n_pending} requests to predict on {len(work)} concept(s), device {p.device}")
     method = p.method_cls(p.method_args, seed=spec.seed, device=p.device, batch_size=spec.batch_size)
-    details = method.describe()
+    details = MethodDetails.from_describe(method.describe(), spec.method).recorded
     described(details)
     _predict(method, p.bench, work, store, spec, console, before_concept)
     return details

@@ -32,6 +32,12 @@ from .errors import BenchError
 from .records import TASKS
 from .kit.files import atomic_write, write_jsonl_atomic
 
+# The run directory's files, named once: every module that reads or writes one uses these.
+RUN_JSON = "run.json"
+PREDICTIONS_JSONL = "predictions.jsonl"
+SCORES_JSONL = "scores.jsonl"
+RESULTS_JSON = "results.json"
+
 
 def safe_filename(text: str, max_len: int = 80) -> str:
     """A file-name-safe form of a prompt: letters, digits, '-', '_' and '.', at most max_len long."""
@@ -111,7 +117,7 @@ def check_no_links(run_dir: Path) -> None:
 
 
 # The files and folders a run directory holds, by name (cli's write_output refuses to overwrite them).
-RUN_FILES = ("run.json", "results.json", "scores.jsonl", "predictions.jsonl", "log.txt", ".lock", "missing.txt")
+RUN_FILES = (RUN_JSON, RESULTS_JSON, SCORES_JSONL, PREDICTIONS_JSONL, "log.txt", ".lock", "missing.txt")
 RUN_FOLDERS = ("images", "state")
 
 
@@ -205,7 +211,7 @@ class RunStore:
     def __init__(self, run_dir: Path, rank: int | None = None):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.main_path = self.run_dir / "predictions.jsonl"
+        self.main_path = self.run_dir / PREDICTIONS_JSONL
         self.predictions_path = self.main_path if rank is None else self.run_dir / f"predictions.rank{rank}.jsonl"
         self.predictions: dict[str, dict] = {}
         # What this process's method returned for a request it could not store ("returned 2 of 3

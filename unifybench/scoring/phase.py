@@ -14,7 +14,7 @@ from ..metrics import OPTIONAL_METRICS, TASK_METRICS, ScoringContext, aggregate,
 from ..progress import progress_bars
 from ..record import RANDOM_INIT_LABEL, backbone_names, is_random_init
 from ..records import GEN_KINDS
-from ..store import read_jsonl
+from ..store import RESULTS_JSON, SCORES_JSONL, read_jsonl
 from ..uncertainty import LEVEL, METHOD
 
 
@@ -118,7 +118,7 @@ def score_run(bench, work: dict, store, spec, backbones: str, skipped: dict[str,
         judged, dreambench_plus_info = dreambench_plus_rows(bench, work, store, config=spec.judge, console=console)
         rows += judged
 
-    scores_path = store.run_dir / "scores.jsonl"
+    scores_path = store.run_dir / SCORES_JSONL
     write_jsonl_atomic(scores_path, rows)
     scored = read_jsonl(scores_path)
     overall, per_concept = aggregate(scored, context, tasks_run)
@@ -163,7 +163,7 @@ def score_run(bench, work: dict, store, spec, backbones: str, skipped: dict[str,
         "intervals": intervals,
         "concept_intervals": concept_intervals,
     }
-    write_json_atomic(store.run_dir / "results.json", results)
+    write_json_atomic(store.run_dir / RESULTS_JSON, results)
     get_logger("scoring").info(f"scored {len(scored)} samples of {len(work)} concept(s): {store.run_dir / 'results.json'}")
     print_summary(results, console, skipped)
     return results

@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
 from ..errors import BenchError
+from ..record import MethodDetails
 from .tiny import bundled_concept, small_bench, tiny_clip, tiny_llava
 
 __all__ = ["MethodContract", "RowsContract", "Ran", "cli", "predict", "predictions", "only_run_dir", "read_results",
@@ -431,6 +432,12 @@ class MethodContract:
         def describing(self):
             value = real_describe(self)
             cls._described.append(value)
+            try:
+                MethodDetails.from_describe(value, klass.name)
+            except BenchError:
+                # The runner would refuse it: the describe test reports why, and the rest of the
+                # contract still runs on the method with what the runner can record.
+                return {**value, "random_init": bool(value.get("random_init"))} if isinstance(value, dict) else {}
             return value
 
         def personalizing(method, concept, state_dir, *a, **kw):
@@ -509,9 +516,10 @@ class MethodContract:
         assert isinstance(details, dict), f"describe() returned a {type(details).__name__}, not a dict"
         problem = _not_json(details, "describe()")
         assert problem is None, f"describe() is not JSON-able (run.json records it): {problem}"
-        if "random_init" in details:
-            assert isinstance(details["random_init"], bool), \
-                f"describe()['random_init'] is {details['random_init']!r}: True or False (it labels every score)"
+        try:  # the runner's own check of what it records
+            MethodDetails.from_describe(details, getattr(self.method, "name", self.method))
+        except BenchError as exc:
+            raise AssertionError(exc.one_line()) from None
 
     def test_a_concept_predicts_the_same_alone_at_batch_size_1_as_after_another_at_batch_size_n(self, tmp_path):
         asked = {s: n for s, n in self._largest_batch.items() if n}
