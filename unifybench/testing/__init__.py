@@ -603,8 +603,8 @@ class MethodContract:
                 except _Interrupted:
                     continue
         if not kills:
-            pytest.skip(f"personalize never reported a step (self.progress(what, done, total) with done > 0): "
-                        f"no place inside it to interrupt")
+            pytest.skip("personalize never reported a step (self.progress(what, done, total) with done > 0): "
+                        "no place inside it to interrupt")
         what = f"{second} killed inside personalize at step(s) {', '.join(kills)}, then resumed"
         assert second in finished, f"{what}: personalize never finished"
         self._same_state(second, finished[second][0], finished[second][1], what)
