@@ -116,3 +116,24 @@ def test_one_run_found_in_two_directories_is_one_row_saying_so(tmp_path):
     # Another specification (another --limit) is another row.
     assert cli("run", "--method", "always-yes", "--tasks", "rec", "--limit", "2", "--out", str(runs)).returncode == 0
     assert len(cli("leaderboard", str(runs), "--no-published", "--format", "csv").stdout.strip().splitlines()) == 3
+
+
+def test_metrics_the_leaderboard_keeps_apart_are_named_by_compare(tmp_path):
+    """Two runs of one method scored with other scorer backbones (tiny, random): recognition
+    compares, generation does not; compare says which metrics it left out and why."""
+    plugin = make_plugin(tmp_path / "plugin", "groups-plugin", "groups_plugin", PLUGIN,
+                         {"unified-tiny": "groups_plugin:Unified", "understanding-tiny": "groups_plugin:Understanding"})
+    out = tmp_path / "runs"
+    for backbones in ("tiny", "random"):
+        ran = cli("run", "--method", "unified-tiny", "--tasks", "rec,gen", "--backbones", backbones, "--concepts",
+                  "dog", "--limit", "2", "--images-per-prompt", "1", "--out", str(out / backbones), pythonpath=[plugin])
+        assert ran.returncode == 0, ran.stderr
+    a, b = _runs(out / "tiny")[0], _runs(out / "random")[0]
+    text = cli("compare", str(a), str(b))
+    assert text.returncode == 0, text.stderr
+    assert "| rec.accuracy |" in text.stdout and "| gen.clip_i |" not in text.stdout
+    line = next(x for x in text.stdout.splitlines() if x.startswith("Not compared"))
+    assert "gen.clip_i (" in line and "scorer backbones" in line
+    as_json = cli("compare", str(a), str(b), "--format", "json")
+    assert all(r["metric"].startswith("rec.") for r in json.loads(as_json.stdout))
+    assert "not compared" in as_json.stderr and "gen.clip_i" in as_json.stderr

@@ -41,8 +41,11 @@ def _label(run: dict) -> str:
     return results["method"] + (f" ({args})" if args else "") + f" [{run['dir'].name}]"
 
 
-def compare(run_dirs: list[Path], resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> list[dict]:
-    """One row per (other run, metric): the first run against each of the others."""
+def compare(run_dirs: list[Path], resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
+            not_compared: list[dict] | None = None) -> list[dict]:
+    """One row per (other run, metric): the first run against each of the others. ``not_compared``,
+    when given, receives ``{a, b, metric, why}`` for each metric both runs scored that the
+    leaderboard keeps apart (where other metrics of the pair compare: otherwise it is refused)."""
     if len(run_dirs) < 2:
         raise BenchError("give at least two run directories", where="compare")
     runs = [_load(d) for d in run_dirs]
@@ -50,6 +53,7 @@ def compare(run_dirs: list[Path], resamples: int = DEFAULT_RESAMPLES, seed: int 
     out = []
     for other in runs[1:]:
         apart: set[str] = set()  # why metrics both runs scored were left out
+        skipped: list[dict] = []
         compared = 0
         for task, metrics in base["results"]["tasks"].items():
             for metric, value in metrics.items():
@@ -58,7 +62,10 @@ def compare(run_dirs: list[Path], resamples: int = DEFAULT_RESAMPLES, seed: int 
                     continue
                 key = base["key"].for_metric(f"{task}.{metric}")
                 if key != other["key"].for_metric(f"{task}.{metric}"):
-                    apart.update(key.differences(other["key"].for_metric(f"{task}.{metric}")))
+                    why = key.differences(other["key"].for_metric(f"{task}.{metric}"))
+                    apart.update(why)
+                    skipped.append({"a": _label(base), "b": _label(other), "metric": f"{task}.{metric}",
+                                    "why": "; ".join(sorted(why))})
                     continue
                 compared += 1
                 found = paired_metric(base["rows"], other["rows"], task, metric, seed)
@@ -70,10 +77,14 @@ def compare(run_dirs: list[Path], resamples: int = DEFAULT_RESAMPLES, seed: int 
             raise BenchError(f"{base['dir'].name} and {other['dir'].name} differ ({'; '.join(sorted(apart))}): the "
                              f"leaderboard keeps them in separate tables and no metric of theirs compares; rerun one "
                              f"with the other's settings", where="compare")
+        if not_compared is not None:
+            not_compared.extend(skipped)
     return out
 
 
-def as_table(rows: list[dict], fmt: str) -> str:
+def as_table(rows: list[dict], fmt: str, not_compared: list[dict] | None = None) -> str:
+    """The comparison as md, csv or json; metrics left out (``not_compared``) are named in md and
+    stderr is the place for them in csv and json (see the command)."""
     if fmt == "json":
         return json.dumps(rows, indent=2) + "\n"
     frame = pd.DataFrame(rows, columns=["a", "b", "metric", "mean_a", "mean_b", "diff", "lo", "hi", "p", "p_t",
@@ -89,6 +100,10 @@ def as_table(rows: list[dict], fmt: str) -> str:
         shown = [m for m in part["metric"] if m in random_metrics]
         if shown:
             lines += [f"{RANDOM_INIT_LABEL} ({', '.join(shown)}): a model or scorer had random weights.", ""]
+        left = [n for n in not_compared or () if (n["a"], n["b"]) == (a, b)]
+        if left:
+            lines += ["Not compared (the leaderboard keeps these apart): " +
+                      "; ".join(f"{n['metric']} ({md_text(n['why'])})" for n in left) + ".", ""]
         lines += ["| metric | A | B | A − B, 95% interval | p (permutation) | p (t) | concepts | items |",
                   "|---|---|---|---|---|---|---|---|"]
         for r in part.to_dict("records"):

@@ -8,8 +8,12 @@ from .render import console, print_text
 def cmd_compare(args) -> int:
     from ..compare import as_table, compare
 
-    text = as_table(compare(args.runs, args.bootstrap, args.seed), args.format)
+    left_out: list[dict] = []
+    text = as_table(compare(args.runs, args.bootstrap, args.seed, not_compared=left_out), args.format, left_out)
     _write_or_print(text, args.out, end="")
+    if left_out and args.format != "md":  # md names them above its table; csv and json stay data
+        console(stderr=True).print("not compared (the leaderboard keeps these apart): " +
+                                   "; ".join(f"{n['metric']} ({n['why']})" for n in left_out), markup=False)
     return 0
 
 
