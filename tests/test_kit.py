@@ -412,7 +412,8 @@ def test_weights_load_strictly_or_name_what_differs_in_one_line(tmp_path, monkey
 
 
 def test_every_model_that_cannot_be_loaded_is_named_in_the_one_line(tmp_path):
-    """Show-o needs three checkpoints: offline, one line names all three (not one per attempt)."""
+    """Show-o needs three checkpoints and the scorer its own: offline, one line names all of them
+    (not one per attempt)."""
     ran = cli("run", "--method", "unictokens", "--out", str(tmp_path / "runs"))
     line = ran.stderr.strip()
     assert ran.returncode == 2 and len(line.splitlines()) == 1, ran.stderr
@@ -420,3 +421,4 @@ def test_every_model_that_cannot_be_loaded_is_named_in_the_one_line(tmp_path):
     for where in ("--method-arg model", "--method-arg vq_model", "--method-arg tokenizer"):
         assert where in line
     assert line.count("hf download") == 3 and not (tmp_path / "runs").exists()
+    assert "[backbones]: cannot load CLIP" in line  # the scorer's checkpoints, in the same line

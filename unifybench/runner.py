@@ -156,7 +156,11 @@ def _prepare(spec: RunSpec, out_root: Path, rank: distributed.Rank, console, dev
 
     supported = [t for t in spec.tasks if t in method_cls.tasks]
     method_cls.check_run(method_args, [bench.concept(name) for name in concepts], supported)
-    method_cls.check_available(method_args)
+    try:
+        method_cls.check_available(method_args)
+        unavailable = None
+    except BenchError as exc:  # said with the scorer checkpoints, when they are missing too: one download list
+        unavailable = exc
     skipped = {t: Why.unsupported(spec.method, t) for t in spec.tasks if t not in method_cls.tasks}
     if skipped:
         console.print(f"skipping {', '.join(skipped)}: method {spec.method} does not support them")
@@ -170,11 +174,19 @@ def _prepare(spec: RunSpec, out_root: Path, rank: distributed.Rank, console, dev
     backbones, loaded_backbones = BACKBONES_UNUSED, None
     clip_scored = "caption" in supported and any(bench.concept(c).captions for c in concepts)
     if any(t in GEN_KINDS for t in supported) or clip_scored:
-        if rank.is_main:
+        if rank.is_main and unavailable is None:
             backbones, loaded_backbones = resolve_backbones(spec.backbones, console, device=device,
                                                             seed=spec.seed, clip_model=spec.clip_model)
+        elif rank.is_main:
+            try:
+                resolve_backbones(spec.backbones, console, device=device, seed=spec.seed, clip_model=spec.clip_model)
+            except BenchError as exc:
+                raise BenchError("models cannot be loaded: " + "; ".join(e.one_line() for e in (unavailable, exc))) \
+                    from None
         else:
             backbones = spec.backbones
+    if unavailable is not None:
+        raise unavailable
 
     # What the predictions depend on names the run directory: the method and its parsed arguments
     # (every default filled), the benchmark's content and the request set. Scoring settings
