@@ -34,6 +34,13 @@ def offline() -> bool:
 local_only = hub.local_only
 
 
+def random_init(name: str, builtins) -> bool:
+    """Whether the model ``name`` has random weights: a built-in name (``tiny``, ``random``, ...) is
+    built in code from a config and never loaded. The one rule behind every adapter's
+    ``describe()["random_init"]``, given the built-in names its ``check_available`` is given."""
+    return name in tuple(builtins)
+
+
 def kind_of(name: str, builtins: tuple[str, ...] = ()) -> str:
     """``builtin`` (built in code), ``hub`` (``owner/name`` that is not a local path), else ``folder``."""
     if name in builtins:

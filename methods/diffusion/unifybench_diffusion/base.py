@@ -7,7 +7,7 @@ import contextlib
 from unifybench.errors import BenchError
 from unifybench.kit.args import Arg, Auto
 from unifybench.kit.batching import draw_in_calls
-from unifybench.kit.models import check_available, on_cuda, shared, torch_dtype
+from unifybench.kit.models import check_available, on_cuda, random_init, shared, torch_dtype
 from unifybench.logs import get_logger
 from unifybench.methods import ConceptLayers, Method
 from unifybench.records import Concept
@@ -72,7 +72,7 @@ class DiffusionMethod(ConceptLayers, Method):
         return self._host
 
     def describe(self):
-        return {"base_model": self.model_name, "random_init": self.model_name in RANDOM_MODELS,
+        return {"base_model": self.model_name, "random_init": random_init(self.model_name, RANDOM_MODELS),
                 "backend": self.host.describe(),
                 "sampling": {"scheduler": self.scheduler, "steps": self.steps, "guidance": self.guidance,
                              "resolution": self.host.resolution, "gen_batch": self.gen_batch, "eta": 0.0}}

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from unifybench.errors import BenchError
+from unifybench.kit.models import random_init
 from unifybench.logs import get_logger, quiet_transformers
 from unifybench.newrows import VocabRowParam
 
@@ -366,7 +367,7 @@ class SDHost:
                 "resolution": self.resolution, "scheduler": self.scheduler_name,
                 "scheduler_class": type(self.sampler).__name__,
                 "attention": "sdpa" if hasattr(F, "scaled_dot_product_attention") else "eager",
-                "random_init": self.model_name in RANDOM_MODELS}
+                "random_init": random_init(self.model_name, RANDOM_MODELS)}
 
 
 # Built in code, random weights: tests and smoke runs (tiny), cost at full size (random).

@@ -16,7 +16,7 @@ from pathlib import Path
 from unifybench.errors import BenchError
 from unifybench.kit.args import Arg, Auto
 from unifybench.kit.files import write_json_atomic
-from unifybench.kit.models import check_available, kind_of, on_cuda, shared, torch_dtype
+from unifybench.kit.models import check_available, kind_of, on_cuda, random_init, shared, torch_dtype
 from unifybench.kit.weights import hub_snapshot
 from unifybench.logs import get_logger
 from unifybench.methods import Method
@@ -98,7 +98,7 @@ class RAP(Method):
 
     def describe(self):
         a = self.args
-        return {"base_model": a.model, "random_init": a.model == "tiny", "backend": self.host.describe(),
+        return {"base_model": a.model, "random_init": random_init(a.model, ("tiny",)), "backend": self.host.describe(),
                 "conversation": f"llava_{a.conv}",
                 "decoding": "greedy" if a.temperature == 0 else f"sampled, temperature {a.temperature:g}",
                 "reference_compatible": a.conv == "v0" and a.temperature == 0.2,

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from unifybench.errors import BenchError
-from unifybench.kit.models import cache_kwarg_name
+from unifybench.kit.models import cache_kwarg_name, random_init
 from unifybench.kit.rows import freeze
 from unifybench.logs import quiet_transformers
 
@@ -332,7 +332,7 @@ class JanusBackend(UnifiedBackend):
     def describe(self):
         return {"backend": "janus", "model": self.model_name, "dtype": str(self.dtype).replace("torch.", ""),
                 "hidden_size": self.hidden_size, "codes_per_image": self.n_codes,
-                "random_init": self.model_name in ("tiny", "random-1b"),
+                "random_init": random_init(self.model_name, ("tiny", "random-1b")),
                 "decoding": "static KV cache" + ((" + torch.compile(reduce-overhead): CUDA graphs"
                                                   if self.device.type == "cuda" else " + torch.compile (inductor)")
                                                  if self.compile_decode else ", eager steps")}

@@ -14,7 +14,7 @@ from unifybench.logs import get_logger
 from unifybench.kit.args import Arg, Auto, Derived
 from unifybench.kit.checkpoints import concept_folder
 from unifybench.kit.files import write_json_atomic
-from unifybench.kit.models import check_all_available, on_cuda, shared
+from unifybench.kit.models import check_all_available, on_cuda, random_init, shared
 from unifybench.methods import ConceptLayers, Method
 from unifybench.records import TASKS, Concept
 from unifybench.data.common import concept_phrase
@@ -113,8 +113,8 @@ _LOG = get_logger("method.unictokens")
 
 def get_backend(backend: str, model: str, device: str, seed: int, dtype: str | None = None, **extra):
     """One backend per (backend, model, its files, device, dtype) in a process: concepts share the weights."""
-    random_init = model in ("tiny", RANDOM_MODELS[backend])
-    key = ("unictokens", backend, model, tuple(sorted(extra.items())), device, dtype, seed if random_init else None)
+    random_weights = random_init(model, ("tiny", RANDOM_MODELS[backend]))
+    key = ("unictokens", backend, model, tuple(sorted(extra.items())), device, dtype, seed if random_weights else None)
 
     def load():
         torch_dtype = getattr(torch, dtype) if dtype else None
@@ -165,7 +165,7 @@ class _UnifiedMethod(ConceptLayers, Method):
 
     def describe(self):
         return {"base_model": self.model_name, "backend_name": self.backend_name,
-                "random_init": self.model_name in ("tiny", RANDOM_MODELS[self.backend_name]),
+                "random_init": random_init(self.model_name, ("tiny", RANDOM_MODELS[self.backend_name])),
                 "backend": self.backend.describe(), "gen_batch": self.gen_batch}
 
     # ------------------------------------------------------------------ speed hooks

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from unifybench.errors import BenchError
-from unifybench.kit.models import cache_kwarg_name
+from unifybench.kit.models import cache_kwarg_name, random_init
 from unifybench.kit.rows import freeze
 from unifybench.logs import quiet_transformers
 from unifybench.offline import local_only as hub_local_only
@@ -403,5 +403,5 @@ class ShowoBackend(UnifiedBackend):
         return {"backend": "showo", "model": self.model_name, "dtype": str(self.dtype).replace("torch.", ""),
                 "hidden_size": self.hidden_size, "codes_per_image": self.tokens_per_image,
                 "image_size": self.image_size, "maskgit_steps": self.steps,
-                "random_init": self.model_name in ("tiny", "random"),
+                "random_init": random_init(self.model_name, ("tiny", "random")),
                 "understanding": "KV cache, batched (left padding)", "generation": "MaskGIT, batched"}

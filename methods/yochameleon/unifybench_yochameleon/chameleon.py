@@ -31,7 +31,7 @@ from PIL import Image, ImageOps
 
 from unifybench.errors import BenchError
 from unifybench.images import open_rgb
-from unifybench.kit.models import cache_kwarg_name
+from unifybench.kit.models import cache_kwarg_name, random_init
 from unifybench.kit.weights import hub_snapshot
 from unifybench.logs import quiet_transformers
 from unifybench.newrows import VocabRowParam
@@ -342,7 +342,7 @@ class ChameleonHost:
         return {"model": self.model_name, "dtype": str(self.dtype).replace("torch.", ""),
                 "hidden_size": self.hidden_size, "tokens_per_image": self.tokens_per_image,
                 "vocabulary_rows": self.model.get_input_embeddings().weight.shape[0],
-                "tokenizer_ids": len(self.tokenizer), "random_init": self.model_name in RANDOM_MODELS,
+                "tokenizer_ids": len(self.tokenizer), "random_init": random_init(self.model_name, RANDOM_MODELS),
                 "vqgan": str(self._vqgan) if self._vqgan else "the checkpoint's model.vqmodel.decoder"}
 
 

@@ -22,7 +22,7 @@ from unifybench.kit.args import Arg, Auto
 from unifybench.kit.batching import draw_in_calls
 from unifybench.kit.epochs import load_token_rows, save_token_rows, training_costs
 from unifybench.kit.files import read_json
-from unifybench.kit.models import check_available, kind_of, shared, torch_dtype
+from unifybench.kit.models import check_available, kind_of, random_init, shared, torch_dtype
 from unifybench.kit.rows import EpochLoop
 from unifybench.logs import get_logger
 from unifybench.methods import ConceptLayers, Method
@@ -142,7 +142,7 @@ class YoChameleon(ConceptLayers, Method):
 
     def describe(self):
         a = self.args
-        return {"base_model": self.model_name, "random_init": self.model_name in RANDOM_MODELS,
+        return {"base_model": self.model_name, "random_init": random_init(self.model_name, RANDOM_MODELS),
                 "backend": self.host.describe(), "tokens": self.tokens(),
                 "image_sampling": {"top_k": a.top_k, "temperature": a.temperature, "gen_batch": a.gen_batch},
                 "train_args": {"epochs": a.epochs, "lr": a.lr, "weight_decay": a.weight_decay, "betas": [0.9, 0.999],

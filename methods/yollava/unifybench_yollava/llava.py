@@ -18,9 +18,9 @@ from PIL import Image, ImageOps
 
 from unifybench.errors import BenchError
 from unifybench.images import open_rgb
-from unifybench.kit.rows import freeze
+from unifybench.kit.models import random_init
+from unifybench.kit.rows import VocabRowParam, freeze
 from unifybench.logs import quiet_transformers
-from unifybench.kit.rows import VocabRowParam
 
 DEFAULT_MODEL = "llava-hf/llava-1.5-13b-hf"
 SYSTEM = ("A chat between a curious human and an artificial intelligence assistant. "
@@ -221,7 +221,7 @@ class LlavaHost:
         return {"model": self.model_name, "dtype": str(self.dtype).replace("torch.", ""),
                 "hidden_size": self.hidden_size, "image_tokens": self.n_image_tokens,
                 "vocabulary_rows": self.model.get_input_embeddings().weight.shape[0],
-                "tokenizer_ids": len(self.tokenizer), "random_init": self.model_name == "tiny"}
+                "tokenizer_ids": len(self.tokenizer), "random_init": random_init(self.model_name, ("tiny",))}
 
 
 def save_folder(host: LlavaHost, folder: Path) -> None:

@@ -24,7 +24,7 @@ from unifybench.kit.args import Arg, Auto
 from unifybench.kit.checkpoints import concept_folder
 from unifybench.kit.epochs import load_token_rows, save_token_rows, token_row_epochs, training_costs
 from unifybench.kit.files import read_json, write_json_atomic
-from unifybench.kit.models import check_available, shared, torch_dtype
+from unifybench.kit.models import check_available, random_init, shared, torch_dtype
 from unifybench.kit.rows import EpochLoop
 from unifybench.methods import ConceptLayers, Method
 from unifybench.records import Concept
@@ -128,7 +128,7 @@ class _LlavaMethod(ConceptLayers, Method):
         return self._host
 
     def describe(self):
-        return {"base_model": self.model_name, "random_init": self.model_name == "tiny", "backend": self.host.describe(),
+        return {"base_model": self.model_name, "random_init": random_init(self.model_name, ("tiny",)), "backend": self.host.describe(),
                 "decoding": "greedy" if self.temperature == 0 else f"sampled, temperature {self.temperature:g}"}
 
     def isolation_fingerprint(self):
