@@ -70,7 +70,7 @@ def test_a_unified_run_and_an_understanding_only_run_compare_on_recognition(tmp_
     real = next(p for p in _runs(out) if p.name.startswith("always-yes"))
     refused = cli("compare", str(real), str(understanding))
     assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
-    assert "scorer backbones: none used vs random-init method model" in refused.stderr
+    assert "method model: not random-init vs random-init" in refused.stderr
     assert "('" not in refused.stderr  # words, not tuples
     board = cli("leaderboard", str(out), "--no-published").stdout
     assert len(board.split("### ")[1:]) == 2

@@ -112,12 +112,13 @@ def test_a_column_where_every_row_ties_marks_no_row_best():
 
 def test_a_count_averaged_over_seeds_shows_its_mean_not_a_rounded_one():
     """Three seeds with 11, 12 and 12 unparsed replies: 11.667 (it read 11.700)."""
-    from unifybench.report import as_markdown, build_tables, seed_groups
+    from unifybench.report import LeaderboardRow, as_markdown, build_tables, seed_groups
 
-    base = {"benchmark": "b", "protocol": "default", "backbones": "not used", "judge": "", "limit": "",
-            "method": "m", "_concept_set": ("a",)}
-    rows = seed_groups([{**base, "_seed": seed, "rec.unparsed": count} for seed, count in ((0, 11), (1, 12), (2, 12))])
-    assert len(rows) == 1 and rows[0]["rec.unparsed"] == pytest.approx(35 / 3)
+    base = dict(benchmark="b", protocol="default", backbones="not used", judge="", limit="", fingerprint="f",
+                method="m", source="run", confidence="this harness", concept_set=("a",))
+    rows = seed_groups([LeaderboardRow(**base, seed=seed, metrics={"rec.unparsed": count})
+                        for seed, count in ((0, 11), (1, 12), (2, 12))])
+    assert len(rows) == 1 and rows[0].value("rec.unparsed") == pytest.approx(35 / 3)
     md = as_markdown(build_tables(rows))
     assert "| 11.667 |" in md and "11.700" not in md
 

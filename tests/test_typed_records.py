@@ -9,7 +9,7 @@ import pytest
 
 from unifybench.errors import BenchError
 from unifybench.leaderboard.render_csv import as_csv
-from unifybench.leaderboard.rows import is_published, published_rows
+from unifybench.leaderboard.rows import LeaderboardRow, is_published, published_rows
 from unifybench.record import MethodDetails, is_random_init
 
 
@@ -25,10 +25,10 @@ def test_describe_is_checked_into_method_details():
     assert is_random_init({"random_init": True}) and not is_random_init(None) and not is_random_init({})
 
 
-def _run_row(method: str) -> dict:
-    return {"benchmark": "b", "protocol": "p", "backbones": "tiny", "judge": "", "limit": "", "fingerprint": "f",
-            "method": method, "rec.accuracy": 0.5, "source": "run x", "confidence": "this harness",
-            "_counts": {"concepts": 2, "items": 4}}
+def _run_row(method: str) -> LeaderboardRow:
+    return LeaderboardRow(benchmark="b", protocol="p", backbones="tiny", judge="", limit="", fingerprint="f",
+                          method=method, metrics={"rec.accuracy": 0.5}, source="run x", confidence="this harness",
+                          counts={"concepts": 2, "items": 4})
 
 
 def test_a_run_whose_name_ends_like_a_published_one_is_still_a_run():
@@ -38,3 +38,26 @@ def test_a_run_whose_name_ends_like_a_published_one_is_still_a_run():
     assert not is_published(run)
     frame = pd.read_csv(io.StringIO(as_csv([run, published[0]])), keep_default_na=False)
     assert list(frame["seeds"].astype(str)) == ["1", ""]
+
+
+def test_a_random_init_method_is_a_field_of_the_key_not_part_of_the_backbones_label():
+    """Two runs alike but for the method model's weights: two tables, the random one titled so; the
+    CSV keeps the backbones as scored and says random-init in its own column."""
+    from unifybench.groups import GroupKey
+    from unifybench.leaderboard.tables import build_tables
+
+    real = _run_row("m")
+    random = _run_row("m-tiny")
+    random.random_method = True
+    assert random.key == real.key._replace(random_method=True) and random.key.random_init
+    tables = build_tables([real, random])
+    assert len(tables) == 2
+    by_method = {t.rows[0].method: t for t in tables}
+    assert "random-init method model, scorer backbones tiny" in by_method["m-tiny"].title
+    assert "random-init method model" not in by_method["m"].title
+    frame = pd.read_csv(io.StringIO(as_csv([real, random])), keep_default_na=False)
+    assert list(frame["backbones"]) == ["tiny", "tiny"]
+    assert list(frame["random_init_method"].astype(str)) == ["False", "True"]
+    # A metric that uses no scorer backbone drops the backbones from the key, never the method's weights.
+    understanding = GroupKey("b", "p", "not used", "", "", "f", True)
+    assert random.key.without_backbones() == understanding != real.key.without_backbones()

@@ -18,20 +18,18 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import BenchError
-from .groups import GroupKey
 from .metrics import paired_metric
 from .record import RANDOM_INIT_LABEL
 from .leaderboard.cells import decimals, interval_text, md_text
 from .leaderboard.render_csv import csv_text
 from .leaderboard.rows import run_row
 from .scored_run import load_scored_run
-from .store import RESULTS_JSON
 from .uncertainty import DEFAULT_RESAMPLES
 
 
 def _load(run_dir: Path) -> dict:
     scored = load_scored_run(run_dir)
-    key = GroupKey.of(run_row(scored.run_dir / RESULTS_JSON))  # the leaderboard's reading of the run
+    key = run_row(scored).key  # the leaderboard's reading of the run
     return {"dir": scored.run_dir, "results": scored.results, "key": key, "rows": scored.score_rows}
 
 

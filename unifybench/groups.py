@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 from .record import BACKBONES_UNUSED
 
-# The backbones label of a run whose method model has random weights (results' method_details).
+# How a table's title names a run whose method model has random weights (GroupKey.random_method).
 RANDOM_METHOD = "random-init method model"
 # What a metric that uses no backbone keeps of a run's random-init scorer backbones.
 RANDOM_SCORERS = "random-init scorer backbones"
@@ -26,40 +26,38 @@ def uses_scorer_backbones(metric: str) -> bool:
 
 
 def random_backbones(backbones: str) -> bool:
-    """Whether a backbones label (a key's) stands for random weights, of the scorers or the method."""
-    return (backbones.split() or [""])[0] in ("random", "tiny") or backbones.startswith((RANDOM_METHOD, RANDOM_SCORERS))
+    """Whether a scorer backbones label stands for random weights."""
+    return (backbones.split() or [""])[0] in ("random", "tiny") or backbones == RANDOM_SCORERS
 
 
 class GroupKey(NamedTuple):
     """What rows of one table share. ``fingerprint`` is the benchmark's content hash ("" for a
-    published row, which joins every table of its benchmark's name)."""
+    published row, which joins every table of its benchmark's name); ``random_method``: the method
+    model had random weights (``describe()["random_init"]``), so every number is plumbing only."""
     benchmark: str
     protocol: str
     backbones: str
     judge: str
     limit: str
     fingerprint: str
-
-    @classmethod
-    def of(cls, row: dict) -> "GroupKey":
-        return cls(*(str(row.get(f) or "") for f in cls._fields))
+    random_method: bool = False
 
     def without_backbones(self) -> "GroupKey":
         """The key of a metric that uses no scorer backbone."""
-        if self.backbones.startswith(RANDOM_METHOD):
-            kept = RANDOM_METHOD
-        elif random_backbones(self.backbones):
-            kept = RANDOM_SCORERS
-        else:
-            kept = BACKBONES_UNUSED
+        kept = RANDOM_SCORERS if random_backbones(self.backbones) and not self.random_method else BACKBONES_UNUSED
         return self._replace(backbones=kept)
 
     def for_metric(self, metric: str) -> "GroupKey":
         return self if uses_scorer_backbones(metric) else self.without_backbones()
 
     @property
+    def uses_backbones(self) -> bool:
+        """Whether the run scored anything with the scorer backbones (generation)."""
+        return self.backbones != BACKBONES_UNUSED
+
+    @property
     def random_init(self) -> bool:
-        return random_backbones(self.backbones)
+        return self.random_method or random_backbones(self.backbones)
 
     def differences(self, other: "GroupKey") -> list[str]:
         """In words, each field in which the two keys differ."""
@@ -68,10 +66,12 @@ class GroupKey(NamedTuple):
 
 
 _WORDS = {"benchmark": "benchmark name", "protocol": "protocol", "backbones": "scorer backbones", "judge": "judge",
-          "limit": "--limit", "fingerprint": "benchmark content"}
+          "limit": "--limit", "fingerprint": "benchmark content", "random_method": "method model"}
 
 
-def _says(field: str, value: str) -> str:
+def _says(field: str, value) -> str:
+    if field == "random_method":
+        return "random-init" if value else "not random-init"
     if field == "fingerprint":
         return f"content {value[:10]}" if value else "published"
     if field == "judge":

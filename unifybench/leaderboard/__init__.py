@@ -5,7 +5,9 @@ Rows made on different benchmarks, protocols, scorer backbones, judges or ``--li
 table, so no column mixes them; a table's title says what its rows share (two benchmarks with one
 name: each title gives its content hash). Published rows (with
 source and confidence) join the table of their benchmark and protocol. Random-init scores get
-their own tables, titled as plumbing-only. pandas holds the rows; md, csv and html render them.
+their own tables, titled as plumbing-only. Each row is a :class:`~.rows.LeaderboardRow`, read from the
+run directory by :func:`unifybench.scored_run.load_scored_run` (as the gallery and ``compare`` read it);
+md, csv and html render them.
 
 One module per job: ``rows`` (run directories to rows), ``seeds`` (seeds folded), ``tables``
 (grouping), ``cells`` (a value as text), ``marks`` (best and ties), ``render_md``, ``render_csv``,
@@ -19,14 +21,14 @@ from ..errors import BenchError
 from .render_csv import as_csv
 from .render_html import as_html
 from .render_md import as_markdown
-from .rows import find_runs, one_per_run, published_rows, run_row
+from .rows import LeaderboardRow, find_runs, one_per_run, published_rows, run_row
 from .seeds import seed_groups
 from .tables import build_tables
 
 
-def collect(run_dirs: list[Path], include_published: bool = True) -> tuple[list[dict], list[Path]]:
+def collect(run_dirs: list[Path], include_published: bool = True) -> tuple[list[LeaderboardRow], list[Path]]:
     found = find_runs(run_dirs)
-    rows = seed_groups(one_per_run([run_row(p) for p in found.results]))
+    rows = seed_groups(one_per_run([run_row(p.parent) for p in found.results]))
     if include_published:
         rows += published_rows()
     if not rows:

@@ -6,18 +6,16 @@ import math
 
 from ..metrics import is_reason
 from ..pages import esc
+from .rows import LeaderboardRow
 from .tables import Table
+
+_ROW = object()  # value_parts: the row's own value
 
 
 INTERVAL_NOTE = ("95% interval: value ± h where symmetric, else value [lo, hi]; the concepts are the unit (concept "
                  "jackknife, t on concepts − 1 df; README 'Uncertainty'); decimals as many as the interval "
                  "supports. A group of seeds: each concept averaged over the seeds, then the same interval, plus "
                  "the variance of the seeds' mean; sd: the spread between its seeds. Published rows report no interval.")
-
-
-def as_dict(value) -> dict:
-    """A row's dict field; pandas fills a row without one (a published row) with NaN."""
-    return value if isinstance(value, dict) else {}
 
 
 def decimals(lo: float, hi: float) -> int:
@@ -42,19 +40,20 @@ def interval_text(value: float, lo: float, hi: float, signed: bool = False) -> s
     return " ".join(interval_parts(value, lo, hi, signed))
 
 
-def value_parts(row: dict, metric: str, notes: dict[str, int]) -> tuple[str, str]:
+def value_parts(row: LeaderboardRow | None, metric: str, notes: dict[str, int], value=_ROW) -> tuple[str, str]:
     """A metric's cell as ``(value, what follows it)``: its interval, the interval's note (fewer
-    than 5 concepts, one concept) as a numbered note, and for a group of seeds their spread."""
-    value = row.get(metric)
-    if not isinstance(value, float) or math.isnan(value):
+    than 5 concepts, one concept) as a numbered note, and for a group of seeds their spread.
+    ``value``: the value shown when not the row's own; ``row`` None: a bare value (a per-concept cell)."""
+    value = row.value(metric) if value is _ROW else value
+    if not isinstance(value, float) or math.isnan(value) or row is None:
         return cell_text(value, notes), ""
-    ci = as_dict(row.get("_intervals")).get(metric)
+    ci = row.intervals.get(metric)
     shown, after = interval_parts(value, *ci) if ci else (cell_text(value, notes), "")
-    note = as_dict(row.get("_interval_notes")).get(metric)
+    note = row.interval_notes.get(metric)
     if note:
         after += f" [note {notes.setdefault(note, len(notes) + 1)}]"
-    if metric in as_dict(row.get("_sd")):
-        after += f" (sd {row['_sd'][metric]:.3f}, {int(row['_seeds'])} seeds)"
+    if metric in row.sd:
+        after += f" (sd {row.sd[metric]:.3f}, {row.seeds} seeds)"
     return shown, after.strip()
 
 
@@ -91,7 +90,7 @@ CHOICE_NOTE = ("choice.accuracy asks each multiple-choice item once: the always-
 def wants_choice_note(table: Table) -> bool:
     """A table with the floor row or a circular row says what they show."""
     return "choice.circular_accuracy" in table.metrics or any(
-        str(m).startswith("always-first") for m in table.rows["method"])
+        r.method.startswith("always-first") for r in table.rows)
 
 
 def is_count(metric: str) -> bool:

@@ -8,21 +8,21 @@ import pandas as pd
 
 from ..metrics import DIRECTIONS
 from .cells import is_count
-from .rows import run_scores
+from .rows import LeaderboardRow
 
 
 # The level of the paired test that marks a row "not significantly different from the best".
 SIGNIFICANCE = 0.05
 
 
-def column_marks(records: list[dict], metric: str) -> dict[int, str]:
+def column_marks(records: list[LeaderboardRow], metric: str) -> dict[int, str]:
     """Row position -> ``best`` (the best value of the column) or ``tie`` (not significantly
     different from the best by ``compare``'s paired tests at ``SIGNIFICANCE``: its interval holds 0
     and its permutation p-value is not below). Overlapping
     intervals are not a test of a difference (Schenker & Gentleman 2001), so only rows that can be
     paired with the best (single runs on the same concepts) are ever marked ``tie``. A run that copies
     its reference photos is never marked."""
-    values = [None if r.get("_copies") is True else r.get(metric) for r in records]
+    values = [None if r.copies else r.value(metric) for r in records]
     best = best_positions(pd.Series(values, dtype=object), DIRECTIONS.get(metric, "higher"))
     marks = {i: "best" for i in best}
     if not best or is_count(metric):
@@ -36,13 +36,12 @@ def column_marks(records: list[dict], metric: str) -> dict[int, str]:
     return marks
 
 
-def _paired_with(a: dict, b: dict, metric: str) -> dict | None:
+def _paired_with(a: LeaderboardRow, b: LeaderboardRow, metric: str) -> dict | None:
     """``compare``'s paired test of two rows on ``metric``, or None when they cannot be paired: a
     published row or a group of seeds, other concepts, no readable scores."""
-    # A table's records carry NaN where a field is missing (pandas): a group of seeds has an int.
-    if any(isinstance(r.get("_seeds"), int) or r.get("_concept_set") != a.get("_concept_set") for r in (a, b)):
+    if a.seeds or b.seeds or a.concept_set != b.concept_set:
         return None
-    rows_a, rows_b = run_scores(a.get("_dir")), run_scores(b.get("_dir"))
+    rows_a, rows_b = a.score_rows(), b.score_rows()
     if not rows_a or not rows_b:
         return None
     from ..metrics import paired_metric

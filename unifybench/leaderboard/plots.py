@@ -5,7 +5,8 @@ import math
 
 from ..metrics import DIRECTIONS
 from ..pages import esc
-from .cells import as_dict, is_count
+from .cells import is_count
+from .rows import LeaderboardRow
 
 
 def dot_plot(title: str, labels: list[str], values: list, intervals: list, direction: str = "higher") -> str:
@@ -42,10 +43,10 @@ def dot_plot(title: str, labels: list[str], values: list, intervals: list, direc
     return "".join(parts)
 
 
-def plots_of(records: list[dict], metrics: list[str]) -> str:
+def plots_of(records: list[LeaderboardRow], metrics: list[str]) -> str:
     """Per metric, the table's rows with their intervals."""
-    labels = [str(r["method"]) for r in records]
-    svgs = [dot_plot(m, labels, [r.get(m) for r in records], [as_dict(r.get("_intervals")).get(m) for r in records],
+    labels = [r.method for r in records]
+    svgs = [dot_plot(m, labels, [r.value(m) for r in records], [r.intervals.get(m) for r in records],
                      DIRECTIONS.get(m, "higher")) for m in metrics if not is_count(m)]
     svgs = [s for s in svgs if s]
     return f"<details><summary>plots: each metric with its 95% intervals</summary>{''.join(svgs)}</details>" \

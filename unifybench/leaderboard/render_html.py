@@ -6,12 +6,11 @@ import time
 
 from ..metrics import DIRECTIONS, is_reason
 from ..pages import esc, page
-from ..groups import RANDOM_METHOD
 from ..record import RANDOM_INIT_LABEL
-from .cells import CHOICE_NOTE, INTERVAL_NOTE, as_dict, is_count, value_parts, wants_choice_note
+from .cells import CHOICE_NOTE, INTERVAL_NOTE, is_count, value_parts, wants_choice_note
 from .marks import SIGNIFICANCE, column_marks
 from .plots import dot_plot, plots_of
-from .rows import is_published
+from .rows import LeaderboardRow
 from .tables import TRAILING, Table
 
 
@@ -42,13 +41,13 @@ TIE_TITLE = (f"not significantly different from the best (compare's paired tests
 
 
 def _metric_cells(values: list, metrics: list[str], marks: dict[str, dict[int, str]], position: int,
-                  notes: dict[str, int], row: dict | None = None) -> str:
+                  notes: dict[str, int], row: LeaderboardRow | None = None) -> str:
     cells, previous = [], None
     for m, value in zip(metrics, values):
         task = m.split(".")[0]
         classes = ["first-of-task"] if task != previous else []
         previous = task
-        text, extra = value_parts({**(row or {}), m: value}, m, notes)
+        text, extra = value_parts(row, m, notes, value)
         title = ""
         mark = marks.get(m, {}).get(position)
         if isinstance(value, str) and is_reason(value):
@@ -70,9 +69,9 @@ def _metric_cells(values: list, metrics: list[str], marks: dict[str, dict[int, s
     return "".join(cells)
 
 
-def _per_concept(row: dict, metrics: list[str]) -> str:
-    concepts: dict = row.get("_concepts") or {}
-    if not isinstance(concepts, dict) or not concepts:
+def _per_concept(row: LeaderboardRow, metrics: list[str]) -> str:
+    concepts = row.concepts
+    if not concepts:
         return ""
     names = sorted(concepts)
     shown = [m for m in metrics
@@ -84,13 +83,13 @@ def _per_concept(row: dict, metrics: list[str]) -> str:
     head = _header(shown).replace(f"<th class='text' rowspan='2'>{TRAILING[0]}</th>"
                                   f"<th class='text' rowspan='2'>{TRAILING[1]}</th>", "")
     head = head.replace(">method<", ">concept<", 1)
-    own = as_dict(row.get("_concept_intervals"))
+    own = row.concept_intervals
     charts = "".join(dot_plot(f"{m} per concept", names, [values[c][j] for c in names],
                               [(lambda ci: (ci["lo"], ci["hi"]) if ci else None)(
-                                  (as_dict(own.get(c)).get(m.split(".")[0]) or {}).get(m.split(".", 1)[1]))
+                                  ((own.get(c) or {}).get(m.split(".")[0]) or {}).get(m.split(".", 1)[1]))
                                for c in names], DIRECTIONS.get(m, "higher"))
                      for j, m in enumerate(shown) if not is_count(m))
-    return (f"<details><summary>per concept: {esc(row['method'])} ({len(names)} concepts)</summary>"
+    return (f"<details><summary>per concept: {esc(row.method)} ({len(names)} concepts)</summary>"
             f"<div class='scroll'><table>{head}<tbody>{body}</tbody></table></div>"
             f"{notes_list(notes)}{charts}</details>")
 
@@ -116,22 +115,20 @@ def as_html(tables: list[Table]) -> str:
     sections = []
     for table in tables:
         notes: dict[str, int] = {}
-        records = table.rows.to_dict("records")
+        records = table.rows
         best = {m: column_marks(records, m) for m in table.metrics}
         body = []
         for position, row in enumerate(records):
-            published = is_published(row)
-            cells = _metric_cells([row.get(m) for m in table.metrics], table.metrics, best, position, notes, row)
-            trailing = "".join(_text_cell(str(row.get(c) or "")) for c in TRAILING)
-            body.append(f"<tr class='{'published' if published else 'run'}'>"
-                        f"<td class='method'>{esc(row['method'])}</td>{cells}{trailing}</tr>")
-        banner = (f"<div class='banner'>{esc(RANDOM_INIT_LABEL)}: {'the method model' if table.key.backbones.startswith(RANDOM_METHOD) else 'these scorer backbones'} "
-                  f"{'has' if table.key.backbones.startswith(RANDOM_METHOD) else 'have'} random weights; "
+            cells = _metric_cells([row.value(m) for m in table.metrics], table.metrics, best, position, notes, row)
+            trailing = "".join(_text_cell(getattr(row, c)) for c in TRAILING)
+            body.append(f"<tr class='{'published' if row.published else 'run'}'>"
+                        f"<td class='method'>{esc(row.method)}</td>{cells}{trailing}</tr>")
+        banner = (f"<div class='banner'>{esc(RANDOM_INIT_LABEL)}: {'the method model' if table.key.random_method else 'these scorer backbones'} "
+                  f"{'has' if table.key.random_method else 'have'} random weights; "
                   f"the numbers test the plumbing and nothing else.</div>" if table.random_init else "")
         unscored = (f"<p class='notes'>No row of this table has: {esc(table.unscored_line())}</p>"
                     if table.unscored else "")
-        details = "".join(_per_concept(r, table.metrics) for r in records
-                          if not is_published(r))
+        details = "".join(_per_concept(r, table.metrics) for r in records if not r.published)
         sections.append(f"<section class='{'random' if table.random_init else 'real'}'>"
                         f"<h2>{esc(table.title)}</h2>{banner}"
                         f"<div class='scroll'><table>{_header(table.metrics)}<tbody>{''.join(body)}</tbody>"

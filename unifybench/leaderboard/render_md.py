@@ -1,7 +1,7 @@
 """The leaderboard as Markdown: a heading and a table per group, its notes under it."""
 from __future__ import annotations
 
-from .cells import CHOICE_NOTE, INTERVAL_NOTE, as_dict, md_text, value_parts, wants_choice_note
+from .cells import CHOICE_NOTE, INTERVAL_NOTE, md_text, value_parts, wants_choice_note
 from .tables import TRAILING, Table
 
 
@@ -12,17 +12,17 @@ def as_markdown(tables: list[Table]) -> str:
         header = ["method", *table.metrics, *TRAILING]
         lines = [f"### {md_text(table.title)}", "", "| " + " | ".join(header) + " |",
                  "|" + "|".join("---" for _ in header) + "|"]
-        for row in table.rows.to_dict("records"):
-            cells = [md_text(row["method"]),
+        for row in table.rows:
+            cells = [md_text(row.method),
                      *(" ".join(p for p in value_parts(row, m, notes) if p) for m in table.metrics),
-                     *(md_text(str(row.get(c) or "")) for c in TRAILING)]
+                     *(md_text(getattr(row, c)) for c in TRAILING)]
             lines.append("| " + " | ".join(cells) + " |")
         if notes:
             lines.append("")
             lines.extend(f"[{n}] {md_text(text)}" for text, n in notes.items())
         if table.unscored:
             lines += ["", f"No row of this table has: {table.unscored_line()}"]
-        if any(as_dict(r.get("_intervals")) or as_dict(r.get("_sd")) for r in table.rows.to_dict("records")):
+        if any(r.intervals or r.sd for r in table.rows):
             lines += ["", INTERVAL_NOTE]
         if wants_choice_note(table):
             lines += ["", CHOICE_NOTE]

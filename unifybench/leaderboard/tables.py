@@ -2,13 +2,12 @@
 backbones, judge, limit), titled with what its rows share."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 
-import pandas as pd
-
-from ..groups import RANDOM_METHOD, GroupKey, random_backbones as _random_backbones
+from ..groups import RANDOM_METHOD, GroupKey
 from ..metrics import column_order, is_reason
-from ..record import BACKBONES_UNUSED
+from .rows import LeaderboardRow
 
 
 GROUP_FIELDS = GroupKey._fields
@@ -21,7 +20,7 @@ TRAILING = ("source", "confidence")
 class Table:
     title: str
     key: GroupKey
-    rows: pd.DataFrame  # one row per run or published result; metric columns hold floats or reasons
+    rows: list[LeaderboardRow]  # one per run, group of seeds or published result, in the order shown
     metrics: list[str]  # the columns shown: at least one row has a value
     unscored: dict[str, list[str]]  # columns no row has a value in -> the reasons given
 
@@ -44,61 +43,66 @@ def _group_title(key: GroupKey, same_name: bool) -> str:
         bench += f" (content {key.fingerprint[:10]})"
     judged = f", judge {judge}" if judge else ""
     limited = f", {limit} (partial: first items and prompts only)" if limit else ""
-    if backbones == BACKBONES_UNUSED:
+    if key.random_method:
+        scorers = f", scorer backbones {backbones}" if key.uses_backbones else ""
+        title = f"{bench}: protocol {protocol}, {RANDOM_METHOD}{scorers}{judged}{limited}"
+    elif not key.uses_backbones:
         return f"{bench}: protocol {protocol}{judged}{limited} (understanding only)"
-    if backbones.startswith(RANDOM_METHOD):
-        scorers = backbones.removeprefix(RANDOM_METHOD).lstrip("; ")
-        title = (f"{bench}: protocol {protocol}, {RANDOM_METHOD}"
-                 f"{', scorer backbones ' + scorers if scorers else ''}{judged}{limited}")
     else:
         title = f"{bench}: protocol {protocol}, scorer backbones {backbones}{judged}{limited}"
-    if _random_backbones(backbones):
+    if key.random_init:
         title += " (random-init weights: plumbing and speed only, not results)"
     return title
 
 
-def build_tables(rows: list[dict]) -> list[Table]:
-    frame = pd.DataFrame(rows, dtype=object)  # object: counts stay ints, reasons stay strings
-    for field in GROUP_FIELDS:
-        frame[field] = frame[field].fillna("") if field in frame else ""
-    published = frame["_published"].eq(True) if "_published" in frame else pd.Series(False, index=frame.index)
-    uses_backbones = ~frame["backbones"].isin([BACKBONES_UNUSED, RANDOM_METHOD])
+def _has_value(value) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def build_tables(rows: list[LeaderboardRow]) -> list[Table]:
+    runs = [i for i, r in enumerate(rows) if not r.published]
     keys: dict[GroupKey, list[int]] = {}
-    for i in frame.index[uses_backbones & ~published]:
-        keys.setdefault(GroupKey.of(frame.loc[i]), []).append(i)
+    for i in runs:
+        if rows[i].key.uses_backbones:
+            keys.setdefault(rows[i].key, []).append(i)
     # A published row names no benchmark content: it joins every table of its benchmark's name.
-    for i in frame.index[published]:
-        own = GroupKey.of(frame.loc[i])
-        homes = [k for k in list(keys) if k._replace(fingerprint="") == own]
-        for key in homes or [own]:
-            keys.setdefault(key, []).append(i)
+    for i, row in enumerate(rows):
+        if row.published:
+            homes = [k for k in list(keys) if k._replace(fingerprint="") == row.key]
+            for key in homes or [row.key]:
+                keys.setdefault(key, []).append(i)
     # A run with no generation scores used no scorer backbone: it joins every table whose key is its
     # own once backbones drop out (GroupKey.without_backbones: the rule compare applies per metric),
     # or a table of its own.
-    for i in frame.index[~uses_backbones]:
-        own = GroupKey.of(frame.loc[i])
-        homes = [k for k, members in keys.items() if k.without_backbones() == own and not published[members].all()]
+    for i in runs:
+        own = rows[i].key
+        if own.uses_backbones:
+            continue
+        homes = [k for k, members in keys.items()
+                 if k.without_backbones() == own and not all(rows[m].published for m in members)]
         for key in homes or [own]:
             keys.setdefault(key, []).insert(0, i)
     # Runs first, then published-only groups; inside a group, rows in the order given.
-    ordered = sorted(keys.items(), key=lambda kv: bool(published[kv[1]].all()))
-    columns = [c for c in column_order() if c in frame]
+    ordered = sorted(keys.items(), key=lambda kv: all(rows[m].published for m in kv[1]))
+    columns = [c for c in column_order() if any(c in r.metrics for r in rows)]
     fingerprints: dict[str, set[str]] = {}
     for key in keys:
         fingerprints.setdefault(key.benchmark, set()).add(key.fingerprint)
     tables = []
     for key, members in ordered:
-        part = frame.loc[members].reset_index(drop=True)
-        present = [c for c in _judge_first(columns) if part[c].notna().any()] if key.judge else \
-            [c for c in columns if part[c].notna().any()]
-        metrics = [c for c in present if not part[c].dropna().map(is_reason).all()]
-        unscored = {c: sorted(set(part[c].dropna())) for c in present if c not in metrics}
+        part = [rows[m] for m in members]
+        present = [c for c in (_judge_first(columns) if key.judge else columns)
+                   if any(_has_value(r.value(c)) for r in part)]
+        metrics = [c for c in present if not all(is_reason(r.value(c)) for r in part if _has_value(r.value(c)))]
+        unscored = {c: sorted({r.value(c) for r in part if _has_value(r.value(c))}) for c in present
+                    if c not in metrics}
         title = _group_title(key, len(fingerprints[key.benchmark] - {""}) > 1)
-        sets = {s for s in part.get("_concept_set", pd.Series(dtype=object)).dropna() if s}
-        if len(sets) > 1:  # rows on different concepts: each says how many, and the title says they differ
+        if len({r.concept_set for r in part if r.concept_set}) > 1:
+            # rows on different concepts: each says how many, and the title says they differ (a copy of
+            # the row: the same run may sit in another table, where its concepts are not in question)
             title += " — rows on different concept sets (each row says how many)"
-            part["method"] = [m if not isinstance(s, tuple) else f"{m} [{len(s)} concepts]"
-                              for m, s in zip(part["method"], part.get("_concept_set"))]
+            part = [replace(r, method=f"{r.method} [{len(r.concept_set)} concepts]") if r.concept_set else r
+                    for r in part]
         tables.append(Table(title, key, part, metrics, unscored))
     return tables
 
