@@ -26,10 +26,10 @@ def _write_or_print(text: str, out, end: str = "\n") -> None:
 
 
 def cmd_leaderboard(args) -> int:
-    from ..report import build_leaderboard, find_runs
+    from ..leaderboard import collect, render
 
-    text = build_leaderboard(args.runs, args.format, include_published=not args.no_published)
-    found = find_runs(args.runs)  # what the table left out, and whether it holds any run at all
+    rows, found = collect(args.runs, include_published=not args.no_published)
+    text = render(rows, args.format)
     if found.unfinished:
         console(stderr=True).print(f"skipped {len(found.unfinished)} unfinished run(s) (no results.json): "
                                    + ", ".join(str(p) for p in found.unfinished), markup=False)

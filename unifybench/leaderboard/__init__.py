@@ -21,12 +21,14 @@ from ..errors import BenchError
 from .render_csv import as_csv
 from .render_html import as_html
 from .render_md import as_markdown
-from .rows import LeaderboardRow, find_runs, one_per_run, published_rows, run_row
+from .rows import Found, LeaderboardRow, find_runs, one_per_run, published_rows, run_row
 from .seeds import seed_groups
 from .tables import build_tables
 
 
-def collect(run_dirs: list[Path], include_published: bool = True) -> tuple[list[LeaderboardRow], list[Path]]:
+def collect(run_dirs: list[Path], include_published: bool = True) -> tuple[list[LeaderboardRow], Found]:
+    """The rows of the runs under ``run_dirs`` (seeds folded, one per run identity) and the published
+    rows, with what was found (``Found.unfinished``: run directories left out, no results.json)."""
     found = find_runs(run_dirs)
     rows = seed_groups(one_per_run([run_row(p.parent) for p in found.results]))
     if include_published:
@@ -34,12 +36,15 @@ def collect(run_dirs: list[Path], include_published: bool = True) -> tuple[list[
     if not rows:
         raise BenchError("no results to show: pass run directories or run `unifybench run` first",
                          where="leaderboard")
-    return rows, found.unfinished
+    return rows, found
 
 
-def build_leaderboard(run_dirs: list[Path], fmt: str = "md", include_published: bool = True) -> str:
-    rows, _ = collect(run_dirs, include_published)
+def render(rows: list[LeaderboardRow], fmt: str = "md") -> str:
     if fmt == "csv":
         return as_csv(rows)
     tables = build_tables(rows)
     return as_html(tables) if fmt == "html" else as_markdown(tables)
+
+
+def build_leaderboard(run_dirs: list[Path], fmt: str = "md", include_published: bool = True) -> str:
+    return render(collect(run_dirs, include_published)[0], fmt)
