@@ -20,8 +20,9 @@ def _one_item_per_concept(values) -> Samples:
     return s.frozen()
 
 
-def _concepts(values_by_concept: dict[str, list[float]], combine: str = "pooled") -> Samples:
-    s = Samples(combine=combine)
+def _concepts(values_by_concept: dict[str, list[float]], combine: str = "pooled",
+              proportion: bool = False) -> Samples:
+    s = Samples(combine=combine, proportion=proportion)
     for concept, values in values_by_concept.items():
         for k, v in enumerate(values):
             s.add(concept, v, item=(f"k{k}", None))
@@ -54,13 +55,26 @@ def test_a_pooled_mean_gets_the_delete_one_concept_jackknife_written_out_as_loop
 
 def test_one_concepts_binary_items_get_wilsons_interval_and_say_what_it_is():
     values = [1.0] * 9 + [0.0] * 3
-    ours = interval([_concepts({"dog": values})], seed=0)
+    ours = interval([_concepts({"dog": values}, proportion=True)], seed=0)
     theirs = stats.binomtest(9, 12).proportion_ci(confidence_level=0.95, method="wilson")
     assert ours["lo"] == pytest.approx(theirs.low) and ours["hi"] == pytest.approx(theirs.high)
     assert "one concept" in ours["note"] and ours["method"] == "Wilson"
-    perfect = interval([_concepts({"dog": [1.0] * 5})], seed=0)  # never "1.000 ± 0.000"
+    perfect = interval([_concepts({"dog": [1.0] * 5}, proportion=True)], seed=0)  # never "1.000 ± 0.000"
     assert perfect["hi"] == 1.0 and perfect["lo"] == pytest.approx(
         stats.binomtest(5, 5).proportion_ci(method="wilson").low) and perfect["lo"] < 0.6
+
+
+def test_wilson_is_for_what_the_metric_declares_a_proportion_not_for_scores_that_happen_to_be_0_or_1():
+    """A BLEU or judge score of exactly 0 or 1 on every item is still a score: the prompt jackknife,
+    never Wilson. Through metrics.samples: recognition accuracy is declared a proportion, BLEU is not."""
+    from unifybench.metrics import samples
+
+    rows = [{"scorer": "answer", "task": task, "concept": "dog", "key": f"{task}/dog/{k}", "correct": k % 3 != 0,
+             "negative": False, "bleu": float(k % 3 != 0)} for task in ("rec", "vqa") for k in range(12)]
+    accuracy = interval(samples("rec", "accuracy", rows), seed=0)
+    bleu = interval(samples("vqa", "bleu", rows), seed=0)
+    assert accuracy["method"] == "Wilson" and bleu["method"] != "Wilson"
+    assert accuracy["hi"] < 1 and bleu["lo"] != accuracy["lo"]
 
 
 def test_inside_a_concept_the_unit_is_the_prompt_not_the_image():
@@ -81,7 +95,7 @@ def test_inside_a_concept_the_unit_is_the_prompt_not_the_image():
 def test_an_interval_stays_inside_the_range_of_its_items_and_a_constant_part_does_not_narrow_it():
     """One concept's weighted accuracy: both positives wrong, two of four negatives right. The
     prompt jackknife on t(5) reaches past 0 and 1: clipped there, not at the positives' own 0."""
-    pos, neg = Samples(), Samples()
+    pos, neg = Samples(proportion=True), Samples(proportion=True)  # a recognition rate
     for k, (negative, correct) in enumerate([(0, 0), (0, 0), (1, 1), (1, 0), (1, 1), (1, 0)]):
         pos.add("dog", correct * (not negative), float(not negative), item=(f"k{k}", None))
         neg.add("dog", correct * negative, float(negative), item=(f"k{k}", None))
@@ -127,7 +141,7 @@ def _two_stage(parts: list[Samples], rng, resamples: int) -> tuple[float, float]
 
 
 def _binary_no_concept_effect(rng):
-    return [_concepts({f"c{i}": list((rng.random(10) < 0.7).astype(float)) for i in range(20)})], 0.7
+    return [_concepts({f"c{i}": list((rng.random(10) < 0.7).astype(float)) for i in range(20)}, proportion=True)], 0.7
 
 
 def _clip_like_three_concepts(rng):
@@ -136,7 +150,7 @@ def _clip_like_three_concepts(rng):
 
 def _weighted_accuracy(rng):
     """20 concepts, each 6 positive and 12 negative questions, concept effects on both rates."""
-    pos, neg = Samples(), Samples()
+    pos, neg = Samples(proportion=True), Samples(proportion=True)
     for i in range(20):
         rates = np.clip([0.75 + rng.normal(0, 0.08), 0.6 + rng.normal(0, 0.08)], 0, 1)
         for k in range(18):

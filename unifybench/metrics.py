@@ -428,29 +428,32 @@ def samples(task: str, metric: str, rows: list[dict]):
     """The Samples parts of ``task.metric`` from per-sample rows, or None (a count: no interval)."""
     from .uncertainty import Samples
 
-    def ratio(selected, num, den=lambda r: 1.0, combine="pooled"):
-        s = Samples(combine=combine)
+    def ratio(selected, num, den=lambda r: 1.0, combine="pooled", proportion=False):
+        s = Samples(combine=combine, proportion=proportion)
         for r in selected:  # an item is its request, and for an image the file it is
             s.add(r["concept"], num(r), den(r), (r["key"], r.get("image")))
         return s.frozen()
 
     if task == "rec":
         answered = _of(rows, "answer", "rec")
-        pos = ratio(answered, lambda r: float(r["correct"] and not r["negative"]), lambda r: float(not r["negative"]))
-        neg = ratio(answered, lambda r: float(r["correct"] and r["negative"]), lambda r: float(r["negative"]))
+        pos = ratio(answered, lambda r: float(r["correct"] and not r["negative"]), lambda r: float(not r["negative"]),
+                    proportion=True)
+        neg = ratio(answered, lambda r: float(r["correct"] and r["negative"]), lambda r: float(r["negative"]),
+                    proportion=True)
         return {"pos_acc": [pos], "neg_acc": [neg], "weighted_acc": [pos, neg],
-                "accuracy": [ratio(answered, lambda r: float(r["correct"]))]}.get(metric)
+                "accuracy": [ratio(answered, lambda r: float(r["correct"]), proportion=True)]}.get(metric)
     if task == "caption" and metric == "clip_score":
         return [ratio([r for r in _of(rows, "answer", "caption") if r.get("clip_score") is not None],
                       lambda r: r["clip_score"])]
     if task == "caption" and metric in ("recall", "precision"):  # f1 is no mean: no interval
         answered = _of(rows, "answer", "caption")
         return [ratio(answered, lambda r: float(r["correct"]),
-                      (lambda r: 1.0) if metric == "recall" else (lambda r: float(r["n_mentioned"])))]
+                      (lambda r: 1.0) if metric == "recall" else (lambda r: float(r["n_mentioned"])),
+                      proportion=metric == "recall")]
     if task == "choice" and metric == "accuracy":
-        return [ratio(_of(rows, "answer", "choice"), lambda r: float(r["correct"]))]
+        return [ratio(_of(rows, "answer", "choice"), lambda r: float(r["correct"]), proportion=True)]
     if task == "choice" and metric == "circular_accuracy":
-        return [ratio(circular_items(_of(rows, "answer", "choice")), lambda r: float(r["correct"]))]
+        return [ratio(circular_items(_of(rows, "answer", "choice")), lambda r: float(r["correct"]), proportion=True)]
     if task in ("vqa", "text_only") and metric == "bleu":
         return [ratio(_of(rows, "answer", task), lambda r: r["bleu"])]
     if task in ("vqa", "text_only") and metric == "judge_score":

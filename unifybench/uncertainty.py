@@ -48,6 +48,9 @@ class Samples:
     den: dict[str, np.ndarray] = field(default_factory=dict)
     combine: str = "pooled"
     ids: dict[str, list] = field(default_factory=dict)  # what each item is, to pair two runs' items
+    # Declared by the metric (an accuracy: each item right or wrong), never guessed from the values: a
+    # score between 0 and 1 that happens to be 0 or 1 on every item is no proportion, and gets no Wilson.
+    proportion: bool = False
 
     def add(self, concept: str, num: float, den: float = 1.0, item=None) -> None:
         self.num.setdefault(concept, [])
@@ -60,15 +63,15 @@ class Samples:
     def frozen(self) -> "Samples":
         return Samples({c: np.asarray(v, dtype=np.float64) for c, v in self.num.items()},
                        {c: np.asarray(v, dtype=np.float64) for c, v in self.den.items()}, self.combine,
-                       {c: list(v) for c, v in self.ids.items()})
+                       {c: list(v) for c, v in self.ids.items()}, self.proportion)
 
     def only(self, concept: str) -> "Samples":
         return Samples({concept: self.num[concept]}, {concept: self.den[concept]}, self.combine,
-                       {concept: self.ids.get(concept, [])})
+                       {concept: self.ids.get(concept, [])}, self.proportion)
 
     def aligned(self, order: dict[str, list]) -> "Samples":
         """The items named by ``order`` ({concept: [item id, ...]}), in that order."""
-        out = Samples(combine=self.combine)
+        out = Samples(combine=self.combine, proportion=self.proportion)
         for concept, wanted in order.items():
             where = {item: i for i, item in enumerate(self.ids[concept])}
             index = [where[item] for item in wanted]
@@ -194,8 +197,8 @@ def wilson(successes: float, n: float) -> tuple[float, float]:
 
 
 def _binary(parts: list[Samples]) -> bool:
-    """One part of 0/1 items, one item per prompt: a proportion, for Wilson."""
-    if len(parts) != 1:
+    """One part that its metric declares a proportion, of 0/1 items, one item per prompt: for Wilson."""
+    if len(parts) != 1 or not parts[0].proportion:
         return False
     part = parts[0]
     for c in part.num:
