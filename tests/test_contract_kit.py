@@ -234,3 +234,18 @@ def test_the_adapters_and_the_example_import_nothing_private_from_unifybench():
                     names += [p for p in node.module.split(".") if p.startswith("_")]
                     private += [f"{file.relative_to(root)}: {node.module} {name}" for name in names]
     assert not private, private
+
+
+def test_state_differences_compares_0_d_tensors_bit_for_bit():
+    """BatchNorm's num_batches_tracked, a scalar logit scale: 0-d tensors in a state are compared,
+    not a crash of the kit on a correct method."""
+    import torch
+
+    from unifybench.testing import state_differences
+
+    assert state_differences({"m": torch.nn.BatchNorm1d(3)}, {"m": torch.nn.BatchNorm1d(3)}) == []
+    changed = torch.nn.BatchNorm1d(3)
+    changed.num_batches_tracked += 1
+    found = state_differences({"m": changed}, {"m": torch.nn.BatchNorm1d(3)})
+    assert len(found) == 1 and "num_batches_tracked" in found[0] and "1 of 1 values differ" in found[0]
+    assert state_differences(torch.tensor(2.5), torch.tensor(2.5)) == []

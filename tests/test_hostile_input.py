@@ -245,6 +245,33 @@ def test_csv_cells_never_start_a_formula_and_markdown_shows_markup_as_text(tmp_p
     assert "<b>" not in md and "&lt;b&gt;" in md
 
 
+@pytest.mark.parametrize("layout", ["unifybench", "myvlm"])
+def test_a_text_file_linked_from_outside_the_benchmark_root_is_never_read(tmp_path, layout):
+    """A question file or captions.json linked from elsewhere: refused, naming it (every reader reads
+    its text through data.common.read_text, which checks the root)."""
+    import shutil
+
+    from unifybench.data import MINI_BENCH_PATH, load_benchmark
+    from unifybench.errors import BenchError
+    from unifybench.testing.benches import make_myvlm
+
+    if layout == "unifybench":
+        bench = tmp_path / "bench"
+        shutil.copytree(MINI_BENCH_PATH, bench)
+        linked = bench / "test_data" / "dog.json"
+    else:
+        bench = make_myvlm(tmp_path / "bench")
+        linked = sorted(bench.glob("*/captions.json"))[0]
+    outside = tmp_path / "elsewhere.json"
+    shutil.copy(linked, outside)
+    linked.unlink()
+    linked.symlink_to(outside)
+    with pytest.raises(BenchError) as refused:
+        load_benchmark(str(bench), validate_images=False)
+    line = refused.value.one_line()
+    assert "lies outside the benchmark's root" in line and linked.name in line and "\n" not in line
+
+
 def test_files_outside_the_benchmark_root_are_never_read(tmp_path):
     import shutil
 

@@ -314,3 +314,23 @@ def test_compare_refuses_runs_that_a_table_would_keep_apart(tmp_path):
                    *extra).returncode == 0
     ran = cli("compare", *map(str, sorted(p for p in out.iterdir() if p.is_dir())))
     assert ran.returncode == 2 and "protocol: " in ran.stderr and "reference" in ran.stderr and len(ran.stderr.strip().splitlines()) == 1
+
+
+def test_with_one_concept_the_permutation_swaps_prompts_as_the_interval_uses_them():
+    """One concept: swapping A and B as a whole only gives ± the observed difference (p = 1 always).
+    The permutation swaps prompt by prompt; with 10 prompts its p is the exact sign-flip test over the
+    prompts' differences, enumerated here (2^10 relabellings)."""
+    import itertools
+
+    rng = np.random.default_rng(5)
+    a_values, b_values = rng.normal(0.6, 0.1, 10), rng.normal(0.5, 0.1, 10)
+    a, b = Samples(), Samples()
+    for k, (x, y) in enumerate(zip(a_values, b_values)):
+        a.add("dog", x, item=(f"k{k}", None))
+        b.add("dog", y, item=(f"k{k}", None))
+    ours = paired([a.frozen()], [b.frozen()], seed=0)
+    d = a_values - b_values
+    flips = [abs(np.mean(np.array(s) * d)) >= abs(d.mean()) - 1e-12 for s in itertools.product((1, -1), repeat=10)]
+    exact = np.mean(flips)
+    assert exact < 0.2 and ours["p"] == pytest.approx(exact, abs=0.01)
+    assert ours["p"] < 1

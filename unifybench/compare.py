@@ -36,7 +36,7 @@ def _load(run_dir: Path) -> dict:
 def _label(run: dict) -> str:
     results = run["results"]
     args = ", ".join(f"{k}={v}" for k, v in sorted((results.get("method_args") or {}).items()))
-    return results["method"] + (f" ({args})" if args else "") + f" [{run['dir'].name}]"
+    return str(results.get("method", "?")) + (f" ({args})" if args else "") + f" [{run['dir'].name}]"
 
 
 def compare(run_dirs: list[Path], resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
@@ -101,13 +101,13 @@ def as_table(rows: list[dict], fmt: str, not_compared: list[dict] | None = None)
         left = [n for n in not_compared or () if (n["a"], n["b"]) == (a, b)]
         if left:
             lines += ["Not compared (the leaderboard keeps these apart): " +
-                      "; ".join(f"{n['metric']} ({md_text(n['why'])})" for n in left) + ".", ""]
+                      "; ".join(f"{md_text(n['metric'])} ({md_text(n['why'])})" for n in left) + ".", ""]
         lines += ["| metric | A | B | A − B, 95% interval | p (permutation) | p (t) | concepts | items |",
                   "|---|---|---|---|---|---|---|---|"]
         for r in part.to_dict("records"):
             note = f" ({r['note']})" if isinstance(r.get("note"), str) else ""
             places = decimals(r["lo"], r["hi"])
-            lines.append(f"| {r['metric']} | {r['mean_a']:.{places}f} | {r['mean_b']:.{places}f} | "
+            lines.append(f"| {md_text(r['metric'])} | {r['mean_a']:.{places}f} | {r['mean_b']:.{places}f} | "
                          f"{interval_text(r['diff'], r['lo'], r['hi'], signed=True)} | {r['p']:.3f} | {r['p_t']:.3f} | "
                          f"{r['concepts']}{note} | {r['items']} |")
         lines.append("")

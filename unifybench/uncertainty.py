@@ -338,8 +338,8 @@ def paired(parts_a: list[Samples], parts_b: list[Samples], seed: int = 0, resamp
     """A minus B on the items both scored (the parts must hold the same concepts and items, in the
     same order): the difference, its 95% interval (the concept jackknife of the difference of the two
     statistics, each run with its own denominators: a judge parses some replies of one run and not of
-    the other), and a two-sided permutation p-value that swaps A and B within each concept. With one
-    concept the interval is over its prompts, labelled. ``p_t``: the t test the interval inverts (0 is
+    the other), and a two-sided permutation p-value that swaps A and B concept by concept. With one
+    concept the interval is over its prompts, labelled, and the permutation swaps prompt by prompt. ``p_t``: the t test the interval inverts (0 is
     outside the interval exactly when ``p_t`` < 0.05). ``resamples`` is accepted and ignored."""
     concepts = sorted(c for c in parts_a[0].num if len(parts_a[0].num[c]))
     if not concepts:
@@ -350,14 +350,22 @@ def paired(parts_a: list[Samples], parts_b: list[Samples], seed: int = 0, resamp
     if found is None:
         return None
     found = _clip(found, [parts_a, parts_b], signed=True)
+    # The permutation swaps A and B unit by unit, the units the interval uses: the concepts, or with one
+    # concept its prompts (swapping the one concept would only give the observed difference and its
+    # negation, p = 1 whatever the data).
+    by_concept = len(concepts) > 1
+    units = _units([*parts_a, *parts_b], by_concept=by_concept)
     rng = np.random.default_rng(seed + 1)
-    keep = rng.choice((True, False), size=(permutations, len(concepts)))  # False: the concept's A and B swap
+    keep = rng.choice((True, False), size=(permutations, len(units)))  # False: the unit's A and B swap
     statistics = []
     for a, b in zip(parts_a, parts_b):
-        num_a, den_a = (np.array([getattr(a, k)[c].sum() for c in concepts]) for k in ("num", "den"))
-        num_b, den_b = (np.array([getattr(b, k)[c].sum() for c in concepts]) for k in ("num", "den"))
+        num_a, den_a, group, _ = _unit_sums(a, units)
+        num_b, den_b, _, _ = _unit_sums(b, units)
         na, nb = np.where(keep, num_a, num_b), np.where(keep, num_b, num_a)
         da, db = np.where(keep, den_a, den_b), np.where(keep, den_b, den_a)
+        # per concept sums of the permuted units (with one concept: one column), then the statistic
+        na, nb, da, db = (np.stack([x[:, group == g].sum(axis=1) for g in range(group.max() + 1)], axis=1)
+                          for x in (na, nb, da, db))
         statistics.append(_ratio(na, da, a.combine) - _ratio(nb, db, b.combine))
     null = np.mean(statistics, axis=0)
     p = (np.sum(np.abs(null) >= abs(observed) - 1e-12) + 1) / (permutations + 1)

@@ -14,7 +14,7 @@ from pathlib import Path
 from ..errors import BenchError
 from ..records import QA_KINDS, Benchmark
 from . import hub
-from .common import validate_images
+from .common import allowed_roots, check_inside, reading_inside, validate_images
 from .dreambench import read_dreambench
 from .dreambench_plus import CATEGORIES as DREAMBENCH_PLUS_CATEGORIES
 from .dreambench_plus import prompt_kind, read_dreambench_plus
@@ -74,16 +74,17 @@ def load_benchmark(spec: str | Path = "mini", format: str = "auto", validate_ima
         raise BenchError(f"--split {split}: only MyVLM's layout has training splits ({format} has one)",
                          where="--split")
     try:
-        if format == "unifybench":
-            bench = read_unifybench(root, name, _gen_prompts_for)
-        elif format == "dreambench":
-            bench = read_dreambench(root, name)
-        elif format == "myvlm":
-            bench = read_myvlm(root, name, split)
-        elif format == "dreambench_plus":
-            bench = read_dreambench_plus(root, name)
-        else:
-            bench = read_yollava(root, name)
+        with reading_inside(allowed_roots(root, from_hub=source is not None)):
+            if format == "unifybench":
+                bench = read_unifybench(root, name, _gen_prompts_for)
+            elif format == "dreambench":
+                bench = read_dreambench(root, name)
+            elif format == "myvlm":
+                bench = read_myvlm(root, name, split)
+            elif format == "dreambench_plus":
+                bench = read_dreambench_plus(root, name)
+            else:
+                bench = read_yollava(root, name)
     except BenchError:
         raise
     except OSError as exc:
@@ -101,14 +102,9 @@ def _check_inside(bench: Benchmark, root: Path, source: dict | None) -> None:
     """Refuse a benchmark whose files lie outside its root (a training photo linked from elsewhere):
     reading it would read, and score against, files nobody shipped with it. A hub snapshot's files
     are links into the same cache repository's blobs, which belong to it."""
-    allowed = [root.resolve()]
-    if source is not None:
-        allowed += [p.resolve() for p in root.resolve().parents if p.name.startswith("datasets--")][:1]
+    allowed = allowed_roots(root, from_hub=source is not None)
     for path in sorted(bench.image_files(resolve=False)):
-        real = Path(path).resolve()
-        if not any(real.is_relative_to(a) for a in allowed):
-            raise BenchError(f"lies outside the benchmark's root ({real}); a benchmark is read only from its own "
-                             f"folder: copy the file in", path)
+        check_inside(path, allowed)
 
 
 def _validate(bench: Benchmark) -> None:

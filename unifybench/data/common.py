@@ -2,18 +2,55 @@
 resolution, image validation, concept-token substitution and multiple-choice parsing."""
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import re
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from ..errors import BenchError
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp")
 
+# Where a reader may read text files from: set by load_benchmark for the length of a read (the
+# benchmark's root, and for a hub snapshot its cache repository); None outside a read.
+_ALLOWED_ROOTS: contextvars.ContextVar[tuple[Path, ...] | None] = contextvars.ContextVar("allowed_roots",
+                                                                                       default=None)
+
+
+def allowed_roots(root: Path, from_hub: bool) -> tuple[Path, ...]:
+    """The benchmark's root, and for a hub snapshot (whose files link into its cache repository's
+    blobs) that repository."""
+    root = Path(root).resolve()
+    return (root, *[p for p in root.parents if p.name.startswith("datasets--")][:1 if from_hub else 0])
+
+
+@contextlib.contextmanager
+def reading_inside(roots: tuple[Path, ...]) -> Iterator[None]:
+    """Every text file read in the block (JSON, captions) must resolve inside ``roots``: a file linked
+    from elsewhere is refused, naming it, never read."""
+    token = _ALLOWED_ROOTS.set(tuple(roots))
+    try:
+        yield
+    finally:
+        _ALLOWED_ROOTS.reset(token)
+
+
+def check_inside(path: Path, roots: tuple[Path, ...] | None = None) -> None:
+    roots = _ALLOWED_ROOTS.get() if roots is None else roots
+    if roots is None:
+        return
+    real = Path(path).resolve()
+    if not any(real.is_relative_to(r) for r in roots):
+        raise BenchError(f"lies outside the benchmark's root ({real}); a benchmark is read only from its own "
+                         f"folder: copy the file in", path)
+
 
 def read_text(path: Path) -> str:
-    """A UTF-8 text file's content (a BOM is dropped); unreadable or non-UTF-8 raises :class:`BenchError`."""
+    """A UTF-8 text file's content (a BOM is dropped); unreadable or non-UTF-8 raises :class:`BenchError`.
+    Inside a benchmark's read, a file outside its root is refused (:func:`reading_inside`)."""
+    check_inside(path)
     try:
         return Path(path).read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:

@@ -222,8 +222,9 @@ def _compare(a: Any, b: Any, where: str, roots: tuple[str, str], out: list[str],
             out.append(f"{where}: {a.dtype} {list(a.shape)} instead of {b.dtype} {list(b.shape)}")
         else:
             x, y = a.detach().cpu().contiguous(), b.detach().cpu().contiguous()
-            if not torch.equal(x.view(torch.uint8) if x.dtype != torch.bool else x,
-                               y.view(torch.uint8) if y.dtype != torch.bool else y):
+            # bytes, flattened first: a 0-d tensor (BatchNorm's num_batches_tracked) has no byte view
+            if not torch.equal(x.reshape(-1).view(torch.uint8) if x.dtype != torch.bool else x,
+                               y.reshape(-1).view(torch.uint8) if y.dtype != torch.bool else y):
                 differ = int((x != y).sum()) if x.dtype != torch.bool else int((x ^ y).sum())
                 largest = float((x.double() - y.double()).abs().max()) if x.is_floating_point() else None
                 out.append(f"{where}: {differ} of {x.numel()} values differ bit for bit"

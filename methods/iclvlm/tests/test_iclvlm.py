@@ -162,7 +162,32 @@ def test_a_changed_reference_photo_is_refused_on_reload(tmp_path):
 
     method = ICLVLM({"base_url": "http://127.0.0.1:9/v1", "model": "m"})
     state = method.personalize(Concept, tmp_path / "state")
-    assert [e["path"] for e in state["manifest"]["images"]] == [str(photo)]
+    assert [e["path"] for e in state["manifest"]["images"]] == [str(photo.resolve())]
     Image.new("RGB", (8, 8), (9, 9, 9)).save(photo)
     with pytest.raises(BenchError, match="changed since it was chosen"):
+        method.load_state(Concept, tmp_path / "state")
+
+
+def test_a_manifest_naming_other_photos_is_refused_on_reload(tmp_path):
+    """The run directory may come from someone else: a manifest that names another file (with that
+    file's own digest) would send it to the endpoint. The photos come from the concept."""
+    import json
+
+    from unifybench.records import file_digest
+
+    photo, private = tmp_path / "0.png", tmp_path / "private.png"
+    Image.new("RGB", (8, 8)).save(photo)
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(private)
+
+    class Concept:
+        name, token, description = "bo", "<bo>", "<bo> is a corgi."
+        cropped_train_images, train_images = [], [photo]
+
+    method = ICLVLM({"base_url": "http://127.0.0.1:9/v1", "model": "m"})
+    method.personalize(Concept, tmp_path / "state")
+    manifest_path = tmp_path / "state" / "references.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["images"] = [{"path": str(private), "sha256": file_digest(private)}]
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(BenchError, match="not the one this concept"):
         method.load_state(Concept, tmp_path / "state")

@@ -125,22 +125,37 @@ class ICLVLM(Method):
     def reference_pool(concept) -> list[Path]:
         return list(concept.cropped_train_images or concept.train_images)
 
+    def _manifest(self, concept) -> dict:
+        """What the predictions stand for: the chosen photos (resolved paths: a resume from another
+        working directory finds them), the token and the description."""
+        chosen = [Path(p).resolve() for p in self.reference_pool(concept)[: self.args.k_images]]
+        return {"concept": concept.name, "token": concept.token,
+                "description": concept.description if self.args.use_description else "",
+                "images": [str(p) for p in chosen]}
+
     def personalize(self, concept, state_dir):
-        chosen = self.reference_pool(concept)[: self.args.k_images]
-        manifest = {"concept": concept.name, "token": concept.token,
-                    "description": concept.description if self.args.use_description else "",
-                    "images": [{"path": str(p), "sha256": file_digest(Path(p))} for p in chosen]}
+        manifest = self._manifest(concept)
+        manifest["images"] = [{"path": p, "sha256": file_digest(Path(p))} for p in manifest["images"]]
         write_json_atomic(Path(state_dir) / MANIFEST, manifest)
         return self.load_state(concept, state_dir)
 
     def load_state(self, concept, state_dir):
         path = Path(state_dir) / MANIFEST
         manifest = read_json(path)
-        if not isinstance(manifest, dict) or not isinstance(manifest.get("images"), list):
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("images"), list) or \
+                not all(isinstance(e, dict) and isinstance(e.get("path"), str) for e in manifest["images"]):
             raise BenchError("missing or unreadable reference manifest; move the run directory aside to start "
                              "afresh", path)
+        # Photos, token and description come from the concept, never from the run directory (it may come
+        # from someone else, and the photos are sent to the endpoint); the file keeps their digests.
+        expected = self._manifest(concept)
+        if [e["path"] for e in manifest["images"]] != expected["images"] or \
+                {k: manifest.get(k) for k in ("concept", "token", "description")} != \
+                {k: expected[k] for k in ("concept", "token", "description")}:
+            raise BenchError("the reference manifest is not the one this concept and these arguments give (other "
+                             "photos, token or description); move the run directory aside to choose again", path)
         for entry in manifest["images"]:  # the predictions stand for these bytes: refuse others
-            if not Path(entry["path"]).is_file() or file_digest(Path(entry["path"])) != entry["sha256"]:
+            if not Path(entry["path"]).is_file() or file_digest(Path(entry["path"])) != entry.get("sha256"):
                 raise BenchError(f"reference photo {entry['path']} is missing or changed since it was chosen; "
                                  f"move the run directory aside to choose again", path)
         return {"manifest": manifest, "state_dir": Path(state_dir)}

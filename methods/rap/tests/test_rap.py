@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
 from unifybench.data import load_benchmark
+from unifybench.errors import BenchError
 from unifybench.methods import AnswerRequest
 from unifybench.tasks import build_requests
 from unifybench.testing import cli, only_run_dir, predict, read_results
@@ -54,12 +56,26 @@ def test_the_database_entry_is_one_photo_the_cropped_one_and_the_description(ben
     method = RAP(FAST)
     state = method.personalize(concept, tmp_path)
     saved = json.loads((tmp_path / "database.json").read_text())
-    cropped = str(concept.cropped_train_images[0])
+    cropped = str(concept.cropped_train_images[0].resolve())
     assert saved == {"concept_dict": {"<bo>": {"name": "bo", "image": cropped,
                                                "info": "<bo> is a shiba inu with orange fur.", "category": "dog"}},
                      "path_to_concept": {cropped: "<bo>"}}
     assert method.load_state(concept, tmp_path) == state
     assert not any(p.suffix == ".pt" for p in tmp_path.iterdir())  # nothing is trained
+
+
+def test_a_database_entry_pointing_elsewhere_is_refused_on_reload(bench, tmp_path):
+    """The run directory may come from someone else: its entry's photo is never read on its word."""
+    concept = bench.concept("bo")
+    method = RAP(FAST)
+    method.personalize(concept, tmp_path)
+    database = json.loads((tmp_path / "database.json").read_text())
+    elsewhere = tmp_path / "private.png"
+    elsewhere.write_bytes(Path(concept.train_images[-1]).read_bytes())
+    database["concept_dict"]["<bo>"]["image"] = str(elsewhere)
+    (tmp_path / "database.json").write_text(json.dumps(database))
+    with pytest.raises(BenchError, match="not the one this concept gives"):
+        method.load_state(concept, tmp_path)
 
 
 def test_each_prompt_is_the_authors_byte_for_byte(bench, state):

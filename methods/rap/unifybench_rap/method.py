@@ -105,11 +105,15 @@ class RAP(Method):
                 "retrieval": "by name, one-concept database (caption: the concept's entry given)"}
 
     # ------------------------------------------------------------------ the database entry
-    def personalize(self, concept, state_dir):
+    @staticmethod
+    def database_entry(concept) -> dict:
         # One photo: the cropped one where the benchmark has it (RAP's database holds crops).
-        photo = (concept.cropped_train_images or concept.train_images)[0]
-        entry = {"name": concept.name, "image": str(photo), "info": concept.description.strip(),
-                 "category": concept.class_noun}
+        photo = Path((concept.cropped_train_images or concept.train_images)[0]).resolve()
+        return {"name": concept.name, "image": str(photo), "info": concept.description.strip(),
+                "category": concept.class_noun}
+
+    def personalize(self, concept, state_dir):
+        entry = self.database_entry(concept)
         if not entry["info"]:
             _LOG.info(f"{concept.name}: no description; the entry's Info is empty")
         write_json_atomic(Path(state_dir) / DATABASE, {"concept_dict": {concept.token: entry},
@@ -119,11 +123,17 @@ class RAP(Method):
     def load_state(self, concept, state_dir):
         path = Path(state_dir) / DATABASE
         try:
-            database = json.loads(path.read_text(encoding="utf-8"))
-            return {**database["concept_dict"][concept.token], "token": concept.token}
+            stored = json.loads(path.read_text(encoding="utf-8"))["concept_dict"][concept.token]
         except (OSError, ValueError, KeyError, TypeError):
             raise BenchError("unreadable RAP database entry; delete the concept's state folder to rebuild it",
                              path) from None
+        # The entry is rebuilt from the concept, never taken from the run directory: a run directory may
+        # come from someone else, and its image path is read and shown to the model.
+        entry = self.database_entry(concept)
+        if stored != entry:
+            raise BenchError("the RAP database entry is not the one this concept gives (another photo, description "
+                             "or bench folder); delete the concept's state folder to rebuild it", path)
+        return {**entry, "token": concept.token}
 
     # ------------------------------------------------------------------ replies
     def prompt(self, concept, state, request) -> tuple[str, list]:
