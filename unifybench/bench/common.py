@@ -27,11 +27,20 @@ def build_method(args, hook: str, extra: dict[str, str] | None = None):
     import torch
 
     from unifybench.devices import check_device
+
+    device = torch.device(check_device(args.device))
+    cls, method_args = method_arguments(args, hook, device.type, extra)
+    return cls(method_args, seed=args.seed, device=str(device)), device
+
+
+def method_arguments(args, hook: str, device_type: str, extra: dict[str, str] | None = None):
+    """``(method class, its argument strings)`` as :func:`build_method` makes them for a device of
+    ``device_type``, without checking that device or building anything (tools/device/gpu_checks.sh's
+    steps are checked this way on a machine without their device)."""
     from unifybench.errors import BenchError
     from unifybench.kit.args import parse_method_args
     from unifybench.methods import Method, resolve_method
 
-    device = torch.device(check_device(args.device))
     cls, _ = resolve_method(args.method)
     if getattr(cls, hook) is getattr(Method, hook):
         raise BenchError(f"offers no {hook} speed hook (docs/writing-a-method.md, 'Speed hooks')",
@@ -45,8 +54,7 @@ def build_method(args, hook: str, extra: dict[str, str] | None = None):
             raise BenchError(f"method {cls.name} has no {key}= argument", where=f"--{key.replace('_', '-')}")
         given[key] = str(value)
     given.update(parse_method_args(args.method_arg))
-    method_args = {**cls.bench_arguments(device.type, given), **given}
-    return cls(method_args, seed=args.seed, device=str(device)), device
+    return cls, {**cls.bench_arguments(device_type, given), **given}
 
 
 def header(bench: str, method, device) -> dict:

@@ -135,7 +135,7 @@ def decode_floor(scorer, gens: list[Path]) -> float:
     return len(gens) / (time.perf_counter() - start)
 
 
-def main(argv: list[str]) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m unifybench.bench fidelity", description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=256)
     parser.add_argument("--format", choices=["png", "jpg"], default="png")
@@ -150,7 +150,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--naive-n", type=int, default=None,
                         help="time the per-image loop on this many of the N images (default: all N)")
     parser.add_argument("--pipeline-only", action="store_true", help="skip the per-image loop")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
 
     import torch
 

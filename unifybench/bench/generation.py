@@ -26,7 +26,7 @@ import sys
 from .common import build_method, common_arguments, header
 
 
-def main(argv: list[str]) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m unifybench.bench generation")
     common_arguments(p)
     p.add_argument("--steps", type=int, default=None,
@@ -45,7 +45,11 @@ def main(argv: list[str]) -> int:
     p.add_argument("--compile", default="auto", choices=("auto", "on", "off"),
                    help="janus: compile our decoding step: auto = on CUDA only (torch.compile, reduce-overhead = "
                         "CUDA graphs); on = also on CPU (inductor, no graphs)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
     method, device = build_method(args, "bench_generation", extra={"steps": args.steps, "guidance": args.guidance})
     if args.batch is None:
         args.batch = 32 if device.type == "cuda" else 4

@@ -23,13 +23,17 @@ from pathlib import Path
 from .common import build_method, common_arguments, header
 
 
-def main(argv: list[str]) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m unifybench.bench personalize")
     common_arguments(p)
     p.add_argument("--bench", default="mini", help="benchmark folder or 'mini' (the bundled one)")
     p.add_argument("--concept", default="dog")
     p.add_argument("--epochs", type=int, default=None, help="the method's epochs= (default: its own schedule)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
 
     from unifybench.data import load_benchmark
     from unifybench.errors import BenchError

@@ -308,3 +308,29 @@ def test_a_missing_model_or_tower_is_refused_before_the_run_directory(tmp_path):
         assert ran.returncode == 2 and message in ran.stderr, ran.stderr
         assert len(ran.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+# ----------------------------------------------------------------------------- random-13b
+
+def test_random_13b_builds_on_the_device_in_its_dtype_and_answers(bench, state, monkeypatch):
+    """model=random-13b (tools/device/gpu_checks.sh's rap_answers: fp16 on CUDA) is LLaVA-1.5-13B's
+    config built in code; here at small sizes, in fp16 on the CPU: every weight made in the dtype
+    (no float32 copy of 13B parameters), the image processor at the tower's size, replies."""
+    from unifybench_yollava import llava
+
+    assert llava.LLAVA_13B["text"]["hidden_size"] == 5120 and llava.LLAVA_13B["vision"]["image_size"] == 336
+    small = {"vision": {**llava.LLAVA_13B["vision"], "hidden_size": 32, "intermediate_size": 64,
+                        "num_hidden_layers": 2, "num_attention_heads": 2, "image_size": 28},
+             "text": {**llava.LLAVA_13B["text"], "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                      "num_attention_heads": 4, "num_key_value_heads": 4}}
+    monkeypatch.setattr(llava, "LLAVA_13B", small)
+    method = RAP({"model": "random-13b", "dtype": "float16", "max_new_tokens": "3"})
+    RAP.check_available(method.args)  # a built-in name: nothing to find
+    host = method.host
+    assert {p.dtype for p in host.model.parameters()} == {torch.float16}
+    assert host.n_image_tokens == 4 and host.pixels([bench.concept("bo").train_images[0]]).shape[-1] == 28
+    assert host.model.get_input_embeddings().weight.shape[0] == 32064
+    details = method.describe()
+    assert details["random_init"] and details["backend"]["dtype"] == "float16"
+    answers = predict(method, bench.concept("bo"), state, _requests(bench, "rec")[:2])
+    assert len(answers) == 2 and all(isinstance(a, str) for a in answers)

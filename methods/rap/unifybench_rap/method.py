@@ -21,7 +21,7 @@ from unifybench.kit.weights import hub_snapshot
 from unifybench.logs import get_logger
 from unifybench.methods import Method
 from unifybench.seeding import derive_seed
-from unifybench_yollava.llava import LlavaHost
+from unifybench_yollava.llava import RANDOM_MODELS, LlavaHost
 
 from . import prompts
 from .convert import ensure_converted, is_original
@@ -39,8 +39,9 @@ class RAP(Method):
     tasks = frozenset({"rec", "vqa", "text_only", "choice", "caption"})
     arguments = {
         "model": Arg(str, DEFAULT_MODEL, "RAP-LLaVA: a hub name or local folder in the original LLaVA format "
-                     "(converted once into the cache) or in transformers' format, or 'tiny' (a tiny random-init "
-                     "LLaVA built in code: tests, smoke runs)"),
+                     "(converted once into the cache) or in transformers' format, 'tiny' (a tiny random-init "
+                     "LLaVA built in code: tests, smoke runs) or 'random-13b' (LLaVA-1.5-13B's sizes, random "
+                     "weights built on the device: the fp16 path on a GPU without the checkpoint)"),
         "vision_tower": Arg(str, DEFAULT_VISION_TOWER, "CLIP vision tower merged into an original-format "
                             "checkpoint (its config and image processor are used too)"),
         "converted": Arg(Path, None, "folder the converted checkpoint is written to (none: "
@@ -63,7 +64,7 @@ class RAP(Method):
 
     @classmethod
     def check_available(cls, args):
-        kind = check_available(args.model, builtins=("tiny",), what="RAP-LLaVA checkpoint")
+        kind = check_available(args.model, builtins=RANDOM_MODELS, what="RAP-LLaVA checkpoint")
         # The tower is read only to convert an original-format checkpoint (a hub one is not looked into yet).
         if kind == "hub" or (kind == "folder" and is_original(Path(args.model).expanduser())):
             check_available(args.vision_tower, argument="vision_tower", what="CLIP vision tower")
@@ -84,13 +85,13 @@ class RAP(Method):
         if self._host is None:
             a = self.args
             self._host = shared(("rap", a.model, a.vision_tower, str(a.converted), self.device, str(self._dtype()),
-                                 self.seed if a.model == "tiny" else None), self._load)
+                                 self.seed if a.model in RANDOM_MODELS else None), self._load)
         return self._host
 
     def _load(self) -> LlavaHost:
         a = self.args
-        if a.model == "tiny":
-            return LlavaHost("tiny", device=self.device, seed=self.seed, dtype=self._dtype())
+        if a.model in RANDOM_MODELS:
+            return LlavaHost(a.model, device=self.device, seed=self.seed, dtype=self._dtype())
         folder = _folder(a.model, "model")
         if is_original(folder):
             folder = ensure_converted(folder, _folder(a.vision_tower, "vision_tower"), a.converted)
@@ -98,7 +99,7 @@ class RAP(Method):
 
     def describe(self):
         a = self.args
-        return {"base_model": a.model, "random_init": random_init(a.model, ("tiny",)), "backend": self.host.describe(),
+        return {"base_model": a.model, "random_init": random_init(a.model, RANDOM_MODELS), "backend": self.host.describe(),
                 "conversation": f"llava_{a.conv}",
                 "decoding": "greedy" if a.temperature == 0 else f"sampled, temperature {a.temperature:g}",
                 "reference_compatible": a.conv == "v0" and a.temperature == 0.2,

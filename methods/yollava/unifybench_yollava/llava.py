@@ -5,7 +5,8 @@ The conversation format is the one the Yo'LLaVA code builds (LLaVA's ``llava_v1`
 model's image tokens, and without the image line for text-only turns. Images are padded to a
 square in the image processor's mean colour before preprocessing (LLaVA-1.5's ``expand2square``,
 the "pad" aspect-ratio mode the model was trained with). ``model=tiny`` builds a tiny random-init
-LLaVA (CLIP vision tower + a 2-layer Llama) and a byte-level BPE tokenizer in code.
+LLaVA (CLIP vision tower + a 2-layer Llama) and a byte-level BPE tokenizer in code; ``model=random-13b``
+the same at LLaVA-1.5-13B's sizes (speed and dtype paths on a GPU without the checkpoint).
 """
 from __future__ import annotations
 
@@ -35,12 +36,18 @@ _TINY_CORPUS = [
 ] * 4
 
 
-def build_tiny(seed: int = 0):
-    """A tiny random-init LLaVA whose text vocabulary is padded past the tokenizer (as llava-1.5's
-    32,064 rows for 32,002 ids), so the padding rows are exercised as on the real model."""
+RANDOM_MODELS = ("tiny", "random-13b")  # built in code with random weights, never loaded
+# LLaVA-1.5-13B (llava-hf/llava-1.5-13b-hf's config): Vicuna-13B and CLIP ViT-L/14 at 336 px.
+LLAVA_13B = {"vision": dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                            image_size=336, patch_size=14, projection_dim=768),
+             "text": dict(vocab_size=32064, hidden_size=5120, intermediate_size=13824, num_hidden_layers=40,
+                          num_attention_heads=40, num_key_value_heads=40, max_position_embeddings=4096,
+                          rms_norm_eps=1e-5)}
+
+
+def _tiny_tokenizer():
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
-                              LlavaForConditionalGeneration, PreTrainedTokenizerFast)
+    from transformers import PreTrainedTokenizerFast
 
     specials = ["<unk>", "<s>", "</s>", IMAGE, "<pad>"]
     tok = Tokenizer(models.BPE())
@@ -51,17 +58,54 @@ def build_tiny(seed: int = 0):
     tok.train_from_iterator(_TINY_CORPUS, trainer)
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
                                         pad_token="<pad>", extra_special_tokens={"image_token": IMAGE})
-    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                              image_size=32, patch_size=8, projection_dim=32)
-    text = LlamaConfig(vocab_size=len(tokenizer) + 16, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                       num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=512,
-                       pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+    return tokenizer
+
+
+def _llava(tokenizer, vision: dict, text: dict, seed: int):
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    text = LlamaConfig(**text, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
                        eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False)
-    config = LlavaConfig(vision_config=vision, text_config=text, image_token_index=tokenizer.convert_tokens_to_ids(IMAGE),
-                         vision_feature_layer=-2, vision_feature_select_strategy="default")
+    config = LlavaConfig(vision_config=CLIPVisionConfig(**vision), text_config=text,
+                         image_token_index=tokenizer.convert_tokens_to_ids(IMAGE), vision_feature_layer=-2,
+                         vision_feature_select_strategy="default")
     torch.manual_seed(seed)
-    model = LlavaForConditionalGeneration(config)
+    return LlavaForConditionalGeneration(config)
+
+
+def build_tiny(seed: int = 0):
+    """A tiny random-init LLaVA whose text vocabulary is padded past the tokenizer (as llava-1.5's
+    32,064 rows for 32,002 ids), so the padding rows are exercised as on the real model."""
+    from transformers import CLIPImageProcessor
+
+    tokenizer = _tiny_tokenizer()
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                  image_size=32, patch_size=8, projection_dim=32)
+    text = dict(vocab_size=len(tokenizer) + 16, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=512)
+    model = _llava(tokenizer, vision, text, seed)
     processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    return model, tokenizer, processor
+
+
+def build_random(seed: int = 0, device: str = "cpu", dtype: torch.dtype = torch.float16, sizes: dict | None = None):
+    """LLaVA-1.5-13B's sizes (:data:`LLAVA_13B`, or ``sizes``) with random weights, made directly on
+    ``device`` in ``dtype`` (13B parameters: 26 GB in fp16, never a float32 copy on the host): the
+    fp16 path on a GPU without the checkpoint. The tokenizer is the tiny one (its ids fit far inside
+    the 32,064 rows); the image processor is CLIP's at the tower's size."""
+    from transformers import CLIPImageProcessor
+
+    sizes = sizes or LLAVA_13B
+    tokenizer = _tiny_tokenizer()
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            model = _llava(tokenizer, sizes["vision"], sizes["text"], seed)
+    finally:
+        torch.set_default_dtype(previous)
+    side = sizes["vision"]["image_size"]
+    processor = CLIPImageProcessor(size={"shortest_edge": side}, crop_size={"height": side, "width": side})
     return model, tokenizer, processor
 
 
@@ -90,6 +134,8 @@ class LlavaHost:
         self.model_name = model_name
         if model_name == "tiny":
             model, tokenizer, image_processor = build_tiny(seed)
+        elif model_name == "random-13b":
+            model, tokenizer, image_processor = build_random(seed, str(self.device), self.dtype)
         else:
             model, tokenizer, image_processor = load_pretrained(model_name, self.dtype)
         self.model = freeze(model.to(self.device, self.dtype).eval())
@@ -221,7 +267,7 @@ class LlavaHost:
         return {"model": self.model_name, "dtype": str(self.dtype).replace("torch.", ""),
                 "hidden_size": self.hidden_size, "image_tokens": self.n_image_tokens,
                 "vocabulary_rows": self.model.get_input_embeddings().weight.shape[0],
-                "tokenizer_ids": len(self.tokenizer), "random_init": random_init(self.model_name, ("tiny",))}
+                "tokenizer_ids": len(self.tokenizer), "random_init": random_init(self.model_name, RANDOM_MODELS)}
 
 
 def save_folder(host: LlavaHost, folder: Path) -> None:
