@@ -24,6 +24,7 @@ from tests._judge_server import JudgeServer
 from unifybench.data import load_benchmark
 from unifybench.errors import BenchError
 from unifybench.metrics import ScoringContext, aggregate, aggregate_intervals
+from unifybench.prediction import Prediction
 from unifybench.scoring.judges import JudgeConfig
 from unifybench.scoring.judges import dreambench_plus as dbp
 from unifybench.scoring.judges.config import JUDGE_MODES
@@ -159,7 +160,8 @@ def _judged_run(tmp_path, limit=1):
             rels = [f"images/{w.request.concept}/{w.request.index}/{i}.png" for i in range(2)]
             for rel in rels:
                 photo(run_dir / rel, size=40)
-            predictions[w.request.key] = {"images": rels}
+            predictions[w.request.key] = Prediction(w.request.key, "gen", w.request.concept, w.request.index,
+                                                    images=rels)
     return bench, work, SimpleNamespace(run_dir=run_dir, predictions=predictions)
 
 
@@ -202,7 +204,7 @@ def test_messages_retries_unparsed_and_refusals_against_a_scripted_server(tmp_pa
         for w in ws:
             if w.purpose != "prompt":
                 continue
-            tgt = their_stored(store.run_dir / store.predictions[w.request.key]["images"][0], their_dir)
+            tgt = their_stored(store.run_dir / store.predictions[w.request.key].images[0], their_dir)
             expected.append(their_cp_messages(concept.kind, ref, tgt))
             expected.append(their_pf_messages(w.record.class_prompt, tgt))
     calls: dict[str, int] = {}

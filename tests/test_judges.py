@@ -203,6 +203,7 @@ def test_attr_gen_samples_k_images_and_reference_protocol_samples_four(tmp_path,
     from unifybench.data import load_benchmark
     from unifybench.metrics import ScoringContext, aggregate
     from unifybench.scoring.judges import judge_rows
+    from unifybench.prediction import Prediction
     from unifybench.store import RunStore
     from unifybench.tasks import build_requests
 
@@ -212,8 +213,7 @@ def test_attr_gen_samples_k_images_and_reference_protocol_samples_four(tmp_path,
     for w in work["dog"]:
         images = [Image.new("RGB", (8, 8), (i * 40, w.request.index * 90, 0)) for i in range(6)]
         paths = store.save_images(store.image_folder("dog", "attr_gen", w.request.index, w.request.prompt), images)
-        store.append({"key": w.request.key, "task": "attr_gen", "concept": "dog", "index": w.request.index,
-                      "images": paths})
+        store.append(Prediction(w.request.key, "attr_gen", "dog", w.request.index, images=paths))
     with JudgeServer() as server:
         for protocol, expected in (("default", 2), ("reference", 4)):
             cfg = _config(server, tmp_path, samples=2, seed=7, cache=str(tmp_path / f"{protocol}.sqlite"))
@@ -225,7 +225,7 @@ def test_attr_gen_samples_k_images_and_reference_protocol_samples_four(tmp_path,
             # One row per judged image; the chosen images are the seeded sample of each prompt.
             for w in work["dog"]:
                 chosen = [r["image"] for r in rows if r["key"] == w.request.key]
-                assert chosen == attr_samples(store.predictions[w.request.key]["images"], expected, 7, w.request.key)
+                assert chosen == attr_samples(store.predictions[w.request.key].images, expected, 7, w.request.key)
             overall, per_concept = aggregate(rows, ScoringContext(protocol=protocol, requested={"dog": ["attr_gen"]},
                                                                   judge=True), ["attr_gen"])
             assert overall["attr_gen"]["attr_score"] == per_concept["dog"]["attr_gen"]["attr_score"]

@@ -117,7 +117,7 @@ def build_gallery(run_dir: Path, *, concepts: list[str] | None = None, images_pe
         if r["scorer"] in ("answer", "judge") and "image" not in r:
             by_key[(r["scorer"], r["key"])] = r
     predictions = list(store.predictions.values())
-    names = list(results.get("concepts", {})) or sorted({p["concept"] for p in predictions})
+    names = list(results.get("concepts", {})) or sorted({p.concept for p in predictions})
     if concepts:
         unknown = [c for c in concepts if c not in names]
         if unknown:
@@ -168,20 +168,20 @@ def build_gallery(run_dir: Path, *, concepts: list[str] | None = None, images_pe
         if concept is not None and concept.reference_images:
             part.append("<h3>reference photos</h3><div class='grid'>"
                         + "".join(_figure(p, esc(p.name)) for p in concept.reference_images) + "</div>")
-        gens = sorted((p for p in predictions if p["concept"] == name and p["task"] in GEN_KINDS),
-                      key=lambda p: (GEN_KINDS.index(p["task"]), p["index"]))
+        gens = sorted((p for p in predictions if p.concept == name and p.task in GEN_KINDS),
+                      key=lambda p: (GEN_KINDS.index(p.task), p.index))
         if gens:
             part.append("<h3>generation</h3>")
         judged_run = bool(results.get("judge"))
         for p in gens:
             unjudged = ("not in the judge's sample" if judged_run else "no judge configured") \
-                if p["task"] == "attr_gen" else ""
+                if p.task == "attr_gen" else ""
             figures = []
-            for rel in p.get("images", [])[:images_per_prompt]:
+            for rel in (p.images or ())[:images_per_prompt]:
                 caption = _image_caption(by_image.get(("fidelity", rel)), by_image.get(("face", rel)),
                                          by_image.get(("judge", rel)), unjudged)
                 figures.append(_figure(run_dir / rel, caption))
-            part.append(f"<div class='prompt'>{esc(p['task'])} #{esc(p['index'])}: {esc(p.get('prompt', ''))}</div>"
+            part.append(f"<div class='prompt'>{esc(p.task)} #{esc(p.index)}: {esc(p.prompt or '')}</div>"
                         f"<div class='grid'>{''.join(figures)}</div>")
         answers = sorted((r for r in rows if r["scorer"] == "answer" and r["concept"] == name),
                          key=lambda r: (ANSWER_TASKS.index(r["task"]), r["index"]))

@@ -166,25 +166,7 @@ class Method:
         """``n_images`` images (PIL images or existing files) per request; ``None`` if it has none."""
         raise NotImplementedError
 
-    # ------------------------------------------------------------------ speed hooks (optional)
-    # ``python -m unifybench.bench generation|personalize --method NAME`` runs any method that offers them.
-    @classmethod
-    def bench_arguments(cls, device_type: str, given: Mapping[str, str]) -> dict[str, str]:
-        """``--method-arg`` defaults of the speed benchmarks on ``device_type`` ("cpu", "cuda"), given
-        what the user set (``given``): e.g. a tiny model on the CPU, full-size random weights on CUDA."""
-        return {}
-
-    def bench_generation(self, options) -> dict | None:
-        """``python -m unifybench.bench generation``: time the method's generation against a baseline
-        on the same weights, in this process (``unifybench.bench.common.timed``), and return a JSON-able
-        dict: ``baseline``, ``ours``, their throughputs, ``ratio``, and ``ok`` (False when the two
-        disagree). ``options``: the benchmark's parsed options (``batch``, ``steps``, ``repeats``, ...)."""
-        raise NotImplementedError
-
-    def bench_personalize_costs(self, state_dir: Path) -> dict:
-        """``python -m unifybench.bench personalize``: per stage, what the finished personalization in
-        ``state_dir`` recorded (steps, seconds, first and last loss). Default: nothing beyond the total."""
-        return {}
+    # The speed benchmarks' hooks are a separate, optional interface: unifybench.bench.hooks.
 
 
 # ----------------------------------------------------------------------------- registry

@@ -28,6 +28,7 @@ from .logs import get_logger, run_log
 from .methods import GenRequest, Method, Provider, method_code, resolve_method
 from .metrics import Why
 from .options import check_declared
+from .prediction import Prediction
 from .progress import choose_threads, null_console, progress_bars, set_threads
 from .record import BACKBONES_UNUSED, RANDOM_INIT_LABEL, MethodDetails
 from .records import ANSWER_TASKS, GEN_KINDS, TASKS, Benchmark
@@ -416,8 +417,7 @@ def _predict(method: Method, bench: Benchmark, work: dict[str, list[Work]], stor
                     for w, reply in zip(batch, replies):
                         req = w.request
                         if reply is not None and req.key not in store:
-                            store.append({"key": req.key, "task": req.task, "concept": req.concept,
-                                          "index": req.index, "answer": str(reply)})
+                            store.append(Prediction(req.key, req.task, req.concept, req.index, answer=str(reply)))
                     progress.advance(bar, len(todo))
                 gen_batch = max(1, spec.batch_size // spec.images_per_prompt)
                 for batch, todo, outputs in _predicted(method, method.generate, concept, state, gen_work, gen_batch,
@@ -430,9 +430,8 @@ def _predict(method: Method, bench: Benchmark, work: dict[str, list[Work]], stor
                             continue  # already stored, or recorded as missing (scoring names it)
                         folder = store.image_folder(req.concept, req.task, req.index, req.prompt)
                         paths = store.save_images(folder, list(images))
-                        store.append({"key": req.key, "task": req.task, "concept": req.concept,
-                                      "index": req.index, "prompt": req.prompt, "seed": req.seed,
-                                      "images": paths})
+                        store.append(Prediction(req.key, req.task, req.concept, req.index, prompt=req.prompt,
+                                                seed=req.seed, images=tuple(paths)))
                     progress.advance(bar, len(todo))
             _LOG.info(f"{name}: {sum(w.request.key in store for w in work[name])} of {len(work[name])} requests predicted")
             after = method.isolation_fingerprint()

@@ -30,7 +30,8 @@ from PIL import Image
 
 from .errors import BenchError
 from .records import TASKS
-from .kit.files import atomic_write, write_jsonl_atomic
+from .kit.files import atomic_write, write_text_atomic
+from .prediction import Prediction, inside_run_dir
 
 # The run directory's files, named once: every module that reads or writes one uses these.
 RUN_JSON = "run.json"
@@ -213,7 +214,7 @@ class RunStore:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.main_path = self.run_dir / PREDICTIONS_JSONL
         self.predictions_path = self.main_path if rank is None else self.run_dir / f"predictions.rank{rank}.jsonl"
-        self.predictions: dict[str, dict] = {}
+        self.predictions: dict[str, Prediction] = {}
         # What this process's method returned for a request it could not store ("returned 2 of 3
         # images"): scoring names it instead of "no prediction".
         self.shortfalls: dict[str, str] = {}
@@ -236,18 +237,18 @@ class RunStore:
         files = self.rank_files()
         if not files:
             return
-        write_jsonl_atomic(self.main_path, self.predictions.values())
+        write_text_atomic(self.main_path, "".join(p.to_json() + "\n" for p in self.predictions.values()))
         for path in files:
             path.unlink()
         self.predictions_path = self.main_path
 
-    def _load_predictions(self, path: Path) -> dict[str, tuple[dict, str]]:
+    def _load_predictions(self, path: Path) -> dict[str, tuple[Prediction, str]]:
         if not path.exists():
             return {}
         if not path.is_file():
             raise BenchError("not a file; move it aside", path)
         data = path.read_bytes()
-        records: dict[str, tuple[dict, str]] = {}
+        records: dict[str, tuple[Prediction, str]] = {}
         good_end = 0
         position = 0
         for line_no, raw in enumerate(data.splitlines(keepends=True), 1):
@@ -256,13 +257,8 @@ class RunStore:
             if not raw.endswith(b"\n"):
                 break  # torn last line from a kill mid-write
             where = f"line {line_no}"
-            try:
-                record = json.loads(raw.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise BenchError(f"corrupt line ({exc.__class__.__name__}); move the file aside to start this run "
-                                 f"again", path, where) from None
-            self._check_record(record, path, where)
-            key = record["key"]
+            record = Prediction.from_json(raw, path, where, self.run_dir)
+            key = record.key
             if key in records and records[key][0] != record:
                 raise BenchError(f"two different predictions for {key!r}; move the file aside", path, where)
             records[key] = (record, where)
@@ -272,52 +268,23 @@ class RunStore:
                 fh.truncate(good_end)
         return records
 
-    def _check_record(self, record, path: Path, where: str) -> None:
-        """A prediction line as the runner writes it: a key, and a text answer or a list of image
-        files inside this run directory (a record from elsewhere naming /etc/passwd or ../x is
-        refused, never read or shown)."""
-        if not isinstance(record, dict) or not isinstance(record.get("key"), str):
-            raise BenchError("not a prediction record (a JSON object with a text 'key')", path, where)
-        if "answer" in record:
-            if not isinstance(record["answer"], str):
-                raise BenchError(f"'answer' must be text, got {type(record['answer']).__name__}", path, where)
-        elif "images" in record:
-            images = record["images"]
-            if not isinstance(images, list) or not all(isinstance(i, str) for i in images):
-                raise BenchError("'images' must be a list of file names", path, where)
-            for rel in images:
-                self.inside(rel, path, where)
-        else:
-            raise BenchError("a prediction record has an 'answer' or 'images'", path, where)
-        if record.get("task") not in TASKS or not isinstance(record.get("concept"), str):
-            raise BenchError("not a prediction record (a known 'task' and a text 'concept' are required)", path, where)
-
     def inside(self, rel: str, path: Path | None = None, where: str | None = None) -> Path:
         """``run_dir / rel`` when ``rel`` is a relative path that stays inside the run directory,
         following no link; else a BenchError."""
-        target = self.run_dir / rel
-        parts = Path(rel).parts
-        if Path(rel).is_absolute() or ".." in parts or not parts:
-            raise BenchError(f"image path {rel!r} points outside the run directory", path or self.run_dir, where)
-        probe = self.run_dir
-        for part in parts:
-            probe = probe / part
-            if probe.is_symlink():
-                raise BenchError(f"image path {rel!r} passes through a symbolic link", path or self.run_dir, where)
-        return target
+        return inside_run_dir(self.run_dir, rel, path, where)
 
     def __contains__(self, key: str) -> bool:
         return key in self.predictions
 
-    def append(self, record: dict) -> None:
+    def append(self, prediction: Prediction) -> None:
         """Record one finished request durably; a key already present is never written twice."""
-        if record["key"] in self.predictions:
+        if prediction.key in self.predictions:
             return
         with open_no_follow(self.predictions_path, "a") as fh:
-            fh.write(json.dumps(record) + "\n")
+            fh.write(prediction.to_json() + "\n")
             fh.flush()
             os.fsync(fh.fileno())
-        self.predictions[record["key"]] = record
+        self.predictions[prediction.key] = prediction
 
     def image_folder(self, concept: str, task: str, index: int, prompt: str) -> Path:
         return self.run_dir / "images" / concept / task / f"{index:03d}_{safe_filename(prompt)}"

@@ -1,9 +1,11 @@
 """What the speed benchmarks share: a method found through the registry and built with its bench
-defaults, the JSON header, and :func:`timed` (which the methods' speed hooks use too)."""
+defaults, the JSON header, and :func:`timed` (which the methods' speed hooks, :mod:`.hooks`, use too)."""
 from __future__ import annotations
 
 import argparse
 import time
+
+from .hooks import bench_arguments, offers
 
 
 def common_arguments(p: argparse.ArgumentParser) -> None:
@@ -20,31 +22,35 @@ def common_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
-def build_method(args, hook: str, extra: dict[str, str] | None = None):
-    """``(method, torch.device)``: the method through the registry, refused in one line when it does
-    not offer ``hook``; its arguments: its ``bench_arguments(device)``, then ``--model``, ``--backend``,
-    ``--dtype`` and ``extra`` where it declares them, then ``--method-arg``."""
+def build_method(args, needs: str, extra: dict[str, str] | None = None):
+    """``(method, torch.device)``: the method through the registry, refused in one line when it
+    cannot be timed (``needs``: "bench_generation", a speed hook of :mod:`.hooks`, or "personalize");
+    its arguments: its ``bench_arguments(device)`` where it offers them, then ``--model``,
+    ``--backend``, ``--dtype`` and ``extra`` where it declares them, then ``--method-arg``."""
     import torch
 
     from unifybench.devices import check_device
 
     device = torch.device(check_device(args.device))
-    cls, method_args = method_arguments(args, hook, device.type, extra)
+    cls, method_args = method_arguments(args, needs, device.type, extra)
     return cls(method_args, seed=args.seed, device=str(device)), device
 
 
-def method_arguments(args, hook: str, device_type: str, extra: dict[str, str] | None = None):
+def method_arguments(args, needs: str, device_type: str, extra: dict[str, str] | None = None):
     """``(method class, its argument strings)`` as :func:`build_method` makes them for a device of
     ``device_type``, without checking that device or building anything (tools/device/gpu_checks.sh's
     steps are checked this way on a machine without their device)."""
     from unifybench.errors import BenchError
     from unifybench.kit.args import parse_method_args
-    from unifybench.methods import Method, resolve_method
+    from unifybench.methods import resolve_method
 
     cls, _ = resolve_method(args.method)
-    if getattr(cls, hook) is getattr(Method, hook):
-        raise BenchError(f"offers no {hook} speed hook (docs/writing-a-method.md, 'Speed hooks')",
-                         where=f"method {cls.name}")
+    if needs == "personalize":
+        if not cls.personalizes():
+            raise BenchError("does not personalize: it has no personalization to time", where=f"method {cls.name}")
+    elif not offers(cls, needs):
+        raise BenchError(f"offers no {needs} speed hook (unifybench.bench.hooks.SpeedBenchHooks; "
+                         f"docs/writing-a-method.md, 'Speed hooks')", where=f"method {cls.name}")
     given = {}
     shortcuts = {"model": args.model, "backend": args.backend, "dtype": args.dtype, **(extra or {})}
     for key, value in shortcuts.items():
@@ -54,7 +60,7 @@ def method_arguments(args, hook: str, device_type: str, extra: dict[str, str] | 
             raise BenchError(f"method {cls.name} has no {key}= argument", where=f"--{key.replace('_', '-')}")
         given[key] = str(value)
     given.update(parse_method_args(args.method_arg))
-    return cls, {**cls.bench_arguments(device_type, given), **given}
+    return cls, {**bench_arguments(cls, device_type, given), **given}
 
 
 def header(bench: str, method, device) -> dict:

@@ -5,11 +5,11 @@ against a baseline run in the same process on the same weights.
                                           [--backend NAME] [--dtype float32|bfloat16] [--batch N]
                                           [--device cpu|cuda] [--steps S] [--repeats R] [...]
 
-Any registered method that offers the speed hook ``bench_generation`` runs here: the core looks it
-up through the registry (it imports no adapter), builds it with the method's own bench defaults
-(``bench_arguments``: a tiny model on the CPU, full-size random weights on CUDA) overridden by
-``--model``/``--backend``/``--dtype`` and ``--method-arg``, and calls the hook with the options
-below. The hook returns one JSON-able dict: what it compared (``baseline`` and ``ours``), their
+Any registered method that offers the speed hook ``bench_generation`` (:mod:`.hooks`) runs here:
+the core looks it up through the registry (it imports no adapter), builds it with the method's own
+bench defaults (``bench_arguments``: a tiny model on the CPU, full-size random weights on CUDA)
+overridden by ``--model``/``--backend``/``--dtype`` and ``--method-arg``, and calls the hook with
+the options below. The hook returns one JSON-able dict: what it compared (``baseline`` and ``ours``), their
 throughputs and ``ratio`` (both measured here, in this run, with :func:`unifybench.bench.common.timed`),
 and ``ok`` (False when the two paths disagree: exit 1). The last line printed is that object, with
 the method, model, device and whether the weights are random added. Each built-in adapter's card

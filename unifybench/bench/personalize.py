@@ -8,9 +8,9 @@ Any registered method that personalizes runs here, found through the registry, b
 defaults (``bench_arguments``) overridden by the shortcuts and ``--method-arg``; ``--epochs`` sets
 its ``epochs=`` where it declares one. The method's ``personalize`` runs on one concept of a
 benchmark (default: the bundled mini bench's ``dog``) into a fresh temporary state folder; the
-speed hook ``bench_personalize_costs(state_dir)``, where the method offers it, then reads back what
-each stage recorded (optimizer steps, seconds, first and last epoch loss). The last line printed is
-one JSON object. Random-init models give cost figures only: their losses say nothing about the method.
+speed hook ``bench_personalize_costs(state_dir)`` (:mod:`.hooks`), where the method offers it, then
+reads back what each stage recorded (optimizer steps, seconds, first and last epoch loss). The last
+line printed is one JSON object. Random-init models give cost figures only: their losses say nothing about the method.
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from .common import build_method, common_arguments, header
+from .hooks import personalize_costs
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,7 +52,7 @@ def main(argv: list[str]) -> int:
         t0 = time.perf_counter()
         method.personalize(concept, Path(tmp))
         total_s = time.perf_counter() - t0
-        stages = method.bench_personalize_costs(Path(tmp))
+        stages = personalize_costs(method, Path(tmp))
     result = {**header("personalize", method, device), "concept": concept.token,
               "dtype": (details.get("backend") or {}).get("dtype"), "train_args": details.get("train_args"),
               "model_load_s": round(load_s, 2), "stages": stages, "total_s": round(total_s, 2)}

@@ -253,7 +253,7 @@ def answer_rows(work, store, tasks: list[str], protocol: str) -> list[dict]:
         for w in ws:
             if w.request.task not in tasks or w.request.task not in QA_KINDS:
                 continue
-            item, reply = w.record, store.predictions[w.request.key]["answer"]
+            item, reply = w.record, store.predictions[w.request.key].answer
             truth = item.answer_as_written if answer_protocol == "reference" else item.answer
             rows.append({"scorer": "answer", "task": item.kind, "concept": name, "key": w.request.key,
                          "index": item.index, "question": item.question, "truth": truth, "reply": reply,

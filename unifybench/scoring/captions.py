@@ -53,7 +53,7 @@ def caption_rows(bench, work, store, tasks: list[str]) -> list[dict]:
         for w in ws:
             if w.request.task != "caption":
                 continue
-            reply = store.predictions[w.request.key]["answer"]
+            reply = store.predictions[w.request.key].answer
             rows.append({"scorer": "answer", "task": "caption", "concept": name, "key": w.request.key,
                          "index": w.record.index, "image": str(w.record.image), "question": w.record.question,
                          "truth": name, "reply": reply, **caption_sample(name, reply, names)})

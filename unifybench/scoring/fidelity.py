@@ -641,7 +641,7 @@ def image_rows(task_work, store) -> list[dict]:
     """One row per stored image of the given requests (task, concept, key, index, image)."""
     rows = []
     for w in task_work:
-        for rel in store.predictions[w.request.key]["images"]:
+        for rel in store.predictions[w.request.key].images:
             rows.append({"task": w.request.task, "concept": w.request.concept, "key": w.request.key,
                          "index": w.request.index, "image": rel})
     return rows
@@ -662,7 +662,7 @@ def fidelity_rows(scorer: FidelityScorer, bench, task_works: dict, store, progre
             raise BenchError("concept has no reference photos to compare against", where=f"concept {name}")
         texts = []
         for w in ws:
-            texts.extend([w.record.class_prompt] * len(store.predictions[w.request.key]["images"]))
+            texts.extend([w.record.class_prompt] * len(store.predictions[w.request.key].images))
         groups.append((list(refs), [store.run_dir / r["image"] for r in rows], texts))
         rows_of.append(rows)
     out = []

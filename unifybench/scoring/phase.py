@@ -28,7 +28,7 @@ def find_missing(work: dict, store) -> list[str]:
             if record is None:
                 missing.append(f"{w.request.key}: {store.shortfalls.get(w.request.key, 'no prediction')}")
             elif w.request.task in GEN_KINDS:
-                for rel in record.get("images", []):
+                for rel in record.images or ():
                     if not (store.run_dir / rel).is_file():
                         missing.append(f"{w.request.key}: image {rel} not found")
     return missing
@@ -91,7 +91,7 @@ def score_run(bench, work: dict, store, spec, backbones: str, skipped: dict[str,
         backbone_info = scorer.describe()
         gen_works = {name: [w for w in ws if w.request.task == "gen"] for name, ws in work.items()}
         gen_works = {name: ws for name, ws in gen_works.items() if ws}
-        n_images = sum(len(store.predictions[w.request.key]["images"]) for ws in gen_works.values() for w in ws
+        n_images = sum(len(store.predictions[w.request.key].images) for ws in gen_works.values() for w in ws
                        if w.purpose != "identity")
         with progress_bars(console) as progress:
             bar = progress.add_task("scoring images", total=n_images)

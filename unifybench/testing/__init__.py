@@ -50,7 +50,9 @@ from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
 from ..errors import BenchError
+from ..prediction import Prediction
 from ..record import MethodDetails
+from ..store import PREDICTIONS_JSONL
 from .tiny import bundled_concept, small_bench, tiny_clip, tiny_llava
 
 __all__ = ["MethodContract", "RowsContract", "Ran", "cli", "predict", "predictions", "only_run_dir", "read_results",
@@ -117,12 +119,13 @@ def predictions(run_dir: Path, concepts: Sequence[str] | None = None) -> dict[st
     """A run directory's predictions by key: the reply, or the generated images' bytes."""
     run_dir = Path(run_dir)
     found = {}
-    for line in (run_dir / "predictions.jsonl").read_text(encoding="utf-8").splitlines():
-        record = json.loads(line)
-        if concepts is not None and record["concept"] not in concepts:
+    path = run_dir / PREDICTIONS_JSONL
+    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        record = Prediction.from_json(line, path, f"line {line_no}", run_dir)
+        if concepts is not None and record.concept not in concepts:
             continue
-        found[record["key"]] = (record["answer"] if "answer" in record
-                                else [(run_dir / rel).read_bytes() for rel in record["images"]])
+        found[record.key] = (record.answer if record.answer is not None
+                             else [(run_dir / rel).read_bytes() for rel in record.images])
     return found
 
 

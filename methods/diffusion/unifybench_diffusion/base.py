@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 
+from unifybench.bench.hooks import SpeedBenchHooks
 from unifybench.errors import BenchError
 from unifybench.kit.args import Arg, Auto
 from unifybench.kit.batching import draw_in_calls
@@ -39,7 +40,7 @@ def get_host(model: str, device: str, seed: int, dtype: str | None, scheduler: s
                                  scheduler=scheduler))
 
 
-class DiffusionMethod(ConceptLayers, Method):
+class DiffusionMethod(ConceptLayers, Method, SpeedBenchHooks):
     tasks = TASKS
     arguments = dict(SAMPLING_ARGS)
     trains = False  # a method that trains refuses float16 weights (no loss scaling here)
@@ -80,7 +81,7 @@ class DiffusionMethod(ConceptLayers, Method):
     def isolation_fingerprint(self):
         return self.host.fingerprint()
 
-    # ------------------------------------------------------------------ speed hooks
+    # ------------------------------------------------------------------ speed hooks (SpeedBenchHooks)
     @classmethod
     def bench_arguments(cls, device_type, given):
         # A method that trains is personalized for one step: sampling does not cost more after more.

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from unifybench.bench.hooks import SpeedBenchHooks
 from unifybench.errors import BenchError
 from unifybench.kit.args import Arg, Auto
 from unifybench.kit.files import write_json_atomic
@@ -32,7 +33,7 @@ DATABASE = "database.json"
 _LOG = get_logger("method.rap")
 
 
-class RAP(Method):
+class RAP(Method, SpeedBenchHooks):
     """RAP-LLaVA with a one-concept database (methods/rap/README.md)."""
 
     name = "rap"

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from unifybench import newrows
+from unifybench.bench.hooks import SpeedBenchHooks
 from unifybench.errors import BenchError
 from unifybench.kit.batching import call_size, padded_calls
 from unifybench.logs import get_logger
@@ -128,7 +129,7 @@ def get_backend(backend: str, model: str, device: str, seed: int, dtype: str | N
     return shared(key, load)
 
 
-class _UnifiedMethod(ConceptLayers, Method):
+class _UnifiedMethod(ConceptLayers, Method, SpeedBenchHooks):
     tasks = frozenset(TASKS)
 
     def __init__(self, args=None, **kwargs):
@@ -168,7 +169,7 @@ class _UnifiedMethod(ConceptLayers, Method):
                 "random_init": random_init(self.model_name, ("tiny", RANDOM_MODELS[self.backend_name])),
                 "backend": self.backend.describe(), "gen_batch": self.gen_batch}
 
-    # ------------------------------------------------------------------ speed hooks
+    # ------------------------------------------------------------------ speed hooks (SpeedBenchHooks)
     @classmethod
     def bench_arguments(cls, device_type, given):
         backend = given.get("backend", "showo")

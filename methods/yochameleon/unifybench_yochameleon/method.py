@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from unifybench import newrows
+from unifybench.bench.hooks import SpeedBenchHooks
 from unifybench.errors import BenchError
 from unifybench.kit.args import Arg, Auto
 from unifybench.kit.batching import draw_in_calls
@@ -100,7 +101,7 @@ def get_host(model: str, device: str, seed: int, dtype: str | None, vqgan: Path 
                                         dtype=torch_dtype(dtype, device) if dtype else None))
 
 
-class YoChameleon(ConceptLayers, Method):
+class YoChameleon(ConceptLayers, Method, SpeedBenchHooks):
     """Yo'Chameleon: an identifier and self-prompting latent tokens learned on Anole-7B."""
 
     name = "yochameleon"
@@ -331,7 +332,7 @@ class YoChameleon(ConceptLayers, Method):
             "concept_prompt": self.concept_prompt(), "init": "the checkpoint's own rows of the reserved tokens",
             "losses": losses, "selected_epoch": a.epochs, "seconds": loop.seconds()})
 
-    # ------------------------------------------------------------------ speed hooks
+    # ------------------------------------------------------------------ speed hooks (SpeedBenchHooks)
     @classmethod
     def bench_arguments(cls, device_type, given):
         return {"model": "random" if device_type == "cuda" else "tiny"}

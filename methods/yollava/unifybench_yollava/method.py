@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from unifybench import newrows
+from unifybench.bench.hooks import SpeedBenchHooks
 from unifybench.errors import BenchError
 from unifybench.logs import get_logger
 from unifybench.kit.args import Arg, Auto
@@ -220,7 +221,7 @@ def _read_descriptions(args) -> dict[str, str]:
     return data
 
 
-class YoLLaVA(_LlavaMethod):
+class YoLLaVA(_LlavaMethod, SpeedBenchHooks):
     """Yo'LLaVA: <c> + 16 latent tokens learned on LLaVA-1.5 (methods/yollava/README.md)."""
 
     name = "yollava"
@@ -326,7 +327,7 @@ class YoLLaVA(_LlavaMethod):
             return {"rows": self._from_checkpoint(concept)[0]}
         return self._saved(concept, Path(state_dir))
 
-    # ------------------------------------------------------------------ speed hooks
+    # ------------------------------------------------------------------ speed hooks (SpeedBenchHooks)
     @classmethod
     def bench_arguments(cls, device_type, given):
         return {"model": "tiny"}  # a 13B LLaVA with random weights would measure nothing worth its memory

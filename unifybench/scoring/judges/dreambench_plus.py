@@ -160,7 +160,7 @@ def items_for(bench, work: dict, store) -> list[Item]:
         for w in ws:
             if w.request.task != "gen" or w.purpose != "prompt":
                 continue
-            images = store.predictions[w.request.key].get("images") or []
+            images = store.predictions[w.request.key].images or ()
             if not images:
                 continue
             first = images[0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import asdict
 from pathlib import Path
+from typing import Sequence
 
 from .. import judge_prompts
 from .backends import JudgePrompt
@@ -14,7 +15,7 @@ from .judge import Judge, Judgment
 OPEN_TASKS = ("vqa", "text_only")
 
 
-def attr_samples(images: list[str], k: int, seed: int, key: str) -> list[str]:
+def attr_samples(images: Sequence[str], k: int, seed: int, key: str) -> list[str]:
     """The images judged for one attribute prompt: k of them, chosen by a RNG seeded with the seed and
     the prompt's key (so a prompt's choice does not depend on which other prompts run)."""
     if k >= len(images):
@@ -62,11 +63,11 @@ def judge_rows(bench, work: dict, store, *, config: JudgeConfig, protocol: str, 
             if task in OPEN_TASKS:
                 item = w.record
                 prompts.append(JudgePrompt(*judge_prompts.qa_messages(item.question, item.answer,
-                                                                      prediction["answer"])))
+                                                                      prediction.answer)))
                 bases.append(base)
             elif task == "attr_gen":
                 concept = bench.concept(name)
-                for rel in attr_samples(prediction["images"], k, config.seed, w.request.key):
+                for rel in attr_samples(prediction.images, k, config.seed, w.request.key):
                     system, user = judge_prompts.attr_messages(concept.token, concept.description,
                                                                concept.extra_facts, w.record.prompt)
                     prompts.append(JudgePrompt(system, user, (store.run_dir / rel,)))
