@@ -137,9 +137,9 @@ def test_run_json_keeps_its_creation_time_through_every_write_of_a_run(tmp_path,
     kept rewriting "created" with its own time."""
     import time
 
-    from unifybench import record
+    from unifybench import run_record
 
-    written, real = [], record.write
+    written, real = [], run_record.write
 
     def spy(*args, **kwargs):
         out = real(*args, **kwargs)
@@ -147,7 +147,7 @@ def test_run_json_keeps_its_creation_time_through_every_write_of_a_run(tmp_path,
         time.sleep(1.1)  # a later write would otherwise stamp the same second
         return out
 
-    monkeypatch.setattr(record, "write", spy)
+    monkeypatch.setattr(run_record, "write", spy)
     ran = cli("run", "--method", "always-yes", "--tasks", "rec", "--limit", "1", "--out", str(tmp_path / "runs"))
     assert ran.returncode == 0, ran.stderr
     assert len(written) >= 2 and len(set(written)) == 1

@@ -10,7 +10,7 @@ import pytest
 from unifybench.errors import BenchError
 from unifybench.leaderboard.render_csv import as_csv
 from unifybench.leaderboard.rows import LeaderboardRow, is_published, published_rows
-from unifybench.record import MethodDetails, is_random_init
+from unifybench.run_record import MethodDetails, is_random_init
 
 
 def test_describe_is_checked_into_method_details():

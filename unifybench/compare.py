@@ -19,7 +19,7 @@ import pandas as pd
 
 from .errors import BenchError
 from .metrics import paired_metric
-from .record import RANDOM_INIT_LABEL
+from .run_record import RANDOM_INIT_LABEL
 from .leaderboard.cells import decimals, interval_text, md_text
 from .leaderboard.render_csv import csv_text
 from .leaderboard.rows import run_row

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from .record import BACKBONES_UNUSED
+from .run_record import BACKBONES_UNUSED
 
 # How a table's title names a run whose method model has random weights (GroupKey.random_method).
 RANDOM_METHOD = "random-init method model"

@@ -4,6 +4,11 @@
 :func:`option`; the command line's options are generated from those declarations (:mod:`.cli.options`)
 and :func:`check_declared` checks a spec the same way whether it came from flags, a ``--config`` file or
 ``unifybench.evaluate()``. Light on purpose: ``unifybench --help`` reads it without importing torch.
+
+A method's own arguments are declared with :class:`unifybench.kit.args.Arg` instead: they are a
+plugin's public API, arrive as ``KEY=VALUE`` text (``--method-arg``, a config's ``method_args``,
+``evaluate()``), and have what run options never need (``Auto``/``Derived`` defaults, a path that
+must exist); the harness's flags are no plugin's business.
 """
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import distributed, record
+from . import distributed, run_record
 from .devices import check_device
 from .errors import BenchError, did_you_mean
 from .kit.files import write_json_atomic
@@ -30,7 +30,7 @@ from .metrics import Why
 from .options import check_declared
 from .prediction import Prediction
 from .progress import choose_threads, null_console, progress_bars, set_threads
-from .record import BACKBONES_UNUSED, RANDOM_INIT_LABEL, MethodDetails
+from .run_record import BACKBONES_UNUSED, RANDOM_INIT_LABEL, MethodDetails
 from .records import ANSWER_TASKS, GEN_KINDS, TASKS, Benchmark
 from .scoring.judges import JudgeConfig
 from .scoring.phase import score_run
@@ -192,7 +192,7 @@ def _prepare(spec: RunSpec, out_root: Path, rank: distributed.Rank, console, dev
     # What the predictions depend on names the run directory: the method and its parsed arguments
     # (every default filled), the benchmark's content and the request set. Scoring settings
     # (backbones, the judge) do not, so changing them rescores the same predictions. The method's
-    # code is recorded in run.json and checked on resume instead (record.check_same_code).
+    # code is recorded in run.json and checked on resume instead (run_record.check_same_code).
     identity = {
         "method": spec.method, "method_args": method_args.to_json(),
         "bench": {"name": bench.name, "format": bench.format, "fingerprint": bench.fingerprint()},
@@ -245,16 +245,16 @@ def run(spec: RunSpec, out_root: Path, console=None, verbose: bool = False,
             held.enter_context(run_dir_lock(p.run_dir, rank.lock_name(),
                                             also_existing=None if rank.active else ".lock.rank*"))
             store = RunStore(p.run_dir, rank=rank.rank if rank.active else None)
-            previous = record.read_previous(p.run_dir)
+            previous = run_record.read_previous(p.run_dir)
             if not previous and store.predictions:
                 # The record says what made the predictions (a random-init model's label among it):
                 # scoring them without it would put them in a table of real results.
                 raise BenchError("predictions without their run record (run.json is missing): what made them is "
                                  "unknown; restore run.json or move the run directory aside", p.run_dir)
             if any(w.request.key not in store for ws in p.work.values() for w in ws):
-                code_note = record.check_same_code(previous, p.code, spec.resume_changed_code, p.run_dir)
+                code_note = run_record.check_same_code(previous, p.code, spec.resume_changed_code, p.run_dir)
             else:  # only rescoring: the numbers are the recorded code's, whatever the code is now
-                stale_code = record.code_differs(previous, p.code)
+                stale_code = run_record.code_differs(previous, p.code)
         except Exception as exc:  # under torchrun every rank learns of it at the rendezvous, and stops there
             if not rank.active:
                 raise
@@ -273,7 +273,7 @@ def run(spec: RunSpec, out_root: Path, console=None, verbose: bool = False,
         previous = {**previous, "created": previous.get("created") or time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
         def write_record(details: dict | None) -> dict:
-            return record.write(p.run_dir, spec, p.identity, p.bench, p.backbones, previous=previous,
+            return run_record.write(p.run_dir, spec, p.identity, p.bench, p.backbones, previous=previous,
                                 provider=p.provider.as_dict(), method_code=p.code, method_details=details,
                                 resumed_with_changed_code=code_note, threads=threads)
 

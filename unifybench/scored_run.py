@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import record
+from . import run_record
 from .errors import BenchError
 from .store import RESULTS_JSON, RUN_JSON, SCORES_JSONL, check_results, read_score_rows
 
@@ -63,7 +63,7 @@ def load_scored_run(run_dir: Path, *, need_scores: bool = True) -> ScoredRun:
         raise BenchError(f"unreadable run files ({exc.__class__.__name__}: {exc})", run_dir) from exc
     if not isinstance(run_json, dict):
         raise BenchError("not a run record (expected a JSON object)", run_dir / RUN_JSON)
-    record.check_shape(run_json, run_dir / RUN_JSON)
+    run_record.check_shape(run_json, run_dir / RUN_JSON)
     check_results(results, run_dir / RESULTS_JSON)
     scored = ScoredRun(run_dir, run_json, results)
     if need_scores:

@@ -66,7 +66,7 @@ def method_arguments(args, needs: str, device_type: str, extra: dict[str, str] |
 def header(bench: str, method, device) -> dict:
     import torch
 
-    from ..record import is_random_init
+    from ..run_record import is_random_init
 
     details = method.describe()
     return {"bench": bench, "method": method.name, "model": details.get("base_model"),

@@ -6,7 +6,7 @@
   CPU copies, a tied head's rows from the embedding, a missing bias as zeros), :func:`set_rows`,
   :func:`fingerprint` (for ``isolation_fingerprint``) and the UniCTokens row files
   (:func:`save_rows`, :func:`load_rows`, :func:`checkpoint_epochs`); implemented in
-  :mod:`unifybench.newrows`, public here.
+  :mod:`unifybench.kit.vocab_rows`, public here.
 - Per-epoch files and the resume file: :func:`save_token_rows`, :func:`load_token_rows`,
   :func:`token_row_epochs`, :func:`write_resume`, :func:`read_resume`, :func:`drop_resume`,
   :func:`training_costs` (from :mod:`unifybench.kit.epochs`).
@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from ..newrows import (NewTokens, RowTrainer, VocabRowParam, checkpoint_epochs, fingerprint, get_rows, load_rows,
+from .vocab_rows import (NewTokens, RowTrainer, VocabRowParam, checkpoint_epochs, fingerprint, get_rows, load_rows,
                        save_rows, set_rows, vocabulary_size)
 from .epochs import (drop_resume, load_token_rows, read_resume, save_token_rows, token_row_epochs, training_costs,
                      write_resume)

@@ -6,7 +6,7 @@ import time
 
 from ..metrics import DIRECTIONS, is_reason
 from ..pages import esc, page
-from ..record import RANDOM_INIT_LABEL
+from ..run_record import RANDOM_INIT_LABEL
 from .cells import CHOICE_NOTE, INTERVAL_NOTE, is_count, value_parts, wants_choice_note
 from .marks import SIGNIFICANCE, column_marks
 from .plots import dot_plot, plots_of

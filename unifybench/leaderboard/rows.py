@@ -12,7 +12,7 @@ import pandas as pd
 
 from ..errors import BenchError
 from ..groups import GroupKey
-from ..record import is_random_init
+from ..run_record import is_random_init
 from ..scored_run import ScoredRun, load_scored_run
 from ..store import RESULTS_JSON, RUN_JSON
 

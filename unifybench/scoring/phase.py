@@ -12,7 +12,7 @@ from ..logs import get_logger
 from ..kit.files import write_json_atomic, write_jsonl_atomic
 from ..metrics import OPTIONAL_METRICS, TASK_METRICS, ScoringContext, aggregate, aggregate_intervals
 from ..progress import progress_bars
-from ..record import RANDOM_INIT_LABEL, backbone_names, is_random_init
+from ..run_record import RANDOM_INIT_LABEL, backbone_names, is_random_init
 from ..records import GEN_KINDS
 from ..store import RESULTS_JSON, SCORES_JSONL, read_jsonl
 from ..uncertainty import LEVEL, METHOD

@@ -51,7 +51,7 @@ from typing import Any, ClassVar, Sequence
 
 from ..errors import BenchError
 from ..prediction import Prediction
-from ..record import MethodDetails
+from ..run_record import MethodDetails
 from ..store import PREDICTIONS_JSONL
 from .tiny import bundled_concept, small_bench, tiny_clip, tiny_llava
 

@@ -20,7 +20,7 @@ from PIL import Image
 from unifybench.errors import BenchError
 from unifybench.kit.models import random_init
 from unifybench.logs import get_logger, quiet_transformers
-from unifybench.newrows import VocabRowParam
+from unifybench.kit.rows import VocabRowParam
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 XL_MODEL = "stabilityai/stable-diffusion-xl-base-1.0"
@@ -184,7 +184,7 @@ def quiet_diffusers():
 
 
 class TextEncoderSlot:
-    """One (tokenizer, text encoder) pair of a pipeline as a host of :mod:`unifybench.newrows`: its
+    """One (tokenizer, text encoder) pair of a pipeline as a host of :mod:`unifybench.kit.rows`: its
     tokenizer attribute reads and writes the pipeline's, so that a restored tokenizer is the one the
     pipeline uses."""
 

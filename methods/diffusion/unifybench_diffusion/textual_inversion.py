@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from unifybench import newrows
+from unifybench.kit import rows as kit_rows
 from unifybench.errors import BenchError
 from unifybench.images import open_rgb
 from unifybench.kit.args import Arg, Auto
@@ -109,7 +109,7 @@ class TextualInversion(DiffusionMethod):
     def _tokens(self, concept: Concept, rows: list[dict]):
         """The placeholder in every text encoder, with its rows, for the length of the block."""
         with contextlib.ExitStack() as stack:
-            ids = [stack.enter_context(newrows.NewTokens(slot, [concept.token], r))
+            ids = [stack.enter_context(kit_rows.NewTokens(slot, [concept.token], r))
                    for slot, r in zip(self.host.slots, rows)]
             yield ids
 
@@ -191,7 +191,7 @@ class TextualInversion(DiffusionMethod):
         with self._tokens(concept, init) as ids:
             for e in encoders:  # the script trains the text encoder in float32 (exact round trip)
                 e.to(torch.float32)
-            trainers = [newrows.RowTrainer(slot, i, lr=self.lr, weight_decay=self.weight_decay, eps=1e-8, init=r)
+            trainers = [kit_rows.RowTrainer(slot, i, lr=self.lr, weight_decay=self.weight_decay, eps=1e-8, init=r)
                         for slot, i, r in zip(host.slots, ids, init)]
             try:
                 for step in range(self.train_steps):

@@ -4,7 +4,7 @@ The stage logic (``stages.py``) talks only to this interface. A backend wraps on
 (Janus here, ``janus_backend.py``; a Show-o backend would be one more file) and offers:
 
 - vocabulary rows: the parameters holding them (input embedding, text output head weight and
-  bias), so that :mod:`unifybench.newrows` can add a concept's tokens for the length of a block,
+  bias), so that :mod:`unifybench.kit.rows` can add a concept's tokens for the length of a block,
   train exactly those rows (through float32 master rows) and never write any other row;
 - images <-> discrete codes, and the model's input embedding of image codes;
 - a text loss (teacher-forced answers to questions, optionally about an image);
@@ -21,8 +21,8 @@ from typing import Sequence
 import torch
 from PIL import Image
 
-from unifybench import newrows
-from unifybench.newrows import VocabRowParam  # noqa: F401  (re-exported: backends build these)
+from unifybench.kit import rows as kit_rows
+from unifybench.kit.rows import VocabRowParam  # noqa: F401  (re-exported: backends build these)
 
 
 def pil_image(image: Path | Image.Image) -> Image.Image:
@@ -78,17 +78,17 @@ class UnifiedBackend(ABC):
     def has_head_bias(self) -> bool:
         """Whether the text output head has a bias (Show-o: yes; Janus: no)."""
 
-    def new_tokens(self, tokens: Sequence[str], rows: dict[str, torch.Tensor] | None = None) -> newrows.NewTokens:
+    def new_tokens(self, tokens: Sequence[str], rows: dict[str, torch.Tensor] | None = None) -> kit_rows.NewTokens:
         """``with backend.new_tokens(tokens, rows) as ids:`` the tokens exist with these rows only
-        inside the block; the base model is bit-identical afterwards (:class:`unifybench.newrows.NewTokens`)."""
-        return newrows.NewTokens(self, tokens, rows)
+        inside the block; the base model is bit-identical afterwards (:class:`unifybench.kit.rows.NewTokens`)."""
+        return kit_rows.NewTokens(self, tokens, rows)
 
     def get_rows(self, ids: Sequence[int]) -> dict[str, torch.Tensor]:
         """float32 CPU copies: ``embed`` [n, d], ``head_weight`` [n, d], ``head_bias`` [n]."""
-        return newrows.get_rows(self, ids)
+        return kit_rows.get_rows(self, ids)
 
     def set_rows(self, ids: Sequence[int], rows: dict[str, torch.Tensor]) -> None:
-        newrows.set_rows(self, ids, rows)
+        kit_rows.set_rows(self, ids, rows)
 
     @abstractmethod
     def word_embedding(self, text: str) -> torch.Tensor:

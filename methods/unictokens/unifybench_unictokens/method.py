@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from unifybench import newrows
+from unifybench.kit import rows as kit_rows
 from unifybench.bench.hooks import SpeedBenchHooks
 from unifybench.errors import BenchError
 from unifybench.kit.batching import call_size, padded_calls
@@ -192,7 +192,7 @@ class _UnifiedMethod(ConceptLayers, Method, SpeedBenchHooks):
         return contextlib.nullcontext()
 
     def isolation_fingerprint(self):
-        return newrows.fingerprint(self.backend)
+        return kit_rows.fingerprint(self.backend)
 
     def answer(self, concept, state, requests):
         self.require_active(concept)

@@ -10,7 +10,7 @@ the id and mask layout (pure functions of ids) in :mod:`.showo_layout`; this mod
 - id layout (the official one): Phi's text ids, then ``[PAD] <|soi|> <|eoi|> <|sov|> <|eov|>
   <|t2i|> <|mmu|> <|t2v|> <|v2v|> <|lvg|>`` at ``len(tokenizer)`` (50,295 for phi-1_5), then code c
   at ``len(tokenizer) + 10 + c``, and the mask token last. A concept's new tokens get rows after the
-  mask token (:mod:`unifybench.newrows`); the authors insert them at 50,305 and shift the image ids.
+  mask token (:mod:`unifybench.kit.rows`); the authors insert them at 50,305 and shift the image ids.
   Rows are looked up by id and softmaxes run over sets of rows, so the two layouts give the same
   logits for every text token, new token and image code (``tests/test_showo.py``).
 - understanding: ``<|mmu|> <|soi|> codes <|eoi|> <|sot|> USER: {question} ASSISTANT:``, every row

@@ -24,11 +24,11 @@ from typing import Callable
 
 import torch
 
-from unifybench import newrows
+from unifybench.kit import rows as kit_rows
 from unifybench.errors import BenchError
 from unifybench.kit.files import read_json, write_json_atomic
 from unifybench.kit.rows import EpochLoop
-from unifybench.newrows import RowTrainer, checkpoint_epochs, save_rows  # noqa: F401  (re-exported: the stages' files)
+from unifybench.kit.rows import RowTrainer, checkpoint_epochs, save_rows  # noqa: F401  (re-exported: the stages' files)
 from unifybench.seeding import derive_seed
 
 from .backend import TextExample, UnifiedBackend
@@ -122,7 +122,7 @@ def kmeans(x: torch.Tensor, k: int, seed: int = 0, iters: int = 50) -> torch.Ten
 
 def load_rows(folder: Path, epoch: int | None, width: int, map_location="cpu") -> tuple[dict[str, torch.Tensor], int]:
     """A public-format checkpoint of one of the stages' row counts (17, 25 or 33)."""
-    return newrows.load_rows(folder, epoch, width, allowed_rows=STAGE_ROWS.values(),
+    return kit_rows.load_rows(folder, epoch, width, allowed_rows=STAGE_ROWS.values(),
                              rows_help=" (<c> + 16 shared [+ 8 generation [+ 8 understanding]])",
                              map_location=map_location)
 

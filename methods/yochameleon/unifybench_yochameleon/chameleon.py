@@ -34,7 +34,7 @@ from unifybench.images import open_rgb
 from unifybench.kit.models import cache_kwarg_name, random_init
 from unifybench.kit.weights import hub_snapshot
 from unifybench.logs import quiet_transformers
-from unifybench.newrows import VocabRowParam
+from unifybench.kit.rows import VocabRowParam
 
 from .vqgan import VQGANDecoder, decode_codes, load_strict, read_checkpoint_decoder, read_vqgan_file, to_bytes
 
@@ -156,7 +156,7 @@ def load_pretrained(name: str, dtype: torch.dtype):
 
 class ChameleonHost:
     """One Chameleon, shared by every concept of a process (a concept's rows live in
-    :class:`unifybench.newrows.NewTokens` blocks; the base model is never changed)."""
+    :class:`unifybench.kit.rows.NewTokens` blocks; the base model is never changed)."""
 
     def __init__(self, model_name: str = DEFAULT_MODEL, *, device: str = "cpu", seed: int = 0,
                  dtype: torch.dtype | None = None, vqgan: Path | None = None):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from unifybench import newrows
+from unifybench.kit import rows as kit_rows
 from unifybench.bench.hooks import SpeedBenchHooks
 from unifybench.errors import BenchError
 from unifybench.kit.args import Arg, Auto
@@ -151,7 +151,7 @@ class YoChameleon(ConceptLayers, Method, SpeedBenchHooks):
                                "latent_tokens": a.latent_tokens, "self_prompting": a.self_prompting}}
 
     def isolation_fingerprint(self):
-        return newrows.fingerprint(self.host)
+        return kit_rows.fingerprint(self.host)
 
     # ------------------------------------------------------------------ tokens and prompts
     def tokens(self) -> list[str]:
@@ -282,13 +282,13 @@ class YoChameleon(ConceptLayers, Method, SpeedBenchHooks):
                                         len(self.tokens()), "identifier + latent tokens")}
 
     def concept_layers(self, concept, state):
-        return newrows.NewTokens(self.host, self.tokens(), state["rows"])
+        return kit_rows.NewTokens(self.host, self.tokens(), state["rows"])
 
     def _init_rows(self, concept: Concept) -> dict[str, torch.Tensor]:
         """Reserved tokens are trained from the rows the checkpoint gives them (their code starts from
         the model's own rows), in float32."""
         ids = [self.host.tokenizer.convert_tokens_to_ids(t) for t in self.tokens()]
-        return newrows.get_rows(self.host, ids)
+        return kit_rows.get_rows(self.host, ids)
 
     def _train(self, concept: Concept, state_dir: Path) -> None:
         a = self.args
@@ -299,8 +299,8 @@ class YoChameleon(ConceptLayers, Method, SpeedBenchHooks):
         flips = torch.Generator().manual_seed(derive_seed(self.seed, concept.name, "flips"))
         resume_key = {"train_args": self.describe()["train_args"], "training_set": counts, "base_model": self.model_name,
                       "seed": self.seed}
-        with newrows.NewTokens(host, self.tokens(), init) as ids:
-            trainer = newrows.RowTrainer(host, ids, lr=a.lr, weight_decay=a.weight_decay, eps=1e-6, init=init)
+        with kit_rows.NewTokens(host, self.tokens(), init) as ids:
+            trainer = kit_rows.RowTrainer(host, ids, lr=a.lr, weight_decay=a.weight_decay, eps=1e-6, init=init)
             try:
                 loop = EpochLoop(state_dir, resume_key, a.epochs, trainer=trainer,
                                  generators={"order": rng, "flips": flips}, record={"losses": []})

@@ -11,7 +11,7 @@ import torch
 
 from unifybench.testing.benches import make_unifybench, make_yollava, photo, write_json
 from unifybench.testing import cli, only_run_dir, read_results, predict
-from unifybench import newrows
+from unifybench.kit import rows as kit_rows
 from unifybench.data import load_benchmark
 from unifybench.errors import BenchError
 from unifybench.methods import AnswerRequest
@@ -82,7 +82,7 @@ def test_a_local_folder_loads_and_train_batch_batches_the_same_loss(bench, tmp_p
     examples, counts = local.training_set(concept)
     with_image = [e for e in examples if e[1] is not None]
     batch = [with_image[0], next(e for e in examples if e[1] is None), with_image[-1]]  # sequences of 3 lengths
-    with newrows.NewTokens(host, local.tokens(concept), local._init_rows(concept)), torch.no_grad():
+    with kit_rows.NewTokens(host, local.tokens(concept), local._init_rows(concept)), torch.no_grad():
         batched = host.loss(batch, [False, False, True])
         singles = [host.loss([e], [f]) for e, f in zip(batch, [False, False, True])]
         answer_tokens = [len(host.ids(host.prompt_text(q, image is not None) + " " + a))

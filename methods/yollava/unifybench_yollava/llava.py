@@ -125,7 +125,7 @@ def load_pretrained(name: str, dtype: torch.dtype):
 
 class LlavaHost:
     """One LLaVA, shared by every concept of a process (each concept's tokens live in
-    :class:`unifybench.newrows.NewTokens` blocks; the base model is never changed)."""
+    :class:`unifybench.kit.rows.NewTokens` blocks; the base model is never changed)."""
 
     def __init__(self, model_name: str = DEFAULT_MODEL, *, device: str = "cpu", seed: int = 0,
                  dtype: torch.dtype | None = None):

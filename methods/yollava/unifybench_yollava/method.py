@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from unifybench import newrows
+from unifybench.kit import rows as kit_rows
 from unifybench.bench.hooks import SpeedBenchHooks
 from unifybench.errors import BenchError
 from unifybench.logs import get_logger
@@ -133,7 +133,7 @@ class _LlavaMethod(ConceptLayers, Method):
                 "decoding": "greedy" if self.temperature == 0 else f"sampled, temperature {self.temperature:g}"}
 
     def isolation_fingerprint(self):
-        return newrows.fingerprint(self.host)
+        return kit_rows.fingerprint(self.host)
 
     # Subclasses say how a question names the concept, and which rows exist while it is active
     # (concept_layers, entered by ConceptLayers.activate).
@@ -268,7 +268,7 @@ class YoLLaVA(_LlavaMethod, SpeedBenchHooks):
         return f"{prompt} {self._question(concept, request)}"
 
     def concept_layers(self, concept, state):
-        return newrows.NewTokens(self.host, self.tokens(concept), state["rows"])
+        return kit_rows.NewTokens(self.host, self.tokens(concept), state["rows"])
 
     # ------------------------------------------------------------------ training data
     def training_set(self, concept: Concept) -> tuple[list[tuple[str, Any, str]], dict]:
@@ -359,8 +359,8 @@ class YoLLaVA(_LlavaMethod, SpeedBenchHooks):
         flips = torch.Generator().manual_seed(derive_seed(self.seed, concept.name, "flips"))
         resume_key = {"train_args": self.describe()["train_args"], "training_set": counts, "base_model": self.model_name,
                       "seed": self.seed}
-        with newrows.NewTokens(host, self.tokens(concept), init) as ids:
-            trainer = newrows.RowTrainer(host, ids, lr=self.lr, weight_decay=self.weight_decay, eps=1e-8, init=init)
+        with kit_rows.NewTokens(host, self.tokens(concept), init) as ids:
+            trainer = kit_rows.RowTrainer(host, ids, lr=self.lr, weight_decay=self.weight_decay, eps=1e-8, init=init)
             try:
                 loop = EpochLoop(state_dir, resume_key, self.epochs, trainer=trainer,
                                  generators={"order": rng, "flips": flips},
