@@ -37,8 +37,16 @@ browser:
 	  ( $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium ) \
 	    >/dev/null 2>&1 || echo "chromium could not be installed: the browser test will be skipped"; }
 
+# The suite runs on TEST_WORKERS pytest-xdist workers (the cores, 2 to 4), one torch thread each so
+# that they do not oversubscribe the cores. --dist loadscope keeps a test class, and the test
+# functions of a module, on one worker: the contract kit's setup_class baseline and the modules'
+# module-scoped fixtures are made once. (loadgroup would be finer, but with pytest 9.2 xdist 3.8
+# silently ignores its groups: pytest-xdist issue 1386.) `make test TEST_WORKERS=0`: one process.
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -lt 2 ] && n=2; [ $$n -gt 4 ] && n=4; echo $$n)
+PYTEST = HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope
+
 test: install browser
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+	$(PYTEST)
 
 # The test suite against the oldest transformers the project supports (pyproject.toml), laid over
 # .venv through PYTHONPATH so no second torch install is needed. kernels: the range 5.5.4 asks for
@@ -47,7 +55,7 @@ OLDEST_TRANSFORMERS ?= transformers==5.5.4 tokenizers==0.22.1 huggingface_hub==1
 	h11 anyio certifi idna
 test-oldest-transformers: install
 	rm -rf .oldest && $(PY) -m pip install -q --no-deps --target .oldest $(OLDEST_TRANSFORMERS)
-	PYTHONPATH=.oldest HF_HUB_OFFLINE=1 $(PY) -m pytest -q -p no:cacheprovider
+	PYTHONPATH=.oldest $(PYTEST) -p no:cacheprovider
 
 # Every method once, on one concept and one item per task, tiny random-init models and scorers: the
 # plumbing of each in about a minute and a half on an idle 2-core machine (numbers mean nothing).

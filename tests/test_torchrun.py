@@ -27,6 +27,8 @@ def _env(pythonpath=None, threads: str | None = "1") -> dict:
     # count, so the single-process reference gets the same.
     if threads:
         env["OMP_NUM_THREADS"] = threads
+    else:  # the run's own choice (free cores), not the one `make test` sets for its workers
+        env.pop("OMP_NUM_THREADS", None)
     return env
 
 

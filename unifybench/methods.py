@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import re
 import sys
 from dataclasses import dataclass
@@ -301,10 +302,34 @@ def _checked(obj, name: str, target: str) -> type[Method]:
     return obj
 
 
-def _distribution_of(module: str) -> tuple[str | None, str | None]:
-    from importlib.metadata import packages_distributions, version
+_PACKAGES_DISTRIBUTIONS: dict = {}
 
-    names = packages_distributions().get(module.split(".")[0]) or []
+
+def _packages_distributions() -> Mapping[str, list[str]]:
+    """``importlib.metadata.packages_distributions()``, kept while ``sys.path`` and the modification
+    times of its folders stay the same: it reads the file list of every installed distribution (a
+    second or more beside torch), and the test kit resolves a class on every run. Installing or
+    removing a distribution in one of those folders adds or removes its ``.dist-info`` folder there,
+    which changes the folder's time: the next call reads them again."""
+    from importlib.metadata import packages_distributions
+
+    key = []
+    for entry in sys.path:
+        try:
+            key.append((entry, os.getcwd() if not entry else None, os.stat(entry or ".").st_mtime_ns))
+        except OSError:
+            key.append((entry, None, None))
+    key = tuple(key)
+    if key not in _PACKAGES_DISTRIBUTIONS:
+        _PACKAGES_DISTRIBUTIONS.clear()
+        _PACKAGES_DISTRIBUTIONS[key] = packages_distributions()
+    return _PACKAGES_DISTRIBUTIONS[key]
+
+
+def _distribution_of(module: str) -> tuple[str | None, str | None]:
+    from importlib.metadata import version
+
+    names = _packages_distributions().get(module.split(".")[0]) or []
     if not names:
         return None, None
     try:
