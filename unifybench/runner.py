@@ -274,8 +274,8 @@ def run(spec: RunSpec, out_root: Path, console=None, verbose: bool = False,
 
         def write_record(details: dict | None) -> dict:
             return run_record.write(p.run_dir, spec, p.identity, p.bench, p.backbones, previous=previous,
-                                provider=p.provider.as_dict(), method_code=p.code, method_details=details,
-                                resumed_with_changed_code=code_note, threads=threads)
+                                    provider=p.provider.as_dict(), method_code=p.code, method_details=details,
+                                    resumed_with_changed_code=code_note, threads=threads)
 
         try:
             run_json = write_record(None) if rank.is_main else None
