@@ -422,3 +422,4 @@ def test_every_model_that_cannot_be_loaded_is_named_in_the_one_line(tmp_path):
         assert where in line
     assert line.count("hf download") == 3 and not (tmp_path / "runs").exists()
     assert "[backbones]: cannot load CLIP" in line  # the scorer's checkpoints, in the same line
+    assert "cannot load DINO" in line and line.count("run once with network access") == 1

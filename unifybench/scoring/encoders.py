@@ -114,11 +114,14 @@ def _cached_clip_checkpoint(clip_name: str) -> str | None:
     return None
 
 
+# What to do about a scorer checkpoint that cannot be loaded: said once, after every missing one.
+_UNAVAILABLE_ADVICE = ("run once with network access or set HF_HOME to a Hugging Face cache that holds them, or use "
+                       "--backbones random")
+
+
 def _clip_unavailable(clip_name: str, detail: str) -> BenchError:
-    return BenchError(
-        f"cannot load CLIP {clip_name} ({CLIP_TAG}) weights: {detail}; run once with network access "
-        "or set HF_HOME to a Hugging Face cache that holds them, or use --backbones random",
-        where="backbones")
+    return BenchError(f"cannot load CLIP {clip_name} ({CLIP_TAG}) weights: {detail}; {_UNAVAILABLE_ADVICE}",
+                      where="backbones")
 
 
 def _load_clip(kind: str, clip_name: str, seed: int, local_only: bool):
@@ -175,14 +178,18 @@ def _load_dino(kind: str, seed: int, local_only: bool, checkpoint: str = DINO_CH
         raise BenchError(f"unknown DINO checkpoint {checkpoint!r} (known: {', '.join(DINO_PATCH)})", where="backbones")
     patch = DINO_PATCH[checkpoint]
     if kind == "default":
+        if local_only:
+            from huggingface_hub import try_to_load_from_cache
+
+            if not isinstance(try_to_load_from_cache(repo_id=checkpoint, filename="config.json"), str):
+                raise BenchError(f"cannot load DINO {checkpoint} weights: not in the Hugging Face cache and "
+                                 f"{offline.why_local()}; {_UNAVAILABLE_ADVICE}", where="backbones")
         try:
             model = ViTModel.from_pretrained(checkpoint, add_pooling_layer=False,
                                              local_files_only=local_only)
         except Exception as e:  # noqa: BLE001 - OSError when absent, others when unreadable
-            raise BenchError(
-                f"cannot load DINO {checkpoint} weights: {type(e).__name__}: {e}; run once with "
-                "network access or set HF_HOME to a Hugging Face cache that holds them, or use "
-                "--backbones random", where="backbones") from e
+            raise BenchError(f"cannot load DINO {checkpoint} weights: {type(e).__name__}: {e}; {_UNAVAILABLE_ADVICE}",
+                             where="backbones") from e
         return model, checkpoint
     if kind == "random":
         config = ViTConfig(hidden_size=384, num_hidden_layers=12, num_attention_heads=6,
@@ -209,8 +216,22 @@ def load_backbones(kind: str = "default", device: str = "cpu", clip_name: str = 
         raise BenchError(f"unknown backbones {kind!r} (choose from {', '.join(KINDS)})", where="backbones")
     if local_only is None:
         local_only = kind == "default" and offline.local_only()
-    clip_model, tokenizer, clip_desc = _load_clip(kind, clip_name, seed, local_only)
-    dino_model, dino_desc = _load_dino(kind, seed, local_only, dino_name)
+    # Both are tried, so that one line names every missing checkpoint (one download list, not one per
+    # attempt); the advice is said once.
+    problems = []
+    try:
+        clip_model, tokenizer, clip_desc = _load_clip(kind, clip_name, seed, local_only)
+    except BenchError as exc:
+        problems.append(exc)
+    try:
+        dino_model, dino_desc = _load_dino(kind, seed, local_only, dino_name)
+    except BenchError as exc:
+        problems.append(exc)
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        raise BenchError("; ".join(p.message.removesuffix(f"; {_UNAVAILABLE_ADVICE}") for p in problems)
+                         + f"; {_UNAVAILABLE_ADVICE}", where="backbones")
     clip_model = clip_model.to(device).eval()
     dino_model = dino_model.to(device).eval()
     info = {"clip": clip_desc, "dino": dino_desc}
