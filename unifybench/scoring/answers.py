@@ -224,8 +224,11 @@ def open_sample(item: QAItem, reply: str, protocol: str = "default") -> dict:
 
 # A reply that declines to answer (hosted models often do on photos of people): scored as the wrong
 # answer it is, and also counted apart (each task's ``refused``) so a low score can be read.
+# A hedge that goes on to answer ("I can't be sure, but it is red", "I cannot say for certain: a
+# corgi") is an answer, not a refusal: its BLEU stands.
+_HEDGE = r"(?!\s+(?:be\s+(?:sure|certain|completely|entirely|absolutely|100)|(?:say|tell)\s+for\s+(?:sure|certain)))"
 _REFUSAL = re.compile(r"^\W*(?:i'?m sorry|sorry,|i am sorry|i apologi[sz]e|i(?: can ?not| can't| am unable|'m unable|"
-                      r" am not able|'m not able| won't| will not)\b|as an ai\b|unfortunately,? i\b)",
+                      r" am not able|'m not able| won't| will not)\b" + _HEDGE + r"|as an ai\b|unfortunately,? i\b)",
                       re.IGNORECASE)
 
 

@@ -147,6 +147,9 @@ def test_nothing_leaves_loopback_and_bad_settings_are_refused_before_anything_is
     ("Sorry, I can't tell who this is.", True), ("As an AI, I do not recognise faces.", True),
     ("I\u2019m unable to identify real people.", True),
     ("Yes.", False), ("No.", False), ("A", False), ("I think it is A.", False), ("", False), (None, False),
+    # hedges that go on to answer: answers, their BLEU kept
+    ("I can't be sure, but it is red.", False), ("I cannot say for certain, but it looks like a corgi.", False),
+    ("I can\u2019t tell for sure; it is a mug.", False), ("I can't tell who this is.", True),
 ])
 def test_refusals_are_told_from_answers(reply, refused):
     assert is_refusal(reply) is refused
