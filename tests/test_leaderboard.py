@@ -267,3 +267,19 @@ def test_few_concepts_are_said_wherever_the_number_is_and_one_concept_is_never_p
     assert "weighted_acc" not in results["intervals"]["rec"]  # no spread among its prompts: no interval
     md = cli("leaderboard", str(one), "--no-published").stdout
     assert "one concept" in md and "± 0.0" not in md
+
+
+def test_a_group_of_seeds_that_copies_its_reference_photos_is_never_marked_best():
+    """column_marks leaves copying runs unmarked; a group of such runs folded by seed copies too."""
+    from unifybench.leaderboard.marks import column_marks
+    from unifybench.report import LeaderboardRow, seed_groups
+
+    base = dict(benchmark="b", protocol="default", backbones="tiny", judge="", limit="", fingerprint="f",
+                source="run", confidence="this harness", concept_set=("a",))
+    copying = [LeaderboardRow(**base, method="real-images [copies reference photos: 3 images]", seed=seed,
+                              copies=True, metrics={"gen.clip_i": 0.95}) for seed in (0, 1, 2)]
+    real = LeaderboardRow(**base, method="m", metrics={"gen.clip_i": 0.5})
+    other = LeaderboardRow(**base, method="n", metrics={"gen.clip_i": 0.4})
+    rows = seed_groups([*copying, real, other])
+    assert len(rows) == 3 and rows[0].seeds == 3 and rows[0].copies
+    assert column_marks(rows, "gen.clip_i") == {1: "best"}

@@ -3,7 +3,8 @@
 For every metric both runs scored, the paired difference A − B over the concepts and items both
 runs have (an item is a request, and for generation each image file), its 95% interval (the concept
 jackknife of :mod:`unifybench.uncertainty` on the difference, t on concepts - 1 df) with the t test
-it inverts (``p_t``), and a permutation p-value that swaps A and B concept by concept (``p``). A
+it inverts (``p_t``), and a permutation p-value that swaps A and B concept by concept (one concept:
+prompt by prompt) (``p``). A
 metric is compared only where the leaderboard's rule would put the two values side by side: the same
 :class:`~unifybench.groups.GroupKey` (benchmark name and content, protocol, judge, ``--limit``, and
 scorer backbones only for the metrics computed with them: UniCTokens and Yo'LLaVA compare on
@@ -114,6 +115,7 @@ def as_table(rows: list[dict], fmt: str, not_compared: list[dict] | None = None)
     lines.append("A − B over the concepts and items both runs scored. Interval: the concept jackknife of the "
                  "difference, t on concepts − 1 df (one concept: over its prompts); p (t): the t test it inverts "
                  "(0 is outside the interval exactly when p (t) < 0.05); p (permutation): two-sided test swapping "
-                 "A and B concept by concept, exact whatever the shape of the differences. Both paired over the "
-                 "concepts: with few concepts or skewed differences they can disagree near 0.05.")
+                 "A and B concept by concept (one concept: prompt by prompt), exact whatever the shape of the "
+                 "differences. Both paired over the same units: with few of them or skewed differences they can "
+                 "disagree near 0.05.")
     return "\n".join(lines) + "\n"

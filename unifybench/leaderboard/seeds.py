@@ -28,7 +28,9 @@ def seed_groups(rows: list[LeaderboardRow]) -> list[LeaderboardRow]:
         ordered = sorted(members, key=lambda m: m.seed)
         row = dataclasses.replace(
             first, metrics={}, scored=None, seed=None, seed_members=ordered, sd={}, intervals={}, interval_notes={},
-            concepts={}, concept_intervals={}, copies=False, run_identity="", found_in=1,
+            concepts={}, concept_intervals={}, run_identity="", found_in=1,
+            # copying is in the method's label, so in the group's key: every member copies, or none
+            copies=any(m.copies for m in members),
             source=f"{len(members)} runs, seeds {', '.join(str(m.seed) for m in ordered)}")
         for metric in {k for m in members for k in m.metrics}:
             values = [m.value(metric) for m in members]
